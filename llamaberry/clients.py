@@ -1,0 +1,551 @@
+"""Chat clients: the one seam between the modes and a provider's SDK.
+
+The modes only ever call `ChatClient.stream()` (or `complete()`), which yields `Delta`s of
+visible text, a `Restart` when a failed attempt's partial text must be discarded, and one
+`Completion` at the end. Groq and OpenAI-compatible endpoints are two small subclasses; the
+SDKs are imported lazily so the CLI starts fast.
+
+Retries are decided here and nowhere else: the SDKs' own retries are switched off, so the two
+never multiply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (
+    AuthenticationError,
+    ContextTooLongError,
+    InputError,
+    MissingKeyError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+from .limits import RateLimiter, estimate_tokens, parse_duration
+from .results import Message, Usage
+
+PROVIDERS = ("groq", "openai")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of visible reply text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The attempt failed part-way and is being retried: drop the text streamed so far."""
+
+    reason: str
+    wait: float
+
+
+@dataclass
+class Completion:
+    """The whole reply of one call, with what it cost."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    seconds: float
+    attempts: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the reply was cut off by the completion-token budget."""
+        return self.finish_reason == "length"
+
+
+StreamItem = Delta | Restart | Completion
+
+
+class JSONValidationError(ProviderError):
+    """The provider refused its own reply as invalid JSON (`json_validate_failed`)."""
+
+    def __init__(self, message: str, failed_generation: str | None) -> None:
+        super().__init__(message, status_code=400)
+        self.failed_generation = failed_generation
+
+
+@dataclass
+class RetryPolicy:
+    """How many times, and how long, to retry a failed call."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    # A 429 whose retry-after is longer than this fails at once with the reset time.
+    max_wait: float = 90.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, for errors that don't say how long to wait."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+class _Retryable(Exception):
+    """Internal: an attempt failed in a way worth trying again."""
+
+    def __init__(self, error: ProviderError, wait: float | None) -> None:
+        self.error = error
+        self.wait = wait
+
+
+class ChatClient:
+    """A provider endpoint: streams chat completions and lists models."""
+
+    provider: str = "base"
+    # Whether the endpoint honours response_format={"type": "json_object"}.
+    supports_json_mode: bool = True
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        reasoning_effort: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.reasoning_effort = reasoning_effort
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter or RateLimiter()
+        self.max_connections = max_connections
+        self._sdk: Any = None
+        self._models: list[str] | None = None
+
+    # -- what subclasses provide -------------------------------------------------------------
+
+    def _make_sdk(self) -> Any:
+        raise NotImplementedError
+
+    def _extra_params(self, stream: bool) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def _usage_of(chunk: Any) -> Any:
+        return getattr(chunk, "usage", None)
+
+    # -- the interface the modes use ---------------------------------------------------------
+
+    @property
+    def sdk(self) -> Any:
+        """The underlying SDK client, created on first use (one connection pool per client)."""
+        if self._sdk is None:
+            self._sdk = self._make_sdk()
+        return self._sdk
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        json_mode: bool = False,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Send `messages` and yield the reply as it arrives, retrying what is worth retrying."""
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        estimate = sum(estimate_tokens(m.content) for m in messages) + min(
+            max_tokens or self.max_tokens or 1024, 1024
+        )
+        started = time.perf_counter()
+        attempt = 1
+        while True:
+            await self.limiter.acquire(estimate)
+            await self._check_model_known()
+            streamed = False
+            try:
+                async for item in self._attempt(payload, json_mode, max_tokens):
+                    if isinstance(item, Completion):
+                        item.seconds = time.perf_counter() - started
+                        item.attempts = attempt
+                        self.limiter.settle(estimate, item.usage.total_tokens or estimate)
+                    else:
+                        streamed = True
+                    yield item
+                return
+            except ModelNotFoundError as error:
+                raise await self._with_model_list(error) from None
+            except _Retryable as failure:
+                if attempt > self.retry.max_retries:
+                    raise failure.error from None
+                wait = failure.wait if failure.wait is not None else self.retry.backoff(attempt)
+                if failure.wait is not None:
+                    self.limiter.pause(wait)
+                attempt += 1
+                if streamed:
+                    yield Restart(reason=str(failure.error), wait=wait)
+                await asyncio.sleep(wait)
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        json_mode: bool = False,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """Send `messages` and return the whole reply."""
+        async for item in self.stream(messages, json_mode=json_mode, max_tokens=max_tokens):
+            if isinstance(item, Completion):
+                return item
+        raise ProviderError("the provider closed the reply without finishing it")
+
+    async def list_models(self) -> list[str]:
+        """The ids of the models this endpoint serves, sorted."""
+        try:
+            page = await self.sdk.models.list()
+        except Exception as error:
+            raise self._translate(error) from None
+        self._models = sorted(m.id for m in page.data)
+        return self._models
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._sdk is not None:
+            await self._sdk.close()
+            self._sdk = None
+
+    async def _check_model_known(self) -> None:
+        # Only once the list is known (after a 404): fail fast instead of asking again.
+        if self._models is not None and self.model not in self._models:
+            raise ModelNotFoundError(self.model, self._models)
+
+    async def _with_model_list(self, error: ModelNotFoundError) -> ModelNotFoundError:
+        if error.available:
+            return error
+        try:
+            available = await self.list_models()
+        except ProviderError:
+            available = []
+        return ModelNotFoundError(
+            self.model, available, retired=error.retired, status_code=error.status_code
+        )
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def _params(self, payload: list[dict[str, str]], json_mode: bool, max_tokens: int | None):
+        params: dict[str, Any] = {"model": self.model, "messages": payload}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        budget = max_tokens or self.max_tokens
+        if budget:
+            params["max_completion_tokens"] = budget
+        if self.reasoning_effort:
+            params["reasoning_effort"] = self.reasoning_effort
+        if json_mode and self.supports_json_mode:
+            params["response_format"] = {"type": "json_object"}
+        return params
+
+    async def _attempt(
+        self, payload: list[dict[str, str]], json_mode: bool, max_tokens: int | None
+    ) -> AsyncIterator[StreamItem]:
+        params = self._params(payload, json_mode, max_tokens)
+        # JSON mode replies are validated whole by the provider, so they are not streamed.
+        stream = not json_mode
+        if stream:
+            params.update(self._extra_params(stream=True))
+        try:
+            raw = await self.sdk.chat.completions.with_raw_response.create(stream=stream, **params)
+            headers = dict(raw.headers)
+            self.limiter.observe(headers)
+            body = raw.parse()
+            if inspect.isawaitable(body):  # groq's parse() is a coroutine, openai's is not
+                body = await body
+            if not stream:
+                choice = body.choices[0]
+                text = choice.message.content or ""
+                if text:
+                    yield Delta(text)
+                yield Completion(
+                    text=text,
+                    finish_reason=choice.finish_reason,
+                    usage=_usage(body.usage, text, payload),
+                    seconds=0.0,
+                    headers=headers,
+                )
+                return
+            parts: list[str] = []
+            finish_reason = None
+            usage = None
+            try:
+                async for chunk in body:
+                    usage = self._usage_of(chunk) or usage
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    text = choice.delta.content if choice.delta else None
+                    if text:
+                        parts.append(text)
+                        yield Delta(text)
+            finally:
+                await body.close()
+            text = "".join(parts)
+            if finish_reason is None:
+                raise self._retryable_drop("the reply stream ended before it finished")
+            yield Completion(
+                text=text,
+                finish_reason=finish_reason,
+                usage=_usage(usage, text, payload),
+                seconds=0.0,
+                headers=headers,
+            )
+        except (_Retryable, ProviderError):
+            raise
+        except Exception as error:
+            translated = self._translate(error)
+            wait = self._retry_wait(error, translated)
+            if wait is False:
+                raise translated from None
+            raise _Retryable(translated, wait) from None
+
+    def _retryable_drop(self, reason: str) -> _Retryable:
+        return _Retryable(ProviderUnavailableError(f"{self.provider}: {reason}"), None)
+
+    # -- error handling ----------------------------------------------------------------------
+
+    def _retry_wait(self, error: Exception, translated: ProviderError) -> float | bool | None:
+        """False: don't retry. None: retry after a backoff. A number: retry after that wait."""
+        if isinstance(translated, RateLimitError):
+            if translated.status_code == 413:
+                return False
+            wait = translated.reset_in
+            if wait is not None and wait > self.retry.max_wait:
+                return False
+            return wait
+        if isinstance(translated, ProviderUnavailableError | ProviderTimeoutError):
+            return None
+        return False
+
+    def _translate(self, error: Exception) -> ProviderError:
+        """Turn an SDK exception into one of our typed errors with a readable line."""
+        status = getattr(error, "status_code", None)
+        name = type(error).__name__
+        if status is None:
+            if "Timeout" in name:
+                return ProviderTimeoutError(
+                    f"{self.provider} did not answer within {self.timeout:g}s (--timeout)."
+                )
+            transport = type(error).__module__.startswith(("httpx", "httpcore", "h11"))
+            if "Connection" in name or transport or isinstance(error, OSError):
+                return ProviderUnavailableError(
+                    f"Could not reach {self._where()}: the connection failed or was dropped."
+                )
+            return ProviderUnavailableError(f"{self.provider}: {name}: {error}")
+        code, message = _error_details(error)
+        headers = _headers_of(error)
+        if status == 401:
+            return AuthenticationError(
+                f"{self.provider} rejected the API key (HTTP 401); check {self._key_name()}.",
+                status_code=401,
+            )
+        if code in ("model_not_found", "model_decommissioned") or (
+            status == 404 and "model" in message.lower()
+        ):
+            return ModelNotFoundError(
+                self.model,
+                self._models,
+                retired=code == "model_decommissioned",
+                status_code=status,
+            )
+        if code == "json_validate_failed":
+            body = getattr(error, "body", None)
+            failed = _find(body, "failed_generation")
+            return JSONValidationError(message or "invalid JSON", failed)
+        if code == "context_length_exceeded" or "context length" in message.lower():
+            return ContextTooLongError(
+                "The conversation is longer than the model's context window; "
+                "ask a shorter question or use fewer --turns.",
+                status_code=status,
+            )
+        if status in (413, 429):
+            return _rate_limit_error(status, message, headers)
+        if status in (408, 409) or status >= 500:
+            return ProviderUnavailableError(
+                f"{self._where()} failed with HTTP {status}"
+                + (f": {_first_line(message)}" if message else "."),
+                status_code=status,
+            )
+        if status == 404:
+            return ProviderError(
+                f"{self._where()} answered 404 Not Found; check the base URL.", status_code=404
+            )
+        return ProviderError(
+            f"{self.provider} refused the request (HTTP {status}): {_first_line(message)}",
+            status_code=status,
+        )
+
+    def _where(self) -> str:
+        url = str(getattr(self._sdk, "base_url", "") or "")
+        return f"the {self.provider} endpoint" + (f" at {url}" if url else "")
+
+    def _key_name(self) -> str:
+        return "GROQ_API_KEY" if self.provider == "groq" else "OPENAI_API_KEY"
+
+
+class GroqClient(ChatClient):
+    """Groq's hosted models through `groq.AsyncGroq`."""
+
+    provider = "groq"
+
+    def __init__(self, *, api_key: str | None, base_url: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        key = api_key or os.environ.get("GROQ_API_KEY")
+        if not key:
+            raise MissingKeyError("groq")
+        self._api_key = key
+        self._base_url = base_url or os.environ.get("GROQ_BASE_URL") or None
+
+    def _make_sdk(self) -> Any:
+        import groq
+        import httpx
+
+        return groq.AsyncGroq(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            max_retries=0,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            http_client=groq.DefaultAsyncHttpxClient(
+                limits=httpx.Limits(
+                    max_connections=self.max_connections,
+                    max_keepalive_connections=self.max_connections,
+                ),
+            ),
+        )
+
+    @staticmethod
+    def _usage_of(chunk: Any) -> Any:
+        x_groq = getattr(chunk, "x_groq", None)
+        return getattr(x_groq, "usage", None) or getattr(chunk, "usage", None)
+
+
+class OpenAICompatibleClient(ChatClient):
+    """Any OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp's server, LM Studio, OpenAI)."""
+
+    provider = "openai"
+
+    def __init__(self, *, api_key: str | None, base_url: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        # Local servers usually take no key, but the SDK insists on one: send a placeholder.
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
+        self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+    def _make_sdk(self) -> Any:
+        import httpx2
+        import openai
+
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(
+                    max_connections=self.max_connections,
+                    max_keepalive_connections=self.max_connections,
+                ),
+            ),
+        )
+
+    def _extra_params(self, stream: bool) -> dict[str, Any]:
+        return {"stream_options": {"include_usage": True}} if stream else {}
+
+
+def make_client(provider: str, **kwargs: Any) -> ChatClient:
+    """Build the chat client for `provider` ("groq" or "openai")."""
+    if provider == "groq":
+        return GroqClient(**kwargs)
+    if provider == "openai":
+        return OpenAICompatibleClient(**kwargs)
+    raise InputError(f"Unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}.")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _usage(sdk_usage: Any, text: str, payload: list[dict[str, str]]) -> Usage:
+    if sdk_usage is not None:
+        prompt = getattr(sdk_usage, "prompt_tokens", 0) or 0
+        completion = getattr(sdk_usage, "completion_tokens", 0) or 0
+        total = getattr(sdk_usage, "total_tokens", 0) or prompt + completion
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+    # Some local servers send no usage at all; an estimate beats a zero in a comparison.
+    prompt = sum(estimate_tokens(m["content"]) for m in payload)
+    completion = estimate_tokens(text)
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+def _find(body: Any, key: str) -> Any:
+    if isinstance(body, Mapping):
+        if key in body:
+            return body[key]
+        inner = body.get("error")
+        if isinstance(inner, Mapping):
+            return inner.get(key)
+    return None
+
+
+def _error_details(error: Exception) -> tuple[str, str]:
+    body = getattr(error, "body", None)
+    code = _find(body, "code") or getattr(error, "code", None) or ""
+    message = _find(body, "message") or ""
+    if not message and isinstance(body, str):
+        message = body
+    return str(code), str(message)
+
+
+def _headers_of(error: Exception) -> Mapping[str, str]:
+    response = getattr(error, "response", None)
+    return getattr(response, "headers", None) or {}
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:300]
+
+
+def _rate_limit_error(status: int, message: str, headers: Mapping[str, str]) -> RateLimitError:
+    lowered = message.lower()
+    if "tokens per day" in lowered or "(tpd)" in lowered:
+        limit = "tokens per day"
+    elif "requests per day" in lowered or "(rpd)" in lowered:
+        limit = "requests per day"
+    elif "tokens per minute" in lowered or "(tpm)" in lowered:
+        limit = "tokens per minute"
+    elif "requests per minute" in lowered or "(rpm)" in lowered:
+        limit = "requests per minute"
+    else:
+        limit = "the provider's rate limit"
+    if status == 413:
+        return RateLimitError(
+            limit,
+            None,
+            detail="one request is larger than the limit allows; lower --max-tokens or shorten it",
+            status_code=413,
+        )
+    reset = parse_duration(headers.get("retry-after"))
+    if reset is None:
+        key = "tokens" if "token" in limit else "requests"
+        reset = parse_duration(headers.get(f"x-ratelimit-reset-{key}"))
+    return RateLimitError(limit, reset)

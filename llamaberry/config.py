@@ -1,0 +1,103 @@
+"""Settings: every knob, its environment variable, its default, and its allowed range.
+
+An explicit argument wins over the environment, which wins over the default. A bad value gets
+one line that names the setting; nothing is sent.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+
+from .errors import InputError
+
+DEFAULT_MODEL = "openai/gpt-oss-120b"
+
+# setting name -> environment variable
+ENVIRONMENT = {
+    "provider": "LLAMABERRY_PROVIDER",
+    "model": "LLAMABERRY_MODEL",
+    "base_url": "LLAMABERRY_BASE_URL",
+    "turns": "LLAMABERRY_TURNS",
+    "temperature": "LLAMABERRY_TEMPERATURE",
+    "max_tokens": "LLAMABERRY_MAX_TOKENS",
+    "reasoning_effort": "LLAMABERRY_REASONING_EFFORT",
+    "timeout": "LLAMABERRY_TIMEOUT",
+    "rpm": "LLAMABERRY_RPM",
+    "tpm": "LLAMABERRY_TPM",
+    "max_wait": "LLAMABERRY_MAX_WAIT",
+    "max_retries": "LLAMABERRY_MAX_RETRIES",
+    "max_question_chars": "LLAMABERRY_MAX_QUESTION_CHARS",
+    "min_steps": "LLAMABERRY_MIN_STEPS",
+    "max_steps": "LLAMABERRY_MAX_STEPS",
+    "concurrency": "LLAMABERRY_CONCURRENCY",
+}
+
+
+class Settings(BaseModel):
+    """Everything an engine needs to know; see the README's table for the variables."""
+
+    provider: Literal["groq", "openai"] = "groq"
+    model: str = Field(DEFAULT_MODEL, min_length=1)
+    api_key: SecretStr | None = Field(None, repr=False)
+    base_url: str | None = None
+    turns: int = Field(3, ge=1, le=10)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    # Reasoning models spend hidden tokens from this budget before any visible text.
+    max_tokens: int = Field(4096, ge=1, le=131072)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    timeout: float = Field(120.0, gt=0)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_wait: float = Field(90.0, ge=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    max_question_chars: int = Field(20000, ge=1)
+    min_steps: int = Field(3, ge=1, le=50)
+    max_steps: int = Field(25, ge=1, le=100)
+    concurrency: int = Field(100, ge=1, le=10000)
+
+    @field_validator("reasoning_effort", "base_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Build settings from explicit values (None means unset), then the environment."""
+        values: dict[str, Any] = {}
+        for name, variable in ENVIRONMENT.items():
+            raw = os.environ.get(variable)
+            if raw not in (None, ""):
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = cls(**values)
+        except ValidationError as error:
+            raise InputError(_explain(error, overrides)) from None
+        if settings.min_steps > settings.max_steps:
+            raise InputError(
+                f"min_steps ({settings.min_steps}) is larger than max_steps ({settings.max_steps})."
+            )
+        return settings
+
+    def public(self) -> dict[str, Any]:
+        """The settings worth recording with a run (never the key)."""
+        return self.model_dump(
+            include={"provider", "model", "base_url", "turns", "temperature", "max_tokens"}
+            | {"reasoning_effort"}
+        )
+
+
+def _explain(error: ValidationError, overrides: dict[str, Any]) -> str:
+    first = error.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "setting"
+    source = (
+        ENVIRONMENT[name]
+        if overrides.get(name) is None and name in ENVIRONMENT
+        else name.replace("_", "-")
+    )
+    value = first.get("input")
+    shown = "" if name == "api_key" else f" (got {value!r})"
+    return f"Invalid {source}{shown}: {first['msg']}."

@@ -1,0 +1,152 @@
+"""The async engine: one object per configuration, shared by any number of concurrent runs
+(one chat client, one connection pool, one rate limiter)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from .clients import ChatClient, RetryPolicy, make_client
+from .config import Settings
+from .errors import InputError, RunFailedError
+from .events import Event, RunFinished
+from .limits import RateLimiter
+from .refine import refine as refine_mode
+from .results import Mode, Run
+from .runner import ModeBody, check_question, drive
+from .single import single as single_mode
+
+
+class Engine:
+    """Runs questions through the refine and single modes against one model endpoint.
+
+    Every argument left as None comes from the environment (see the README), then the
+    defaults. Use it as `async with Engine() as engine:` or call `aclose()` when done.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        provider: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        turns: int | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        reasoning_effort: str | None = None,
+        timeout: float | None = None,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        settings: Settings | None = None,
+        client: ChatClient | None = None,
+        on_finish: Callable[[Run], None] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load(
+            model=model,
+            provider=provider,
+            api_key=api_key,
+            base_url=base_url,
+            turns=turns,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            reasoning_effort=reasoning_effort,
+            timeout=timeout,
+            rpm=rpm,
+            tpm=tpm,
+        )
+        self.client = client or self._make_client(self.settings)
+        self.on_finish = on_finish
+
+    @staticmethod
+    def _make_client(settings: Settings) -> ChatClient:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return make_client(
+            settings.provider,
+            api_key=key,
+            base_url=settings.base_url,
+            model=settings.model,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            reasoning_effort=settings.reasoning_effort,
+            timeout=settings.timeout,
+            retry=RetryPolicy(max_retries=settings.max_retries, max_wait=settings.max_wait),
+            limiter=RateLimiter(rpm=settings.rpm, tpm=settings.tpm),
+            max_connections=settings.concurrency,
+        )
+
+    @property
+    def model(self) -> str:
+        """The model this engine asks."""
+        return self.client.model
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def refine_stream(self, question: str, *, turns: int | None = None) -> AsyncIterator[Event]:
+        """Stream the events of a refine run: `turns` turns, then the synthesis."""
+        count = self.settings.turns if turns is None else turns
+        if not isinstance(count, int) or not 1 <= count <= 10:
+            raise InputError(f"turns must be a whole number from 1 to 10 (got {count!r}).")
+        return self._stream("refine", question, lambda ctx: refine_mode(ctx, count))
+
+    def single_stream(self, question: str) -> AsyncIterator[Event]:
+        """Stream the events of a single-turn run."""
+        return self._stream("single", question, single_mode)
+
+    def stream(self, mode: Mode, question: str, **options: Any) -> AsyncIterator[Event]:
+        """Stream a run of `mode` by name ("single", "refine" or "steps")."""
+        streams = {"single": self.single_stream, "refine": self.refine_stream}
+        steps_stream = getattr(self, "steps_stream", None)
+        if steps_stream is not None:
+            streams["steps"] = steps_stream
+        if mode not in streams:
+            raise InputError(f"Unknown mode '{mode}'; choose one of: {', '.join(streams)}.")
+        return streams[mode](question, **options)
+
+    # -- awaitables --------------------------------------------------------------------------
+
+    async def refine(self, question: str, *, turns: int | None = None) -> Run:
+        """Run the refine mode and return the finished run (raises `RunFailedError`)."""
+        return await collect(self.refine_stream(question, turns=turns))
+
+    async def single(self, question: str) -> Run:
+        """Run the single-turn baseline and return the finished run."""
+        return await collect(self.single_stream(question))
+
+    async def run(self, mode: Mode, question: str, **options: Any) -> Run:
+        """Run `mode` by name and return the finished run."""
+        return await collect(self.stream(mode, question, **options))
+
+    async def models(self) -> list[str]:
+        """The models the endpoint serves."""
+        return await self.client.list_models()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _stream(self, mode: Mode, question: str, body: ModeBody) -> AsyncIterator[Event]:
+        # Checked here, eagerly, so bad input fails before a generator (or a request) exists.
+        question = check_question(question, self.settings.max_question_chars)
+        return drive(self.client, self.settings, mode, question, body, self.on_finish)
+
+
+async def collect(events: AsyncIterator[Event]) -> Run:
+    """Consume a run's events and return its `Run`; raise `RunFailedError` if it failed."""
+    run: Run | None = None
+    async for event in events:
+        if isinstance(event, RunFinished):
+            run = event.run
+    if run is None:
+        raise RuntimeError("the event stream ended without a RunFinished event")
+    if run.status != "ok":
+        raise RunFailedError(run)
+    return run

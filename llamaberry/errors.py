@@ -1,0 +1,121 @@
+"""Typed errors, each with one readable line for the person who ran the command.
+
+`str(error)` is that line. Nothing here ever formats an API key into a message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .results import Run
+
+
+class LlamaberryError(Exception):
+    """Base of every error llamaberry raises on purpose; `str()` is the user-facing line."""
+
+
+class InputError(LlamaberryError, ValueError):
+    """The question or a setting is unusable; no request was sent."""
+
+
+class MissingKeyError(LlamaberryError):
+    """No API key for a provider that needs one."""
+
+    def __init__(self, provider: str = "groq") -> None:
+        super().__init__(
+            "No API key: set GROQ_API_KEY (get one at console.groq.com), pass --api-key, "
+            "or use --provider openai --base-url URL for a local OpenAI-compatible server."
+            if provider == "groq"
+            else "No API key: set OPENAI_API_KEY or LLAMABERRY_API_KEY, or pass --api-key."
+        )
+
+
+class ProviderError(LlamaberryError):
+    """The provider refused or failed a request."""
+
+    status_code: int | None = None
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class AuthenticationError(ProviderError):
+    """The provider rejected the API key."""
+
+
+class ModelNotFoundError(ProviderError):
+    """The model does not exist at this endpoint or has been retired."""
+
+    def __init__(
+        self,
+        model: str,
+        available: list[str] | None,
+        *,
+        retired: bool = False,
+        status_code: int | None = None,
+    ) -> None:
+        self.model = model
+        self.available = available or []
+        self.retired = retired
+        what = "has been retired by the provider" if retired else "is not available here"
+        listing = (
+            "available: " + ", ".join(self.available)
+            if self.available
+            else "run `llamaberry models` to list what is available"
+        )
+        super().__init__(
+            f"Model '{model}' {what}; {listing}. Choose one with --model or LLAMABERRY_MODEL.",
+            status_code=status_code,
+        )
+
+
+class RateLimitError(ProviderError):
+    """A provider limit was hit and waiting for it is not worth it (or not allowed)."""
+
+    def __init__(
+        self, limit: str, reset_in: float | None, *, detail: str = "", status_code: int = 429
+    ) -> None:
+        self.limit = limit
+        self.reset_in = reset_in
+        when = f"; it resets in {format_duration(reset_in)}" if reset_in is not None else ""
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"Rate limited on {limit}{when}{extra}.", status_code=status_code)
+
+
+class ContextTooLongError(ProviderError):
+    """The conversation is longer than the model's context window."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """The endpoint could not be reached or kept failing with server errors."""
+
+
+class ProviderTimeoutError(ProviderError):
+    """The provider did not answer within the configured timeout."""
+
+
+class InvalidReplyError(ProviderError):
+    """The model kept replying in a form we could not use, after every retry."""
+
+
+class RunFailedError(LlamaberryError):
+    """A run stopped on an error; `.run` keeps everything that finished before it."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        super().__init__(run.error or "the run failed")
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way people read them: 850ms, 7.7s, 2m59s, 3h12m."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -1,0 +1,74 @@
+"""The events a run emits, in order. The CLI, the UI, the store and `await engine.refine()` all
+consume this one stream.
+
+A run is: `RunStarted`, then for each model call `CallStarted`, any number of `TextDelta`
+(and `TextReset` when a dropped stream is retried and its partial text must be thrown away),
+`CallFinished` with the parsed result, and last `RunFinished` with the whole `Run`, whatever
+its status.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from .results import CallKind, FinalAnswer, Mode, Run, Step, Synthesis, Turn
+
+
+class RunStarted(BaseModel):
+    """A run has begun."""
+
+    type: Literal["run_started"] = "run_started"
+    run_id: str
+    mode: Mode
+    model: str
+    question: str
+
+
+class CallStarted(BaseModel):
+    """A model call (a turn, the synthesis, a step or an answer) has begun."""
+
+    type: Literal["call_started"] = "call_started"
+    kind: CallKind
+    index: int
+
+
+class TextDelta(BaseModel):
+    """Visible text streamed by the current call."""
+
+    type: Literal["text_delta"] = "text_delta"
+    kind: CallKind
+    index: int
+    text: str
+
+
+class TextReset(BaseModel):
+    """The call's stream was retried: discard the text streamed for it so far."""
+
+    type: Literal["text_reset"] = "text_reset"
+    kind: CallKind
+    index: int
+    reason: str
+
+
+class CallFinished(BaseModel):
+    """A model call finished and its reply was parsed."""
+
+    type: Literal["call_finished"] = "call_finished"
+    kind: CallKind
+    index: int
+    result: Turn | Synthesis | Step | FinalAnswer
+
+
+class RunFinished(BaseModel):
+    """The run ended: `run.status` says whether it succeeded, failed or was cancelled."""
+
+    type: Literal["run_finished"] = "run_finished"
+    run: Run
+
+
+Event = Annotated[
+    RunStarted | CallStarted | TextDelta | TextReset | CallFinished | RunFinished,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,130 @@
+"""Client-side pacing: one limiter per engine, shared by every run it makes.
+
+Requests per minute go through `asyncio-throttle`. Tokens per minute are budgeted two ways: our
+own sliding window (when `tpm` is configured) and the provider's `x-ratelimit-*` headers, which
+say how much of its window is left and when it refills. Either way a batch slows down *before*
+the provider starts answering 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from collections.abc import Mapping
+
+from asyncio_throttle import Throttler
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Read a provider duration (`7.66s`, `2m59.56s`, `120ms`, or bare seconds) as seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, deliberately generous token estimate (about four characters a token)."""
+    return len(text) // 4 + 4
+
+
+class RateLimiter:
+    """Paces calls to stay under requests- and tokens-per-minute limits."""
+
+    def __init__(self, rpm: int | None = None, tpm: int | None = None) -> None:
+        self.rpm = rpm
+        self.tpm = tpm
+        self._throttler = Throttler(rate_limit=rpm, period=60.0) if rpm else None
+        self._window: deque[tuple[float, int]] = deque()
+        self._lock = asyncio.Lock()
+        # What the provider last told us, kept as absolute monotonic times.
+        self._tokens_left: int | None = None
+        self._tokens_reset_at = 0.0
+        self._requests_left: int | None = None
+        self._requests_reset_at = 0.0
+        self._paused_until = 0.0
+        self.waited = 0.0
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until a call estimated at `tokens` tokens may start, then count it."""
+        async with self._lock:
+            await self._sleep_until(self._paused_until)
+            await self._wait_for_provider_budget(tokens)
+            if self.tpm:
+                await self._wait_for_own_budget(tokens)
+            self._window.append((time.monotonic(), tokens))
+            if self._tokens_left is not None:
+                self._tokens_left -= tokens
+            if self._requests_left is not None:
+                self._requests_left -= 1
+        if self._throttler is not None:
+            async with self._throttler:
+                pass
+
+    def settle(self, estimated: int, actual: int) -> None:
+        """Replace a call's estimate in the window by what it really used."""
+        for i in range(len(self._window) - 1, -1, -1):
+            when, tokens = self._window[i]
+            if tokens == estimated:
+                self._window[i] = (when, actual)
+                return
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Take in the provider's `x-ratelimit-*` headers from any response."""
+        now = time.monotonic()
+        tokens_left = headers.get("x-ratelimit-remaining-tokens")
+        reset = parse_duration(headers.get("x-ratelimit-reset-tokens"))
+        if tokens_left is not None and tokens_left.isdigit():
+            self._tokens_left = int(tokens_left)
+            self._tokens_reset_at = now + (reset or 0.0)
+        requests_left = headers.get("x-ratelimit-remaining-requests")
+        reset = parse_duration(headers.get("x-ratelimit-reset-requests"))
+        if requests_left is not None and requests_left.isdigit():
+            self._requests_left = int(requests_left)
+            self._requests_reset_at = now + (reset or 0.0)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every call of this engine for `seconds` (after a 429 with retry-after)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    async def _wait_for_provider_budget(self, tokens: int) -> None:
+        now = time.monotonic()
+        if self._requests_left is not None and self._requests_left <= 0:
+            if self._requests_reset_at > now:
+                await self._sleep_until(self._requests_reset_at)
+            self._requests_left = None
+        now = time.monotonic()
+        if self._tokens_left is not None and self._tokens_left < tokens:
+            if self._tokens_reset_at > now:
+                await self._sleep_until(self._tokens_reset_at)
+            self._tokens_left = None
+
+    async def _wait_for_own_budget(self, tokens: int) -> None:
+        assert self.tpm
+        while True:
+            now = time.monotonic()
+            while self._window and self._window[0][0] <= now - 60.0:
+                self._window.popleft()
+            used = sum(t for _, t in self._window)
+            # A single call bigger than the whole budget can never fit; let it through alone.
+            if used + tokens <= self.tpm or not self._window:
+                return
+            await self._sleep_until(self._window[0][0] + 60.0)
+
+    async def _sleep_until(self, when: float) -> None:
+        delay = when - time.monotonic()
+        if delay > 0:
+            self.waited += delay
+            await asyncio.sleep(delay)

@@ -1,0 +1,99 @@
+"""Terminal rendering of a run's events: the thinking streams as it arrives, the answer is set
+apart at the end. Pure consumer of the event stream."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+
+from .errors import format_duration
+from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
+from .results import Run, Usage
+
+
+def call_title(kind: str, index: int) -> str:
+    """The heading a person sees for a call."""
+    if kind in ("synthesis", "answer"):
+        return kind.capitalize()
+    return f"{kind.capitalize()} {index}"
+
+
+def cost_line(usage: Usage, seconds: float) -> str:
+    """'2.3s · 812 tokens (120 in, 692 out)'."""
+    return (
+        f"{format_duration(seconds)} · {usage.total_tokens:,} tokens "
+        f"({usage.prompt_tokens:,} in, {usage.completion_tokens:,} out)"
+    )
+
+
+class TerminalView:
+    """Shows events on the terminal; with `quiet`, only remembers the run."""
+
+    def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.run: Run | None = None
+        self._at_line_start = True
+
+    def show(self, event: object) -> None:
+        """Render one event."""
+        if isinstance(event, RunFinished):
+            self.run = event.run
+        if self.quiet:
+            return
+        if isinstance(event, RunStarted):
+            self.console.print(f"[dim]{event.mode} · {event.model}[/dim]")
+        elif isinstance(event, CallStarted):
+            self.console.rule(f"[bold]{call_title(event.kind, event.index)}[/bold]", align="left")
+            self._at_line_start = True
+        elif isinstance(event, TextDelta):
+            self._write(event.text)
+        elif isinstance(event, TextReset):
+            self._newline()
+            self.console.print(f"[yellow]↻ retrying from the start: {event.reason}[/yellow]")
+        elif isinstance(event, CallFinished):
+            self._finished(event)
+        elif isinstance(event, RunFinished):
+            self._summary(event.run)
+
+    def _write(self, text: str) -> None:
+        self.console.file.write(text)
+        self.console.file.flush()
+        self._at_line_start = text.endswith("\n")
+
+    def _newline(self) -> None:
+        if not self._at_line_start:
+            self.console.file.write("\n")
+            self._at_line_start = True
+
+    def _finished(self, event: CallFinished) -> None:
+        self._newline()
+        result = event.result
+        title = getattr(result, "title", None)
+        label = call_title(event.kind, event.index) + (f": {title}" if title else "")
+        truncated = (
+            " · [red]cut off by the token budget[/red]"
+            if getattr(result, "truncated", False)
+            else ""
+        )
+        self.console.print(
+            f"[dim]{label} · {cost_line(result.usage, result.seconds)}[/dim]{truncated}"
+        )
+
+    def _summary(self, run: Run) -> None:
+        self.console.print()
+        if run.answer:
+            self.console.print(
+                Panel(
+                    Markdown(run.answer),
+                    title="[bold]Answer[/bold]",
+                    title_align="left",
+                    border_style="green",
+                )
+            )
+        status = "" if run.ok else f" · [red]{run.status}[/red]"
+        self.console.print(
+            f"[dim]{run.mode} · {run.model} · {len(run.calls)} calls · "
+            f"{cost_line(run.usage, run.seconds)}[/dim]{status}"
+        )

@@ -1,0 +1,150 @@
+"""The typed results every mode produces: usage, turns, steps, the synthesis, and the run.
+
+One schema serves `--json`, the history store and the UI, so these models are the contract
+between the engine and everything that consumes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Mode = Literal["single", "refine", "steps"]
+Status = Literal["running", "ok", "failed", "cancelled"]
+CallKind = Literal["turn", "synthesis", "step", "answer"]
+
+
+class Usage(BaseModel):
+    """Token counts for one call, or summed over several."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+    @classmethod
+    def total(cls, usages: list[Usage]) -> Usage:
+        """Sum a list of usages."""
+        return sum(usages, cls())
+
+
+class Message(BaseModel):
+    """One chat message as sent to the provider."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Call(BaseModel):
+    """One model call as it happened: what was sent, what came back, and what it cost."""
+
+    kind: CallKind
+    index: int
+    messages: list[Message]
+    reply: str = ""
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+
+
+class ReasoningStep(BaseModel):
+    """A numbered step of markdown reasoning with its explanation."""
+
+    number: int
+    text: str
+    explanation: str | None = None
+
+
+class Turn(BaseModel):
+    """One reasoning turn of the refine mode (or the single reply of the single mode)."""
+
+    index: int
+    content: str
+    answer: str
+    reasoning: list[ReasoningStep] = Field(default_factory=list)
+    critique: str | None = None
+    sections: dict[str, str] = Field(default_factory=dict)
+    structured: bool = False
+    truncated: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+
+
+class Synthesis(BaseModel):
+    """The final call of the refine mode that merges every turn into one answer."""
+
+    content: str
+    answer: str
+    analysis: str | None = None
+    comparison: str | None = None
+    reasoning: list[ReasoningStep] = Field(default_factory=list)
+    comprehensive_answer: str | None = None
+    concise_answer: str | None = None
+    sections: dict[str, str] = Field(default_factory=dict)
+    structured: bool = False
+    truncated: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+
+
+class Step(BaseModel):
+    """One validated JSON reasoning step of the steps mode."""
+
+    index: int
+    title: str
+    content: str
+    next_action: Literal["continue", "final_answer"]
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+    attempts: int = 1
+
+
+class FinalAnswer(BaseModel):
+    """The plain-text answer that closes a steps run."""
+
+    content: str
+    truncated: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+
+
+class Run(BaseModel):
+    """A whole run of one mode on one question: what finished, what it cost, how it ended."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    mode: Mode
+    model: str
+    provider: str
+    question: str
+    settings: dict[str, object] = Field(default_factory=dict)
+    status: Status = "running"
+    error: str | None = None
+    answer: str | None = None
+    turns: list[Turn] = Field(default_factory=list)
+    synthesis: Synthesis | None = None
+    steps: list[Step] = Field(default_factory=list)
+    final: FinalAnswer | None = None
+    calls: list[Call] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def ok(self) -> bool:
+        """True when the run finished without error."""
+        return self.status == "ok"
+
+    def public_dict(self) -> dict[str, object]:
+        """The run as `--json` shows it: everything but the raw call log."""
+        return self.model_dump(mode="json", exclude={"calls"})

@@ -1,0 +1,149 @@
+"""What every mode shares: checking the question, making one streamed call into events, and
+the run's lifecycle (started, finished, failed or cancelled, with nothing that finished lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from .clients import ChatClient, Completion, Delta, Restart
+from .config import Settings
+from .errors import InputError, LlamaberryError
+from .events import CallStarted, RunFinished, RunStarted, TextDelta, TextReset
+from .results import Call, CallKind, Message, Mode, Run, Usage
+
+# C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_question(question: object, max_chars: int) -> str:
+    """Return the question stripped, or raise `InputError` saying what is wrong with it."""
+    if not isinstance(question, str):
+        raise InputError(f"The question must be text, not {type(question).__name__}.")
+    question = question.strip()
+    if not question:
+        raise InputError("The question is empty.")
+    if len(question) > max_chars:
+        raise InputError(
+            f"The question is {len(question):,} characters long; the limit is {max_chars:,} "
+            "(LLAMABERRY_MAX_QUESTION_CHARS)."
+        )
+    bad = _CONTROL.search(question)
+    if bad:
+        raise InputError(
+            f"The question contains a control character (U+{ord(bad.group()):04X}) "
+            f"at position {bad.start() + 1}; remove it and try again."
+        )
+    return question
+
+
+def to_messages(pairs: Sequence[tuple[str, str]]) -> list[Message]:
+    """Turn (role, content) pairs from `prompts` into messages."""
+    return [Message(role=role, content=content) for role, content in pairs]  # type: ignore[arg-type]
+
+
+class RunContext:
+    """One run in progress: the client it calls and the `Run` it fills in."""
+
+    def __init__(self, client: ChatClient, settings: Settings, run: Run) -> None:
+        self.client = client
+        self.settings = settings
+        self.run = run
+        self.reply: Completion | None = None
+
+    async def call(
+        self,
+        kind: CallKind,
+        index: int,
+        messages: list[Message],
+        *,
+        json_mode: bool = False,
+        announce: bool = True,
+    ) -> AsyncIterator[CallStarted | TextDelta | TextReset]:
+        """Make one call and yield its events; afterwards `self.reply` holds its `Completion`."""
+        record = Call(kind=kind, index=index, messages=messages)
+        self.reply = None
+        self.run.calls.append(record)
+        if announce:
+            yield CallStarted(kind=kind, index=index)
+        started = time.perf_counter()
+        try:
+            async for item in self.client.stream(messages, json_mode=json_mode):
+                if isinstance(item, Delta):
+                    record.reply += item.text
+                    yield TextDelta(kind=kind, index=index, text=item.text)
+                elif isinstance(item, Restart):
+                    record.reply = ""
+                    record.attempts += 1
+                    yield TextReset(kind=kind, index=index, reason=item.reason)
+                else:
+                    record.reply = item.text
+                    record.finish_reason = item.finish_reason
+                    record.usage = item.usage
+                    record.attempts = item.attempts
+                    record.seconds = item.seconds
+                    self.reply = item
+        except BaseException as error:
+            record.seconds = time.perf_counter() - started
+            record.error = (
+                str(error) if isinstance(error, LlamaberryError) else type(error).__name__
+            )
+            raise
+
+
+def call_label(call: Call) -> str:
+    """How a person names a call: 'Turn 2', 'Synthesis', 'Step 4', 'Answer'."""
+    if call.kind in ("synthesis", "answer"):
+        return call.kind.capitalize()
+    return f"{call.kind.capitalize()} {call.index}"
+
+
+ModeBody = Callable[[RunContext], AsyncIterator]
+
+
+async def drive(
+    client: ChatClient,
+    settings: Settings,
+    mode: Mode,
+    question: str,
+    body: ModeBody,
+    on_finish: Callable[[Run], None] | None = None,
+) -> AsyncIterator:
+    """Run `body` as a mode: wrap its events in RunStarted/RunFinished and settle the run.
+
+    A failure ends the stream with a failed run (and its error line) rather than an exception,
+    so every consumer sees what finished. Cancellation is recorded and then propagates.
+    """
+    run = Run(
+        mode=mode,
+        model=client.model,
+        provider=client.provider,
+        question=question,
+        settings=settings.public(),
+    )
+    started = time.perf_counter()
+
+    def settle(status: str, error: str | None = None) -> None:
+        run.status = status  # type: ignore[assignment]
+        run.error = error
+        run.seconds = time.perf_counter() - started
+        run.usage = Usage.total([c.usage for c in run.calls])
+        if on_finish is not None:
+            on_finish(run)
+
+    yield RunStarted(run_id=run.id, mode=mode, model=run.model, question=question)
+    try:
+        async for event in body(RunContext(client, settings, run)):
+            yield event
+    except LlamaberryError as error:
+        failed = next((c for c in reversed(run.calls) if c.error), None)
+        settle("failed", f"{call_label(failed)} failed: {error}" if failed else str(error))
+    except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
+        settle("cancelled", "cancelled before it finished")
+        raise
+    else:
+        settle("ok")
+    yield RunFinished(run=run)

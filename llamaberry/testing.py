@@ -1,0 +1,1082 @@
+"""A fake chat-completions server for tests that should exercise the real wire path.
+
+``FakeServer`` is a small HTTP/1.1 server on ``127.0.0.1`` (ephemeral port) speaking just
+enough of the Groq and OpenAI chat-completions APIs for the real ``groq`` and ``openai``
+SDKs to talk to it: JSON and SSE streaming replies, usage, rate-limit headers, Groq-style
+errors and scripted network faults. No network access and no API key are needed.
+
+Example::
+
+    import groq
+    from llamaberry.testing import FakeServer, Fault, Reply
+
+    async def test_refine():
+        async with FakeServer() as server:
+            server.enqueue("first draft", Reply("better draft", reasoning="thinking..."))
+            server.enqueue(Fault.status(429, headers={"retry-after": "1"}))
+            client = groq.AsyncGroq(api_key="test", base_url=server.groq_base_url)
+            ...
+            assert server.requests[0].user == "write a haiku"
+
+    def test_sync_code():
+        with FakeServer(rpm_limit=30) as server:  # runs in a background thread
+            client = openai.OpenAI(api_key="test", base_url=server.openai_base_url)
+            ...
+
+With the ``llamaberry`` pytest plugin installed, the ``fake_server`` fixture yields a
+ready thread-mode ``FakeServer()``.
+
+Each chat request is answered by the first of: the ``enqueue`` queue (FIFO), the
+``reply_with`` handler, the ``default`` given at construction, and finally an echo of the
+last user message (``"echo: <text>"``, or ``{"echo": "<text>"}`` in JSON mode).
+
+Token accounting is deterministic, so tests can assert on it:
+
+* prompt tokens: for every message, ``ceil(len(content) / 4) + 4`` (see
+  :func:`estimate_prompt_tokens`);
+* completion tokens: the number of whitespace-separated words in the reply text plus
+  those in its reasoning, unless ``Reply.usage`` overrides them.
+
+When ``rpm_limit`` / ``tpm_limit`` are set, a sliding 60 s window is enforced. A request
+is admitted when one more request and its prompt tokens fit; once answered it is charged
+prompt + completion tokens. ``x-ratelimit-reset-*`` headers give the time until the oldest
+charge leaves the window (when ``remaining`` next goes up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import inspect
+import itertools
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+__all__ = [
+    "DEFAULT_DECOMMISSIONED",
+    "DEFAULT_MODELS",
+    "FakeServer",
+    "Fault",
+    "RecordedRequest",
+    "Reply",
+    "estimate_prompt_tokens",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS: tuple[str, ...] = (
+    "openai/gpt-oss-120b",
+    "openai/gpt-oss-20b",
+    "qwen/qwen3.6-27b",
+    "llama-3.1-8b-instant",
+)
+DEFAULT_DECOMMISSIONED: frozenset[str] = frozenset(
+    {"llama-3.3-70b-versatile", "llama-3.1-70b-versatile"}
+)
+DEFAULT_CONTEXT_WINDOW = 131072
+_PARTIAL_TEXT = "partial reply text that will be cut off"
+_WINDOW_SECONDS = 60.0
+_UNLIMITED = 1_000_000
+_MAX_BODY = 32 * 1024 * 1024
+_STREAM_LIMIT = 1024 * 1024
+
+_CHAT_PATHS = frozenset({"/openai/v1/chat/completions", "/v1/chat/completions"})
+_MODEL_PATHS = frozenset({"/openai/v1/models", "/v1/models"})
+_PIECE_RE = re.compile(r"\S+\s*|\s+")
+_WORD_RE = re.compile(r"\S+")
+
+
+# --------------------------------------------------------------------------- scripting
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted successful completion."""
+
+    text: str = ""
+    reasoning: str | None = None
+    finish_reason: str = "stop"
+    usage: dict[str, int] | None = None
+    latency: float | None = None
+    chunk_delay: float | None = None
+    chunk_words: int = 1
+    headers: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_words < 1:
+            raise ValueError("chunk_words must be at least 1")
+
+
+FaultKind: TypeAlias = Literal["status", "drop", "drop_after", "truncate", "hang"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A scripted failure; build one with the ``status``/``drop``/... constructors."""
+
+    kind: FaultKind
+    status_code: int = 500
+    body: dict[str, Any] | str | None = None
+    headers: dict[str, str] | None = None
+    after: int = 0
+    text: str = _PARTIAL_TEXT
+
+    @classmethod
+    def status(
+        cls,
+        code: int,
+        body: dict[str, Any] | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
+        """Answer with this HTTP status; ``body`` is JSON (dict), raw text (str) or a default."""
+        return cls("status", status_code=code, body=body, headers=headers)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Close the connection without sending any response."""
+        return cls("drop")
+
+    @classmethod
+    def drop_after(cls, n: int, text: str = _PARTIAL_TEXT) -> Fault:
+        """Stream ``n`` content chunks of ``text`` and then cut the connection."""
+        return cls("drop_after", after=n, text=text)
+
+    @classmethod
+    def truncate(cls, text: str = _PARTIAL_TEXT) -> Fault:
+        """Send only part of the body (half the JSON, or half the stream) and then close."""
+        return cls("truncate", text=text)
+
+    @classmethod
+    def hang(cls) -> Fault:
+        """Accept the request and never answer it."""
+        return cls("hang")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages sent, or ``[]``."""
+        messages = self.body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    @property
+    def model(self) -> str | None:
+        """The requested model name."""
+        model = self.body.get("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def stream(self) -> bool:
+        """Whether a streaming reply was requested."""
+        return bool(self.body.get("stream"))
+
+    @property
+    def json_mode(self) -> bool:
+        """Whether ``response_format`` asks for JSON output."""
+        fmt = self.body.get("response_format")
+        return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+    @property
+    def provider(self) -> Literal["groq", "openai"]:
+        """``"groq"`` for the ``/openai/v1`` prefix, else ``"openai"``."""
+        return "groq" if self.path.startswith("/openai/") else "openai"
+
+    @property
+    def system(self) -> str | None:
+        """Content of the first system message, if any."""
+        for message in self.messages:
+            if isinstance(message, dict) and message.get("role") == "system":
+                return _content_text(message.get("content"))
+        return None
+
+    @property
+    def user(self) -> str | None:
+        """Content of the last user message, if any."""
+        for message in reversed(self.messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return None
+
+
+Scripted: TypeAlias = str | Reply | Fault
+Handler: TypeAlias = Callable[[RecordedRequest], Scripted | Awaitable[Scripted | None] | None]
+
+
+def estimate_prompt_tokens(messages: Iterable[Any]) -> int:
+    """Prompt tokens as the fake server counts them: ``ceil(len(content)/4) + 4`` per message."""
+    total = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        total += math.ceil(len(_content_text(content)) / 4) + 4
+    return total
+
+
+def _content_text(content: Any) -> str:
+    # Multimodal messages carry a list of parts; only the text parts count.
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and "text" in part
+        )
+    return ""
+
+
+def _word_count(text: str | None) -> int:
+    return len(_WORD_RE.findall(text)) if text else 0
+
+
+def _pieces(text: str, words_per_chunk: int) -> list[str]:
+    pieces = _PIECE_RE.findall(text)
+    if words_per_chunk == 1:
+        return pieces
+    return [
+        "".join(pieces[i : i + words_per_chunk]) for i in range(0, len(pieces), words_per_chunk)
+    ]
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _format_duration(seconds: float) -> str:
+    """Groq's duration style: ``120ms``, ``7.66s``, ``2m59.56s``."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return f"{max(1, round(seconds * 1000))}ms"
+    seconds = round(seconds, 2)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = f"{int(hours)}h" if hours else ""
+    if hours or minutes:
+        out += f"{int(minutes)}m"
+    return out + f"{secs:.2f}".rstrip("0").rstrip(".") + "s"
+
+
+def _error(message: str, type_: str, code: str | None = None, **extra: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": type_}
+    if code is not None:
+        error["code"] = code
+    error.update(extra)
+    return {"error": error}
+
+
+_DEFAULT_FAULT_MESSAGES = {
+    400: ("Bad request", "invalid_request_error", None),
+    401: ("Invalid API Key", "invalid_request_error", "invalid_api_key"),
+    403: ("Forbidden", "permissions_error", None),
+    404: ("Not found", "invalid_request_error", "not_found"),
+    413: ("Request Entity Too Large", "invalid_request_error", "request_too_large"),
+    422: ("Unprocessable Entity", "invalid_request_error", None),
+    429: ("Rate limit reached. Please try again later.", "requests", "rate_limit_exceeded"),
+    498: ("Flex tier capacity exceeded. Please try again later.", "capacity_exceeded", None),
+    500: ("Internal Server Error", "internal_server_error", None),
+    502: ("Bad Gateway", "internal_server_error", None),
+    503: ("Service Unavailable", "internal_server_error", "service_unavailable"),
+}
+
+
+def _fault_body(code: int) -> dict[str, Any]:
+    fallback_type = "internal_server_error" if code >= 500 else "invalid_request_error"
+    message, type_, err_code = _DEFAULT_FAULT_MESSAGES.get(
+        code, (_reason(code), fallback_type, None)
+    )
+    return _error(message, type_, err_code)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + _dumps(obj) + b"\n\n"
+
+
+def _http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+_DONE = b"data: [DONE]\n\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
+
+
+class _Drop(Exception):
+    """Raised to end a connection without any further bytes."""
+
+
+async def _read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> _Request | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise _HttpError(400, "Incomplete request head") from None
+        return None  # the client closed an idle keep-alive connection
+    except asyncio.LimitOverrunError:
+        raise _HttpError(431, "Request header fields too large") from None
+
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    while lines and not lines[0]:  # tolerate stray CRLFs between pipelined requests
+        lines.pop(0)
+    parts = lines[0].split(" ") if lines else []
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _HttpError(400, "Malformed request line")
+    method, target, version = parts
+
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _HttpError(400, "Malformed header line")
+        key = name.lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+
+    connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+
+    if headers.get("expect", "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    transfer_encoding = headers.get("transfer-encoding", "").lower()
+    if transfer_encoding:
+        if transfer_encoding.rsplit(",", 1)[-1].strip() != "chunked":
+            raise _HttpError(501, "Unsupported transfer encoding")
+        body = await _read_chunked(reader)
+    elif "content-length" in headers:
+        length_text = headers["content-length"]
+        if not length_text.isdigit():
+            raise _HttpError(400, "Invalid Content-Length")
+        length = int(length_text)
+        if length > _MAX_BODY:
+            raise _HttpError(413, "Request body too large")
+        body = await reader.readexactly(length) if length else b""
+    else:
+        body = b""
+    return _Request(method, target.split("?", 1)[0], headers, body, keep_alive)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size_text = size_line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _HttpError(400, "Malformed chunk size") from None
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # skip trailers
+                pass
+            return bytes(body)
+        if len(body) + size > _MAX_BODY:
+            raise _HttpError(413, "Request body too large")
+        body += await reader.readexactly(size)
+        if await reader.readexactly(2) != b"\r\n":
+            raise _HttpError(400, "Malformed chunk terminator")
+
+
+def _head(status: int, headers: dict[str, str], keep_alive: bool) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines.append(f"connection: {'keep-alive' if keep_alive else 'close'}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _send(
+    writer: asyncio.StreamWriter,
+    status: int,
+    payload: dict[str, Any] | bytes,
+    keep_alive: bool,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> None:
+    body = payload if isinstance(payload, bytes) else _dumps(payload)
+    all_headers = {"content-type": content_type, "content-length": str(len(body))}
+    if headers:
+        all_headers.update(headers)
+    writer.write(_head(status, all_headers, keep_alive) + body)
+    await writer.drain()
+
+
+# --------------------------------------------------------------------------- rate limiting
+
+
+@dataclass
+class _Charge:
+    at: float
+    tokens: int
+
+
+@dataclass
+class _Admission:
+    charge: _Charge | None = None
+    rejection: tuple[str, int, int, int, float] | None = None  # kind, limit, used, asked, wait
+
+
+# --------------------------------------------------------------------------- server
+
+
+class FakeServer:
+    """An in-process fake Groq/OpenAI chat-completions server; see the module docstring."""
+
+    def __init__(
+        self,
+        models: Iterable[str] | None = None,
+        decommissioned: Iterable[str] | None = None,
+        api_key: str | None = None,
+        latency: float = 0.0,
+        chunk_delay: float = 0.0,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
+        max_context: int | None = None,
+        json_validation: bool = True,
+        default: str | Reply | Fault | Handler | None = None,
+    ) -> None:
+        self.models: list[str] = list(DEFAULT_MODELS if models is None else models)
+        self.decommissioned: set[str] = set(
+            DEFAULT_DECOMMISSIONED if decommissioned is None else decommissioned
+        )
+        self.api_key = api_key
+        self.latency = latency
+        self.chunk_delay = chunk_delay
+        self.rpm_limit = rpm_limit
+        self.tpm_limit = tpm_limit
+        self.max_context = max_context
+        self.json_validation = json_validation
+        self.default = default
+        self.rate_limited = 0
+
+        # One lock guards everything the test thread and the server loop both touch.
+        self._lock = threading.Lock()
+        self._queue: deque[Scripted] = deque()
+        self._handler: Handler | None = None
+        self._requests: list[RecordedRequest] = []
+        self._charges: deque[_Charge] = deque()
+        self._ids = itertools.count(1)
+
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._thread_stop: asyncio.Event | None = None
+
+    # ----------------------------------------------------------------- scripting API
+
+    def enqueue(self, *replies: str | Reply | Fault) -> None:
+        """Queue replies for the next chat requests, answered in FIFO order."""
+        for reply in replies:
+            if not isinstance(reply, str | Reply | Fault):
+                raise TypeError(f"cannot enqueue {type(reply).__name__}; use str, Reply or Fault")
+        with self._lock:
+            self._queue.extend(replies)
+
+    def reply_with(self, handler: Handler | None) -> None:
+        """Answer requests (once the queue is empty) with ``handler(request)``; may be async."""
+        with self._lock:
+            self._handler = handler
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def pending(self) -> int:
+        """How many queued replies have not been used yet."""
+        with self._lock:
+            return len(self._queue)
+
+    def reset(self) -> None:
+        """Forget queued replies, the handler, recorded requests and rate-limit history."""
+        with self._lock:
+            self._queue.clear()
+            self._handler = None
+            self._requests.clear()
+            self._charges.clear()
+            self.rate_limited = 0
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        if self._port is None:
+            raise RuntimeError("FakeServer is not running")
+        return self._port
+
+    @property
+    def groq_base_url(self) -> str:
+        """Base URL for ``groq.Groq``/``groq.AsyncGroq``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """Base URL for ``openai.OpenAI``/``openai.AsyncOpenAI``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start listening in the running event loop."""
+        if self._server is not None:
+            raise RuntimeError("FakeServer is already running")
+        # A deep backlog keeps a burst of a thousand connects from hitting SYN retries.
+        self._server = await asyncio.start_server(
+            self._serve_connection, "127.0.0.1", 0, backlog=4096, limit=_STREAM_LIMIT
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and cut every open connection, hung ones included."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+        self._port = None
+
+    async def __aenter__(self) -> FakeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def __enter__(self) -> FakeServer:
+        if self._thread is not None:
+            raise RuntimeError("FakeServer is already running")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            try:
+                await self.start()
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            self._thread_loop = asyncio.get_running_loop()
+            self._thread_stop = asyncio.Event()
+            ready.set()
+            try:
+                await self._thread_stop.wait()
+            finally:
+                await self.stop()
+
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(main(),), name="llamaberry-fake-server", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        thread, loop, stop = self._thread, self._thread_loop, self._thread_stop
+        self._thread = self._thread_loop = self._thread_stop = None
+        if thread is None or loop is None or stop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop may already be gone
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+
+    # ----------------------------------------------------------------- connections
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while True:
+                try:
+                    request = await _read_request(reader, writer)
+                except _HttpError as exc:
+                    body = _error(exc.message, "invalid_request_error")
+                    await _send(writer, exc.status, body, keep_alive=False)
+                    return
+                if request is None or not await self._dispatch(request, writer):
+                    return
+        except (_Drop, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the peer went away or we were told to vanish; nothing to report
+        except asyncio.CancelledError:
+            # Swallowed on purpose: asyncio's client_connected_cb wrapper would log it.
+            pass
+        except Exception:
+            log.exception("fake server failed while handling a request")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _dispatch(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; return whether the connection may be reused."""
+        try:
+            parsed = json.loads(request.body) if request.body else {}
+        except ValueError:
+            parsed = None
+        recorded = RecordedRequest(
+            request.method,
+            request.path,
+            request.headers,
+            parsed if isinstance(parsed, dict) else {},
+        )
+        with self._lock:
+            self._requests.append(recorded)
+
+        keep_alive = request.keep_alive
+        path, method = request.path, request.method
+        if not (
+            (path in _CHAT_PATHS and method == "POST") or (path in _MODEL_PATHS and method == "GET")
+        ):
+            body = _error(
+                f"Unknown request URL: {method} {path}. Please check the URL for typos.",
+                "invalid_request_error",
+                "unknown_url",
+            )
+            await _send(writer, 404, body, keep_alive)
+            return keep_alive
+
+        if self.api_key is not None and request.headers.get("authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            body = _error("Invalid API Key", "invalid_request_error", "invalid_api_key")
+            await _send(writer, 401, body, keep_alive)
+            return keep_alive
+
+        if path in _MODEL_PATHS:
+            await _send(writer, 200, self._models_payload(), keep_alive)
+            return keep_alive
+
+        if not isinstance(parsed, dict):
+            body = _error("Request body must be a JSON object.", "invalid_request_error")
+            await _send(writer, 400, body, keep_alive)
+            return keep_alive
+        return await self._chat(recorded, writer, keep_alive)
+
+    def _models_payload(self) -> dict[str, Any]:
+        window = self.max_context or DEFAULT_CONTEXT_WINDOW
+        data = [
+            {
+                "id": model,
+                "object": "model",
+                "created": 0,
+                "owned_by": "fake",
+                "active": True,
+                "context_window": window,
+            }
+            for model in self.models
+        ]
+        return {"object": "list", "data": data}
+
+    # ----------------------------------------------------------------- chat completions
+
+    async def _chat(
+        self, request: RecordedRequest, writer: asyncio.StreamWriter, keep_alive: bool
+    ) -> bool:
+        model = request.model
+        messages = request.body.get("messages")
+        if model is None or not isinstance(messages, list):
+            body = _error(
+                "`model` (string) and `messages` (array) are required.",
+                "invalid_request_error",
+                "invalid_request",
+            )
+            await _send(writer, 400, body, keep_alive)
+            return keep_alive
+
+        if model in self.decommissioned:
+            body = _error(
+                f"The model `{model}` has been decommissioned and is no longer supported.",
+                "invalid_request_error",
+                "model_decommissioned",
+            )
+            await _send(writer, 400, body, keep_alive)
+            return keep_alive
+        if model not in self.models:
+            body = _error(
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                "model_not_found",
+            )
+            await _send(writer, 404, body, keep_alive)
+            return keep_alive
+
+        prompt_tokens = estimate_prompt_tokens(request.messages)
+        if self.max_context is not None and prompt_tokens > self.max_context:
+            body = _error(
+                f"This model's maximum context length is {self.max_context} tokens. However, "
+                f"your messages resulted in {prompt_tokens} tokens. "
+                "Please reduce the length of the messages.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            )
+            await _send(writer, 400, body, keep_alive)
+            return keep_alive
+
+        admission = self._admit(prompt_tokens)
+        if admission.rejection is not None:
+            await self._send_rate_limited(writer, model, admission.rejection, keep_alive)
+            return keep_alive
+        charge = admission.charge
+
+        try:
+            reply, scripted = await self._choose_reply(request)
+        except Exception as exc:
+            log.exception("reply_with/default handler raised")
+            body = _error(
+                f"fake server handler raised {type(exc).__name__}: {exc}", "internal_server_error"
+            )
+            await _send(writer, 500, body, keep_alive, self._limit_headers())
+            return keep_alive
+
+        if isinstance(reply, Fault):
+            if self.latency > 0:
+                await asyncio.sleep(self.latency)
+            return await self._fault(request, reply, writer, keep_alive)
+
+        if (
+            scripted
+            and self.json_validation
+            and request.json_mode
+            and not _is_json_object(reply.text)
+        ):
+            body = _error(
+                "Failed to generate JSON. Please adjust your prompt. "
+                "See 'failed_generation' for more details.",
+                "invalid_request_error",
+                "json_validate_failed",
+                failed_generation=reply.text,
+            )
+            await _send(writer, 400, body, keep_alive, self._limit_headers())
+            return keep_alive
+
+        completion_tokens = _word_count(reply.text) + _word_count(reply.reasoning)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if reply.usage:
+            usage.update(reply.usage)
+            if "total_tokens" not in reply.usage:
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        with self._lock:
+            if charge is not None:
+                charge.tokens = usage["prompt_tokens"] + usage["completion_tokens"]
+
+        latency = self.latency if reply.latency is None else reply.latency
+        if latency > 0:
+            await asyncio.sleep(latency)
+        headers = self._limit_headers()
+        if reply.headers:
+            headers.update(reply.headers)
+
+        if request.stream:
+            delay = self.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
+            steps = self._stream_steps(request, reply, usage)
+            await self._stream(writer, steps, headers, delay, keep_alive)
+        else:
+            await _send(writer, 200, self._completion(request, reply, usage), keep_alive, headers)
+        return keep_alive
+
+    async def _choose_reply(self, request: RecordedRequest) -> tuple[Reply | Fault, bool]:
+        """Pick the reply; the flag says whether a script (not the echo fallback) chose it."""
+        with self._lock:
+            queued = self._queue.popleft() if self._queue else None
+            handler = self._handler
+        candidates: list[Any] = [queued] if queued is not None else [handler, self.default]
+        for source in candidates:
+            if source is None:
+                continue
+            result = source(request) if callable(source) else source
+            if inspect.isawaitable(result):
+                result = await result
+            if result is None:
+                continue  # a handler may decline and let the next source answer
+            if isinstance(result, str):
+                return Reply(result), True
+            if isinstance(result, Reply | Fault):
+                return result, True
+            raise TypeError(f"a reply must be str, Reply or Fault, not {type(result).__name__}")
+        user = request.user or ""
+        text = _dumps({"echo": user}).decode() if request.json_mode else f"echo: {user}"
+        return Reply(text), False
+
+    def _new_ids(self) -> tuple[str, str, int]:
+        n = next(self._ids)
+        return f"chatcmpl-fake{n:06d}", f"req_fake{n:06d}", int(time.time())
+
+    def _completion(
+        self, request: RecordedRequest, reply: Reply, usage: dict[str, int]
+    ) -> dict[str, Any]:
+        completion_id, request_id, created = self._new_ids()
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if reply.reasoning is not None:
+            message["reasoning"] = reply.reasoning
+        payload: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": request.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": usage,
+            "system_fingerprint": "fp_fake",
+        }
+        if request.provider == "groq":
+            payload["x_groq"] = {"id": request_id}
+        return payload
+
+    def _stream_steps(
+        self,
+        request: RecordedRequest,
+        reply: Reply,
+        usage: dict[str, int] | None,
+        content_limit: int | None = None,
+    ) -> list[bytes]:
+        """SSE payloads, one per pacing step; with ``usage=None`` the stream has no ending."""
+        completion_id, request_id, created = self._new_ids()
+        groq = request.provider == "groq"
+        base = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": request.model,
+            "system_fingerprint": "fp_fake",
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return _sse({**base, "choices": [choice], **extra})
+
+        first_extra = {"x_groq": {"id": request_id}} if groq else {}
+        steps = [chunk({"role": "assistant", "content": ""}, **first_extra)]
+        if reply.reasoning:
+            steps += [chunk({"reasoning": p}) for p in _pieces(reply.reasoning, reply.chunk_words)]
+        content = _pieces(reply.text, reply.chunk_words)
+        if content_limit is not None:
+            content = content[:content_limit]
+        steps += [chunk({"content": p}) for p in content]
+        if usage is None:
+            return steps
+
+        last_extra = {"x_groq": {"id": request_id, "usage": usage}} if groq else {}
+        ending = chunk({}, reply.finish_reason, **last_extra)
+        options = request.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            ending += _sse({**base, "choices": [], "usage": usage})
+        steps.append(ending + _DONE)
+        return steps
+
+    async def _stream(
+        self,
+        writer: asyncio.StreamWriter,
+        steps: list[bytes],
+        headers: dict[str, str],
+        delay: float,
+        keep_alive: bool,
+        complete: bool = True,
+    ) -> None:
+        all_headers = {
+            "content-type": "text/event-stream",
+            "cache-control": "no-cache",
+            "transfer-encoding": "chunked",
+            **headers,
+        }
+        head = _head(200, all_headers, keep_alive)
+        tail = _LAST_CHUNK if complete else b""
+        if delay <= 0:
+            # Nothing to pace, so one write keeps a thousand concurrent streams cheap.
+            writer.write(head + b"".join(map(_http_chunk, steps)) + tail)
+            await writer.drain()
+            return
+        writer.write(head + _http_chunk(steps[0]))
+        await writer.drain()
+        for index, step in enumerate(steps[1:], start=2):
+            await asyncio.sleep(delay)
+            writer.write(_http_chunk(step) + (tail if index == len(steps) else b""))
+            await writer.drain()
+
+    async def _fault(
+        self, request: RecordedRequest, fault: Fault, writer: asyncio.StreamWriter, keep_alive: bool
+    ) -> bool:
+        if fault.kind == "status":
+            headers = self._limit_headers()
+            if fault.headers:
+                headers.update(fault.headers)
+            if isinstance(fault.body, str):
+                await _send(
+                    writer,
+                    fault.status_code,
+                    fault.body.encode(),
+                    keep_alive,
+                    headers,
+                    content_type="text/plain; charset=utf-8",
+                )
+            else:
+                body = fault.body if fault.body is not None else _fault_body(fault.status_code)
+                await _send(writer, fault.status_code, body, keep_alive, headers)
+            return keep_alive
+
+        if fault.kind == "hang":
+            # Parked until stop() cancels the connection task.
+            await asyncio.Event().wait()
+        if fault.kind in ("drop", "hang"):
+            raise _Drop
+
+        # drop_after / truncate: start a well-formed response, then cut it short.
+        reply = Reply(fault.text)
+        headers = self._limit_headers()
+        if request.stream:
+            pieces = len(_pieces(fault.text, 1))
+            limit = fault.after if fault.kind == "drop_after" else pieces // 2
+            steps = self._stream_steps(request, reply, None, content_limit=limit)
+            await self._stream(writer, steps, headers, self.chunk_delay, False, complete=False)
+        else:
+            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            body = _dumps(self._completion(request, reply, usage))
+            all_headers = {
+                "content-type": "application/json",
+                "content-length": str(len(body)),
+                **headers,
+            }
+            writer.write(_head(200, all_headers, False) + body[: len(body) // 2])
+            await writer.drain()
+        raise _Drop
+
+    # ----------------------------------------------------------------- rate limiting
+
+    def _prune(self, now: float) -> None:
+        while self._charges and now - self._charges[0].at >= _WINDOW_SECONDS:
+            self._charges.popleft()
+
+    def _admit(self, prompt_tokens: int) -> _Admission:
+        if self.rpm_limit is None and self.tpm_limit is None:
+            return _Admission()
+        now = time.monotonic()
+        with self._lock:
+            self._prune(now)
+            used_requests = len(self._charges)
+            used_tokens = sum(c.tokens for c in self._charges)
+            if self.rpm_limit is not None and used_requests + 1 > self.rpm_limit:
+                wait = self._charges[0].at + _WINDOW_SECONDS - now if self._charges else 0.0
+                self.rate_limited += 1
+                return _Admission(rejection=("requests", self.rpm_limit, used_requests, 1, wait))
+            if self.tpm_limit is not None and used_tokens + prompt_tokens > self.tpm_limit:
+                # Wait until enough old charges expire for this prompt to fit.
+                wait, freed = _WINDOW_SECONDS, 0
+                for c in self._charges:
+                    freed += c.tokens
+                    if used_tokens - freed + prompt_tokens <= self.tpm_limit:
+                        wait = c.at + _WINDOW_SECONDS - now
+                        break
+                self.rate_limited += 1
+                return _Admission(
+                    rejection=("tokens", self.tpm_limit, used_tokens, prompt_tokens, wait)
+                )
+            charge = _Charge(now, prompt_tokens)
+            self._charges.append(charge)
+            return _Admission(charge=charge)
+
+    def _limit_headers(self) -> dict[str, str]:
+        now = time.monotonic()
+        with self._lock:
+            self._prune(now)
+            requests = len(self._charges)
+            tokens = sum(c.tokens for c in self._charges)
+            reset = self._charges[0].at + _WINDOW_SECONDS - now if self._charges else 0.0
+        rpm, tpm = self.rpm_limit, self.tpm_limit
+        return {
+            "x-ratelimit-limit-requests": str(rpm if rpm is not None else _UNLIMITED),
+            "x-ratelimit-remaining-requests": str(
+                max(0, rpm - requests) if rpm is not None else _UNLIMITED - 1
+            ),
+            "x-ratelimit-reset-requests": _format_duration(reset if rpm is not None else 0),
+            "x-ratelimit-limit-tokens": str(tpm if tpm is not None else _UNLIMITED),
+            "x-ratelimit-remaining-tokens": str(
+                max(0, tpm - tokens) if tpm is not None else _UNLIMITED
+            ),
+            "x-ratelimit-reset-tokens": _format_duration(reset if tpm is not None else 0),
+        }
+
+    async def _send_rate_limited(
+        self,
+        writer: asyncio.StreamWriter,
+        model: str,
+        rejection: tuple[str, int, int, int, float],
+        keep_alive: bool,
+    ) -> None:
+        kind, limit, used, asked, wait = rejection
+        label = "requests per minute (RPM)" if kind == "requests" else "tokens per minute (TPM)"
+        message = (
+            f"Rate limit reached for model `{model}` in organization `org_fake` service tier "
+            f"`on_demand` on {label}: Limit {limit}, Used {used}, Requested {asked}. "
+            f"Please try again in {_format_duration(wait)}."
+        )
+        headers = self._limit_headers()
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        body = _error(message, kind, "rate_limit_exceeded")
+        await _send(writer, 429, body, keep_alive, headers)

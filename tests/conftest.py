@@ -1,0 +1,87 @@
+"""Shared fixtures: a fake server in the test's own loop and engines pointed at it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from llamaberry import Engine
+from llamaberry.testing import FakeServer, RecordedRequest
+
+FIRST_TURN = """## Reasoning
+1. Spell the word: s-t-r-a-w-b-e-r-r-y.
+**Explanation:** Writing it out avoids counting from memory.
+2. Mark each r: positions 3, 8 and 9.
+**Explanation:** Three positions hold the letter r.
+
+## Answer
+3"""
+
+LATER_TURN = """## Critique
+Turn {previous} counted correctly; I re-checked each letter.
+
+## New Reasoning
+1. Count again letter by letter.
+**Explanation:** An independent recount confirms the earlier result.
+
+## Updated Answer
+3 (turn {index})"""
+
+SYNTHESIS = """## Analysis of Turns
+Every turn counted the letters one by one.
+
+## Comparison
+All turns agree and the recount holds.
+
+## Final Reasoning
+1. The word has r at positions 3, 8 and 9.
+**Explanation:** Checked letter by letter.
+
+## Comprehensive Final Answer
+The word "strawberry" contains the letter r three times.
+
+## Concise Answer
+There are 3 r's in "strawberry"."""
+
+
+def refine_script(request: RecordedRequest) -> str:
+    """Answer each refine call with a well-formed reply for its section contract."""
+    system = request.system or ""
+    if "## Concise Answer" in system:
+        return SYNTHESIS
+    if "## Critique" in system:
+        index = (request.user or "").count('<turn number="') + 1
+        return LATER_TURN.format(previous=index - 1, index=index)
+    return FIRST_TURN
+
+
+@pytest.fixture
+async def server():
+    """A fake chat server running in the test's event loop."""
+    async with FakeServer() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["groq", "openai"])
+def provider(request) -> str:
+    """Run the test once through each provider's real SDK."""
+    return request.param
+
+
+@pytest.fixture
+async def engine(server: FakeServer, provider: str):
+    """An engine pointed at the fake server through `provider`'s SDK."""
+    base_url = server.groq_base_url if provider == "groq" else server.openai_base_url
+    async with Engine(provider=provider, api_key="test-key", base_url=base_url) as built:
+        yield built
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """No test sees the developer's real keys, endpoints or history (live tests read the
+    key at import time and pass it explicitly)."""
+    for name in list(os.environ):
+        if name.startswith(("LLAMABERRY_", "GROQ_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LLAMABERRY_HOME", str(tmp_path / "home"))

@@ -1,0 +1,219 @@
+"""The refine mode end to end: real SDKs, fake server, parsed results and events."""
+
+from __future__ import annotations
+
+import pytest
+
+from llamaberry import (
+    CallFinished,
+    CallStarted,
+    Engine,
+    RunFinished,
+    RunStarted,
+    Synthesis,
+    TextDelta,
+    Turn,
+    Usage,
+)
+from llamaberry.testing import FakeServer, Reply
+
+from .conftest import FIRST_TURN, refine_script
+
+QUESTION = 'How many times does the letter r appear in "strawberry"?'
+
+
+async def test_three_turns_make_four_requests(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION)
+    assert len(server.requests) == 4
+    assert [len(run.turns), run.synthesis is not None] == [3, True]
+
+
+@pytest.mark.parametrize("turns", [1, 2, 5])
+async def test_n_turns_make_n_plus_one_requests(server: FakeServer, engine: Engine, turns: int):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION, turns=turns)
+    assert len(server.requests) == turns + 1
+    assert [t.index for t in run.turns] == list(range(1, turns + 1))
+
+
+async def test_first_turn_is_given_the_bare_question(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    await engine.refine(QUESTION)
+    first = server.requests[0]
+    assert first.user == QUESTION
+    assert "## Reasoning" in first.system and "## Answer" in first.system
+
+
+async def test_second_turn_is_given_the_first_turn_verbatim(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    await engine.refine(QUESTION)
+    second = server.requests[1]
+    assert QUESTION in second.user
+    assert FIRST_TURN in second.user
+    assert "Turn 1" in second.user
+    assert "## Critique" in second.system and "## Updated Answer" in second.system
+
+
+async def test_each_later_turn_is_given_every_earlier_turn(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION, turns=4)
+    fourth = server.requests[3]
+    for turn in run.turns[:3]:
+        assert turn.content in fourth.user
+    assert run.turns[3].content not in fourth.user
+
+
+async def test_synthesis_is_given_the_question_and_all_turns(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION)
+    synthesis = server.requests[-1]
+    assert QUESTION in synthesis.user
+    for i, turn in enumerate(run.turns, 1):
+        assert turn.content in synthesis.user
+        assert f"Turn {i}" in synthesis.user
+    assert "## Concise Answer" in synthesis.system
+
+
+async def test_answer_is_the_synthesis_concise_answer(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION)
+    assert run.answer == 'There are 3 r\'s in "strawberry".'
+    assert run.synthesis.comprehensive_answer.startswith('The word "strawberry"')
+    assert run.turns[0].answer == "3"
+    assert run.turns[1].answer == "3 (turn 2)"
+    assert run.turns[1].critique.startswith("Turn 1 counted correctly")
+    assert [s.number for s in run.turns[0].reasoning] == [1, 2]
+    assert run.turns[0].reasoning[1].explanation == "Three positions hold the letter r."
+
+
+async def test_streamed_deltas_concatenate_to_each_call_text(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    texts: dict[tuple[str, int], str] = {}
+    finished: dict[tuple[str, int], str] = {}
+    async for event in engine.refine_stream(QUESTION):
+        if isinstance(event, TextDelta):
+            key = (event.kind, event.index)
+            texts[key] = texts.get(key, "") + event.text
+        elif isinstance(event, CallFinished):
+            finished[(event.kind, event.index)] = event.result.content
+    assert set(texts) == {("turn", 1), ("turn", 2), ("turn", 3), ("synthesis", 1)}
+    assert texts == finished
+    # Word-sized chunks: streaming really arrived in pieces.
+    assert all(r.stream for r in server.requests)
+
+
+async def test_events_arrive_in_order(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    shape = []
+    async for event in engine.refine_stream(QUESTION, turns=2):
+        if isinstance(event, TextDelta):
+            if shape[-1] != "delta":
+                shape.append("delta")
+        elif isinstance(event, RunStarted | RunFinished):
+            shape.append(event.type)
+        else:
+            shape.append(f"{event.type}:{event.kind}:{event.index}")
+    assert shape == [
+        "run_started",
+        "call_started:turn:1",
+        "delta",
+        "call_finished:turn:1",
+        "call_started:turn:2",
+        "delta",
+        "call_finished:turn:2",
+        "call_started:synthesis:1",
+        "delta",
+        "call_finished:synthesis:1",
+        "run_finished",
+    ]
+
+
+async def test_call_finished_carries_parsed_results(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    results = [
+        e.result async for e in engine.refine_stream(QUESTION) if isinstance(e, CallFinished)
+    ]
+    assert [type(r) for r in results] == [Turn, Turn, Turn, Synthesis]
+
+
+async def test_usage_is_kept_per_call_and_summed_per_run(server: FakeServer, engine: Engine):
+    usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    server.reply_with(lambda request: Reply(refine_script(request), usage=usage))
+    run = await engine.refine(QUESTION)
+    per_call = Usage(**usage)
+    assert all(t.usage == per_call for t in run.turns)
+    assert run.synthesis.usage == per_call
+    assert run.usage == Usage(prompt_tokens=400, completion_tokens=80, total_tokens=480)
+
+
+async def test_usage_comes_from_the_server_not_an_estimate(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION, turns=1)
+    # The fake server counts completion tokens as words of the reply.
+    assert run.turns[0].usage.completion_tokens == len(FIRST_TURN.split())
+
+
+async def test_seconds_are_kept_per_call_and_for_the_run(server: FakeServer, engine: Engine):
+    server.reply_with(lambda request: Reply(refine_script(request), latency=0.05))
+    run = await engine.refine(QUESTION, turns=2)
+    assert all(t.seconds >= 0.05 for t in run.turns)
+    assert run.synthesis.seconds >= 0.05
+    assert run.seconds >= 0.15
+
+
+async def test_the_call_log_keeps_messages_and_replies(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION, turns=2)
+    assert [(c.kind, c.index) for c in run.calls] == [("turn", 1), ("turn", 2), ("synthesis", 1)]
+    assert run.calls[0].messages[-1].content == QUESTION
+    assert run.calls[0].reply == FIRST_TURN
+    assert run.calls[1].messages[-1].content == server.requests[1].user
+
+
+async def test_settings_reach_the_request(server: FakeServer, provider: str):
+    server.reply_with(refine_script)
+    base_url = server.groq_base_url if provider == "groq" else server.openai_base_url
+    async with Engine(
+        provider=provider,
+        api_key="k",
+        base_url=base_url,
+        model="openai/gpt-oss-20b",
+        temperature=0.2,
+        max_tokens=1234,
+        reasoning_effort="high",
+    ) as engine:
+        await engine.refine(QUESTION, turns=1)
+    body = server.requests[0].body
+    assert body["model"] == "openai/gpt-oss-20b"
+    assert body["temperature"] == 0.2
+    assert body["max_completion_tokens"] == 1234
+    assert body["reasoning_effort"] == "high"
+
+
+async def test_single_mode_sends_the_bare_question_once(server: FakeServer, engine: Engine):
+    server.enqueue("Three.")
+    run = await engine.single(QUESTION)
+    assert len(server.requests) == 1
+    assert server.requests[0].messages == [{"role": "user", "content": QUESTION}]
+    assert run.mode == "single"
+    assert run.answer == "Three."
+    assert run.turns[0].content == "Three." and run.synthesis is None
+
+
+async def test_many_runs_share_one_engine_concurrently(server: FakeServer, engine: Engine):
+    import asyncio
+
+    server.reply_with(lambda request: Reply(refine_script(request), latency=0.05))
+    runs = await asyncio.gather(*(engine.refine(f"{QUESTION} #{i}", turns=1) for i in range(20)))
+    assert len(server.requests) == 40
+    assert all(r.ok for r in runs)
+    assert len({r.id for r in runs}) == 20
+
+
+async def test_call_started_precedes_the_first_token(server: FakeServer, engine: Engine):
+    server.reply_with(lambda request: Reply(refine_script(request), chunk_delay=0.001))
+    kinds = []
+    async for event in engine.refine_stream(QUESTION, turns=1):
+        kinds.append(type(event))
+    assert kinds.index(CallStarted) < kinds.index(TextDelta)

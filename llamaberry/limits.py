@@ -43,10 +43,14 @@ def estimate_tokens(text: str) -> int:
 class RateLimiter:
     """Paces calls to stay under requests- and tokens-per-minute limits."""
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None) -> None:
+    def __init__(
+        self, rpm: int | None = None, tpm: int | None = None, *, period: float = 60.0
+    ) -> None:
         self.rpm = rpm
         self.tpm = tpm
-        self._throttler = Throttler(rate_limit=rpm, period=60.0) if rpm else None
+        # `period` is the window both limits are counted over; tests shorten it.
+        self.period = period
+        self._throttler = Throttler(rate_limit=rpm, period=period) if rpm else None
         self._window: deque[tuple[float, int]] = deque()
         self._lock = asyncio.Lock()
         # What the provider last told us, kept as absolute monotonic times.
@@ -115,13 +119,13 @@ class RateLimiter:
         assert self.tpm
         while True:
             now = time.monotonic()
-            while self._window and self._window[0][0] <= now - 60.0:
+            while self._window and self._window[0][0] <= now - self.period:
                 self._window.popleft()
             used = sum(t for _, t in self._window)
             # A single call bigger than the whole budget can never fit; let it through alone.
             if used + tokens <= self.tpm or not self._window:
                 return
-            await self._sleep_until(self._window[0][0] + 60.0)
+            await self._sleep_until(self._window[0][0] + self.period)
 
     async def _sleep_until(self, when: float) -> None:
         delay = when - time.monotonic()

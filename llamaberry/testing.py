@@ -3,32 +3,35 @@
 ``FakeServer`` is a small HTTP/1.1 server on ``127.0.0.1`` (ephemeral port) speaking just
 enough of the Groq and OpenAI chat-completions APIs for the real ``groq`` and ``openai``
 SDKs to talk to it: JSON and SSE streaming replies, usage, rate-limit headers, Groq-style
-errors and scripted network faults. No network access and no API key are needed.
+errors and scripted network faults. No network access and no real API key are involved.
 
 Example::
 
     import groq
+    import openai
     from llamaberry.testing import FakeServer, Fault, Reply
 
-    async def test_refine():
-        async with FakeServer() as server:
-            server.enqueue("first draft", Reply("better draft", reasoning="thinking..."))
+    async def test_retries_after_rate_limit():
+        async with FakeServer() as server:  # runs in the current event loop
             server.enqueue(Fault.status(429, headers={"retry-after": "1"}))
+            server.enqueue(Reply("a better draft", reasoning="the first one was vague"))
             client = groq.AsyncGroq(api_key="test", base_url=server.groq_base_url)
-            ...
-            assert server.requests[0].user == "write a haiku"
+            ...  # code under test
+            assert server.requests[-1].user == "write a haiku"
 
     def test_sync_code():
         with FakeServer(rpm_limit=30) as server:  # runs in a background thread
             client = openai.OpenAI(api_key="test", base_url=server.openai_base_url)
             ...
 
-With the ``llamaberry`` pytest plugin installed, the ``fake_server`` fixture yields a
-ready thread-mode ``FakeServer()``.
+With llamaberry installed, pytest also gets a ``fake_server`` fixture that yields a
+running thread-mode ``FakeServer()``.
 
 Each chat request is answered by the first of: the ``enqueue`` queue (FIFO), the
 ``reply_with`` handler, the ``default`` given at construction, and finally an echo of the
-last user message (``"echo: <text>"``, or ``{"echo": "<text>"}`` in JSON mode).
+last user message (``"echo: <text>"``, or ``{"echo": "<text>"}`` in JSON mode). Handlers
+run on the server's event loop, so they must not block. The scripting methods are
+thread-safe.
 
 Token accounting is deterministic, so tests can assert on it:
 
@@ -456,10 +459,13 @@ class _Charge:
     tokens: int
 
 
-@dataclass
-class _Admission:
-    charge: _Charge | None = None
-    rejection: tuple[str, int, int, int, float] | None = None  # kind, limit, used, asked, wait
+@dataclass(frozen=True)
+class _Rejection:
+    kind: Literal["requests", "tokens"]
+    limit: int
+    used: int
+    requested: int
+    wait: float
 
 
 # --------------------------------------------------------------------------- server
@@ -620,7 +626,8 @@ class FakeServer:
             target=asyncio.run, args=(main(),), name="llamaberry-fake-server", daemon=True
         )
         self._thread.start()
-        ready.wait()
+        if not ready.wait(timeout=30):
+            raise RuntimeError("FakeServer thread did not start listening")
         if failure:
             self._thread.join()
             self._thread = None
@@ -652,7 +659,7 @@ class FakeServer:
                     body = _error(exc.message, "invalid_request_error")
                     await _send(writer, exc.status, body, keep_alive=False)
                     return
-                if request is None or not await self._dispatch(request, writer):
+                if request is None or not await self._dispatch(request, reader, writer):
                     return
         except (_Drop, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the peer went away or we were told to vanish; nothing to report
@@ -665,7 +672,9 @@ class FakeServer:
             self._connections.discard(task)
             writer.close()
 
-    async def _dispatch(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def _dispatch(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer one request; return whether the connection may be reused."""
         try:
             parsed = json.loads(request.body) if request.body else {}
@@ -697,7 +706,8 @@ class FakeServer:
             f"Bearer {self.api_key}"
         ):
             body = _error("Invalid API Key", "invalid_request_error", "invalid_api_key")
-            await _send(writer, 401, body, keep_alive)
+            limits = self._limit_headers() if path in _CHAT_PATHS else None
+            await _send(writer, 401, body, keep_alive, limits)
             return keep_alive
 
         if path in _MODEL_PATHS:
@@ -706,9 +716,9 @@ class FakeServer:
 
         if not isinstance(parsed, dict):
             body = _error("Request body must be a JSON object.", "invalid_request_error")
-            await _send(writer, 400, body, keep_alive)
+            await _send(writer, 400, body, keep_alive, self._limit_headers())
             return keep_alive
-        return await self._chat(recorded, writer, keep_alive)
+        return await self._chat(recorded, reader, writer, keep_alive)
 
     def _models_payload(self) -> dict[str, Any]:
         window = self.max_context or DEFAULT_CONTEXT_WINDOW
@@ -727,54 +737,45 @@ class FakeServer:
 
     # ----------------------------------------------------------------- chat completions
 
-    async def _chat(
-        self, request: RecordedRequest, writer: asyncio.StreamWriter, keep_alive: bool
-    ) -> bool:
+    def _invalid(self, request: RecordedRequest, prompt_tokens: int) -> tuple[int, Any] | None:
+        """The (status, body) a real server would refuse this request with, if any."""
         model = request.model
-        messages = request.body.get("messages")
-        if model is None or not isinstance(messages, list):
-            body = _error(
-                "`model` (string) and `messages` (array) are required.",
-                "invalid_request_error",
-                "invalid_request",
-            )
-            await _send(writer, 400, body, keep_alive)
-            return keep_alive
-
+        if model is None or not isinstance(request.body.get("messages"), list):
+            message = "`model` (string) and `messages` (array) are required."
+            return 400, _error(message, "invalid_request_error", "invalid_request")
         if model in self.decommissioned:
-            body = _error(
-                f"The model `{model}` has been decommissioned and is no longer supported.",
-                "invalid_request_error",
-                "model_decommissioned",
-            )
-            await _send(writer, 400, body, keep_alive)
-            return keep_alive
+            message = f"The model `{model}` has been decommissioned and is no longer supported."
+            return 400, _error(message, "invalid_request_error", "model_decommissioned")
         if model not in self.models:
-            body = _error(
-                f"The model `{model}` does not exist or you do not have access to it.",
-                "invalid_request_error",
-                "model_not_found",
-            )
-            await _send(writer, 404, body, keep_alive)
-            return keep_alive
-
-        prompt_tokens = estimate_prompt_tokens(request.messages)
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            return 404, _error(message, "invalid_request_error", "model_not_found")
         if self.max_context is not None and prompt_tokens > self.max_context:
-            body = _error(
+            message = (
                 f"This model's maximum context length is {self.max_context} tokens. However, "
                 f"your messages resulted in {prompt_tokens} tokens. "
-                "Please reduce the length of the messages.",
-                "invalid_request_error",
-                "context_length_exceeded",
+                "Please reduce the length of the messages."
             )
-            await _send(writer, 400, body, keep_alive)
-            return keep_alive
+            return 400, _error(message, "invalid_request_error", "context_length_exceeded")
+        return None
 
-        admission = self._admit(prompt_tokens)
-        if admission.rejection is not None:
-            await self._send_rate_limited(writer, model, admission.rejection, keep_alive)
+    async def _chat(
+        self,
+        request: RecordedRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+    ) -> bool:
+        prompt_tokens = estimate_prompt_tokens(request.messages)
+        invalid = self._invalid(request, prompt_tokens)
+        if invalid is not None:
+            await _send(writer, *invalid, keep_alive, self._limit_headers())
             return keep_alive
-        charge = admission.charge
+        model = request.model or ""
+
+        charge = self._admit(prompt_tokens)
+        if isinstance(charge, _Rejection):
+            await self._send_rate_limited(writer, model, charge, keep_alive)
+            return keep_alive
 
         try:
             reply, scripted = await self._choose_reply(request)
@@ -789,7 +790,7 @@ class FakeServer:
         if isinstance(reply, Fault):
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
-            return await self._fault(request, reply, writer, keep_alive)
+            return await self._fault(request, reply, reader, writer, keep_alive)
 
         if (
             scripted
@@ -961,7 +962,12 @@ class FakeServer:
             await writer.drain()
 
     async def _fault(
-        self, request: RecordedRequest, fault: Fault, writer: asyncio.StreamWriter, keep_alive: bool
+        self,
+        request: RecordedRequest,
+        fault: Fault,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
     ) -> bool:
         if fault.kind == "status":
             headers = self._limit_headers()
@@ -982,8 +988,8 @@ class FakeServer:
             return keep_alive
 
         if fault.kind == "hang":
-            # Parked until stop() cancels the connection task.
-            await asyncio.Event().wait()
+            # Parked until the client gives up (EOF) or stop() cancels this task.
+            await reader.read()
         if fault.kind in ("drop", "hang"):
             raise _Drop
 
@@ -1013,9 +1019,10 @@ class FakeServer:
         while self._charges and now - self._charges[0].at >= _WINDOW_SECONDS:
             self._charges.popleft()
 
-    def _admit(self, prompt_tokens: int) -> _Admission:
+    def _admit(self, prompt_tokens: int) -> _Charge | _Rejection | None:
+        """Charge the window for a new request, or say why it does not fit (``None``: no limits)."""
         if self.rpm_limit is None and self.tpm_limit is None:
-            return _Admission()
+            return None
         now = time.monotonic()
         with self._lock:
             self._prune(now)
@@ -1024,7 +1031,7 @@ class FakeServer:
             if self.rpm_limit is not None and used_requests + 1 > self.rpm_limit:
                 wait = self._charges[0].at + _WINDOW_SECONDS - now if self._charges else 0.0
                 self.rate_limited += 1
-                return _Admission(rejection=("requests", self.rpm_limit, used_requests, 1, wait))
+                return _Rejection("requests", self.rpm_limit, used_requests, 1, wait)
             if self.tpm_limit is not None and used_tokens + prompt_tokens > self.tpm_limit:
                 # Wait until enough old charges expire for this prompt to fit.
                 wait, freed = _WINDOW_SECONDS, 0
@@ -1034,12 +1041,10 @@ class FakeServer:
                         wait = c.at + _WINDOW_SECONDS - now
                         break
                 self.rate_limited += 1
-                return _Admission(
-                    rejection=("tokens", self.tpm_limit, used_tokens, prompt_tokens, wait)
-                )
+                return _Rejection("tokens", self.tpm_limit, used_tokens, prompt_tokens, wait)
             charge = _Charge(now, prompt_tokens)
             self._charges.append(charge)
-            return _Admission(charge=charge)
+            return charge
 
     def _limit_headers(self) -> dict[str, str]:
         now = time.monotonic()
@@ -1066,17 +1071,17 @@ class FakeServer:
         self,
         writer: asyncio.StreamWriter,
         model: str,
-        rejection: tuple[str, int, int, int, float],
+        rejection: _Rejection,
         keep_alive: bool,
     ) -> None:
-        kind, limit, used, asked, wait = rejection
-        label = "requests per minute (RPM)" if kind == "requests" else "tokens per minute (TPM)"
+        r = rejection
+        label = "requests per minute (RPM)" if r.kind == "requests" else "tokens per minute (TPM)"
         message = (
             f"Rate limit reached for model `{model}` in organization `org_fake` service tier "
-            f"`on_demand` on {label}: Limit {limit}, Used {used}, Requested {asked}. "
-            f"Please try again in {_format_duration(wait)}."
+            f"`on_demand` on {label}: Limit {r.limit}, Used {r.used}, Requested {r.requested}. "
+            f"Please try again in {_format_duration(r.wait)}."
         )
         headers = self._limit_headers()
-        headers["retry-after"] = str(max(1, math.ceil(wait)))
-        body = _error(message, kind, "rate_limit_exceeded")
+        headers["retry-after"] = str(max(1, math.ceil(r.wait)))
+        body = _error(message, r.kind, "rate_limit_exceeded")
         await _send(writer, 429, body, keep_alive, headers)

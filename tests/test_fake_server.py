@@ -502,7 +502,7 @@ async def test_latency_delays_the_response() -> None:
         await client.chat.completions.create(model=MODEL, messages=HELLO)
         fast = time.monotonic() - started
     assert slow >= 0.2
-    assert fast < 0.15
+    assert fast < slow
 
 
 async def test_chunk_delay_paces_stream_chunks(server: FakeServer) -> None:

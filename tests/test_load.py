@@ -1,0 +1,76 @@
+"""A bounded load test: many concurrent runs against a server that fails one call in ten."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from llamaberry import Engine, Run
+from llamaberry.clients import GroqClient, RetryPolicy
+from llamaberry.testing import FakeServer, Fault
+
+from .conftest import refine_script
+
+RUNS = 500
+FAULT_RATE = 0.10
+
+
+def faulty_script(seed: int):
+    """Answer like a well-behaved model, except that one call in ten meets a fault."""
+    rng = random.Random(seed)
+    faults = [
+        lambda: Fault.status(503),
+        lambda: Fault.status(429, headers={"retry-after": "0"}),
+        lambda: Fault.status(400, {"error": {"message": "rejected"}}),
+        lambda: Fault.drop(),
+        lambda: Fault.drop_after(2, "partial text cut"),
+        lambda: Fault.truncate(),
+        lambda: Fault.hang(),
+    ]
+
+    def script(request):
+        if rng.random() < FAULT_RATE:
+            return rng.choice(faults)()
+        return refine_script(request)
+
+    return script
+
+
+async def test_500_concurrent_runs_with_random_faults_all_end_and_none_is_lost():
+    finished: list[Run] = []
+    async with FakeServer() as server:
+        server.reply_with(faulty_script(seed=7))
+        client = GroqClient(
+            api_key="k",
+            base_url=server.groq_base_url,
+            model="openai/gpt-oss-120b",
+            timeout=2.0,
+            retry=RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05),
+            max_connections=RUNS,
+        )
+        async with Engine(client=client, on_finish=finished.append) as engine:
+
+            async def one(i: int) -> Run | BaseException:
+                try:
+                    return await engine.refine(f"question {i}", turns=1)
+                except Exception as error:  # RunFailedError carries the failed run
+                    return error
+
+            started = time.perf_counter()
+            outcomes = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(RUNS))), 120)
+            elapsed = time.perf_counter() - started
+
+    assert len(outcomes) == RUNS
+    statuses = [run.status for run in finished]
+    assert len(finished) == RUNS  # every run reached its end and was handed on
+    assert len({run.question for run in finished}) == RUNS
+    assert set(statuses) <= {"ok", "failed"}
+    assert statuses.count("ok") > RUNS * 0.8  # retries rescue most faults
+    for run in finished:
+        if run.status == "failed":
+            assert run.error and "\n" not in run.error
+            assert "Traceback" not in run.error
+        else:
+            assert run.answer and len(run.turns) == 1
+    assert elapsed < 120

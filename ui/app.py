@@ -1,0 +1,541 @@
+"""The llamaberry web UI: refine, steps and compare tabs over the engine's event streams.
+
+Start it with `uv run llamaberry ui` or `uv run python ui/app.py` (same options). The page only
+renders events (see `ui/views.py`); every run builds its own engine from the settings on the page
+and closes it when the run ends, so a key typed in the page lives exactly as long as one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+# Before gradio is imported: it reads this once, at import time.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+if __package__ in (None, ""):  # run as a script: make `ui` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gradio as gr
+
+from llamaberry.config import Settings
+from llamaberry.engine import Engine
+from llamaberry.errors import InputError, LlamaberryError
+from llamaberry.results import Mode
+from ui.views import RunView
+
+log = logging.getLogger("llamaberry.ui")
+
+EXAMPLES = [
+    "How many times does the letter r appear in the word strawberry?",
+    "Which is larger, 9.11 or 9.9?",
+    "A bat and a ball cost $1.10 in total. The bat costs $1.00 more than the ball. "
+    "How much does the ball cost?",
+    "Write a four-line poem about patience that does not use the letter e.",
+]
+COMPARE_MODES: tuple[Mode, ...] = ("single", "refine", "steps")
+EFFORTS = ["default", "low", "medium", "high"]
+# How long Stop waits for a cancelled run to unwind before it draws the stopped view anyway.
+STOP_GRACE = 10.0
+# How long the page waits for the endpoint's model list before leaving the box as free text.
+MODELS_TIMEOUT = 15.0
+
+CSS = """
+.block.lb-answer { border: 2px solid var(--color-accent); border-radius: var(--radius-lg);
+  padding: 4px 16px; background: var(--color-accent-soft); }
+.block.lb-error { border: 1px solid var(--error-border-color); border-radius: var(--radius-lg);
+  padding: 4px 16px; background: var(--error-background-fill); color: var(--error-text-color); }
+.lb-summary { color: var(--body-text-color-subdued); }
+"""
+
+
+def theme() -> gr.themes.Theme:
+    """The page's theme, with local fonts only so the page never fetches from the internet."""
+    return gr.themes.Soft(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
+    )
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+class Session:
+    """One browser tab's runs: the latest view of each tab's run and whether it has ended.
+
+    Held in a `gr.State`, so every browser session gets its own and none sees another's.
+    """
+
+    def __init__(self) -> None:
+        self.views: dict[str, RunView] = {}
+        self.ended: dict[str, asyncio.Event] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Session:
+        # gr.State copies its initial value for each new browser session: start empty.
+        return Session()
+
+    def begin(self, tab: str, view: RunView) -> asyncio.Event:
+        """Record that a run of `tab` started; set the returned event when it ends."""
+        self.views[tab] = view
+        ended = self.ended[tab] = asyncio.Event()
+        return ended
+
+    async def settled(self, tab: str) -> RunView | None:
+        """Wait (briefly) for `tab`'s run to unwind, then return its view."""
+        ended = self.ended.get(tab)
+        if ended is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), STOP_GRACE)
+        return self.views.get(tab)
+
+
+class Failure:
+    """A stream that ended in an exception instead of a `RunFinished`."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def run_settings(
+    base: Settings,
+    model: str | None,
+    turns: float | None,
+    temperature: float | None,
+    effort: str | None,
+    api_key: str | None,
+) -> Settings:
+    """The settings for one run: the page's choices over the app's defaults."""
+    values: dict[str, Any] = base.model_dump()
+    values["model"] = (model or "").strip() or base.model
+    if turns is not None:
+        if float(turns) != int(turns):
+            raise InputError(f"turns must be a whole number from 1 to 10 (got {turns}).")
+        values["turns"] = int(turns)
+    values["temperature"] = temperature
+    values["reasoning_effort"] = None if effort in (None, "", "default") else effort
+    if api_key and api_key.strip():
+        values["api_key"] = api_key.strip()
+    return Settings.load(**values)
+
+
+async def engine_events(settings: Settings, mode: Mode, question: str) -> AsyncIterator[Any]:
+    """The events of one run on an engine of its own, closed when the run ends or is stopped."""
+    async with Engine(settings=settings) as engine:
+        async for event in engine.stream(mode, question):
+            yield event
+
+
+async def merge(
+    streams: dict[str, Callable[[], AsyncIterator[Any]]],
+) -> AsyncIterator[list[tuple[str, Any]]]:
+    """Run several event streams at once; yield what has arrived as batches of (name, event).
+
+    Batching whatever is already waiting keeps the page current without one redraw per token.
+    Closing this generator (Stop) cancels every stream, which closes their HTTP responses.
+    """
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    ended = object()
+
+    async def pump(name: str, open_stream: Callable[[], AsyncIterator[Any]]) -> None:
+        try:
+            async for event in open_stream():
+                queue.put_nowait((name, event))
+        except LlamaberryError as error:
+            queue.put_nowait((name, Failure(str(error))))
+        except Exception as error:
+            # The page gets one line; the traceback goes to the server's log only.
+            log.exception("run failed unexpectedly")
+            queue.put_nowait((name, Failure(f"Unexpected error ({type(error).__name__}).")))
+        finally:
+            queue.put_nowait((name, ended))
+
+    tasks = [asyncio.create_task(pump(name, open_)) for name, open_ in streams.items()]
+    running = len(tasks)
+    try:
+        while running:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            running -= sum(1 for _, event in batch if event is ended)
+            yield [(name, event) for name, event in batch if event is not ended]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def apply(view: RunView, event: Any) -> None:
+    """Fold an event, or a stream's failure, into a view."""
+    if isinstance(event, Failure):
+        view.fail(event.message)
+    else:
+        view.apply(event)
+
+
+# -- what each tab shows ---------------------------------------------------------------------
+
+
+def run_outputs(view: RunView) -> tuple[Any, ...]:
+    """Answer, sections, summary and error of a refine or steps tab."""
+    error, answer = view.error_markdown(), view.answer_markdown()
+    return (
+        gr.update(value=answer, visible=bool(answer)),
+        view.messages(),
+        view.summary_markdown(),
+        gr.update(value=error, visible=bool(error)),
+    )
+
+
+def compare_outputs(views: dict[str, RunView], error: str = "") -> tuple[Any, ...]:
+    """Each compare column's answer and stats, then the tab's own error line."""
+    values: list[Any] = []
+    for mode in COMPARE_MODES:
+        view = views.get(mode)
+        if view is None:
+            values += [gr.skip(), gr.skip()]
+        else:
+            values += [view.live_markdown(), view.stats_markdown()]
+    values.append(gr.update(value=error, visible=bool(error)))
+    return tuple(values)
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blocks:
+    """Build the Blocks app; runs use `defaults` (else the environment) under the page's choices.
+
+    `max_runs` bounds the runs in flight across every browser session.
+    """
+    base = defaults or Settings.load()
+
+    def settings_for(model, turns, temperature, effort, api_key) -> Settings:
+        return run_settings(base, model, turns, temperature, effort, api_key)
+
+    def runner(tab: str, mode: Mode):
+        async def run(question, model, turns, temperature, effort, api_key, session):
+            view = RunView()
+            ended = session.begin(tab, view)
+            try:
+                try:
+                    settings = settings_for(model, turns, temperature, effort, api_key)
+                except LlamaberryError as error:
+                    yield run_outputs(view.fail(str(error)))
+                    return
+                view.state = "running"
+                yield run_outputs(view)
+                streams = {mode: lambda: engine_events(settings, mode, question)}
+                async with contextlib.aclosing(merge(streams)) as batches:
+                    async for batch in batches:
+                        for _, event in batch:
+                            apply(view, event)
+                        yield run_outputs(view)
+            finally:
+                ended.set()
+
+        run.__doc__ = f"Stream a {mode} run into the {tab.capitalize()} tab."
+        return run
+
+    async def run_compare(question, modes, model, turns, temperature, effort, api_key, session):
+        """Run the chosen modes at once and stream each into its column."""
+        chosen = [m for m in COMPARE_MODES if m in (modes or [])]
+        views = {mode: RunView() for mode in chosen}
+        compare = RunView()  # stands for the whole comparison when Stop is pressed
+        ended = session.begin("compare", compare)
+        session.views.update({f"compare:{m}": v for m, v in views.items()})
+        try:
+            if not chosen:
+                yield compare_outputs(views, "**Error:** choose at least one mode to compare.")
+                return
+            try:
+                settings = settings_for(model, turns, temperature, effort, api_key)
+            except LlamaberryError as error:
+                yield compare_outputs(views, f"**Error:** {error}")
+                return
+            for view in views.values():
+                view.state = "running"
+            yield compare_outputs(views)
+            streams = {
+                mode: (lambda mode=mode: engine_events(settings, mode, question)) for mode in chosen
+            }
+            async with contextlib.aclosing(merge(streams)) as batches:
+                async for batch in batches:
+                    for mode, event in batch:
+                        apply(views[mode], event)
+                    yield compare_outputs(views)
+        finally:
+            ended.set()
+
+    async def stop_tab(tab: str, session: Session) -> tuple[Any, ...]:
+        view = await session.settled(tab)
+        if view is None:
+            return tuple(gr.skip() for _ in range(4))
+        return run_outputs(view.stop())
+
+    async def stop_refine(session):
+        """Show the stopped refine run: finished turns stay, the running one is marked."""
+        return await stop_tab("refine", session)
+
+    async def stop_steps(session):
+        """Show the stopped steps run."""
+        return await stop_tab("steps", session)
+
+    async def stop_compare(session):
+        """Show the stopped comparison, column by column."""
+        await session.settled("compare")
+        views = {
+            mode: session.views[f"compare:{mode}"].stop()
+            for mode in COMPARE_MODES
+            if f"compare:{mode}" in session.views
+        }
+        return compare_outputs(views)
+
+    async def load_models(api_key, current):
+        """Fill the model list from the endpoint; leave it as free text when that fails."""
+        current = (current or "").strip() or base.model
+        try:
+            settings = run_settings(base, current, None, None, None, api_key)
+            async with Engine(settings=settings) as engine:
+                names = await asyncio.wait_for(engine.models(), MODELS_TIMEOUT)
+        except (LlamaberryError, TimeoutError) as error:
+            reason = str(error) if isinstance(error, LlamaberryError) else "no answer in time"
+            return gr.update(
+                choices=[current],
+                value=current,
+                info=f"Could not list the endpoint's models ({reason}); type a model id.",
+            )
+        choices = names if current in names else [current, *names]
+        return gr.update(choices=choices, value=current, info="Models the endpoint serves.")
+
+    with gr.Blocks(title="llamaberry", analytics_enabled=False) as app:
+        session = gr.State(Session())
+        gr.Markdown(
+            "# llamaberry\nA fast model, given several passes at your question. "
+            "Watch it think, then compare it with a single answer."
+        )
+
+        with gr.Accordion("Settings", open=False):
+            with gr.Row():
+                model = gr.Dropdown(
+                    choices=[base.model],
+                    value=base.model,
+                    label="Model",
+                    allow_custom_value=True,
+                    filterable=True,
+                    scale=3,
+                )
+                refresh = gr.Button("Reload models", size="sm", scale=1)
+            with gr.Row():
+                turns = gr.Slider(1, 10, value=base.turns, step=1, label="Refine turns")
+                temperature = gr.Slider(
+                    0.0,
+                    2.0,
+                    value=1.0 if base.temperature is None else base.temperature,
+                    step=0.05,
+                    label="Temperature",
+                )
+                effort = gr.Dropdown(
+                    EFFORTS,
+                    value=base.reasoning_effort or "default",
+                    label="Reasoning effort",
+                )
+            api_key = gr.Textbox(
+                label="API key (optional)",
+                type="password",
+                placeholder="Your own key, used for this browser session only",
+                info="Sent with each run and then forgotten: never logged, stored or shown.",
+            )
+        settings_inputs = [model, turns, temperature, effort, api_key]
+
+        with gr.Tabs():
+            with gr.Tab("Refine", id="refine"):
+                refine = _run_tab("refine", "Ask anything; three turns refine the answer.")
+            with gr.Tab("Steps", id="steps"):
+                steps = _run_tab("steps", "The model reasons in titled steps, then answers.")
+            with gr.Tab("Compare", id="compare"):
+                compare = _compare_tab()
+            with gr.Tab("History", id="history"):
+                history_tab()
+
+        # The sections show their own spinners; Gradio's overlay would hide what streamed.
+        limit = {"concurrency_limit": max_runs, "concurrency_id": "runs", "show_progress": "hidden"}
+        for name, tab, run_fn, stop_fn in (
+            ("refine", refine, runner("refine", "refine"), stop_refine),
+            ("steps", steps, runner("steps", "steps"), stop_steps),
+        ):
+            outputs = [tab["answer"], tab["sections"], tab["summary"], tab["error"]]
+            inputs = [tab["question"], *settings_inputs, session]
+            run_event = gr.on(
+                [tab["run"].click, tab["question"].submit],
+                run_fn,
+                inputs,
+                outputs,
+                api_name=name,
+                **limit,
+            )
+            tab["stop"].click(
+                stop_fn,
+                [session],
+                outputs,
+                cancels=[run_event],
+                api_name=f"stop_{name}",
+                concurrency_limit=None,
+            )
+
+        compare_out = [*compare["outputs"], compare["error"]]
+        compare_run = gr.on(
+            [compare["run"].click, compare["question"].submit],
+            run_compare,
+            [compare["question"], compare["modes"], *settings_inputs, session],
+            compare_out,
+            api_name="compare",
+            **limit,
+        )
+        compare["stop"].click(
+            stop_compare,
+            [session],
+            compare_out,
+            cancels=[compare_run],
+            api_name="stop_compare",
+            concurrency_limit=None,
+        )
+        compare["modes"].change(
+            lambda modes: [gr.update(visible=m in (modes or [])) for m in COMPARE_MODES],
+            compare["modes"],
+            compare["columns"],
+            api_visibility="private",
+            queue=False,
+        )
+
+        models_event = {"api_name": "models", "concurrency_limit": None}
+        app.load(load_models, [api_key, model], [model], **models_event)
+        refresh.click(load_models, [api_key, model], [model], api_visibility="private")
+        api_key.submit(load_models, [api_key, model], [model], api_visibility="private")
+    return app
+
+
+def _run_tab(name: str, hint: str) -> dict[str, Any]:
+    """The controls of a refine or steps tab: question, Run/Stop, answer, sections, summary."""
+    with gr.Row(equal_height=True):
+        question = gr.Textbox(
+            label="Question", placeholder=hint, lines=2, max_lines=12, scale=5, elem_id=f"{name}-q"
+        )
+        with gr.Column(scale=1, min_width=120):
+            run = gr.Button("Run", variant="primary", elem_id=f"{name}-run")
+            stop = gr.Button("Stop", variant="stop", elem_id=f"{name}-stop")
+    gr.Examples(EXAMPLES, inputs=[question], label="Examples")
+    error = gr.Markdown(visible=False, elem_classes=["lb-error"], elem_id=f"{name}-error")
+    answer = gr.Markdown(visible=False, elem_classes=["lb-answer"], elem_id=f"{name}-answer")
+    summary = gr.Markdown(elem_classes=["lb-summary"], elem_id=f"{name}-summary")
+    sections = gr.Chatbot(
+        label="Turns" if name == "refine" else "Steps",
+        height=560,
+        sanitize_html=True,
+        render_markdown=True,
+        group_consecutive_messages=False,
+        buttons=["copy"],
+        feedback_options=None,
+        placeholder="Each call appears here as it streams.",
+        elem_id=f"{name}-sections",
+    )
+    return {
+        "question": question,
+        "run": run,
+        "stop": stop,
+        "answer": answer,
+        "summary": summary,
+        "sections": sections,
+        "error": error,
+    }
+
+
+def _compare_tab() -> dict[str, Any]:
+    """The controls of the compare tab: one column per mode, all run at once."""
+    with gr.Row(equal_height=True):
+        question = gr.Textbox(
+            label="Question",
+            placeholder="The same question through each mode, side by side.",
+            lines=2,
+            max_lines=12,
+            scale=5,
+            elem_id="compare-q",
+        )
+        with gr.Column(scale=1, min_width=120):
+            run = gr.Button("Run", variant="primary", elem_id="compare-run")
+            stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+    modes = gr.CheckboxGroup(
+        list(COMPARE_MODES), value=["single", "refine"], label="Modes", elem_id="compare-modes"
+    )
+    gr.Examples(EXAMPLES, inputs=[question], label="Examples")
+    error = gr.Markdown(visible=False, elem_classes=["lb-error"], elem_id="compare-error")
+    columns, outputs = [], []
+    with gr.Row(equal_height=False):
+        for mode in COMPARE_MODES:
+            with gr.Column(visible=mode != "steps", min_width=240) as column:
+                gr.Markdown(f"### {mode}")
+                answer = gr.Markdown(elem_id=f"compare-{mode}-answer")
+                stats = gr.Markdown(elem_classes=["lb-summary"], elem_id=f"compare-{mode}-stats")
+            columns.append(column)
+            outputs += [answer, stats]
+    return {
+        "question": question,
+        "modes": modes,
+        "run": run,
+        "stop": stop,
+        "error": error,
+        "columns": columns,
+        "outputs": outputs,
+    }
+
+
+def history_tab() -> None:
+    """The History tab: mounts `ui/history.py`'s building block when it is present."""
+    gr.Markdown("Past runs will be listed here.")
+
+
+# -- launching -------------------------------------------------------------------------------
+
+
+def serve(
+    app: gr.Blocks,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    auth: tuple[str, str] | None = None,
+    block: bool = True,
+    quiet: bool = False,
+) -> Any:
+    """Launch the app; with `block=False` return at once and leave it serving in a thread."""
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        auth=auth,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        show_error=False,
+        ssr_mode=False,
+        # Gradio's run history would keep inputs, the API key among them, in the browser.
+        run_history=False,
+        footer_links=["api", "gradio"],
+        theme=theme(),
+        css=CSS,
+    )
+
+
+def main() -> None:
+    """`python ui/app.py [options]`: the same options as `llamaberry ui`."""
+    from llamaberry.cli import cli
+
+    cli.main(args=["ui", *sys.argv[1:]], prog_name="python ui/app.py")
+
+
+if __name__ == "__main__":
+    main()

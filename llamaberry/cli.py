@@ -169,6 +169,337 @@ def models(**options: Any) -> None:
         click.echo(f"note: the configured model '{current}' is not in this list.", err=True)
 
 
+# -- history, compare, eval ---------------------------------------------------------------------
+
+
+def parse_modes(text: str | None) -> list[str] | None:
+    """'single,refine' -> ['single', 'refine']; None stays None (every mode available)."""
+    if text is None:
+        return None
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise InputError(
+            f"--modes takes a comma-separated list of {', '.join(MODES)} (got {text!r})."
+        )
+    return modes
+
+
+def available_modes(engine: Any) -> list[str]:
+    """Every mode this engine can run, the baseline first."""
+    return ["single", "refine"] + (["steps"] if hasattr(engine, "steps_stream") else [])
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--mode", type=click.Choice(MODES), help="Only runs of this mode.")
+@click.option("--model", help="Only runs of this model.")
+@click.option("--search", "-s", help="Only runs whose question or answer contains this text.")
+@click.option("--status", type=click.Choice(["ok", "failed", "cancelled", "running"]))
+@click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_context
+@handle_errors
+def history(ctx: click.Context, as_json: bool, limit: int, **filters: Any) -> None:
+    """List saved runs, newest first. `history show ID` opens one; `history export` saves them.
+
+    Runs are kept in $LLAMABERRY_HOME/history.db; set LLAMABERRY_HISTORY=0 to stop saving.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .store import Store
+
+    with Store() as store:
+        rows = store.list_runs(limit=limit, **filters)
+    if as_json:
+        click.echo(json.dumps([row.__dict__ for row in rows], ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("No runs saved yet." if not any(filters.values()) else "No run matches.")
+        return
+    # Plain fixed-width lines: they survive pipes, grep and narrow terminals alike.
+    line = "{:<12}  {:<16}  {:<6}  {:<9}  {:>7}  {:>7}  {}  {}"
+    click.echo(
+        line.format(
+            "id", "started (UTC)", "mode", "status", "tokens", "seconds", "model", "question"
+        )
+    )
+    for row in rows:
+        click.echo(
+            line.format(
+                row.id,
+                row.started_at[:16].replace("T", " "),
+                row.mode,
+                row.status,
+                f"{row.total_tokens:,}",
+                f"{row.seconds:.1f}",
+                row.model,
+                " ".join(row.question.split())[:70],
+            )
+        )
+
+
+@history.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole run, call log included.")
+@handle_errors
+def history_show(run_id: str, as_json: bool) -> None:
+    """Show the run RUN_ID (a unique prefix of it is enough)."""
+    from .store import Store, run_markdown
+
+    with Store() as store:
+        run = store.get(run_id)
+    if as_json:
+        click.echo(run.model_dump_json())
+    elif sys.stdout.isatty():
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(run_markdown(run)))
+    else:
+        click.echo(run_markdown(run), nl=False)
+
+
+@history.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "md"]), default="jsonl")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write [stdout].")
+@click.option("--mode", type=click.Choice(MODES))
+@click.option("--model")
+@click.option("--search", "-s")
+@handle_errors
+def history_export(fmt: str, output: str | None, **filters: Any) -> None:
+    """Export saved runs, newest first, as JSON lines or one Markdown document."""
+    from .store import Store, export_jsonl, export_markdown
+
+    writer = export_jsonl if fmt == "jsonl" else export_markdown
+    with Store() as store:
+        chunks = writer(store.runs(**filters))
+        if output is None:
+            for chunk in chunks:
+                click.echo(chunk, nl=False)
+            return
+        try:
+            with open(output, "w", encoding="utf-8") as out:
+                out.writelines(chunks)
+        except OSError as error:
+            raise InputError(f"Cannot write {output}: {error.strerror}.") from None
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--modes", help="Comma-separated modes [default: single,refine,steps].")
+@click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@endpoint_options
+@handle_errors
+def compare(
+    question: str, modes: str | None, turns: int | None, as_json: bool, **options: Any
+) -> None:
+    """Run QUESTION through several modes at once; show answer, seconds and tokens side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .compare import compare as run_compare
+
+    question = read_question(question)
+    chosen = parse_modes(modes)
+
+    async def go():
+        async with make_engine(options, turns=turns) as engine:
+            wanted = chosen or available_modes(engine)
+            with Console(stderr=True).status(f"Running {', '.join(wanted)} at once…"):
+                return await run_compare(engine, question, wanted)
+
+    result = asyncio.run(go())
+    if as_json:
+        click.echo(json.dumps(result.public_dict(), ensure_ascii=False))
+    else:
+        table = Table(show_lines=True)
+        table.add_column("mode", no_wrap=True)
+        table.add_column("answer")
+        table.add_column("seconds", justify="right")
+        table.add_column("tokens", justify="right")
+        for entry in result.entries:
+            answer = entry.answer if entry.status == "ok" else f"{entry.status}: {entry.error}"
+            table.add_row(
+                entry.label + (" *" if entry.derived else ""),
+                answer or "",
+                f"{entry.seconds:.1f}",
+                f"{entry.usage.total_tokens:,}",
+            )
+        console = Console(highlight=False)
+        console.print(table)
+        console.print(
+            f"[dim]{result.model} · wall time {result.seconds:.1f}s (the modes ran at once)"
+            + (" · * taken from the refine run, no extra call" if len(result.entries) > 1 else "")
+            + "[/dim]"
+        )
+    failed = [e for e in result.entries if e.status != "ok"]
+    if failed:
+        fail(RuntimeError(f"{failed[0].label} {failed[0].status}: {failed[0].error}"), 1)
+
+
+@cli.command("eval")
+@click.argument("dataset", required=False, type=click.Path(dir_okay=False))
+@click.option("--builtin", type=click.Choice(["tricky"]), help="Use a dataset that ships with us.")
+@click.option("--modes", help="Comma-separated modes [default: every mode].")
+@click.option("--concurrency", "-c", type=int, default=4, show_default=True)
+@click.option("--limit", "-k", type=int, help="Only the first K items.")
+@click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Directory for report.md, results.jsonl and chart.png [default eval-results/NAME].",
+)
+@endpoint_options
+@handle_errors
+def eval_command(
+    dataset: str | None,
+    builtin: str | None,
+    modes: str | None,
+    concurrency: int,
+    limit: int | None,
+    turns: int | None,
+    out: str | None,
+    **options: Any,
+) -> None:
+    """Score modes on DATASET.jsonl ({"question", "answer", "scorer"?} per line).
+
+    Runs are saved as they finish; after Ctrl-C, the same command resumes where it stopped.
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from . import eval as evaluation
+
+    if (dataset is None) == (builtin is None):
+        raise InputError("Give a DATASET.jsonl file or --builtin NAME (one of them).")
+    data = evaluation.load_dataset(builtin or dataset, builtin=builtin is not None)  # type: ignore[arg-type]
+    chosen = parse_modes(modes)
+    progress = Progress(
+        TextColumn("{task.description:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("accuracy {task.fields[accuracy]}"),
+        TextColumn("errors {task.fields[errors]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    tallies: dict[str, list[int]] = {}  # mode -> [right, scored, errors]
+
+    def on_result(result: Any) -> None:
+        tally = tallies[result.mode]
+        if result.correct is None:
+            tally[2] += 1
+        else:
+            tally[0] += result.correct
+            tally[1] += 1
+        shown = f"{tally[0] / tally[1]:.0%}" if tally[1] else "–"
+        progress.update(tasks[result.mode], advance=1, accuracy=shown, errors=tally[2])
+
+    tasks: dict[str, Any] = {}
+
+    async def go():
+        async with make_engine(options, turns=turns) as engine:
+            wanted = chosen or available_modes(engine)
+            total = min(limit, len(data.items)) if limit else len(data.items)
+            for mode in wanted:
+                tallies[mode] = [0, 0, 0]
+                tasks[mode] = progress.add_task(mode, total=total, accuracy="–", errors=0)
+            with progress:
+                return await evaluation.evaluate(
+                    engine,
+                    data,
+                    wanted,  # type: ignore[arg-type]
+                    concurrency=concurrency,
+                    limit=limit,
+                    on_result=on_result,
+                )
+
+    try:
+        report = asyncio.run(go())
+    except KeyboardInterrupt:
+        done = sum(t[1] + t[2] for t in tallies.values())
+        click.echo(
+            f"stopped after {done} runs; they are saved, so the same command resumes from here.",
+            err=True,
+        )
+        sys.exit(130)
+    slug = "".join(c if c.isalnum() or c in "-." else "-" for c in f"{data.name}-{report.model}")
+    folder = Path(out) if out else Path("eval-results") / slug
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        markdown = evaluation.report_markdown(report)
+        (folder / "report.md").write_text(markdown, encoding="utf-8")
+        evaluation.write_results(report, folder / "results.jsonl")
+        evaluation.draw_chart(report, folder / "chart.png")
+    except OSError as error:
+        raise InputError(f"Cannot write the report to {folder}: {error.strerror}.") from None
+    click.echo(markdown, nl=False)
+    click.echo(f"wrote {folder}/report.md, results.jsonl and chart.png", err=True)
+
+
+def load_ui_module():
+    """Import the web UI from the repository's ui/ folder (it is not part of the wheel)."""
+    import importlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "ui" / "app.py").is_file():
+        raise LlamaberryError(
+            f"The web UI is not installed: it lives in the repository's ui/ folder, not found "
+            f"in {root}. Run `uv run llamaberry ui` from a clone of the repository."
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("ui.app")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=7860, show_default=True, help="Port to listen on.")
+@click.option("--share", is_flag=True, help="Also publish a public gradio.live link.")
+@click.option("--auth", metavar="USER:PASSWORD", help="Require this login to open the page.")
+@click.option("--turns", "-n", type=int, help="Default refine turns, 1 to 10 [default 3].")
+@endpoint_options
+@handle_errors
+def ui(
+    host: str, port: int, share: bool, auth: str | None, turns: int | None, **options: Any
+) -> None:
+    """Start the web UI (refine, steps and compare tabs) on http://HOST:PORT."""
+    from .config import Settings
+
+    credentials = None
+    if auth is not None:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise InputError("--auth must be USER:PASSWORD, both non-empty.")
+        credentials = (user, password)
+    settings = Settings.load(**{k: options.get(k) for k in ENDPOINT_KEYS}, turns=turns)
+    local = host in ("localhost", "::1") or host.startswith("127.")
+    if share or not local:
+        where = "a public gradio.live link" if share else f"every machine that can reach {host}"
+        click.echo(
+            f"warning: the UI will be open to {where}; anyone who opens it can run questions "
+            "on this server's API key"
+            + ("." if credentials else ". Add --auth USER:PASSWORD to require a login."),
+            err=True,
+        )
+    app = load_ui_module()  # gradio is imported here, never by the other commands
+    try:
+        app.serve(app.build_app(settings), host=host, port=port, share=share, auth=credentials)
+    except OSError as error:
+        raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None
+
+
 def main() -> None:
     """Entry point of the `llamaberry` script."""
     cli(prog_name="llamaberry")

@@ -1,0 +1,350 @@
+"""The history store: every run saved in SQLite, listed, reopened and exported.
+
+One file per user (`$LLAMABERRY_HOME/history.db`). Each run is kept whole as its pydantic JSON,
+with a few indexed columns for listing and filtering. WAL mode and a busy timeout let the UI,
+the CLI and an eval write at once. The schema grows by migrations: a list of small named
+functions, applied in order and counted in `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError, LlamaberryError
+from .results import Run
+
+HOME_ENV = "LLAMABERRY_HOME"
+HISTORY_ENV = "LLAMABERRY_HISTORY"
+
+
+class StoreError(LlamaberryError):
+    """The history database could not be opened, read or written."""
+
+
+def data_dir() -> Path:
+    """Where llamaberry keeps its per-user data: $LLAMABERRY_HOME, else the platform's data dir."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "llamaberry"
+
+
+def default_path() -> Path:
+    """The history database file."""
+    return data_dir() / "history.db"
+
+
+def history_enabled() -> bool:
+    """False when LLAMABERRY_HISTORY turns saving off (0, false, no, off)."""
+    value = os.environ.get(HISTORY_ENV, "").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+
+def create_runs(db: sqlite3.Connection) -> None:
+    """The runs table: the whole run as JSON, plus what listing filters and sorts on."""
+    db.execute(
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            status TEXT NOT NULL,
+            question TEXT NOT NULL,
+            answer TEXT,
+            error TEXT,
+            total_tokens INTEGER NOT NULL DEFAULT 0,
+            seconds REAL NOT NULL DEFAULT 0,
+            data TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX runs_started_at ON runs (started_at)")
+    db.execute("CREATE INDEX runs_mode ON runs (mode)")
+    db.execute("CREATE INDEX runs_model ON runs (model)")
+
+
+def add_eval_key(db: sqlite3.Connection) -> None:
+    """Tag runs made by `llamaberry eval`, so a rerun finds the items it already paid for."""
+    db.execute("ALTER TABLE runs ADD COLUMN eval_key TEXT")
+    db.execute("CREATE INDEX runs_eval_key ON runs (eval_key)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [create_runs, add_eval_key]
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema up to date; return its version. Safe when two processes race."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version >= len(MIGRATIONS):
+        return version
+    # BEGIN IMMEDIATE takes the write lock first, so a second process waits, then sees the
+    # version the first one reached and skips what is already done.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for migration in MIGRATIONS[version:]:
+            migration(db)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of `llamaberry history`: enough to choose a run without loading it."""
+
+    id: str
+    started_at: str
+    mode: str
+    model: str
+    status: str
+    question: str
+    answer: str | None
+    error: str | None
+    total_tokens: int
+    seconds: float
+
+
+_SUMMARY_COLUMNS = (
+    "id, started_at, mode, model, status, question, answer, error, total_tokens, seconds"
+)
+
+
+class Store:
+    """The history database. Opened lazily on first use; safe to share between threads."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(
+                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                )
+                db.execute("PRAGMA busy_timeout = 10000")
+                db.execute("PRAGMA journal_mode = WAL")
+                # In WAL mode NORMAL loses nothing on an application crash, only on power loss,
+                # and keeps each save cheap enough to do on the event loop.
+                db.execute("PRAGMA synchronous = NORMAL")
+                migrate(db)
+            except (sqlite3.Error, OSError) as error:
+                raise StoreError(f"Cannot open the history at {self.path}: {error}") from None
+            self._db = db
+        return self._db
+
+    def _execute(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            db = self._connect()
+            try:
+                return db.execute(sql, params).fetchall()
+            except sqlite3.Error as error:
+                raise StoreError(f"History database error ({self.path}): {error}") from None
+
+    def save(self, run: Run, *, eval_key: str | None = None, redact: str | None = None) -> None:
+        """Insert or update `run`; `redact` is a secret to blank out should it appear anywhere."""
+        data = run.model_dump_json()
+        if redact and redact in data:
+            data = data.replace(redact, "[redacted]")
+            run = Run.model_validate_json(data)
+        self._execute(
+            f"""
+            INSERT INTO runs ({_SUMMARY_COLUMNS}, provider, data, eval_key)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                status = excluded.status, answer = excluded.answer, error = excluded.error,
+                total_tokens = excluded.total_tokens, seconds = excluded.seconds,
+                data = excluded.data, eval_key = COALESCE(excluded.eval_key, runs.eval_key)
+            """,
+            (
+                run.id,
+                run.started_at.isoformat(),
+                run.mode,
+                run.model,
+                run.status,
+                run.question,
+                run.answer,
+                run.error,
+                run.usage.total_tokens,
+                run.seconds,
+                run.provider,
+                data,
+                eval_key,
+            ),
+        )
+
+    def get(self, run_id: str) -> Run:
+        """The run with this id (or a unique prefix of it); `InputError` when there is none."""
+        run_id = run_id.strip()
+        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._execute(
+            "SELECT id, data FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3",
+            (run_id, escaped + "%"),
+        )
+        exact = [row for row in rows if row[0] == run_id]
+        if exact:
+            rows = exact
+        if not rows or not run_id:
+            raise InputError(f"No run '{run_id}' in the history ({self.path}).")
+        if len(rows) > 1:
+            raise InputError(f"'{run_id}' matches several runs; give more of the id.")
+        return Run.model_validate_json(rows[0][1])
+
+    def find_eval(self, eval_key: str) -> Run | None:
+        """The newest successful run tagged with `eval_key`, if any."""
+        rows = self._execute(
+            "SELECT data FROM runs WHERE eval_key = ? AND status = 'ok' "
+            "ORDER BY started_at DESC LIMIT 1",
+            (eval_key,),
+        )
+        return Run.model_validate_json(rows[0][0]) if rows else None
+
+    def list_runs(
+        self,
+        *,
+        mode: str | None = None,
+        model: str | None = None,
+        search: str | None = None,
+        status: str | None = None,
+        limit: int | None = 50,
+    ) -> list[RunSummary]:
+        """Runs newest first, filtered by mode, model, status and text in question or answer."""
+        where, params = _filters(mode=mode, model=model, search=search, status=status)
+        sql = f"SELECT {_SUMMARY_COLUMNS} FROM runs{where} ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [RunSummary(*row) for row in self._execute(sql, params)]
+
+    def runs(self, **filters: str | None) -> Iterator[Run]:
+        """Whole runs, newest first, with the same filters as `list_runs`."""
+        where, params = _filters(**filters)
+        rows = self._execute(
+            f"SELECT data FROM runs{where} ORDER BY started_at DESC, rowid DESC", params
+        )
+        for (data,) in rows:
+            yield Run.model_validate_json(data)
+
+    def count(self) -> int:
+        """How many runs the history holds."""
+        return self._execute("SELECT COUNT(*) FROM runs")[0][0]
+
+    def close(self) -> None:
+        """Close the connection (it reopens on next use)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _filters(
+    *,
+    mode: str | None = None,
+    model: str | None = None,
+    search: str | None = None,
+    status: str | None = None,
+) -> tuple[str, list]:
+    clauses: list[str] = []
+    params: list = []
+    for column, value in (("mode", mode), ("model", model), ("status", status)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(question LIKE ? ESCAPE '\\' OR answer LIKE ? ESCAPE '\\')")
+        params += [pattern, pattern]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def run_markdown(run: Run) -> str:
+    """A run as a Markdown document: question, answer, every turn or step, and what it cost."""
+    from .errors import format_duration
+
+    lines = [
+        f"# {run.mode} run {run.id}",
+        "",
+        f"- **Model:** {run.model} ({run.provider})",
+        f"- **Started:** {run.started_at.strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"- **Status:** {run.status}" + (f": {run.error}" if run.error else ""),
+        f"- **Cost:** {format_duration(run.seconds)}, {run.usage.total_tokens:,} tokens "
+        f"({run.usage.prompt_tokens:,} in, {run.usage.completion_tokens:,} out)",
+    ]
+    settings = {k: v for k, v in run.settings.items() if v is not None and k != "model"}
+    if settings:
+        lines.append("- **Settings:** " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    lines += ["", "## Question", "", run.question, ""]
+    lines += ["## Answer", "", run.answer if run.answer is not None else "_(no answer)_", ""]
+    if run.mode != "single":
+        for turn in run.turns:
+            lines += [_section(f"Turn {turn.index}", turn.usage.total_tokens, turn.seconds)]
+            lines += ["", _demote(turn.content), ""]
+        if run.synthesis is not None:
+            s = run.synthesis
+            lines += [_section("Synthesis", s.usage.total_tokens, s.seconds), ""]
+            lines += [_demote(s.content), ""]
+        for step in run.steps:
+            title = f"Step {step.index}: {step.title}"
+            lines += [_section(title, step.usage.total_tokens, step.seconds), ""]
+            lines += [_demote(step.content), ""]
+        if run.final is not None:
+            lines += [_section("Final answer", run.final.usage.total_tokens, run.final.seconds)]
+            lines += ["", _demote(run.final.content), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _section(title: str, tokens: int, seconds: float) -> str:
+    return f"## {title}  \n_{seconds:.1f}s · {tokens:,} tokens_"
+
+
+def _demote(text: str) -> str:
+    # The model's own headings sit under ours: push them down two levels so they cannot collide.
+    return "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+
+
+def export_jsonl(runs: Iterator[Run]) -> Iterator[str]:
+    """One line of JSON per run, the call log included."""
+    for run in runs:
+        yield json.dumps(run.model_dump(mode="json"), ensure_ascii=False) + "\n"
+
+
+def export_markdown(runs: Iterator[Run]) -> Iterator[str]:
+    """The runs as one Markdown document, separated by rules."""
+    for i, run in enumerate(runs):
+        yield ("\n---\n\n" if i else "") + run_markdown(run)

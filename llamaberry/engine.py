@@ -15,10 +15,11 @@ from .refine import refine as refine_mode
 from .results import Mode, Run
 from .runner import ModeBody, check_question, drive
 from .single import single as single_mode
+from .steps import steps as steps_mode
 
 
 class Engine:
-    """Runs questions through the refine and single modes against one model endpoint.
+    """Runs questions through the refine, steps and single modes against one model endpoint.
 
     Every argument left as None comes from the environment (see the README), then the
     defaults. Use it as `async with Engine() as engine:` or call `aclose()` when done.
@@ -93,12 +94,26 @@ class Engine:
         """Stream the events of a single-turn run."""
         return self._stream("single", question, single_mode)
 
+    def steps_stream(
+        self, question: str, *, min_steps: int | None = None, max_steps: int | None = None
+    ) -> AsyncIterator[Event]:
+        """Stream the events of a steps run: validated JSON steps, then the final answer."""
+        low = self.settings.min_steps if min_steps is None else min_steps
+        high = self.settings.max_steps if max_steps is None else max_steps
+        for name, value, top in (("min_steps", low, 50), ("max_steps", high, 100)):
+            if not isinstance(value, int) or not 1 <= value <= top:
+                raise InputError(f"{name} must be a whole number from 1 to {top} (got {value!r}).")
+        if low > high:
+            raise InputError(f"min_steps ({low}) is larger than max_steps ({high}).")
+        return self._stream("steps", question, lambda ctx: steps_mode(ctx, low, high))
+
     def stream(self, mode: Mode, question: str, **options: Any) -> AsyncIterator[Event]:
         """Stream a run of `mode` by name ("single", "refine" or "steps")."""
-        streams = {"single": self.single_stream, "refine": self.refine_stream}
-        steps_stream = getattr(self, "steps_stream", None)
-        if steps_stream is not None:
-            streams["steps"] = steps_stream
+        streams = {
+            "single": self.single_stream,
+            "refine": self.refine_stream,
+            "steps": self.steps_stream,
+        }
         if mode not in streams:
             raise InputError(f"Unknown mode '{mode}'; choose one of: {', '.join(streams)}.")
         return streams[mode](question, **options)
@@ -112,6 +127,12 @@ class Engine:
     async def single(self, question: str) -> Run:
         """Run the single-turn baseline and return the finished run."""
         return await collect(self.single_stream(question))
+
+    async def steps(
+        self, question: str, *, min_steps: int | None = None, max_steps: int | None = None
+    ) -> Run:
+        """Run the steps mode and return the finished run (raises `RunFailedError`)."""
+        return await collect(self.steps_stream(question, min_steps=min_steps, max_steps=max_steps))
 
     async def run(self, mode: Mode, question: str, **options: Any) -> Run:
         """Run `mode` by name and return the finished run."""

@@ -104,3 +104,74 @@ def _labelled(turns: Sequence[str]) -> str:
         f'<turn number="{i}">\nTurn {i}:\n{text.strip()}\n</turn>'
         for i, text in enumerate(turns, 1)
     )
+
+
+# -- the steps (g1) mode ---------------------------------------------------------------------
+# The keys below are a contract with `steps.py`; the wording around them is ours.
+
+STEPS_SYSTEM = """\
+You are a careful problem solver who thinks out loud, one step at a time. Each of your replies
+is exactly one reasoning step, written as a single JSON object and nothing else:
+
+{{"title": "...", "content": "...", "next_action": "continue"}}
+
+- "title": a few words naming what this step does.
+- "content": the reasoning of this step, in full sentences, with any working shown.
+- "next_action": "continue" while more steps are needed, or "final_answer" once you are sure
+  enough to answer. No other value is allowed.
+
+How to reason:
+- Take at least {min_steps} steps before you choose "final_answer"; you have at most
+  {max_steps}. Spend the first on understanding what is actually being asked.
+- Solve the problem in more than one way when you can, and compare the results.
+- Look for other answers you could have missed and say why you rule them out.
+- Re-check for real: redo the decisive calculation or count from scratch instead of re-reading
+  it, and test your answer against every condition in the question. Assume an earlier step can
+  be wrong, and fix it in a later step when it is.
+- Say plainly where you are unsure, and what would settle it.
+
+Reply with the JSON object only: no code fence, no text before or after it."""
+
+STEPS_NEXT = "Continue with step {number}, as one JSON object."
+
+STEPS_TOO_EARLY = """\
+That was step {taken}; take at least {min_steps} steps before "final_answer". Use step
+{number} to test your answer: try a different method, or look for an answer you have not yet
+considered. Reply with step {number} as one JSON object."""
+
+STEPS_RETRY = """\
+Your last reply could not be used as a step: {problem}.
+Reply again with step {number} as a single JSON object with the keys "title", "content" and
+"next_action" ("continue" or "final_answer"), each non-empty, and nothing else."""
+
+STEPS_FINAL_SYSTEM = """\
+You have been reasoning about the user's question one step at a time; your steps appear in
+this conversation as JSON objects. That phase is over. Now answer the question."""
+
+STEPS_FINAL = """\
+Give your final answer to the question now, based on the steps above. Write plain text, not
+JSON: no braces, no keys, no code fence around the answer. If the question asks for a
+particular form of answer (a single letter for multiple choice, a number, a word, a list,
+code), give exactly that form. Do not repeat the reasoning; one or two sentences of
+justification at most."""
+
+
+def steps_messages(question: str, min_steps: int, max_steps: int) -> list[tuple[str, str]]:
+    """The start of a steps run: the step format and rules, then the bare question."""
+    system = STEPS_SYSTEM.format(min_steps=min_steps, max_steps=max_steps)
+    return [("system", system), ("user", question)]
+
+
+def next_step_message(number: int) -> str:
+    """What asks for step `number` after a step that said "continue"."""
+    return STEPS_NEXT.format(number=number)
+
+
+def too_early_message(taken: int, min_steps: int) -> str:
+    """The reply to a "final_answer" given before the minimum number of steps."""
+    return STEPS_TOO_EARLY.format(taken=taken, min_steps=min_steps, number=taken + 1)
+
+
+def step_retry_message(number: int, problem: str) -> str:
+    """What asks again for step `number` after a reply that was not a valid step."""
+    return STEPS_RETRY.format(number=number, problem=problem)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 
 from .errors import format_duration
 from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
-from .results import Run, Usage
+from .results import Run, Step, Usage
 
 
 def call_title(kind: str, index: int) -> str:
@@ -45,10 +46,15 @@ class TerminalView:
         if isinstance(event, RunStarted):
             self.console.print(f"[dim]{event.mode} · {event.model}[/dim]")
         elif isinstance(event, CallStarted):
+            if event.kind == "step":
+                return  # a step's rule carries its title, known only when it finishes
             self.console.rule(f"[bold]{call_title(event.kind, event.index)}[/bold]", align="left")
             self._at_line_start = True
         elif isinstance(event, TextDelta):
-            self._write(event.text)
+            # A step's content comes whole, just before its finish, and is shown under its
+            # title there.
+            if event.kind != "step":
+                self._write(event.text)
         elif isinstance(event, TextReset):
             self._newline()
             self.console.print(f"[yellow]↻ retrying from the start: {event.reason}[/yellow]")
@@ -71,7 +77,14 @@ class TerminalView:
         self._newline()
         result = event.result
         title = getattr(result, "title", None)
-        label = call_title(event.kind, event.index) + (f": {title}" if title else "")
+        label = call_title(event.kind, event.index) + (f": {escape(title)}" if title else "")
+        if isinstance(result, Step):
+            self.console.rule(f"[bold]{label}[/bold]", align="left")
+            self._write(result.content)
+            self._newline()
+            tries = f" · {result.attempts} tries" if result.attempts > 1 else ""
+            self.console.print(f"[dim]{cost_line(result.usage, result.seconds)}{tries}[/dim]")
+            return
         truncated = (
             " · [red]cut off by the token budget[/red]"
             if getattr(result, "truncated", False)
@@ -83,6 +96,11 @@ class TerminalView:
 
     def _summary(self, run: Run) -> None:
         self.console.print()
+        if run.steps:
+            self.console.print(
+                f"[bold]Thinking time: {format_duration(run.seconds)}[/bold] "
+                f"[dim]({len(run.steps)} steps)[/dim]"
+            )
         if run.answer:
             self.console.print(
                 Panel(

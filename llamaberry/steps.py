@@ -1,0 +1,246 @@
+"""The steps mode (after g1): the model reasons as a chain of validated JSON steps, each one
+appended to the conversation, then gives its final answer in one plain-text call.
+
+Every step reply is checked against `_StepReply`. A reply that is not a valid step (bad JSON,
+a missing or empty key, an unknown `next_action`, or the provider's own `json_validate_failed`)
+is answered with the problem and asked for again, a bounded number of times; then the run fails
+with one readable line and keeps the steps that were valid.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import prompts
+from .clients import JSONValidationError
+from .errors import InvalidReplyError
+from .events import CallFinished, CallStarted, TextDelta
+from .results import FinalAnswer, Message, Step, Usage
+from .runner import RunContext, to_messages
+
+# A step may be asked for again this many times after its first reply (three tries in all).
+RETRIES_PER_STEP = 2
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
+# The model's rejected reply is shown back to it, but a runaway one is not worth resending whole.
+_MAX_ECHO = 2000
+
+
+class _StepReply(BaseModel):
+    """What a step reply must contain; extra keys are ignored, never forwarded."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, strict=True)
+
+    title: str = Field(min_length=1)
+    content: str = Field(min_length=1)
+    next_action: Literal["continue", "final_answer"]
+
+    @field_validator("next_action", mode="before")
+    @classmethod
+    def _tolerate_spelling(cls, value: object) -> object:
+        # "Final Answer" or "final-answer" mean what they say; anything else stays an error.
+        if isinstance(value, str):
+            return re.sub(r"[\s-]+", "_", value.strip().lower())
+        return value
+
+
+class _NotAStep(Exception):
+    """Internal: a reply that cannot be used as a step; `str()` says why, for the model too."""
+
+
+async def steps(ctx: RunContext, min_steps: int, max_steps: int) -> AsyncIterator:
+    """Yield the events of a steps run: between `min_steps` and `max_steps` steps, then the
+    final answer."""
+    conversation = to_messages(prompts.steps_messages(ctx.run.question, min_steps, max_steps))
+    for index in range(1, max_steps + 1):
+        async for event in _step(ctx, index, conversation):
+            yield event
+        step = ctx.run.steps[-1]
+        # Only the validated fields go back to the model: never extra keys, never reasoning.
+        conversation.append(Message(role="assistant", content=_as_json(step)))
+        if index == max_steps:
+            break
+        if step.next_action == "final_answer":
+            if index >= min_steps:
+                break
+            follow_up = prompts.too_early_message(index, min_steps)
+        else:
+            follow_up = prompts.next_step_message(index + 1)
+        # A user turn between steps keeps roles alternating, which some local servers' chat
+        # templates insist on, and tells the model which step it is on.
+        conversation.append(Message(role="user", content=follow_up))
+
+    # The final call swaps the JSON-only system prompt for one that ends the step phase, and
+    # is not in JSON mode: a final answer that comes back as JSON is the failure to avoid.
+    final_messages = [
+        Message(role="system", content=prompts.STEPS_FINAL_SYSTEM),
+        *conversation[1:],
+        Message(role="user", content=prompts.STEPS_FINAL),
+    ]
+    async for event in ctx.call("answer", 1, final_messages):
+        yield event
+    reply = ctx.reply
+    assert reply is not None
+    final = FinalAnswer(
+        content=reply.text,
+        truncated=reply.truncated,
+        usage=reply.usage,
+        seconds=reply.seconds,
+    )
+    ctx.run.final = final
+    answer = _plain_answer(reply.text)
+    if not answer:
+        why = " (its token budget ran out first; raise --max-tokens)" if reply.truncated else ""
+        _fail(ctx, f"the model gave an empty final answer{why}")
+    ctx.run.answer = answer
+    yield CallFinished(kind="answer", index=1, result=final)
+
+
+async def _step(ctx: RunContext, index: int, conversation: list[Message]) -> AsyncIterator:
+    """Ask for step `index` until a reply validates (appending it to `ctx.run.steps`)."""
+    started = time.perf_counter()
+    usage = Usage()
+    messages = conversation
+    tries = RETRIES_PER_STEP + 1
+    for attempt in range(1, tries + 1):
+        rejected: str | None
+        try:
+            # A retry is the same step, so consumers see one CallStarted per step.
+            async for event in ctx.call(
+                "step", index, messages, json_mode=True, announce=attempt == 1
+            ):
+                # JSON-mode replies are not streamed: the client yields the whole JSON text as
+                # one delta. Raw JSON is no use to a reader and may not even be a valid step,
+                # so it is held back; the validated step's content is sent below instead.
+                if isinstance(event, CallStarted):
+                    yield event
+        except JSONValidationError as error:
+            problem = "the provider rejected it as invalid JSON (json_validate_failed)"
+            rejected = error.failed_generation
+        else:
+            reply = ctx.reply
+            assert reply is not None
+            usage += reply.usage
+            rejected = reply.text
+            try:
+                fields = _parse_step(reply.text)
+            except _NotAStep as error:
+                problem = str(error)
+                if reply.truncated:
+                    problem += " (the reply was cut off by the token budget; keep steps shorter)"
+            else:
+                step = Step(
+                    index=index,
+                    **fields.model_dump(),
+                    usage=usage,
+                    seconds=time.perf_counter() - started,
+                    attempts=attempt,
+                )
+                ctx.run.steps.append(step)
+                # One delta carrying the readable content keeps the promise every mode makes:
+                # a call's deltas add up to its result's content.
+                yield TextDelta(kind="step", index=index, text=step.content)
+                yield CallFinished(kind="step", index=index, result=step)
+                return
+        if attempt == tries:
+            break
+        # Each retry shows only the latest rejected reply: earlier failures are not worth the
+        # tokens, and they never reach the conversation later steps are given.
+        retry: list[Message] = []
+        if rejected and rejected.strip():
+            retry.append(Message(role="assistant", content=rejected.strip()[:_MAX_ECHO]))
+        retry.append(Message(role="user", content=prompts.step_retry_message(index, problem)))
+        messages = [*conversation, *retry]
+    _fail(ctx, f"the model's reply was not a valid step after {tries} tries: {problem}")
+
+
+def _fail(ctx: RunContext, line: str) -> None:
+    """Raise `InvalidReplyError`, charging it to the last call so the run's error names it."""
+    if ctx.run.calls:
+        ctx.run.calls[-1].error = line
+    raise InvalidReplyError(line)
+
+
+def _parse_step(text: str) -> _StepReply:
+    """Validate one step reply, or raise `_NotAStep` with a reason the model can act on."""
+    data = _load_json(text)
+    if not isinstance(data, dict):
+        raise _NotAStep(f"it is a JSON {_json_type(data)}, not an object")
+    try:
+        return _StepReply.model_validate(data)
+    except ValidationError as error:
+        raise _NotAStep(_describe(error)) from None
+
+
+def _load_json(text: str) -> object:
+    text = text.strip()
+    if not text:
+        raise _NotAStep("it was empty")
+    # Endpoints without JSON mode often fence the object or say something around it.
+    fenced = _FENCE.match(text)
+    candidates = [text, fenced.group(1).strip() if fenced else None]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    first_error: json.JSONDecodeError | None = None
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError as error:
+            first_error = first_error or error
+    assert first_error is not None
+    raise _NotAStep(f"it is not valid JSON ({first_error.msg} at character {first_error.pos})")
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "reply"
+        if item["type"] == "missing":
+            problems.append(f'the key "{key}" is missing')
+        elif item["type"] == "string_too_short":
+            problems.append(f'"{key}" is empty')
+        elif item["type"] == "literal_error":
+            problems.append(
+                f'"{key}" must be "continue" or "final_answer", not {json.dumps(item["input"])}'
+            )
+        elif item["type"] == "string_type":
+            problems.append(f'"{key}" must be a string, not {_json_type(item["input"])}')
+        else:
+            problems.append(f'"{key}": {item["msg"]}')
+    return "; ".join(problems)
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _as_json(step: Step) -> str:
+    return json.dumps(
+        {"title": step.title, "content": step.content, "next_action": step.next_action},
+        ensure_ascii=False,
+    )
+
+
+def _plain_answer(text: str) -> str:
+    """The final answer as text, even when the model wrapped it in a JSON object anyway."""
+    text = text.strip()
+    try:
+        data = _load_json(text) if text.startswith(("{", "```")) else None
+    except _NotAStep:
+        return text
+    if isinstance(data, dict):
+        for key in ("final_answer", "answer", "content"):
+            value = data.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return text

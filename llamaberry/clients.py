@@ -82,7 +82,7 @@ class JSONValidationError(ProviderError):
 
 @dataclass
 class RetryPolicy:
-    """How many times, and how long, to retry a failed call."""
+    """Whether, and after how long, a failed call is tried again: the one place that decides."""
 
     max_retries: int = 3
     base_delay: float = 0.5
@@ -90,17 +90,23 @@ class RetryPolicy:
     # A 429 whose retry-after is longer than this fails at once with the reset time.
     max_wait: float = 90.0
 
+    def delay(self, error: ProviderError, attempt: int) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None when `error` is final."""
+        if attempt > self.max_retries:
+            return None
+        if isinstance(error, RateLimitError):
+            if error.status_code == 413:  # the request alone exceeds the limit: waiting won't help
+                return None
+            if error.reset_in is not None:
+                return error.reset_in if error.reset_in <= self.max_wait else None
+            return self.backoff(attempt)
+        if isinstance(error, ProviderUnavailableError | ProviderTimeoutError):
+            return self.backoff(attempt)
+        return None
+
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter, for errors that don't say how long to wait."""
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-
-
-class _Retryable(Exception):
-    """Internal: an attempt failed in a way worth trying again."""
-
-    def __init__(self, error: ProviderError, wait: float | None) -> None:
-        self.error = error
-        self.wait = wait
 
 
 class ChatClient:
@@ -184,15 +190,15 @@ class ChatClient:
                 return
             except ModelNotFoundError as error:
                 raise await self._with_model_list(error) from None
-            except _Retryable as failure:
-                if attempt > self.retry.max_retries:
-                    raise failure.error from None
-                wait = failure.wait if failure.wait is not None else self.retry.backoff(attempt)
-                if failure.wait is not None:
-                    self.limiter.pause(wait)
+            except ProviderError as error:
+                wait = self.retry.delay(error, attempt)
+                if wait is None:
+                    raise
+                if isinstance(error, RateLimitError) and error.reset_in is not None:
+                    self.limiter.pause(wait)  # the provider's limit holds for every run
                 attempt += 1
                 if streamed:
-                    yield Restart(reason=str(failure.error), wait=wait)
+                    yield Restart(reason=str(error), wait=wait)
                 await asyncio.sleep(wait)
 
     async def complete(
@@ -301,7 +307,9 @@ class ChatClient:
                 await body.close()
             text = "".join(parts)
             if finish_reason is None:
-                raise self._retryable_drop("the reply stream ended before it finished")
+                raise ProviderUnavailableError(
+                    f"{self.provider}: the reply stream ended before it finished"
+                )
             yield Completion(
                 text=text,
                 finish_reason=finish_reason,
@@ -309,32 +317,12 @@ class ChatClient:
                 seconds=0.0,
                 headers=headers,
             )
-        except (_Retryable, ProviderError):
+        except ProviderError:
             raise
         except Exception as error:
-            translated = self._translate(error)
-            wait = self._retry_wait(error, translated)
-            if wait is False:
-                raise translated from None
-            raise _Retryable(translated, wait) from None
-
-    def _retryable_drop(self, reason: str) -> _Retryable:
-        return _Retryable(ProviderUnavailableError(f"{self.provider}: {reason}"), None)
+            raise self._translate(error) from None
 
     # -- error handling ----------------------------------------------------------------------
-
-    def _retry_wait(self, error: Exception, translated: ProviderError) -> float | bool | None:
-        """False: don't retry. None: retry after a backoff. A number: retry after that wait."""
-        if isinstance(translated, RateLimitError):
-            if translated.status_code == 413:
-                return False
-            wait = translated.reset_in
-            if wait is not None and wait > self.retry.max_wait:
-                return False
-            return wait
-        if isinstance(translated, ProviderUnavailableError | ProviderTimeoutError):
-            return None
-        return False
 
     def _translate(self, error: Exception) -> ProviderError:
         """Turn an SDK exception into one of our typed errors with a readable line."""

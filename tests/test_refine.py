@@ -217,3 +217,21 @@ async def test_call_started_precedes_the_first_token(server: FakeServer, engine:
     async for event in engine.refine_stream(QUESTION, turns=1):
         kinds.append(type(event))
     assert kinds.index(CallStarted) < kinds.index(TextDelta)
+
+
+async def test_the_first_tokens_reach_the_consumer_before_the_reply_is_finished(
+    server: FakeServer, engine: Engine
+):
+    import time
+
+    # Twenty words, 50 ms apart: the whole reply takes about a second to arrive.
+    server.enqueue(Reply(" ".join(f"w{i}" for i in range(20)), chunk_delay=0.05))
+    await engine.models()  # connect first, so the timing below is about streaming only
+    started = time.perf_counter()
+    first = last = None
+    async for event in engine.single_stream(QUESTION):
+        if isinstance(event, TextDelta):
+            first = first or time.perf_counter() - started
+            last = time.perf_counter() - started
+    assert last >= 0.9
+    assert first < last / 2

@@ -97,8 +97,10 @@ class TerminalView:
     def _summary(self, run: Run) -> None:
         self.console.print()
         if run.steps:
+            # The same figure the web UI shows: time spent on the steps, retries included.
+            thinking = sum(step.seconds for step in run.steps)
             self.console.print(
-                f"[bold]Thinking time: {format_duration(run.seconds)}[/bold] "
+                f"[bold]Thinking time: {format_duration(thinking)}[/bold] "
                 f"[dim]({len(run.steps)} steps)[/dim]"
             )
         if run.answer:

@@ -133,7 +133,7 @@ async def _step(ctx: RunContext, index: int, conversation: list[Message]) -> Asy
             except _NotAStep as error:
                 problem = str(error)
                 if reply.truncated:
-                    problem += " (the reply was cut off by the token budget; keep steps shorter)"
+                    problem += " (the reply was cut off by the token budget, --max-tokens)"
             else:
                 step = Step(
                     index=index,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -153,6 +154,15 @@ async def test_an_invalid_step_is_asked_for_again_with_the_problem(
     # The rejected reply and its complaint never reach the conversation of later steps.
     assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "user"]
     assert problem not in json.dumps(second.messages)
+
+
+async def test_a_step_cut_off_by_the_token_budget_says_so(server: FakeServer, engine: Engine):
+    server.json_validation = False
+    server.enqueue(Reply('{"title": "Counting", "content": "First I', finish_reason="length"))
+    server.reply_with(Model())
+    run = await engine.steps(QUESTION)
+    assert "cut off by the token budget, --max-tokens" in server.requests[1].user
+    assert run.steps[0].attempts == 2
 
 
 async def test_a_fenced_step_is_accepted_as_is(server: FakeServer, engine: Engine):
@@ -475,5 +485,6 @@ def test_ask_steps_shows_each_step_then_the_thinking_time_then_the_answer(cli_en
     assert out.index("Reasoning of step 1.") > positions[0]
     assert '"next_action"' not in out  # the steps are shown as prose, not raw JSON
     thinking = out.index("Thinking time:")
+    assert re.search(r"Thinking time: \d+(\.\d)?m?s \(3 steps\)", out)
     assert positions[-1] < thinking < out.index("╭─ Answer")
     assert "There are 3." in out[out.index("╭─ Answer") :]

@@ -1,0 +1,396 @@
+"""The web UI launched on 127.0.0.1 against the fake server, driven with gradio_client.
+
+The app here has no key of its own: every run brings the key a person would type in the page,
+and the fake server refuses any other, so each test also checks the per-session key path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from gradio_client import Client
+
+from llamaberry.cli import cli
+from llamaberry.config import Settings
+from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
+from ui.app import build_app, serve
+
+from .conftest import FIRST_TURN, refine_script
+
+KEY = "session-key-7f3a9c"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched(settings: Settings) -> Iterator[str]:
+    """Serve the app for `settings` on an ephemeral local port; yield its URL."""
+    app = build_app(settings)
+    port = free_port()
+    serve(app, host="127.0.0.1", port=port, block=False, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeServer]:
+    with FakeServer(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def url(fake: FakeServer) -> Iterator[str]:
+    # No retries: a provider failure should reach the page at once, not after backoff.
+    with launched(Settings(base_url=fake.groq_base_url, max_retries=0)) as address:
+        yield address
+
+
+@pytest.fixture
+def server(fake: FakeServer) -> FakeServer:
+    fake.reset()
+    fake.reply_with(refine_script)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Iterator[Client]:
+    """A browser session, as gradio_client sees one."""
+    with contextlib.closing(Client(url, verbose=False)) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def other(url: str) -> Iterator[Client]:
+    """A second browser session."""
+    with contextlib.closing(Client(url, verbose=False)) as built:
+        yield built
+
+
+def settings_args(key: str = KEY, model: str = "openai/gpt-oss-120b", turns: int = 3):
+    """The Settings panel's values, in the order the run endpoints take them."""
+    return [model, turns, 1.0, "default", key]
+
+
+def unwrap(outputs) -> tuple:
+    """Output values without Gradio's update wrappers (used where visibility changes too)."""
+    return tuple(
+        o.get("value") if isinstance(o, dict) and o.get("__type__") == "update" else o
+        for o in outputs
+    )
+
+
+def predict(client: Client, *args, api_name: str) -> tuple:
+    """Run an endpoint to the end and return its last outputs, unwrapped."""
+    return unwrap(client.predict(*args, api_name=api_name))
+
+
+def text(message: dict) -> str:
+    """A Chatbot message's text, whether Gradio sent it as a string or as parts."""
+    content = message["content"]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return content
+
+
+def chat_titles(chat: list[dict]) -> list[str]:
+    return [m["metadata"]["title"] for m in chat]
+
+
+def wait_for(job, predicate, timeout: float = 15.0):
+    """Poll a job's streamed outputs until one satisfies `predicate`; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for output in map(unwrap, job.outputs()):
+            if predicate(output):
+                return output
+        time.sleep(0.02)
+    raise AssertionError(f"no output matched within {timeout}s; last: {job.outputs()[-1:]}")
+
+
+def no_secret(value: object) -> bool:
+    return KEY not in json.dumps(value, default=str)
+
+
+# -- refine --------------------------------------------------------------------------------
+
+
+def test_refine_streams_each_turn_then_the_synthesis_and_sets_the_answer_apart(server, client):
+    server.reply_with(None)
+    server.enqueue(Reply(FIRST_TURN, chunk_delay=0.01))
+    server.reply_with(refine_script)
+    job = client.submit("How many r in strawberry?", *settings_args(), api_name="/refine")
+    answer, chat, summary, error = unwrap(job.result(timeout=30))
+
+    assert chat_titles(chat) == ["Turn 1", "Turn 2", "Turn 3", "Synthesis"]
+    assert all(m["metadata"]["status"] == "done" for m in chat)
+    assert all("tokens" in m["metadata"]["log"] and m["metadata"]["duration"] > 0 for m in chat)
+    assert answer == '### Answer\n\nThere are 3 r\'s in "strawberry".'
+    assert summary.startswith("Done · ")
+    assert not error
+    # Turn 1 was seen part-written, with its spinner, before it finished.
+    partial = [
+        o[1][0]
+        for o in map(unwrap, job.outputs())
+        if o[1] and o[1][0]["metadata"]["status"] == "pending"
+    ]
+    assert any(
+        FIRST_TURN.startswith(text(m)) and 0 < len(text(m)) < len(FIRST_TURN) for m in partial
+    )
+    assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {KEY}"] * 4
+    assert all(no_secret(o) for o in job.outputs())
+
+
+def test_turns_from_the_settings_panel_are_used(server, client):
+    _, chat, _, _ = predict(client, "q", *settings_args(turns=1), api_name="/refine")
+    assert chat_titles(chat) == ["Turn 1", "Synthesis"]
+
+
+def test_stop_closes_the_run_at_once_and_keeps_the_finished_turn(server, client):
+    server.reply_with(None)
+    slow = " ".join(["word"] * 200)
+    server.enqueue(FIRST_TURN, Reply(slow, chunk_delay=0.05))
+    job = client.submit("q", *settings_args(), api_name="/refine")
+    wait_for(job, lambda o: len(o[1]) == 2 and text(o[1][1]).startswith("word"))
+
+    job.cancel()
+    answer, chat, summary, error = predict(client, api_name="/stop_refine")
+
+    assert chat_titles(chat) == ["Turn 1", "Turn 2 (stopped)"]
+    assert text(chat[0]) == FIRST_TURN
+    assert chat[1]["metadata"]["status"] == "done"
+    assert summary.startswith("Stopped")
+    assert not answer and not error
+    sent = len(server.requests)
+    time.sleep(0.5)
+    assert sent == len(server.requests) == 2  # no synthesis, nothing after Stop
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_no_key_is_one_readable_line_in_the_page(server, client):
+    answer, chat, _, error = predict(client, "q", *settings_args(key=""), api_name="/refine")
+    assert error.startswith("**Error:** No API key")
+    assert "\n" not in error and "Traceback" not in error
+    assert chat == [] and not answer
+    assert server.requests == []
+
+
+def test_a_rate_limit_part_way_keeps_the_finished_turn(server, client):
+    server.reply_with(None)
+    server.enqueue(FIRST_TURN, Fault.status(429, headers={"retry-after": "3600"}))
+    _, chat, summary, error = predict(client, "q", *settings_args(), api_name="/refine")
+    assert error.startswith("**Error:** Turn 2 failed: Rate limited")
+    assert text(chat[0]) == FIRST_TURN
+    assert chat_titles(chat) == ["Turn 1", "Turn 2 (failed)"]
+    assert summary.startswith("Failed")
+
+
+def test_an_unknown_model_names_it_and_lists_what_is_available(server, client):
+    args = settings_args(model="llama-9-imaginary")
+    _, _, _, error = predict(client, "q", *args, api_name="/refine")
+    assert "Model 'llama-9-imaginary' is not available here" in error
+    assert "openai/gpt-oss-20b" in error
+
+
+def test_a_provider_that_is_down_is_one_line(server, client):
+    server.reply_with(lambda request: Fault.status(503))
+    error = predict(client, "q", *settings_args(), api_name="/refine")[3]
+    assert error.startswith("**Error:** Turn 1 failed:")
+    assert "\n" not in error and "Traceback" not in error
+
+
+def test_a_wrong_key_is_rejected_and_never_echoed(server, client):
+    wrong = "wrong-key-0000"
+    outputs = predict(client, "q", *settings_args(key=wrong), api_name="/refine")
+    assert "**Error:**" in outputs[3]
+    assert wrong not in json.dumps(outputs)
+
+
+def test_an_empty_question_is_a_readable_error(server, client):
+    _, _, _, error = predict(client, "   ", *settings_args(), api_name="/refine")
+    assert error == "**Error:** The question is empty."
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def waits_for_company(count: int):
+    """A handler that holds each turn 1 until `count` different questions are in flight."""
+    questions: set[str] = set()
+
+    async def handler(request: RecordedRequest) -> str:
+        if "## Reasoning" in (request.system or "") and "## Critique" not in request.system:
+            questions.add(request.user or "")
+            for _ in range(500):
+                if len(questions) >= count:
+                    return f"## Answer\ntogether: {request.user}"
+                await asyncio.sleep(0.01)
+            return "## Answer\nalone"
+        if request.system is None:
+            questions.add(f"single: {request.user}")
+            for _ in range(500):
+                if len(questions) >= count:
+                    return f"together: {request.user}"
+                await asyncio.sleep(0.01)
+            return "alone"
+        return refine_script(request)
+
+    return handler
+
+
+def test_two_browser_sessions_run_at_once_and_see_only_their_own_run(server, client, other):
+    server.reply_with(waits_for_company(2))
+    a = client.submit("question A", *settings_args(turns=1), api_name="/refine")
+    b = other.submit("question B", *settings_args(turns=1), api_name="/refine")
+    chat_a, chat_b = unwrap(a.result(timeout=30))[1], unwrap(b.result(timeout=30))[1]
+    # Each session's Stop sees its own run only.
+    stopped_b = predict(other, api_name="/stop_refine")[1]
+    assert "together: question A" in text(chat_a[0])
+    assert "together: question B" in text(chat_b[0])
+    assert "question A" not in json.dumps(chat_b + stopped_b)
+
+
+def test_a_key_typed_in_one_session_is_not_used_by_another(server, client, other):
+    ok = predict(client, "q", *settings_args(turns=1), api_name="/refine")
+    refused = predict(other, "q", *settings_args(key="", turns=1), api_name="/refine")
+    assert ok[3] in (None, "") and ok[0].startswith("### Answer")
+    assert refused[3].startswith("**Error:** No API key")
+
+
+# -- steps and compare -------------------------------------------------------------------------
+
+
+def steps_script(request: RecordedRequest) -> str:
+    if not request.json_mode:
+        return "Forty-two."
+    done = sum(1 for m in request.messages if m["role"] == "assistant") + 1
+    return json.dumps(
+        {
+            "title": f"Title {done}",
+            "content": f"Reasoning of step {done}.",
+            "next_action": "final_answer" if done >= 3 else "continue",
+        }
+    )
+
+
+def test_steps_tab_shows_each_step_with_its_title_and_time_then_the_answer(server, client):
+    server.reply_with(steps_script)
+    answer, chat, summary, error = predict(client, "q", *settings_args(), api_name="/steps")
+    assert chat_titles(chat) == ["Step 1: Title 1", "Step 2: Title 2", "Step 3: Title 3", "Answer"]
+    assert [text(m) for m in chat[:3]] == [f"Reasoning of step {i}." for i in (1, 2, 3)]
+    assert all(m["metadata"]["duration"] >= 0 for m in chat)
+    assert "3 steps · total thinking time" in summary
+    assert answer == "### Answer\n\nForty-two."
+    assert not error
+
+
+def test_compare_runs_the_chosen_modes_at_once_side_by_side(server, client):
+    server.reply_with(waits_for_company(2))
+    outputs = predict(
+        client, "question C", ["single", "refine"], *settings_args(turns=1), api_name="/compare"
+    )
+    single_answer, single_stats, refine_answer, refine_stats, _, _, error = outputs
+    assert single_answer == "together: question C"
+    assert refine_answer == 'There are 3 r\'s in "strawberry".'
+    for stats in (single_stats, refine_stats):
+        assert stats.startswith("Done · ") and "tokens" in stats
+    assert not error
+
+
+def test_compare_with_no_mode_chosen_says_so(server, client):
+    outputs = predict(client, "q", [], *settings_args(), api_name="/compare")
+    assert outputs[-1] == "**Error:** choose at least one mode to compare."
+    assert server.requests == []
+
+
+def test_stop_on_compare_stops_every_column(server, client):
+    server.reply_with(None)
+    slow = Reply(" ".join(["word"] * 200), chunk_delay=0.05)
+    server.enqueue(slow, slow)
+    job = client.submit("q", ["single", "refine"], *settings_args(), api_name="/compare")
+    wait_for(job, lambda o: "word" in (o[0] or "") and "word" in (o[2] or ""))
+    job.cancel()
+    outputs = predict(client, api_name="/stop_compare")
+    assert outputs[1].startswith("Stopped") and outputs[3].startswith("Stopped")
+    sent = len(server.requests)
+    time.sleep(0.5)
+    assert sent == len(server.requests) == 2
+
+
+# -- launching ---------------------------------------------------------------------------------
+
+
+def test_analytics_are_off():
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+def test_ui_command_defaults_to_loopback_port_7860():
+    command = cli.commands["ui"]
+    params = {p.name: p for p in command.params}
+    assert (params["host"].default, params["port"].default) == ("127.0.0.1", 7860)
+    assert params["share"].is_flag  # sharing only when asked for
+
+
+def test_ui_command_rejects_a_malformed_auth():
+    result = CliRunner().invoke(cli, ["ui", "--auth", "nopassword"])
+    assert result.exit_code == 2
+    assert "--auth must be USER:PASSWORD" in result.output
+
+
+def test_serving_beyond_this_machine_warns_and_a_busy_port_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["ui", "--host", "0.0.0.0", "--port", str(port)])
+    assert "warning: the UI will be open to every machine that can reach 0.0.0.0" in result.output
+    assert "--auth USER:PASSWORD" in result.output
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+
+
+def test_python_ui_app_py_serves_the_page_on_loopback(fake):
+    port = free_port()
+    env = {**os.environ, "GROQ_BASE_URL": fake.groq_base_url}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "ui" / "app.py"), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    assert page.status == 200
+                    assert "llamaberry" in page.read().decode()
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "the app did not start within 60s"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

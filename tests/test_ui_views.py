@@ -1,0 +1,270 @@
+"""The web UI's event-to-view functions, fed hand-built events and real engine streams."""
+
+from __future__ import annotations
+
+from llamaberry import (
+    CallFinished,
+    CallStarted,
+    Engine,
+    FinalAnswer,
+    Run,
+    RunFinished,
+    RunStarted,
+    Step,
+    Synthesis,
+    TextDelta,
+    TextReset,
+    Turn,
+    Usage,
+)
+from llamaberry.testing import FakeServer, Fault
+from ui.views import RunView, fold
+
+from .conftest import refine_script
+
+
+def started(mode: str = "refine") -> RunStarted:
+    return RunStarted(run_id="r1", mode=mode, model="m", question="q")
+
+
+def turn(index: int, content: str, tokens: int = 10, seconds: float = 1.5) -> CallFinished:
+    usage = Usage(prompt_tokens=tokens - 2, completion_tokens=2, total_tokens=tokens)
+    result = Turn(index=index, content=content, answer=content, usage=usage, seconds=seconds)
+    return CallFinished(kind="turn", index=index, result=result)
+
+
+def finished(status: str = "ok", error: str | None = None, **fields) -> RunFinished:
+    run = Run(mode="refine", model="m", provider="groq", question="q", status=status, error=error)
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return RunFinished(run=run)
+
+
+def test_a_running_call_is_a_section_titled_with_a_spinner_and_its_text_so_far():
+    view = fold(
+        [
+            started(),
+            CallStarted(kind="turn", index=1),
+            TextDelta(kind="turn", index=1, text="## Reas"),
+            TextDelta(kind="turn", index=1, text="oning"),
+        ]
+    )
+    [message] = view.messages()
+    assert message["role"] == "assistant"
+    assert message["content"] == "## Reasoning"
+    assert message["metadata"]["title"] == "Turn 1"
+    assert message["metadata"]["status"] == "pending"
+    assert "duration" not in message["metadata"]
+
+
+def test_a_call_with_no_text_yet_still_shows_a_body():
+    view = fold([started(), CallStarted(kind="turn", index=1)])
+    assert view.messages()[0]["content"].strip()
+
+
+def test_a_finished_turn_shows_its_seconds_and_tokens_and_loses_its_spinner():
+    view = fold([started(), CallStarted(kind="turn", index=1), turn(1, "text", 812, 2.345)])
+    metadata = view.messages()[0]["metadata"]
+    assert metadata["status"] == "done"
+    assert metadata["duration"] == 2.35
+    assert metadata["log"] == "812 tokens"
+
+
+def test_earlier_turns_stay_whole_while_a_later_one_streams():
+    view = fold(
+        [
+            started(),
+            CallStarted(kind="turn", index=1),
+            TextDelta(kind="turn", index=1, text="first turn"),
+            turn(1, "first turn"),
+            CallStarted(kind="turn", index=2),
+            TextDelta(kind="turn", index=2, text="second"),
+        ]
+    )
+    first, second = view.messages()
+    assert (first["content"], first["metadata"]["status"]) == ("first turn", "done")
+    assert (second["content"], second["metadata"]["status"]) == ("second", "pending")
+    assert "Turn 2 running" in view.summary_markdown()
+
+
+def test_the_synthesis_answer_is_set_apart_and_the_summary_has_cost():
+    synthesis = Synthesis(
+        content="## Concise Answer\nThree.",
+        answer="Three.",
+        usage=Usage(prompt_tokens=5, completion_tokens=3, total_tokens=8),
+        seconds=1.0,
+    )
+    view = fold(
+        [
+            started(),
+            CallStarted(kind="synthesis", index=1),
+            CallFinished(kind="synthesis", index=1, result=synthesis),
+            finished(answer="Three.", seconds=3.2, usage=Usage(total_tokens=8, prompt_tokens=5)),
+        ]
+    )
+    assert view.messages()[0]["metadata"]["title"] == "Synthesis"
+    assert view.answer_markdown() == "### Answer\n\nThree."
+    assert view.summary_markdown().startswith("Done · 3.2s · 8 tokens")
+    assert view.error_markdown() == ""
+
+
+def test_a_retried_stream_discards_its_partial_text():
+    view = fold(
+        [
+            started(),
+            CallStarted(kind="turn", index=1),
+            TextDelta(kind="turn", index=1, text="half a rep"),
+            TextReset(kind="turn", index=1, reason="the connection dropped"),
+        ]
+    )
+    message = view.messages()[0]
+    assert "half a rep" not in message["content"]
+    assert "retrying: the connection dropped" in message["metadata"]["log"]
+    view.apply(TextDelta(kind="turn", index=1, text="whole reply"))
+    assert view.messages()[0]["content"] == "whole reply"
+    assert "log" not in view.messages()[0]["metadata"]
+
+
+def test_a_failed_run_keeps_finished_turns_and_shows_one_error_line():
+    view = fold(
+        [
+            started(),
+            CallStarted(kind="turn", index=1),
+            turn(1, "kept"),
+            CallStarted(kind="turn", index=2),
+            TextDelta(kind="turn", index=2, text="partial"),
+            finished("failed", "Turn 2 failed: Rate limited on requests; it resets in 2m59s."),
+        ]
+    )
+    first, second = view.messages()
+    assert first["content"] == "kept"
+    assert second["metadata"]["title"] == "Turn 2 (failed)"
+    assert second["metadata"]["status"] == "done"
+    assert view.error_markdown() == (
+        "**Error:** Turn 2 failed: Rate limited on requests; it resets in 2m59s."
+    )
+    assert "\n" not in view.error_markdown()
+    assert view.summary_markdown().startswith("Failed")
+
+
+def test_stopping_marks_the_running_call_and_keeps_what_finished():
+    view = fold(
+        [
+            started(),
+            CallStarted(kind="turn", index=1),
+            turn(1, "kept"),
+            CallStarted(kind="turn", index=2),
+            TextDelta(kind="turn", index=2, text="cut"),
+        ]
+    ).stop()
+    first, second = view.messages()
+    assert (first["content"], first["metadata"]["title"]) == ("kept", "Turn 1")
+    assert second["metadata"] == {"title": "Turn 2 (stopped)", "status": "done"}
+    assert second["content"] == "cut"
+    assert view.summary_markdown().startswith("Stopped")
+    assert view.error_markdown() == ""
+
+
+def test_stopping_a_finished_run_changes_nothing():
+    view = fold([started(), CallStarted(kind="turn", index=1), turn(1, "a"), finished("ok")])
+    before = view.messages()
+    assert view.stop().messages() == before
+    assert view.state == "ok"
+
+
+def test_steps_show_their_titles_thinking_time_and_the_final_answer():
+    events = [started("steps")]
+    for index, seconds in ((1, 1.25), (2, 2.5)):
+        step = Step(
+            index=index,
+            title=f"Look at part {index}",
+            content=f"Reasoning {index}.",
+            next_action="continue",
+            usage=Usage(total_tokens=20),
+            seconds=seconds,
+        )
+        events += [
+            CallStarted(kind="step", index=index),
+            TextDelta(kind="step", index=index, text=step.content),
+            CallFinished(kind="step", index=index, result=step),
+        ]
+    events += [
+        CallStarted(kind="answer", index=1),
+        TextDelta(kind="answer", index=1, text="Forty-two."),
+        CallFinished(
+            kind="answer", index=1, result=FinalAnswer(content="Forty-two.\n", seconds=0.5)
+        ),
+    ]
+    view = fold(events)
+    titles = [m["metadata"]["title"] for m in view.messages()]
+    assert titles == ["Step 1: Look at part 1", "Step 2: Look at part 2", "Answer"]
+    assert [m["metadata"]["duration"] for m in view.messages()] == [1.25, 2.5, 0.5]
+    assert view.messages()[1]["content"] == "Reasoning 2."
+    assert view.answer == "Forty-two."
+    assert view.thinking_seconds == 3.75
+    view.apply(finished("ok", seconds=4.5))
+    view.mode = "steps"
+    assert "2 steps · total thinking time 3.8s" in view.summary_markdown()
+
+
+def test_a_step_in_progress_shows_thinking_not_raw_json():
+    view = fold(
+        [
+            started("steps"),
+            CallStarted(kind="step", index=1),
+            TextDelta(kind="step", index=1, text='{"title": "x"'),
+        ]
+    )
+    assert "{" not in view.messages()[0]["content"]
+
+
+def test_a_compare_column_shows_the_streaming_call_then_the_answer():
+    view = fold(
+        [
+            started("single"),
+            CallStarted(kind="answer", index=1),
+            TextDelta(kind="answer", index=1, text="Par"),
+        ]
+    )
+    assert view.live_markdown() == "*Answer…*\n\nPar"
+    result = Turn(index=1, content="Paris.", answer="Paris.", usage=Usage(total_tokens=9))
+    view.apply(CallFinished(kind="answer", index=1, result=result))
+    view.apply(finished("ok", answer="Paris.", seconds=0.4, usage=Usage(total_tokens=9)))
+    assert view.live_markdown() == "Paris."
+    assert view.stats_markdown() == "Done · 400ms · 9 tokens"
+
+
+def test_an_error_before_the_stream_is_one_line():
+    view = RunView().fail("No API key: set GROQ_API_KEY.")
+    assert view.error_markdown() == "**Error:** No API key: set GROQ_API_KEY."
+    assert view.messages() == []
+
+
+async def test_a_real_refine_stream_folds_into_three_turns_a_synthesis_and_the_answer():
+    async with FakeServer() as server:
+        server.reply_with(refine_script)
+        async with Engine(api_key="test-key", base_url=server.groq_base_url) as engine:
+            view = RunView()
+            async for event in engine.refine_stream("How many r in strawberry?"):
+                view.apply(event)
+    titles = [m["metadata"]["title"] for m in view.messages()]
+    assert titles == ["Turn 1", "Turn 2", "Turn 3", "Synthesis"]
+    assert all(m["metadata"]["status"] == "done" for m in view.messages())
+    assert view.answer == 'There are 3 r\'s in "strawberry".'
+    assert view.state == "ok"
+    assert view.usage.total_tokens == sum(
+        int(m["metadata"]["log"].split()[0].replace(",", "")) for m in view.messages()
+    )
+
+
+async def test_a_real_provider_failure_folds_into_one_error_line_with_turn_one_kept():
+    async with FakeServer() as server:
+        server.enqueue("## Answer\n3", Fault.status(401))
+        async with Engine(api_key="test-key", base_url=server.groq_base_url) as engine:
+            view = RunView()
+            async for event in engine.refine_stream("q", turns=2):
+                view.apply(event)
+    assert view.state == "failed"
+    assert view.messages()[0]["content"] == "## Answer\n3"
+    assert view.error_markdown().startswith("**Error:** Turn 2 failed:")
+    assert "Traceback" not in view.error_markdown()

@@ -379,13 +379,9 @@ def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blo
                 api_name=name,
                 **limit,
             )
+            stop_run(tab["stop"], run_event)
             tab["stop"].click(
-                stop_fn,
-                [session],
-                outputs,
-                cancels=[run_event],
-                api_name=f"stop_{name}",
-                concurrency_limit=None,
+                stop_fn, [session], outputs, api_name=f"stop_{name}", concurrency_limit=None
             )
 
         compare_out = [*compare["outputs"], compare["error"]]
@@ -397,13 +393,9 @@ def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blo
             api_name="compare",
             **limit,
         )
+        stop_run(compare["stop"], compare_run)
         compare["stop"].click(
-            stop_compare,
-            [session],
-            compare_out,
-            cancels=[compare_run],
-            api_name="stop_compare",
-            concurrency_limit=None,
+            stop_compare, [session], compare_out, api_name="stop_compare", concurrency_limit=None
         )
         compare["modes"].change(
             lambda modes: [gr.update(visible=m in (modes or [])) for m in COMPARE_MODES],
@@ -418,6 +410,15 @@ def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blo
         refresh.click(load_models, [api_key, model], [model], api_visibility="private")
         api_key.submit(load_models, [api_key, model], [model], api_visibility="private")
     return app
+
+
+def stop_run(button: gr.Button, run_event: Any) -> None:
+    """Cancel `run_event` when `button` is clicked.
+
+    Registered before the listener that draws the stopped view, so the cancel is sent first
+    and that listener finds the run already unwinding instead of waiting for it.
+    """
+    button.click(None, None, None, cancels=[run_event], queue=False)
 
 
 def _run_tab(name: str, hint: str) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""The web UI end to end in headless Chromium (Debian's package, driven by Playwright).
+
+No browser is downloaded: the tests use /usr/bin/chromium and are skipped when it is missing.
+The page is only allowed to reach 127.0.0.1; anything else it asks for is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from llamaberry.config import Settings
+from llamaberry.testing import FakeServer, RecordedRequest, Reply
+
+from .conftest import FIRST_TURN, SYNTHESIS, refine_script
+from .test_ui_app import launched
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+KEY = "server-key-51d2e0"
+PAGE_KEY = "typed-in-page-9b44c1"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin"),
+]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeServer]:
+    with FakeServer(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def url(fake: FakeServer) -> Iterator[str]:
+    with launched(Settings(api_key=KEY, base_url=fake.groq_base_url, max_retries=0)) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched_browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield launched_browser
+        launched_browser.close()
+
+
+@pytest.fixture
+def server(fake: FakeServer) -> FakeServer:
+    fake.reset()
+    fake.reply_with(refine_script)
+    return fake
+
+
+@pytest.fixture
+def page(browser, url: str, server: FakeServer):
+    context = browser.new_context()
+
+    def local_only(route):
+        host = urlparse(route.request.url).hostname
+        if host == "127.0.0.1":
+            route.continue_()
+        else:
+            route.abort()
+
+    context.route("**/*", local_only)
+    opened = context.new_page()
+    opened.set_default_timeout(20_000)
+    opened.goto(url)
+    opened.wait_for_selector("#refine-q textarea")
+    yield opened
+    context.close()
+
+
+def chats(server: FakeServer) -> list[RecordedRequest]:
+    """The chat requests the server has had (the page also asks for the model list)."""
+    return [r for r in server.requests if r.path.endswith("/chat/completions")]
+
+
+def ask(page, question: str, tab: str = "refine") -> None:
+    page.fill(f"#{tab}-q textarea", question)
+    page.click(f"#{tab}-run")
+
+
+def section(page, title: str, tab: str = "refine"):
+    """The collapsible section of the call titled exactly `title`."""
+    return page.locator(f"#{tab}-sections").get_by_text(title, exact=True)
+
+
+def test_a_question_streams_three_turns_then_the_synthesized_answer_above_them(page):
+    ask(page, "How many r in strawberry?")
+    answer = page.locator("#refine-answer")
+    answer.get_by_text('There are 3 r\'s in "strawberry".').wait_for()
+    for title in ("Turn 1", "Turn 2", "Turn 3", "Synthesis"):
+        assert section(page, title).is_visible()
+    assert answer.bounding_box()["y"] < section(page, "Turn 1").bounding_box()["y"]
+    assert page.locator("#refine-summary").inner_text().startswith("Done · ")
+    assert "tokens" in page.locator("#refine-sections").inner_text()
+
+
+def test_stop_during_a_slow_run_stops_it_and_keeps_the_finished_turn(page, server):
+    server.reply_with(None)
+    server.enqueue(FIRST_TURN, Reply(" ".join(["slowly"] * 300), chunk_delay=0.05))
+    ask(page, "q")
+    page.locator("#refine-sections").get_by_text("slowly slowly", exact=False).first.wait_for()
+    page.click("#refine-stop")
+    section(page, "Turn 2 (stopped)").wait_for()
+    assert page.locator("#refine-summary").inner_text().startswith("Stopped")
+    assert section(page, "Turn 1").is_visible()
+    sent = len(chats(server))
+    time.sleep(0.5)
+    assert sent == len(chats(server)) == 2
+    assert not section(page, "Synthesis").is_visible()
+
+
+def test_an_earlier_turn_opened_by_the_reader_stays_readable_while_the_next_streams(page, server):
+    server.reply_with(None)
+    server.enqueue(FIRST_TURN, Reply(" ".join(["later"] * 60), chunk_delay=0.03))
+    server.reply_with(refine_script)
+    ask(page, "q")
+    section(page, "Turn 2").wait_for()
+    section(page, "Turn 1").click()
+    first_line = page.locator("#refine-sections").get_by_text("Spell the word", exact=False)
+    first_line.wait_for()
+    page.locator("#refine-sections").get_by_text("later later later", exact=False).wait_for()
+    time.sleep(0.3)  # more tokens of turn 2 arrive meanwhile
+    assert first_line.is_visible()
+    page.locator("#refine-answer").get_by_text("There are 3").wait_for()
+
+
+PAYLOAD = (
+    "<script>window.__pwned=1</script>\n\n"
+    '<img src=x onerror="window.__pwned=2">\n\n'
+    "[click me](javascript:window.__pwned=3)\n"
+)
+
+
+def hostile(request: RecordedRequest) -> str:
+    """Every reply carries the payload; the synthesis puts it in the answer too."""
+    if "## Concise Answer" in (request.system or ""):
+        return SYNTHESIS.replace('There are 3 r\'s in "strawberry".', "Answer.\n\n" + PAYLOAD)
+    return FIRST_TURN + "\n\n" + PAYLOAD
+
+
+def test_a_reply_carrying_script_runs_nothing_in_the_page(page, server):
+    server.reply_with(hostile)
+    page.evaluate("window.__pwned = undefined")
+    ask(page, "q")
+    page.locator("#refine-summary").get_by_text("Done", exact=False).wait_for()
+    section(page, "Turn 1").click()
+    links = page.get_by_text("click me", exact=True)
+    links.first.wait_for()
+    assert links.count() >= 2  # in the answer box and in the opened turn
+    for index in range(links.count()):
+        href = links.nth(index).get_attribute("href") or ""
+        assert not href.strip().lower().startswith("javascript:")
+        links.nth(index).click()
+    time.sleep(0.3)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    scripts = page.evaluate(
+        "[...document.querySelectorAll('#refine-answer script, #refine-sections script')].length"
+    )
+    assert scripts == 0
+    handlers = page.evaluate("[...document.querySelectorAll('img[onerror]')].length")
+    assert handlers == 0
+
+
+def test_the_model_list_is_filled_from_the_endpoint(page):
+    page.get_by_text("Settings", exact=True).click()
+    page.locator("input[aria-label='Model']").click()
+    page.get_by_role("option", name="qwen/qwen3.6-27b").wait_for()
+
+
+def test_a_key_typed_in_the_page_is_used_and_not_kept_by_the_browser(page, server):
+    server.api_key = PAGE_KEY
+    try:
+        page.get_by_text("Settings", exact=True).click()
+        page.fill("input[type='password']", PAGE_KEY)
+        ask(page, "q")
+        page.locator("#refine-answer").get_by_text("There are 3").wait_for(timeout=5000)
+    finally:
+        server.api_key = KEY
+    assert {r.headers["authorization"] for r in chats(server)} == {f"Bearer {PAGE_KEY}"}
+    stored = page.evaluate(
+        "JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage),"
+        " document.cookie])"
+    )
+    assert PAGE_KEY not in stored
+    shown = page.evaluate("document.body.innerText")
+    assert PAGE_KEY not in shown

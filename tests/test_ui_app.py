@@ -40,9 +40,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def launched(settings: Settings) -> Iterator[str]:
+def launched(settings: Settings, **options) -> Iterator[str]:
     """Serve the app for `settings` on an ephemeral local port; yield its URL."""
-    app = build_app(settings)
+    app = build_app(settings, **options)
     port = free_port()
     serve(app, host="127.0.0.1", port=port, block=False, quiet=True)
     try:
@@ -60,7 +60,8 @@ def fake() -> Iterator[FakeServer]:
 @pytest.fixture(scope="module")
 def url(fake: FakeServer) -> Iterator[str]:
     # No retries: a provider failure should reach the page at once, not after backoff.
-    with launched(Settings(base_url=fake.groq_base_url, max_retries=0)) as address:
+    settings = Settings(base_url=fake.groq_base_url, max_retries=0)
+    with launched(settings, history=False) as address:
         yield address
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import pytest
 
 from llamaberry.config import Settings
+from llamaberry.store import Store
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
 from .conftest import FIRST_TURN, SYNTHESIS, refine_script
@@ -46,8 +47,10 @@ def fake() -> Iterator[FakeServer]:
 
 
 @pytest.fixture(scope="module")
-def url(fake: FakeServer) -> Iterator[str]:
-    with launched(Settings(api_key=KEY, base_url=fake.groq_base_url, max_retries=0)) as address:
+def url(fake: FakeServer, tmp_path_factory) -> Iterator[str]:
+    settings = Settings(api_key=KEY, base_url=fake.groq_base_url, max_retries=0)
+    store = Store(tmp_path_factory.mktemp("history") / "history.db")
+    with launched(settings, history=store) as address:
         yield address
 
 
@@ -206,3 +209,10 @@ def test_a_key_typed_in_the_page_is_used_and_not_kept_by_the_browser(page, serve
     assert PAGE_KEY not in stored
     shown = page.evaluate("document.body.innerText")
     assert PAGE_KEY not in shown
+
+
+def test_a_finished_run_is_listed_in_the_history_tab(page):
+    ask(page, "A question worth keeping")
+    page.locator("#refine-answer").get_by_text("There are 3").wait_for()
+    page.get_by_role("tab", name="History").click()
+    page.get_by_text("A question worth keeping").first.wait_for()

@@ -28,6 +28,8 @@ from llamaberry.config import Settings
 from llamaberry.engine import Engine
 from llamaberry.errors import InputError, LlamaberryError
 from llamaberry.results import Mode
+from llamaberry.store import Store, history_enabled
+from ui.history import build_history_tab
 from ui.views import RunView
 
 log = logging.getLogger("llamaberry.ui")
@@ -124,9 +126,11 @@ def run_settings(
     return Settings.load(**values)
 
 
-async def engine_events(settings: Settings, mode: Mode, question: str) -> AsyncIterator[Any]:
+async def engine_events(
+    settings: Settings, mode: Mode, question: str, history: Store | None = None
+) -> AsyncIterator[Any]:
     """The events of one run on an engine of its own, closed when the run ends or is stopped."""
-    async with Engine(settings=settings) as engine:
+    async with Engine(settings=settings, history=history or False) as engine:
         async for event in engine.stream(mode, question):
             yield event
 
@@ -208,12 +212,24 @@ def compare_outputs(views: dict[str, RunView], error: str = "") -> tuple[Any, ..
 # -- the app ---------------------------------------------------------------------------------
 
 
-def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blocks:
+def build_app(
+    defaults: Settings | None = None,
+    *,
+    history: Store | bool | None = None,
+    show_history: bool = True,
+    max_runs: int = 64,
+) -> gr.Blocks:
     """Build the Blocks app; runs use `defaults` (else the environment) under the page's choices.
 
-    `max_runs` bounds the runs in flight across every browser session.
+    Runs are saved to `history` (a store, or True for the default one; None follows
+    LLAMABERRY_HISTORY). `show_history=False` leaves out the History tab, which lists every
+    saved run to whoever opens the page. `max_runs` bounds the runs in flight across every
+    browser session.
     """
     base = defaults or Settings.load()
+    if history is None:
+        history = history_enabled()
+    store = history if isinstance(history, Store) else Store() if history else None
 
     def settings_for(model, turns, temperature, effort, api_key) -> Settings:
         return run_settings(base, model, turns, temperature, effort, api_key)
@@ -230,7 +246,7 @@ def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blo
                     return
                 view.state = "running"
                 yield run_outputs(view)
-                streams = {mode: lambda: engine_events(settings, mode, question)}
+                streams = {mode: lambda: engine_events(settings, mode, question, store)}
                 async with contextlib.aclosing(merge(streams)) as batches:
                     async for batch in batches:
                         for _, event in batch:
@@ -262,7 +278,8 @@ def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blo
                 view.state = "running"
             yield compare_outputs(views)
             streams = {
-                mode: (lambda mode=mode: engine_events(settings, mode, question)) for mode in chosen
+                mode: (lambda mode=mode: engine_events(settings, mode, question, store))
+                for mode in chosen
             }
             async with contextlib.aclosing(merge(streams)) as batches:
                 async for batch in batches:
@@ -301,7 +318,7 @@ def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blo
         current = (current or "").strip() or base.model
         try:
             settings = run_settings(base, current, None, None, None, api_key)
-            async with Engine(settings=settings) as engine:
+            async with Engine(settings=settings, history=False) as engine:
                 names = await asyncio.wait_for(engine.models(), MODELS_TIMEOUT)
         except (LlamaberryError, TimeoutError) as error:
             reason = str(error) if isinstance(error, LlamaberryError) else "no answer in time"
@@ -360,8 +377,15 @@ def build_app(defaults: Settings | None = None, *, max_runs: int = 64) -> gr.Blo
                 steps = _run_tab("steps", "The model reasons in titled steps, then answers.")
             with gr.Tab("Compare", id="compare"):
                 compare = _compare_tab()
-            with gr.Tab("History", id="history"):
-                history_tab()
+            if show_history:
+                with gr.Tab("History", id="history") as history_tab:
+                    if store is None:
+                        gr.Markdown("History is off (LLAMABERRY_HISTORY=0): runs are not saved.")
+                    else:
+                        past = build_history_tab(store)
+                        history_tab.select(
+                            past["refresh"], past["inputs"], past["table"], show_progress="hidden"
+                        )
 
         # The sections show their own spinners; Gradio's overlay would hide what streamed.
         limit = {"concurrency_limit": max_runs, "concurrency_id": "runs", "show_progress": "hidden"}
@@ -493,11 +517,6 @@ def _compare_tab() -> dict[str, Any]:
         "columns": columns,
         "outputs": outputs,
     }
-
-
-def history_tab() -> None:
-    """The History tab: mounts `ui/history.py`'s building block when it is present."""
-    gr.Markdown("Past runs will be listed here.")
 
 
 # -- launching -------------------------------------------------------------------------------

@@ -495,7 +495,9 @@ def ui(
         )
     app = load_ui_module()  # gradio is imported here, never by the other commands
     try:
-        app.serve(app.build_app(settings), host=host, port=port, share=share, auth=credentials)
+        # The History tab lists every saved run, so it is only shown on this machine.
+        page = app.build_app(settings, show_history=local and not share)
+        app.serve(page, host=host, port=port, share=share, auth=credentials)
     except OSError as error:
         raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None
 

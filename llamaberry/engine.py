@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .clients import ChatClient, RetryPolicy, make_client
 from .config import Settings
@@ -16,6 +17,12 @@ from .results import Mode, Run
 from .runner import ModeBody, check_question, drive
 from .single import single as single_mode
 from .steps import steps as steps_mode
+from .store import Store, history_enabled
+
+if TYPE_CHECKING:
+    from .compare import Comparison
+
+log = logging.getLogger("llamaberry")
 
 
 class Engine:
@@ -42,6 +49,7 @@ class Engine:
         settings: Settings | None = None,
         client: ChatClient | None = None,
         on_finish: Callable[[Run], None] | None = None,
+        history: bool | Store | None = None,
     ) -> None:
         self.settings = settings or Settings.load(
             model=model,
@@ -58,6 +66,13 @@ class Engine:
         )
         self.client = client or self._make_client(self.settings)
         self.on_finish = on_finish
+        # Every run is saved unless history=False or LLAMABERRY_HISTORY=0; the database opens
+        # on the first save, so an engine that never runs never touches the disk.
+        if history is None:
+            history = history_enabled()
+        self.history: Store | None = (
+            history if isinstance(history, Store) else Store() if history else None
+        )
 
     @staticmethod
     def _make_client(settings: Settings) -> ChatClient:
@@ -138,6 +153,14 @@ class Engine:
         """Run `mode` by name and return the finished run."""
         return await collect(self.stream(mode, question, **options))
 
+    async def compare(
+        self, question: str, modes: Sequence[Mode] = ("single", "refine", "steps")
+    ) -> Comparison:
+        """Run `modes` on `question` concurrently and return them side by side."""
+        from .compare import compare
+
+        return await compare(self, question, modes)
+
     async def models(self) -> list[str]:
         """The models the endpoint serves."""
         return await self.client.list_models()
@@ -145,8 +168,10 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the history database)."""
         await self.client.aclose()
+        if self.history is not None:
+            self.history.close()
 
     async def __aenter__(self) -> Engine:
         return self
@@ -157,7 +182,17 @@ class Engine:
     def _stream(self, mode: Mode, question: str, body: ModeBody) -> AsyncIterator[Event]:
         # Checked here, eagerly, so bad input fails before a generator (or a request) exists.
         question = check_question(question, self.settings.max_question_chars)
-        return drive(self.client, self.settings, mode, question, body, self.on_finish)
+        return drive(self.client, self.settings, mode, question, body, self._finished)
+
+    def _finished(self, run: Run) -> None:
+        if self.history is not None:
+            key = self.settings.api_key
+            try:
+                self.history.save(run, redact=key.get_secret_value() if key else None)
+            except Exception as error:  # a full disk must not cost the user their answer
+                log.warning("llamaberry: run %s not saved to history: %s", run.id, error)
+        if self.on_finish is not None:
+            self.on_finish(run)
 
 
 async def collect(events: AsyncIterator[Event]) -> Run:

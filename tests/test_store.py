@@ -272,3 +272,34 @@ def test_history_export_jsonl_and_markdown(saved, tmp_path: Path):
     text = target.read_text()
     assert text.count("# refine run") == 1 and text.count("# single run") == 1
     assert KEY not in text and KEY not in "\n".join(lines)
+
+
+# -- the History tab ---------------------------------------------------------------------------
+
+
+def test_history_tab_rows_filter_and_reopen_a_run(tmp_path):
+    from ui.history import HEADERS, history_rows, show_run
+
+    store = Store(tmp_path / "h.db")
+    older = make_run("single", "capital of France", minutes_ago=5, answer="Paris", status="ok")
+    newer = make_run("refine", "letters in strawberry", answer="3", status="ok")
+    store.save(older)
+    store.save(newer)
+    rows = history_rows(store)
+    assert [r[0] for r in rows] == [newer.id, older.id]
+    assert len(rows[0]) == len(HEADERS)
+    assert [r[0] for r in history_rows(store, mode="single")] == [older.id]
+    assert [r[0] for r in history_rows(store, search="straw")] == [newer.id]
+    assert show_run(store, newer.id) == run_markdown(newer)
+    assert show_run(store, "missing").startswith("**No run 'missing'")
+
+
+def test_history_tab_builds_inside_a_page(tmp_path):
+    gr = pytest.importorskip("gradio")
+    from ui.history import build_history_tab
+
+    store = Store(tmp_path / "h.db")
+    store.save(make_run(question="saved before the page opened"))
+    with gr.Blocks():
+        parts = build_history_tab(store)
+    assert parts["refresh"]("all", "")[0][-1] == "saved before the page opened"

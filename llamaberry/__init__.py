@@ -2,6 +2,7 @@
 helped."""
 
 from .clients import ChatClient, GroqClient, OpenAICompatibleClient
+from .compare import Comparison
 from .config import DEFAULT_MODEL, Settings
 from .engine import Engine, collect
 from .errors import (
@@ -28,6 +29,7 @@ from .events import (
     TextReset,
 )
 from .results import Call, FinalAnswer, Message, ReasoningStep, Run, Step, Synthesis, Turn, Usage
+from .store import Store
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -36,6 +38,7 @@ __all__ = [
     "CallFinished",
     "CallStarted",
     "ChatClient",
+    "Comparison",
     "ContextTooLongError",
     "Engine",
     "Event",
@@ -59,6 +62,7 @@ __all__ = [
     "RunStarted",
     "Settings",
     "Step",
+    "Store",
     "Synthesis",
     "TextDelta",
     "TextReset",

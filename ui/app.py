@@ -533,13 +533,16 @@ def serve(
     quiet: bool = False,
 ) -> Any:
     """Launch the app; with `block=False` return at once and leave it serving in a thread."""
+    if not quiet and not share:
+        # Gradio's own banner suggests editing launch(); ours names the address and the exit.
+        print(f"llamaberry web UI on http://{host}:{port} (Ctrl+C to stop)", flush=True)
     return app.launch(
         server_name=host,
         server_port=port,
         share=share,
         auth=auth,
         prevent_thread_lock=not block,
-        quiet=quiet,
+        quiet=quiet or not share,
         show_error=False,
         ssr_mode=False,
         # Gradio's run history would keep inputs, the API key among them, in the browser.

@@ -440,11 +440,18 @@ def eval_command(
         markdown = evaluation.report_markdown(report)
         (folder / "report.md").write_text(markdown, encoding="utf-8")
         evaluation.write_results(report, folder / "results.jsonl")
-        evaluation.draw_chart(report, folder / "chart.png")
     except OSError as error:
         raise InputError(f"Cannot write the report to {folder}: {error.strerror}.") from None
     click.echo(markdown, nl=False)
-    click.echo(f"wrote {folder}/report.md, results.jsonl and chart.png", err=True)
+    written = "report.md and results.jsonl"
+    try:
+        evaluation.draw_chart(report, folder / "chart.png")
+        written = "report.md, results.jsonl and chart.png"
+    except (
+        Exception
+    ) as error:  # the numbers are already saved; a plotting problem must not hide them
+        click.echo(f"warning: chart.png not drawn: {error}", err=True)
+    click.echo(f"wrote {written} to {folder}", err=True)
 
 
 def load_ui_module():

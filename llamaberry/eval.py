@@ -367,7 +367,9 @@ def draw_chart(report: Report, path: Path) -> None:
     for s in report.summaries:
         if s.accuracy is None or s.mean_tokens is None:
             continue
-        below, above = s.accuracy - (s.low or 0), (s.high or 0) - s.accuracy
+        # Clamped: at 0% or 100% rounding can put the interval's edge a hair inside the point.
+        below = max(0.0, s.accuracy - (s.low or 0.0))
+        above = max(0.0, (s.high or 0.0) - s.accuracy)
         axes.errorbar([s.mean_tokens], [s.accuracy], yerr=[[below], [above]], fmt="o", capsize=4)
         axes.annotate(
             s.mode, (s.mean_tokens, s.accuracy), xytext=(6, 6), textcoords="offset points"

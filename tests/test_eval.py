@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -327,7 +332,7 @@ def test_the_chart_is_a_png(tmp_path: Path):
             gold="3",
             scorer="number",
             status="ok",
-            correct=(i % 2 == 0) or mode == "refine",
+            correct=mode == "refine",  # 0% and 100%: the interval's edges touch the point
             predicted="3",
             answer="3",
             error=None,
@@ -336,7 +341,7 @@ def test_the_chart_is_a_png(tmp_path: Path):
             run_id=f"{mode}{i}",
             reused=False,
         )
-        for i in range(4)
+        for i in range(6)
         for mode in ("single", "refine")
     ]
     report = build_report("d", "m", ["single", "refine"], results)
@@ -380,3 +385,48 @@ def test_cli_eval_builtin_with_a_limit(fake_server: FakeServer, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "| single | 50.0% |" in result.stdout  # "three r's" right, and wrong for mississippi
     assert len(fake_server.requests) == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a process group")
+def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeServer, tmp_path):
+    dataset = tmp_path / "sums.jsonl"
+    dataset.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
+            for i in range(4)
+        )
+    )
+    stuck = {"on": True}
+
+    def answer(request: RecordedRequest):
+        if "3 + 3" in request.user and stuck["on"]:
+            return Fault.hang()
+        return Reply(f"The answer is {2 * int(request.user.split()[2])}.")
+
+    fake_server.reply_with(answer)
+    env = {
+        **os.environ,
+        "GROQ_API_KEY": "test-key",
+        "GROQ_BASE_URL": fake_server.groq_base_url,
+    }
+    command = [sys.executable, "-m", "llamaberry", "eval", str(dataset), "--modes", "single"]
+    command += ["--out", str(tmp_path / "out")]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while len(fake_server.requests) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # the three quick items finish and are saved
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "Traceback" not in err.decode()
+    assert "the same command resumes" in err.decode()
+
+    stuck["on"] = False
+    asked = len(fake_server.requests)
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert [r.user for r in fake_server.requests[asked:]] == ["What is 3 + 3?"]
+    assert "| single | 100.0% |" in rerun.stdout.decode()

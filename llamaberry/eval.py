@@ -213,16 +213,23 @@ async def evaluate(
 
     async def one(item: Item, mode: Mode) -> ItemResult:
         key = eval_key(engine, item, mode)
-        run = store.find_eval(key)
-        reused = run is not None
-        if run is None:
+        stored = store.find_eval(key)
+        if stored is not None:
+            result = _result(item, mode, stored, reused=True)
+        else:
             async with gate:
                 try:
                     run = await engine.run(mode, item.question)
                 except RunFailedError as error:
                     run = error.run
-            store.save(run, eval_key=key, redact=secret)
-        result = _result(item, mode, run, reused)
+                except InputError as error:
+                    # A question the engine refuses (too long, a control character) fails
+                    # its own item only; nothing was sent, so there is no run to keep.
+                    run = None
+                    result = _refused(item, mode, str(error))
+            if run is not None:
+                store.save(run, eval_key=key, redact=secret)
+                result = _result(item, mode, run, reused=False)
         if on_result is not None:
             on_result(result)
         return result
@@ -232,7 +239,26 @@ async def evaluate(
     return build_report(dataset.name, engine.model, chosen, [task.result() for task in tasks])
 
 
-def _result(item: Item, mode: Mode, run: Run, reused: bool) -> ItemResult:
+def _refused(item: Item, mode: Mode, error: str) -> ItemResult:
+    return ItemResult(
+        item=item.index,
+        mode=mode,
+        question=item.question,
+        gold=parse_gold(item.answer),
+        scorer=item.scorer,
+        status="failed",
+        correct=None,
+        predicted=None,
+        answer=None,
+        error=error,
+        tokens=0,
+        seconds=0.0,
+        run_id=None,
+        reused=False,
+    )
+
+
+def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
     verdict = score(run.answer, item.answer, item.scorer) if run.ok else None
     return ItemResult(
         item=item.index,

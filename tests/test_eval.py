@@ -430,3 +430,21 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeSer
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert [r.user for r in fake_server.requests[asked:]] == ["What is 3 + 3?"]
     assert "| single | 100.0% |" in rerun.stdout.decode()
+
+
+async def test_a_question_the_engine_refuses_fails_only_its_item(
+    server: FakeServer, engine: Engine, tmp_path: Path
+):
+    server.reply_with(script)
+    path = tmp_path / "odd.jsonl"
+    lines = [
+        {"question": "What is 1 + 2?", "answer": "2"},
+        {"question": "bell\u0007", "answer": "1"},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = await evaluate(engine, load_dataset(path), ("single",))
+    assert [r.status for r in report.results] == ["ok", "failed"]
+    assert "control character" in report.results[1].error
+    assert report.results[1].run_id is None
+    assert report.summaries[0].failures == 1
+    assert len(server.requests) == 1

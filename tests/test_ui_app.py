@@ -395,3 +395,19 @@ def test_python_ui_app_py_serves_the_page_on_loopback(fake):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_the_model_list_comes_from_the_endpoint_with_the_session_key(server, client):
+    update = client.predict(KEY, "openai/gpt-oss-20b", api_name="/models")
+    assert update["value"] == "openai/gpt-oss-20b"
+    assert [c[0] if isinstance(c, list) else c for c in update["choices"]] == sorted(server.models)
+    assert no_secret(update)
+
+
+def test_without_a_model_list_the_model_box_stays_free_text(server, client):
+    update = client.predict("", "my-own-model", api_name="/models")
+    assert update["value"] == "my-own-model"
+    assert "Could not list the endpoint's models (No API key" in update["info"]

@@ -320,8 +320,14 @@ def build_app(
             settings = run_settings(base, current, None, None, None, api_key)
             async with Engine(settings=settings, history=False) as engine:
                 names = await asyncio.wait_for(engine.models(), MODELS_TIMEOUT)
-        except (LlamaberryError, TimeoutError) as error:
-            reason = str(error) if isinstance(error, LlamaberryError) else "no answer in time"
+        except Exception as error:
+            if isinstance(error, LlamaberryError):
+                reason = str(error)
+            elif isinstance(error, TimeoutError):
+                reason = "no answer in time"
+            else:
+                log.exception("listing models failed unexpectedly")
+                reason = f"unexpected error ({type(error).__name__})"
             return gr.update(
                 choices=[current],
                 value=current,

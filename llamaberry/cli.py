@@ -330,7 +330,11 @@ def compare(
         console.print(table)
         console.print(
             f"[dim]{result.model} · wall time {result.seconds:.1f}s (the modes ran at once)"
-            + (" · * taken from the refine run, no extra call" if len(result.entries) > 1 else "")
+            + (
+                " · * taken from the refine run, no extra call"
+                if any(e.derived for e in result.entries)
+                else ""
+            )
             + "[/dim]"
         )
     failed = [e for e in result.entries if e.status != "ok"]

@@ -127,21 +127,32 @@ def cli() -> None:
 @click.argument("question")
 @click.option("--mode", type=click.Choice(MODES), default="refine", show_default=True)
 @click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
+@click.option("--min-steps", type=int, help="Fewest reasoning steps in steps mode [default 3].")
+@click.option("--max-steps", type=int, help="Most reasoning steps in steps mode [default 25].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of prose.")
 @endpoint_options
 @handle_errors
-def ask(question: str, mode: str, turns: int | None, as_json: bool, **options: Any) -> None:
+def ask(
+    question: str,
+    mode: str,
+    turns: int | None,
+    min_steps: int | None,
+    max_steps: int | None,
+    as_json: bool,
+    **options: Any,
+) -> None:
     """Ask QUESTION (or - to read it from stdin) and show the thinking as it streams."""
     from .render import TerminalView
 
     question = read_question(question)
     if turns is not None and not 1 <= turns <= 10:
         raise InputError(f"--turns must be from 1 to 10 (got {turns}).")
+    step_bounds = {"min_steps": min_steps, "max_steps": max_steps} if mode == "steps" else {}
 
     async def go():
         async with make_engine(options, turns=turns) as engine:
             view = TerminalView(quiet=as_json)
-            async for event in engine.stream(mode, question):
+            async for event in engine.stream(mode, question, **step_bounds):
                 view.show(event)
             return view.run
 

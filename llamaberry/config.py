@@ -86,7 +86,7 @@ class Settings(BaseModel):
         """The settings worth recording with a run (never the key)."""
         return self.model_dump(
             include={"provider", "model", "base_url", "turns", "temperature", "max_tokens"}
-            | {"reasoning_effort"}
+            | {"reasoning_effort", "min_steps", "max_steps"}
         )
 
 

@@ -103,7 +103,7 @@ class Engine:
         count = self.settings.turns if turns is None else turns
         if not isinstance(count, int) or not 1 <= count <= 10:
             raise InputError(f"turns must be a whole number from 1 to 10 (got {count!r}).")
-        return self._stream("refine", question, lambda ctx: refine_mode(ctx, count))
+        return self._stream("refine", question, lambda ctx: refine_mode(ctx, count), turns=count)
 
     def single_stream(self, question: str) -> AsyncIterator[Event]:
         """Stream the events of a single-turn run."""
@@ -120,7 +120,9 @@ class Engine:
                 raise InputError(f"{name} must be a whole number from 1 to {top} (got {value!r}).")
         if low > high:
             raise InputError(f"min_steps ({low}) is larger than max_steps ({high}).")
-        return self._stream("steps", question, lambda ctx: steps_mode(ctx, low, high))
+        return self._stream(
+            "steps", question, lambda ctx: steps_mode(ctx, low, high), min_steps=low, max_steps=high
+        )
 
     def stream(self, mode: Mode, question: str, **options: Any) -> AsyncIterator[Event]:
         """Stream a run of `mode` by name ("single", "refine" or "steps")."""
@@ -179,10 +181,14 @@ class Engine:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _stream(self, mode: Mode, question: str, body: ModeBody) -> AsyncIterator[Event]:
+    def _stream(
+        self, mode: Mode, question: str, body: ModeBody, **used: Any
+    ) -> AsyncIterator[Event]:
         # Checked here, eagerly, so bad input fails before a generator (or a request) exists.
         question = check_question(question, self.settings.max_question_chars)
-        return drive(self.client, self.settings, mode, question, body, self._finished)
+        # The run records the settings it really used, per-call overrides included.
+        settings = self.settings.model_copy(update=used) if used else self.settings
+        return drive(self.client, settings, mode, question, body, self._finished)
 
     def _finished(self, run: Run) -> None:
         if self.history is not None:

@@ -235,3 +235,11 @@ async def test_the_first_tokens_reach_the_consumer_before_the_reply_is_finished(
             last = time.perf_counter() - started
     assert last >= 0.9
     assert first < last / 2
+
+
+async def test_a_run_records_the_turns_it_really_used(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine(QUESTION, turns=2)
+    assert run.settings["turns"] == 2
+    assert run.settings["model"] == "openai/gpt-oss-120b"
+    assert "api_key" not in run.settings

@@ -488,3 +488,17 @@ def test_ask_steps_shows_each_step_then_the_thinking_time_then_the_answer(cli_en
     assert re.search(r"Thinking time: \d+(\.\d)?m?s \(3 steps\)", out)
     assert positions[-1] < thinking < out.index("╭─ Answer")
     assert "There are 3." in out[out.index("╭─ Answer") :]
+
+
+def test_ask_steps_bounds_come_from_the_command_line(cli_env, fake_server: FakeServer):
+    fake_server.reply_with(Model(final_at=None))  # never says final_answer
+    result = CliRunner().invoke(
+        cli,
+        ["ask", QUESTION, "--mode", "steps", "--max-steps", "4", "--json"],
+        env=cli_env,
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["steps"]) == 4
+    assert data["settings"]["max_steps"] == 4  # the run records the bound it really used

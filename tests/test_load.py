@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 
-from llamaberry import Engine, Run
+from llamaberry import Engine, Run, Store
 from llamaberry.clients import GroqClient, RetryPolicy
 from llamaberry.testing import FakeServer, Fault
 
@@ -37,8 +37,9 @@ def faulty_script(seed: int):
     return script
 
 
-async def test_500_concurrent_runs_with_random_faults_all_end_and_none_is_lost():
+async def test_500_concurrent_runs_with_random_faults_all_end_and_none_is_lost(tmp_path):
     finished: list[Run] = []
+    store = Store(tmp_path / "history.db")
     async with FakeServer() as server:
         server.reply_with(faulty_script(seed=7))
         client = GroqClient(
@@ -49,7 +50,7 @@ async def test_500_concurrent_runs_with_random_faults_all_end_and_none_is_lost()
             retry=RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05),
             max_connections=RUNS,
         )
-        async with Engine(client=client, on_finish=finished.append) as engine:
+        async with Engine(client=client, on_finish=finished.append, history=store) as engine:
 
             async def one(i: int) -> Run | BaseException:
                 try:
@@ -74,3 +75,8 @@ async def test_500_concurrent_runs_with_random_faults_all_end_and_none_is_lost()
         else:
             assert run.answer and len(run.turns) == 1
     assert elapsed < 120
+    # Every run, failed ones included, is in the history with the status it ended with.
+    saved = Store(tmp_path / "history.db")
+    assert saved.count() == RUNS
+    assert sorted(r.status for r in saved.runs()) == sorted(statuses)
+    saved.close()

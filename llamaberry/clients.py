@@ -31,7 +31,7 @@ from .errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from .limits import RateLimiter, estimate_tokens, parse_duration
+from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .results import Message, Usage
 
 PROVIDERS = ("groq", "openai")
@@ -175,11 +175,11 @@ class ChatClient:
         started = time.perf_counter()
         attempt = 1
         while True:
-            await self.limiter.acquire(estimate)
+            slot = await self.limiter.acquire(estimate)
             await self._check_model_known()
             streamed = False
             try:
-                async for item in self._attempt(payload, json_mode, max_tokens):
+                async for item in self._attempt(payload, json_mode, max_tokens, slot):
                     if isinstance(item, Completion):
                         item.seconds = time.perf_counter() - started
                         item.attempts = attempt
@@ -191,6 +191,8 @@ class ChatClient:
             except ModelNotFoundError as error:
                 raise await self._with_model_list(error) from None
             except ProviderError as error:
+                if error.status_code is not None:
+                    self.limiter.answered(slot)  # it reached the provider, which may count it
                 wait = self.retry.delay(error, attempt)
                 if wait is None:
                     raise
@@ -261,7 +263,7 @@ class ChatClient:
         return params
 
     async def _attempt(
-        self, payload: list[dict[str, str]], json_mode: bool, max_tokens: int | None
+        self, payload: list[dict[str, str]], json_mode: bool, max_tokens: int | None, slot: Slot
     ) -> AsyncIterator[StreamItem]:
         params = self._params(payload, json_mode, max_tokens)
         # JSON mode replies are validated whole by the provider, so they are not streamed.
@@ -272,6 +274,7 @@ class ChatClient:
             raw = await self.sdk.chat.completions.with_raw_response.create(stream=stream, **params)
             headers = dict(raw.headers)
             self.limiter.observe(headers)
+            self.limiter.answered(slot)
             body = raw.parse()
             if inspect.isawaitable(body):  # groq's parse() is a coroutine, openai's is not
                 body = await body

@@ -1,9 +1,15 @@
 """Client-side pacing: one limiter per engine, shared by every run it makes.
 
-Requests per minute go through `asyncio-throttle`. Tokens per minute are budgeted two ways: our
-own sliding window (when `tpm` is configured) and the provider's `x-ratelimit-*` headers, which
-say how much of its window is left and when it refills. Either way a batch slows down *before*
-the provider starts answering 429.
+Requests and tokens per minute are budgeted two ways: our own sliding window (when `rpm` or
+`tpm` is configured) and the provider's `x-ratelimit-*` headers, which say how much of its
+window is left and when it refills. Either way a batch slows down *before* the provider starts
+answering 429.
+
+A call counts in our window from the moment the provider answers it, not from when it was
+sent: the provider counts it somewhere in between, so a window that starts at the answer never
+frees a slot before the provider's does. (Counting from the send, as `asyncio-throttle` does,
+frees slots a few milliseconds early and collides with the provider's count each time the
+window rolls over.)
 """
 
 from __future__ import annotations
@@ -13,8 +19,6 @@ import re
 import time
 from collections import deque
 from collections.abc import Mapping
-
-from asyncio_throttle import Throttler
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -40,6 +44,16 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 4
 
 
+class Slot:
+    """One call's place in the window: when it counts from and the tokens it is charged."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, at: float, tokens: int) -> None:
+        self.at = at
+        self.tokens = tokens
+
+
 class RateLimiter:
     """Paces calls to stay under requests- and tokens-per-minute limits."""
 
@@ -50,8 +64,8 @@ class RateLimiter:
         self.tpm = tpm
         # `period` is the window both limits are counted over; tests shorten it.
         self.period = period
-        self._throttler = Throttler(rate_limit=rpm, period=period) if rpm else None
-        self._window: deque[tuple[float, int]] = deque()
+        # Every call still in the window, oldest first (kept only when a limit is configured).
+        self._window: deque[Slot] = deque()
         self._lock = asyncio.Lock()
         # What the provider last told us, kept as absolute monotonic times.
         self._tokens_left: int | None = None
@@ -61,28 +75,34 @@ class RateLimiter:
         self._paused_until = 0.0
         self.waited = 0.0
 
-    async def acquire(self, tokens: int) -> None:
+    async def acquire(self, tokens: int) -> Slot:
         """Wait until a call estimated at `tokens` tokens may start, then count it."""
         async with self._lock:
             await self._sleep_until(self._paused_until)
             await self._wait_for_provider_budget(tokens)
-            if self.tpm:
+            limited = bool(self.rpm or self.tpm)
+            if limited:
                 await self._wait_for_own_budget(tokens)
-            self._window.append((time.monotonic(), tokens))
+            slot = Slot(time.monotonic(), tokens)
+            if limited:
+                self._window.append(slot)
             if self._tokens_left is not None:
                 self._tokens_left -= tokens
             if self._requests_left is not None:
                 self._requests_left -= 1
-        if self._throttler is not None:
-            async with self._throttler:
-                pass
+        return slot
+
+    def answered(self, slot: Slot) -> None:
+        """The provider has answered the call: count it in the window from now on."""
+        # Moved in place: a slow call may then hold faster ones behind it a little past their
+        # time, which only errs on the safe side, and costs nothing to keep.
+        slot.at = time.monotonic()
 
     def settle(self, estimated: int, actual: int) -> None:
         """Replace a call's estimate in the window by what it really used."""
-        for i in range(len(self._window) - 1, -1, -1):
-            when, tokens = self._window[i]
-            if tokens == estimated:
-                self._window[i] = (when, actual)
+        for slot in reversed(self._window):
+            if slot.tokens == estimated:
+                slot.tokens = actual
                 return
 
     def observe(self, headers: Mapping[str, str]) -> None:
@@ -116,16 +136,20 @@ class RateLimiter:
             self._tokens_left = None
 
     async def _wait_for_own_budget(self, tokens: int) -> None:
-        assert self.tpm
         while True:
             now = time.monotonic()
-            while self._window and self._window[0][0] <= now - self.period:
+            while self._window and self._window[0].at <= now - self.period:
                 self._window.popleft()
-            used = sum(t for _, t in self._window)
+            requests_fit = not self.rpm or len(self._window) < self.rpm
             # A single call bigger than the whole budget can never fit; let it through alone.
-            if used + tokens <= self.tpm or not self._window:
+            tokens_fit = (
+                not self.tpm
+                or not self._window
+                or sum(s.tokens for s in self._window) + tokens <= self.tpm
+            )
+            if requests_fit and tokens_fit:
                 return
-            await self._sleep_until(self._window[0][0] + self.period)
+            await self._sleep_until(self._window[0].at + self.period)
 
     async def _sleep_until(self, when: float) -> None:
         delay = when - time.monotonic()

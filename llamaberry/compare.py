@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from pydantic import BaseModel
 
@@ -63,9 +63,9 @@ class Comparison(BaseModel):
         }
 
 
-def check_modes(engine: Engine, modes: Sequence[str]) -> list[Mode]:
-    """The modes asked for, without repeats; `InputError` for one this engine cannot run."""
-    available = ["single", "refine"] + (["steps"] if hasattr(engine, "steps_stream") else [])
+def check_modes(modes: Sequence[str]) -> list[Mode]:
+    """The modes asked for, without repeats; `InputError` for an unknown one."""
+    available = get_args(Mode)
     chosen: list[Mode] = []
     for mode in modes:
         if mode not in available:
@@ -85,7 +85,7 @@ async def compare(
     on_event: Callable[[Mode, Event], None] | None = None,
 ) -> Comparison:
     """Run `modes` on `question` concurrently; a mode that fails is reported, not raised."""
-    chosen = check_modes(engine, modes)
+    chosen = check_modes(modes)
     # Streams are created up front so a bad question fails before any request is sent.
     streams = {mode: engine.stream(mode, question) for mode in chosen}
 

@@ -201,7 +201,7 @@ async def evaluate(
     from .compare import check_modes
     from .store import Store
 
-    chosen = check_modes(engine, modes)
+    chosen = check_modes(modes)
     if concurrency < 1:
         raise InputError(f"--concurrency must be at least 1 (got {concurrency}).")
     if limit is not None and limit < 1:

@@ -50,6 +50,7 @@ class Engine:
         client: ChatClient | None = None,
         on_finish: Callable[[Run], None] | None = None,
         history: bool | Store | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings or Settings.load(
             model=model,
@@ -64,7 +65,8 @@ class Engine:
             rpm=rpm,
             tpm=tpm,
         )
-        self.client = client or self._make_client(self.settings)
+        # Pass a shared `limiter` to make several engines pace as one (same key, same limits).
+        self.client = client or self._make_client(self.settings, limiter)
         self.on_finish = on_finish
         # Every run is saved unless history=False or LLAMABERRY_HISTORY=0; the database opens
         # on the first save, so an engine that never runs never touches the disk.
@@ -75,7 +77,7 @@ class Engine:
         )
 
     @staticmethod
-    def _make_client(settings: Settings) -> ChatClient:
+    def _make_client(settings: Settings, limiter: RateLimiter | None = None) -> ChatClient:
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return make_client(
             settings.provider,
@@ -87,7 +89,7 @@ class Engine:
             reasoning_effort=settings.reasoning_effort,
             timeout=settings.timeout,
             retry=RetryPolicy(max_retries=settings.max_retries, max_wait=settings.max_wait),
-            limiter=RateLimiter(rpm=settings.rpm, tpm=settings.tpm),
+            limiter=limiter or RateLimiter(rpm=settings.rpm, tpm=settings.tpm),
             max_connections=settings.concurrency,
         )
 

@@ -376,3 +376,17 @@ def _status_error(status: int, headers: dict[str, str]):
     request = httpx.Request("POST", "http://x/openai/v1/chat/completions")
     response = httpx.Response(status, headers=headers, request=request)
     return groq.RateLimitError("limited", response=response, body=None)
+
+
+async def test_engines_given_one_limiter_pace_as_one(server: FakeServer):
+    arrivals: list[float] = []
+    server.reply_with(lambda request: arrivals.append(time.perf_counter()) or "ok")
+    limiter = RateLimiter(rpm=2, period=1.0)
+    async with (
+        Engine(api_key="k", base_url=server.groq_base_url, limiter=limiter, history=False) as a,
+        Engine(api_key="k", base_url=server.groq_base_url, limiter=limiter, history=False) as b,
+    ):
+        await asyncio.gather(a.models(), b.models())  # warm both clients first
+        await asyncio.gather(a.single("1"), b.single("2"), a.single("3"))
+    arrivals.sort()
+    assert arrivals[2] - arrivals[0] >= 0.95

@@ -268,3 +268,14 @@ async def test_a_real_provider_failure_folds_into_one_error_line_with_turn_one_k
     assert view.messages()[0]["content"] == "## Answer\n3"
     assert view.error_markdown().startswith("**Error:** Turn 2 failed:")
     assert "Traceback" not in view.error_markdown()
+
+
+def test_sessions_with_the_same_key_and_model_share_one_rate_limiter():
+    from llamaberry.config import Settings
+    from ui.app import shared_limiter
+
+    one = Settings(api_key="key-a", model="m", rpm=30)
+    assert shared_limiter(one) is shared_limiter(Settings(api_key="key-a", model="m", rpm=30))
+    assert shared_limiter(one) is not shared_limiter(Settings(api_key="key-b", model="m", rpm=30))
+    assert shared_limiter(one) is not shared_limiter(Settings(api_key="key-a", model="n", rpm=30))
+    assert shared_limiter(one).rpm == 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -27,6 +28,7 @@ import gradio as gr
 from llamaberry.config import Settings
 from llamaberry.engine import Engine
 from llamaberry.errors import InputError, LlamaberryError
+from llamaberry.limits import RateLimiter
 from llamaberry.results import Mode
 from llamaberry.store import Store, history_enabled
 from ui.history import build_history_tab
@@ -126,11 +128,27 @@ def run_settings(
     return Settings.load(**values)
 
 
+# The provider counts its limits per key and model, so every run of every session that uses
+# the same key and model paces through one limiter. Keyed by a digest: the key is never kept.
+_limiters: dict[str, RateLimiter] = {}
+
+
+def shared_limiter(settings: Settings) -> RateLimiter:
+    """The rate limiter for this key, endpoint and model, shared by every session."""
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
+    identity = f"{settings.provider}|{settings.base_url}|{settings.model}|{key}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()
+    if digest not in _limiters:
+        _limiters[digest] = RateLimiter(rpm=settings.rpm, tpm=settings.tpm)
+    return _limiters[digest]
+
+
 async def engine_events(
     settings: Settings, mode: Mode, question: str, history: Store | None = None
 ) -> AsyncIterator[Any]:
     """The events of one run on an engine of its own, closed when the run ends or is stopped."""
-    async with Engine(settings=settings, history=history or False) as engine:
+    limiter = shared_limiter(settings)
+    async with Engine(settings=settings, history=history or False, limiter=limiter) as engine:
         async for event in engine.stream(mode, question):
             yield event
 

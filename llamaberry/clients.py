@@ -35,6 +35,10 @@ from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .results import Message, Usage
 
 PROVIDERS = ("groq", "openai")
+# httpcore's pool scans every connection, for every idle one, each time it admits or releases a
+# request, so one pool of N connections costs O(N^2) per request; at a few hundred concurrent
+# runs that outweighs everything else. Pools of at most this many connections keep it flat.
+POOL_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -136,12 +140,13 @@ class ChatClient:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter()
         self.max_connections = max_connections
-        self._sdk: Any = None
+        self._sdks: list[Any] = []  # SDK clients, one small connection pool each
+        self._busy: list[int] = []  # calls in flight on each
         self._models: list[str] | None = None
 
     # -- what subclasses provide -------------------------------------------------------------
 
-    def _make_sdk(self) -> Any:
+    def _make_sdk(self, connections: int) -> Any:
         raise NotImplementedError
 
     def _extra_params(self, stream: bool) -> dict[str, Any]:
@@ -155,10 +160,17 @@ class ChatClient:
 
     @property
     def sdk(self) -> Any:
-        """The underlying SDK client, created on first use (one connection pool per client)."""
-        if self._sdk is None:
-            self._sdk = self._make_sdk()
-        return self._sdk
+        """The underlying SDK client, created on first use (the first of its pools)."""
+        return self._pools()[0]
+
+    def _pools(self) -> list[Any]:
+        """`max_connections` spread over SDK clients of at most `POOL_SIZE` connections each."""
+        if not self._sdks:
+            count = -(-self.max_connections // POOL_SIZE)
+            size = -(-self.max_connections // count)
+            self._sdks = [self._make_sdk(size) for _ in range(count)]
+            self._busy = [0] * count
+        return self._sdks
 
     async def stream(
         self,
@@ -227,9 +239,9 @@ class ChatClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        if self._sdk is not None:
-            await self._sdk.close()
-            self._sdk = None
+        sdks, self._sdks, self._busy = self._sdks, [], []
+        for sdk in sdks:
+            await sdk.close()
 
     async def _check_model_known(self) -> None:
         # Only once the list is known (after a 404): fail fast instead of asking again.
@@ -270,8 +282,13 @@ class ChatClient:
         stream = not json_mode
         if stream:
             params.update(self._extra_params(stream=True))
+        sdks, busy = self._pools(), self._busy
+        pool = min(range(len(sdks)), key=busy.__getitem__) if len(sdks) > 1 else 0
+        busy[pool] += 1
         try:
-            raw = await self.sdk.chat.completions.with_raw_response.create(stream=stream, **params)
+            raw = await sdks[pool].chat.completions.with_raw_response.create(
+                stream=stream, **params
+            )
             headers = dict(raw.headers)
             self.limiter.observe(headers)
             self.limiter.answered(slot)
@@ -324,6 +341,8 @@ class ChatClient:
             raise
         except Exception as error:
             raise self._translate(error) from None
+        finally:
+            busy[pool] -= 1
 
     # -- error handling ----------------------------------------------------------------------
 
@@ -386,7 +405,7 @@ class ChatClient:
         )
 
     def _where(self) -> str:
-        url = str(getattr(self._sdk, "base_url", "") or "")
+        url = str(getattr(self._sdks[0], "base_url", "") or "") if self._sdks else ""
         return f"the {self.provider} endpoint" + (f" at {url}" if url else "")
 
     def _key_name(self) -> str:
@@ -406,7 +425,7 @@ class GroqClient(ChatClient):
         self._api_key = key
         self._base_url = base_url or os.environ.get("GROQ_BASE_URL") or None
 
-    def _make_sdk(self) -> Any:
+    def _make_sdk(self, connections: int) -> Any:
         import groq
         import httpx
 
@@ -417,8 +436,8 @@ class GroqClient(ChatClient):
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             http_client=groq.DefaultAsyncHttpxClient(
                 limits=httpx.Limits(
-                    max_connections=self.max_connections,
-                    max_keepalive_connections=self.max_connections,
+                    max_connections=connections,
+                    max_keepalive_connections=connections,
                 ),
             ),
         )
@@ -440,7 +459,7 @@ class OpenAICompatibleClient(ChatClient):
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
         self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
 
-    def _make_sdk(self) -> Any:
+    def _make_sdk(self, connections: int) -> Any:
         import httpx2
         import openai
 
@@ -451,8 +470,8 @@ class OpenAICompatibleClient(ChatClient):
             timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             http_client=openai.DefaultAsyncHttpxClient(
                 limits=httpx2.Limits(
-                    max_connections=self.max_connections,
-                    max_keepalive_connections=self.max_connections,
+                    max_connections=connections,
+                    max_keepalive_connections=connections,
                 ),
             ),
         )

@@ -1,0 +1,120 @@
+"""The two things every measurement compares: a refine run through the engine, and the same
+four streaming requests made by hand with `groq.AsyncGroq`.
+
+The baseline builds its messages with the engine's own prompt functions and sends the same
+parameters, so both send byte-identical requests and receive identical replies.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+
+import groq
+import httpx
+
+from llamaberry import Engine, TextDelta
+from llamaberry.clients import POOL_SIZE
+from llamaberry.config import DEFAULT_MODEL, Settings
+from llamaberry.prompts import first_turn_messages, later_turn_messages, synthesis_messages
+
+TURNS = 3
+MAX_TOKENS = 4096  # the engine's default completion budget, sent by both sides
+
+OnFirstText = Callable[[float], None]
+
+
+def make_engine(base_url: str, concurrency: int, rpm: int | None = None) -> Engine:
+    """An engine for the bench: groq provider, no retries hidden, history off if it exists."""
+    extra = {}
+    # The history store (when present) writes every finished run; a bench of the engine's
+    # own cost must leave it out.
+    if "history" in inspect.signature(Engine).parameters:
+        extra["history"] = False
+    # Settings.concurrency sizes the connection pool; set it from the load under test.
+    settings = Settings.load(
+        api_key="bench", base_url=base_url, provider="groq", rpm=rpm, concurrency=concurrency
+    )
+    return Engine(settings=settings, **extra)
+
+
+def make_raw_client(base_url: str, concurrency: int) -> groq.AsyncGroq:
+    """`groq.AsyncGroq` with a pool the same size as the engine's, and no SDK retries."""
+    return groq.AsyncGroq(
+        api_key="bench",
+        base_url=base_url,
+        max_retries=0,
+        http_client=groq.DefaultAsyncHttpxClient(
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        ),
+    )
+
+
+async def engine_refine(
+    engine: Engine, question: str, on_first_text: OnFirstText | None = None
+) -> None:
+    """One refine run through the engine's event stream, as the CLI or UI consumes it."""
+    current = None
+    async for event in engine.refine_stream(question, turns=TURNS):
+        if on_first_text is not None and isinstance(event, TextDelta):
+            key = (event.kind, event.index)
+            if key != current:
+                current = key
+                on_first_text(time.monotonic())
+        if event.type == "run_finished" and event.run.status != "ok":
+            raise RuntimeError(f"engine run failed: {event.run.error}")
+
+
+class PooledRaw:
+    """Raw `groq.AsyncGroq` clients over small pools, the way the engine spreads its
+    connections (see `POOL_SIZE` in clients.py): the like-for-like baseline at scale."""
+
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        count = -(-concurrency // POOL_SIZE)
+        size = -(-concurrency // count)
+        self.clients = [make_raw_client(base_url, size) for _ in range(count)]
+        self.busy = [0] * count
+
+    async def close(self) -> None:
+        """Close every pool."""
+        for client in self.clients:
+            await client.close()
+
+
+async def _raw_call(
+    client: groq.AsyncGroq | PooledRaw,
+    pairs: list[tuple[str, str]],
+    on_first_text: OnFirstText | None,
+) -> str:
+    if isinstance(client, PooledRaw):
+        pool = min(range(len(client.clients)), key=client.busy.__getitem__)
+        client.busy[pool] += 1
+        try:
+            return await _raw_call(client.clients[pool], pairs, on_first_text)
+        finally:
+            client.busy[pool] -= 1
+    messages = [{"role": role, "content": content} for role, content in pairs]
+    stream = await client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=messages, max_completion_tokens=MAX_TOKENS, stream=True
+    )
+    parts: list[str] = []
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            if on_first_text is not None and not parts:
+                on_first_text(time.monotonic())
+            parts.append(chunk.choices[0].delta.content)
+    return "".join(parts)
+
+
+async def raw_refine(
+    client: groq.AsyncGroq | PooledRaw, question: str, on_first_text: OnFirstText | None = None
+) -> None:
+    """The same four streaming requests a 3-turn refine run makes, written by hand."""
+    texts: list[str] = []
+    for index in range(1, TURNS + 1):
+        pairs = (
+            first_turn_messages(question) if index == 1 else later_turn_messages(question, texts)
+        )
+        texts.append(await _raw_call(client, pairs, on_first_text))
+    await _raw_call(client, synthesis_messages(question, texts), on_first_text)

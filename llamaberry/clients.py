@@ -119,6 +119,9 @@ class ChatClient:
     provider: str = "base"
     # Whether the endpoint honours response_format={"type": "json_object"}.
     supports_json_mode: bool = True
+    # Set by each provider's constructor; the key lives here and nowhere else.
+    _api_key: str
+    _base_url: str | None
 
     def __init__(
         self,
@@ -151,6 +154,24 @@ class ChatClient:
 
     def _extra_params(self, stream: bool) -> dict[str, Any]:
         return {}
+
+    def _build_sdk(self, sdk: Any, http_client: Any, http: Any, connections: int) -> Any:
+        """An SDK client with its own retries off and a pool of `connections` connections.
+
+        Both SDKs take the same arguments; only the HTTP library differs (`http` is the httpx
+        module the SDK is built on: groq uses httpx, openai its fork httpx2).
+        """
+        return sdk(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            max_retries=0,
+            timeout=http.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            http_client=http_client(
+                limits=http.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                )
+            ),
+        )
 
     @staticmethod
     def _usage_of(chunk: Any) -> Any:
@@ -429,18 +450,7 @@ class GroqClient(ChatClient):
         import groq
         import httpx
 
-        return groq.AsyncGroq(
-            api_key=self._api_key,
-            base_url=self._base_url,
-            max_retries=0,
-            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-            http_client=groq.DefaultAsyncHttpxClient(
-                limits=httpx.Limits(
-                    max_connections=connections,
-                    max_keepalive_connections=connections,
-                ),
-            ),
-        )
+        return self._build_sdk(groq.AsyncGroq, groq.DefaultAsyncHttpxClient, httpx, connections)
 
     @staticmethod
     def _usage_of(chunk: Any) -> Any:
@@ -463,17 +473,8 @@ class OpenAICompatibleClient(ChatClient):
         import httpx2
         import openai
 
-        return openai.AsyncOpenAI(
-            api_key=self._api_key,
-            base_url=self._base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-            http_client=openai.DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(
-                    max_connections=connections,
-                    max_keepalive_connections=connections,
-                ),
-            ),
+        return self._build_sdk(
+            openai.AsyncOpenAI, openai.DefaultAsyncHttpxClient, httpx2, connections
         )
 
     def _extra_params(self, stream: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -75,7 +75,7 @@ def make_engine(options: dict[str, Any], **extra: Any):
     return Engine(**{k: options.get(k) for k in ENDPOINT_KEYS}, **extra)
 
 
-def fail(error: BaseException, code: int = 1) -> None:
+def fail(error: BaseException | str, code: int = 1) -> NoReturn:
     """Print one line for the user on stderr and exit; never a traceback."""
     click.echo(f"error: {error}", err=True)
     sys.exit(code)

@@ -151,7 +151,7 @@ def parse_gold(gold: str) -> str:
 
 
 def _same_number(a: Fraction, b: Fraction) -> bool:
-    return abs(a - b) <= Fraction(1, 10**6) * max(1, abs(b))
+    return abs(a - b) <= Fraction(1, 10**6) * max(Fraction(1), abs(b))
 
 
 def score_number(answer: str, gold: str) -> Score:

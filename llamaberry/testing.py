@@ -913,7 +913,7 @@ class FakeServer:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return _sse({**base, "choices": [choice], **extra})
 
-        first_extra = {"x_groq": {"id": request_id}} if groq else {}
+        first_extra: dict[str, Any] = {"x_groq": {"id": request_id}} if groq else {}
         steps = [chunk({"role": "assistant", "content": ""}, **first_extra)]
         if reply.reasoning:
             steps += [chunk({"reasoning": p}) for p in _pieces(reply.reasoning, reply.chunk_words)]
@@ -1003,13 +1003,13 @@ class FakeServer:
             await self._stream(writer, steps, headers, self.chunk_delay, False, complete=False)
         else:
             usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-            body = _dumps(self._completion(request, reply, usage))
+            payload = _dumps(self._completion(request, reply, usage))
             all_headers = {
                 "content-type": "application/json",
-                "content-length": str(len(body)),
+                "content-length": str(len(payload)),
                 **headers,
             }
-            writer.write(_head(200, all_headers, False) + body[: len(body) // 2])
+            writer.write(_head(200, all_headers, False) + payload[: len(payload) // 2])
             await writer.drain()
         raise _Drop
 

@@ -59,7 +59,7 @@ CSS = """
 """
 
 
-def theme() -> gr.themes.Theme:
+def theme() -> gr.themes.Base:
     """The page's theme, with local fonts only so the page never fetches from the internet."""
     return gr.themes.Soft(
         font=["ui-sans-serif", "system-ui", "sans-serif"],

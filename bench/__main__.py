@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ def ui_latency(quick: bool) -> dict[str, Any]:
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
-    return json.loads(done.stdout)
+    # Gradio prints a line of its own when the app closes, so read the figures from the end.
+    return json.loads(done.stdout[done.stdout.index("{") :])
 
 
 def main() -> None:
@@ -50,7 +52,17 @@ def main() -> None:
     parser.add_argument(
         "--no-write", action="store_true", help="print the figures, leave RESULTS.md alone"
     )
+    parser.add_argument(
+        "--report-from",
+        metavar="FILE",
+        help="measure nothing: rewrite the report from the JSON a previous run printed",
+    )
     args = parser.parse_args()
+    if args.report_from:
+        saved = json.loads(Path(args.report_from).read_text())
+        for path in report.write(saved["figures"], saved["meta"]):
+            print(f"wrote {path.relative_to(HERE.parent)}", file=sys.stderr)
+        return
     chosen = args.only or [s for s in SECTIONS if s != "ui_latency" or not args.quick]
 
     measures = {
@@ -66,6 +78,7 @@ def main() -> None:
     }
     meta: dict[str, Any] = {"quick": args.quick, "chunk_words": CHUNK_WORDS, "skipped": []}
     meta["load_before"] = _load()
+    meta["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     began = time.perf_counter()
     figures: dict[str, Any] = {}
     for name in chosen:
@@ -79,7 +92,7 @@ def main() -> None:
         started = time.perf_counter()
         try:
             figures[name] = measures[name]()
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
             meta["skipped"].append((name, f"failed: {error}"))
             print(f"bench: {name} failed: {error}", file=sys.stderr)
             continue
@@ -90,7 +103,7 @@ def main() -> None:
         )
     meta["seconds"] = time.perf_counter() - began
     meta["load_after"] = _load()
-    print(json.dumps(figures, indent=1))
+    print(json.dumps({"figures": figures, "meta": meta}, indent=1))
     if not args.no_write:
         for path in report.write(figures, meta):
             print(f"wrote {path.relative_to(HERE.parent)}", file=sys.stderr)

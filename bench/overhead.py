@@ -7,9 +7,11 @@ import statistics
 import time
 from typing import Any
 
+from .replies import QUESTION
 from .server import ServerProcess
 from .stats import summary_ms
 from .worker import Variant, cpu_seconds, run_worker
+from .workloads import engine_refine, make_canned_engine
 
 LATENCY = 0.02  # per call, so a run's server time is 4 x 20 ms
 CALLS = 4
@@ -33,20 +35,37 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
             cpus[variant.name].append(cpu_seconds() - cpu)
     for variant in variants:
         await variant.close()
-    return {"walls": walls, "cpus": cpus}
+    # The engine's own work alone: the same runs through a client that replays the replies.
+    canned = make_canned_engine(spec["chunk_words"])
+    for _ in range(20):
+        await engine_refine(canned, QUESTION)
+    cpu = cpu_seconds()
+    for _ in range(spec["canned_runs"]):
+        await engine_refine(canned, QUESTION)
+    own = (cpu_seconds() - cpu) / spec["canned_runs"]
+    return {"walls": walls, "cpus": cpus, "engine_own_cpu": own}
 
 
 def measure(quick: bool, chunk_words: int) -> dict[str, Any]:
     """Run the overhead comparison and summarise it in milliseconds."""
     runs = 20 if quick else 60
     with ServerProcess(latency=LATENCY, chunk_words=chunk_words) as server:
-        figures = run_worker({"kind": "overhead", "base_url": server.base_url, "runs": runs})
+        figures = run_worker(
+            {
+                "kind": "overhead",
+                "base_url": server.base_url,
+                "runs": runs,
+                "chunk_words": chunk_words,
+                "canned_runs": 200 if quick else 1000,
+            }
+        )
     walls, cpus = figures["walls"], figures["cpus"]
     server_time = CALLS * LATENCY
     result: dict[str, Any] = {"runs": runs, "latency_ms": LATENCY * 1000, "calls": CALLS}
     for name, values in walls.items():
         result[name] = summary_ms([w - server_time for w in values])
         result[name]["cpu_ms"] = statistics.median(cpus[name]) * 1000
+    result["engine_own_cpu_ms"] = figures["engine_own_cpu"] * 1000
     # Paired by position: each engine run sat right next to a raw run in time.
     result["added"] = summary_ms(
         [e - r for e, r in zip(walls["engine"], walls["raw"], strict=True)]

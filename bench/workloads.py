@@ -14,10 +14,13 @@ from collections.abc import Callable
 import groq
 import httpx
 
-from llamaberry import Engine, TextDelta
-from llamaberry.clients import POOL_SIZE
+from llamaberry import Engine, TextDelta, Usage
+from llamaberry.clients import POOL_SIZE, ChatClient, Completion, Delta
 from llamaberry.config import DEFAULT_MODEL, Settings
 from llamaberry.prompts import first_turn_messages, later_turn_messages, synthesis_messages
+from llamaberry.testing import RecordedRequest
+
+from .replies import make_script
 
 TURNS = 3
 MAX_TOKENS = 4096  # the engine's default completion budget, sent by both sides
@@ -64,6 +67,48 @@ async def engine_refine(
                 on_first_text(time.monotonic())
         if event.type == "run_finished" and event.run.status != "ok":
             raise RuntimeError(f"engine run failed: {event.run.error}")
+
+
+class CannedClient(ChatClient):
+    """A chat client that replays the bench's replies without any SDK or network, so a run
+    through it costs exactly the engine's own work (runner, events, records, parsing)."""
+
+    provider = "groq"
+
+    def __init__(self, chunk_words: int) -> None:
+        super().__init__(model=DEFAULT_MODEL)
+        self.script = make_script(chunk_words=chunk_words)
+        self.chunk_words = chunk_words
+
+    async def stream(self, messages, *, json_mode=False, max_tokens=None):
+        """Yield the scripted reply for these messages in chunks, then its completion."""
+        system = next((m.content for m in messages if m.role == "system"), None)
+        user = next((m.content for m in reversed(messages) if m.role == "user"), None)
+        request = RecordedRequest(
+            "POST",
+            "/",
+            {},
+            {
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user},
+                ]
+            },
+        )
+        text = self.script(request).text
+        words = text.split(" ")
+        for i in range(0, len(words), self.chunk_words):
+            yield Delta(" ".join(words[i : i + self.chunk_words]) + " ")
+        usage = Usage(prompt_tokens=100, completion_tokens=100, total_tokens=200)
+        yield Completion(text=text, finish_reason="stop", usage=usage, seconds=0.0)
+
+
+def make_canned_engine(chunk_words: int) -> Engine:
+    """An engine whose client is `CannedClient`: no SDK, no sockets."""
+    extra = {"history": False} if "history" in inspect.signature(Engine).parameters else {}
+    return Engine(
+        settings=Settings.load(api_key="bench"), client=CannedClient(chunk_words), **extra
+    )
 
 
 class PooledRaw:

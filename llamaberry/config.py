@@ -76,6 +76,10 @@ class Settings(BaseModel):
             settings = cls(**values)
         except ValidationError as error:
             raise InputError(_explain(error, overrides)) from None
+        if settings.base_url is None:
+            # The SDKs' own variables, resolved here so a run records the endpoint it used.
+            variable = "GROQ_BASE_URL" if settings.provider == "groq" else "OPENAI_BASE_URL"
+            settings.base_url = os.environ.get(variable) or None
         if settings.min_steps > settings.max_steps:
             raise InputError(
                 f"min_steps ({settings.min_steps}) is larger than max_steps ({settings.max_steps})."

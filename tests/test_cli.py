@@ -191,3 +191,8 @@ def test_help_is_quick_enough_to_feel_instant():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "llamaberry", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - start < 3.0
+
+
+def test_a_run_records_the_endpoint_named_by_the_sdk_variable(env):
+    result = invoke(["ask", "q", "--mode", "single", "--json"], env)
+    assert json.loads(result.stdout)["settings"]["base_url"] == env["GROQ_BASE_URL"]

@@ -50,7 +50,13 @@ def measure(quick: bool, chunk_words: int, levels: tuple[int, ...] = LEVELS) -> 
     rows = []
     with ServerProcess(latency=LATENCY, chunk_words=chunk_words) as server:
         for level in levels:
-            reps = 1 if level >= 1000 else 2 if quick or level >= 100 else 3
+            reps = (
+                1
+                if level >= 1000 or (quick and level >= 100)
+                else 2
+                if quick or level >= 100
+                else 3
+            )
             row: dict[str, Any] = {"concurrency": level, "reps": reps}
             order = ALL_VARIANTS if level % 2 == 0 else ALL_VARIANTS[::-1]
             for name in order:

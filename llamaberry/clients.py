@@ -216,7 +216,7 @@ class ChatClient:
                     if isinstance(item, Completion):
                         item.seconds = time.perf_counter() - started
                         item.attempts = attempt
-                        self.limiter.settle(estimate, item.usage.total_tokens or estimate)
+                        self.limiter.settle(slot, item.usage.total_tokens or estimate)
                     else:
                         streamed = True
                     yield item

@@ -98,12 +98,9 @@ class RateLimiter:
         # time, which only errs on the safe side, and costs nothing to keep.
         slot.at = time.monotonic()
 
-    def settle(self, estimated: int, actual: int) -> None:
-        """Replace a call's estimate in the window by what it really used."""
-        for slot in reversed(self._window):
-            if slot.tokens == estimated:
-                slot.tokens = actual
-                return
+    def settle(self, slot: Slot, actual: int) -> None:
+        """Charge a call what it really used instead of its estimate."""
+        slot.tokens = actual
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Take in the provider's `x-ratelimit-*` headers from any response."""

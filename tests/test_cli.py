@@ -180,7 +180,7 @@ def test_help_does_not_import_gradio_or_the_sdks():
     code = (
         "import sys; from llamaberry.cli import cli\n"
         "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('gradio', 'groq', 'openai', 'httpx2') if m in sys.modules))"
+        "print(sorted(m for m in ('gradio', 'groq', 'openai', 'httpx2', 'pydantic') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip().splitlines()[-1] == "[]"

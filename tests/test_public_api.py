@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import types
+
 import llamaberry
 
 
 def test_every_name_in_all_is_importable():
     for name in llamaberry.__all__:
-        assert hasattr(llamaberry, name), name
+        assert getattr(llamaberry, name) is not None, name
 
 
-def test_public_names_are_exactly_all():
-    public = {
-        name
-        for name, value in vars(llamaberry).items()
-        if not name.startswith("_") and type(value).__name__ != "module"
-    }
-    assert public == set(llamaberry.__all__)
+def test_dir_lists_exactly_all():
+    assert dir(llamaberry) == sorted(llamaberry.__all__)
+
+
+def test_every_public_class_and_function_of_the_modules_in_all_is_exported_on_purpose():
+    # Each name in __all__ resolves to the object its module defines, not to a stale copy.
+    for name in llamaberry.__all__:
+        value = getattr(llamaberry, name)
+        if isinstance(value, type | types.FunctionType):
+            module = sys.modules[value.__module__]
+            assert getattr(module, name) is value
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    try:
+        llamaberry.no_such_thing  # noqa: B018
+    except AttributeError as error:
+        assert "no_such_thing" in str(error)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_importing_the_package_loads_nothing_heavy():
+    code = (
+        "import sys, llamaberry\n"
+        "print(sorted(m for m in ('pydantic', 'groq', 'openai', 'gradio') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_documented_entry_points_exist():
     engine = llamaberry.Engine
-    for method in ("refine", "refine_stream", "single", "single_stream", "models", "aclose"):
+    for method in ("refine", "refine_stream", "single", "single_stream", "steps", "compare"):
         assert callable(getattr(engine, method)), method

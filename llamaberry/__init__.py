@@ -19,6 +19,7 @@ _EXPORTS = {
     "DEFAULT_MODEL": "config",
     "Settings": "config",
     "Engine": "engine",
+    "RateLimiter": "limits",
     "collect": "engine",
     "AuthenticationError": "errors",
     "ContextTooLongError": "errors",
@@ -75,6 +76,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "RateLimitError",
+    "RateLimiter",
     "ReasoningStep",
     "Run",
     "RunFailedError",
@@ -119,6 +121,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         TextDelta,
         TextReset,
     )
+    from .limits import RateLimiter
     from .results import (
         Call,
         FinalAnswer,

@@ -442,7 +442,7 @@ class GroqClient(ChatClient):
         super().__init__(**kwargs)
         key = api_key or os.environ.get("GROQ_API_KEY")
         if not key:
-            raise MissingKeyError("groq")
+            raise MissingKeyError()
         self._api_key = key
         self._base_url = base_url or os.environ.get("GROQ_BASE_URL") or None
 

@@ -20,14 +20,12 @@ class InputError(LlamaberryError, ValueError):
 
 
 class MissingKeyError(LlamaberryError):
-    """No API key for a provider that needs one."""
+    """No Groq API key (OpenAI-compatible servers may take none, so only Groq needs one)."""
 
-    def __init__(self, provider: str = "groq") -> None:
+    def __init__(self) -> None:
         super().__init__(
-            "No API key: set GROQ_API_KEY (get one at console.groq.com), pass --api-key, "
-            "or use --provider openai --base-url URL for a local OpenAI-compatible server."
-            if provider == "groq"
-            else "No API key: set OPENAI_API_KEY or LLAMABERRY_API_KEY, or pass --api-key."
+            "No API key: set GROQ_API_KEY (get one at console.groq.com), or use "
+            "--provider openai --base-url URL for a local OpenAI-compatible server."
         )
 
 

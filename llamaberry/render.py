@@ -20,6 +20,11 @@ def call_title(kind: str, index: int) -> str:
     return f"{kind.capitalize()} {index}"
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 call', '4 calls'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def cost_line(usage: Usage, seconds: float) -> str:
     """'2.3s · 812 tokens (120 in, 692 out)'."""
     return (
@@ -114,6 +119,6 @@ class TerminalView:
             )
         status = "" if run.ok else f" · [red]{run.status}[/red]"
         self.console.print(
-            f"[dim]{run.mode} · {run.model} · {len(run.calls)} calls · "
+            f"[dim]{run.mode} · {run.model} · {plural(len(run.calls), 'call')} · "
             f"{cost_line(run.usage, run.seconds)}[/dim]{status}"
         )

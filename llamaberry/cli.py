@@ -99,6 +99,12 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def clip(text: str, lines: int = 8, chars: int = 600) -> str:
+    """A long answer cut to fit a table cell; --json and the history keep it whole."""
+    kept = "\n".join(text.strip().splitlines()[:lines])[:chars]
+    return kept if kept == text.strip() else kept.rstrip() + " …"
+
+
 def read_question(question: str) -> str:
     """The question argument, or stdin when it is `-`."""
     if question != "-":
@@ -330,7 +336,11 @@ def compare(
         table.add_column("seconds", justify="right")
         table.add_column("tokens", justify="right")
         for entry in result.entries:
-            answer = entry.answer if entry.status == "ok" else f"{entry.status}: {entry.error}"
+            answer = (
+                clip(entry.answer or "")
+                if entry.status == "ok"
+                else f"{entry.status}: {entry.error}"
+            )
             table.add_row(
                 entry.label + (" *" if entry.derived else ""),
                 answer or "",

@@ -196,3 +196,12 @@ def test_help_is_quick_enough_to_feel_instant():
 def test_a_run_records_the_endpoint_named_by_the_sdk_variable(env):
     result = invoke(["ask", "q", "--mode", "single", "--json"], env)
     assert json.loads(result.stdout)["settings"]["base_url"] == env["GROQ_BASE_URL"]
+
+
+def test_long_answers_are_clipped_in_tables_only():
+    from llamaberry.cli import clip
+
+    assert clip("short answer") == "short answer"
+    long = "\n".join(f"line {i}" for i in range(20))
+    assert clip(long) == "\n".join(f"line {i}" for i in range(8)) + " …"
+    assert clip("x" * 700).endswith("x …") and len(clip("x" * 700)) == 602

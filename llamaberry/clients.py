@@ -184,6 +184,10 @@ class ChatClient:
         """The underlying SDK client, created on first use (the first of its pools)."""
         return self._pools()[0]
 
+    def prepare(self) -> None:
+        """Import the SDK and build its clients now, so no call's seconds include that."""
+        self._pools()
+
     def _pools(self) -> list[Any]:
         """`max_connections` spread over SDK clients of at most `POOL_SIZE` connections each."""
         if not self._sdks:

@@ -302,20 +302,15 @@ NOTES = """## Notes
   set-up and a pydantic object per chunk), so 100 runs need about 1.5 to 2 s of one core
   against the 1.25 s the target allows. The raw SDK on the same pools misses it the same
   way; only more cores, fewer chunks per reply, or a cheaper SDK path would meet it.
-- At 1000 runs the engine lands at about 1.1x the raw SDK on the same pools, either side of
-  the line from one bench run to the next (one repetition, since the plain-SDK batch alone
-  takes over a minute). Its own work is the figure in the overhead section, about half a
-  millisecond per run; the rest of the gap is indirect: a run keeps its calls, messages and
-  events, so there is more to allocate and for the garbage collector to walk (compare the
-  peak RSS of engine and raw_pooled at 1000 runs).
-- `llamaberry --help` sits right at 0.5 s (0.35 s to 0.53 s between bench runs on this
-  machine; 0.4 to 0.5 s of CPU). Nearly all of it is importing pydantic (about 0.2 s) and
-  building the result models, because the command line imports `llamaberry.cli`, which runs
-  `llamaberry/__init__.py`, which imports every module. Keeping pydantic out of that path
-  (a lazy `__init__` with a module `__getattr__`) would take it to about 0.15 s, but
-  `tests/test_public_api.py` checks the package's `vars()` against `__all__`, which a lazy
-  package only satisfies once every name has been touched; that test would need to look at
-  `dir()` instead. Left for the owner of those files.
+- At 1000 runs the engine lands close to 1.1x the raw SDK on the same pools (1.07x to 1.15x
+  between bench runs; one repetition, since the plain-SDK batch alone takes over a minute).
+  Its own work is the figure in the overhead section, about half a millisecond per run; the
+  rest of the gap is indirect: a run keeps its calls, messages and events, so there is more
+  to allocate and for the garbage collector to walk (compare the peak RSS of engine and
+  raw_pooled at 1000 runs).
+- `llamaberry --help` was at 0.35 to 0.53 s while `llamaberry/__init__.py` imported every
+  module (pydantic alone is about 0.2 s). The package now loads its public names lazily
+  (a module `__getattr__`), so the command line's path imports only click: about 0.1 s.
 
 - Everything runs on one 2-core machine: the fake server takes one core and the client the
   other, so as soon as a batch needs more than one core's worth of client CPU its wall time

@@ -186,7 +186,9 @@ class ChatClient:
 
     def prepare(self) -> None:
         """Import the SDK and build its clients now, so no call's seconds include that."""
-        self._pools()
+        # A client of one's own that streams without an SDK has nothing to prepare.
+        if type(self)._make_sdk is not ChatClient._make_sdk:
+            self._pools()
 
     def _pools(self) -> list[Any]:
         """`max_connections` spread over SDK clients of at most `POOL_SIZE` connections each."""

@@ -70,16 +70,20 @@ class RunContext:
         if announce:
             yield CallStarted(kind=kind, index=index)
         started = time.perf_counter()
+        # Pieces are joined once, not appended to the record per delta, which would copy the
+        # whole reply again for every token of a long one.
+        parts: list[str] = []
         try:
             async for item in self.client.stream(messages, json_mode=json_mode):
                 if isinstance(item, Delta):
-                    record.reply += item.text
+                    parts.append(item.text)
                     yield TextDelta(kind=kind, index=index, text=item.text)
                 elif isinstance(item, Restart):
-                    record.reply = ""
+                    parts.clear()
                     record.attempts += 1
                     yield TextReset(kind=kind, index=index, reason=item.reason)
                 else:
+                    parts = [item.text]
                     record.reply = item.text
                     record.finish_reason = item.finish_reason
                     record.usage = item.usage
@@ -87,6 +91,7 @@ class RunContext:
                     record.seconds = item.seconds
                     self.reply = item
         except BaseException as error:
+            record.reply = "".join(parts)  # a failed or cancelled call keeps its partial text
             record.seconds = time.perf_counter() - started
             record.error = (
                 str(error) if isinstance(error, LlamaberryError) else type(error).__name__

@@ -243,3 +243,24 @@ async def test_a_run_records_the_turns_it_really_used(server: FakeServer, engine
     assert run.settings["turns"] == 2
     assert run.settings["model"] == "openai/gpt-oss-120b"
     assert "api_key" not in run.settings
+
+
+async def test_a_chat_client_of_ones_own_plugs_into_the_engine():
+    # ChatClient is the public seam: an in-process client with no SDK and no sockets.
+    from llamaberry import ChatClient
+    from llamaberry.clients import Completion, Delta
+
+    class Canned(ChatClient):
+        provider = "canned"
+
+        async def stream(self, messages, *, json_mode=False, max_tokens=None):
+            text = f"echo of {len(messages)} messages"
+            for word in text.split(" "):
+                yield Delta(word + " ")
+            yield Completion(text=text + " ", finish_reason="stop", usage=Usage(), seconds=0.0)
+
+    async with Engine(client=Canned(model="canned-1"), history=False) as engine:
+        run = await engine.refine(QUESTION, turns=2)
+    assert run.provider == "canned" and run.model == "canned-1"
+    assert [t.content for t in run.turns] == ["echo of 2 messages "] * 2
+    assert run.calls[-1].reply == "echo of 2 messages "

@@ -307,13 +307,14 @@ NOTES = """## Notes
   repetition in a fresh process. Run back to back in one process, two repetitions each, the
   two sides sit at 16.6 to 17.6 ms against 14.5 to 15.9 ms of CPU per run: about 1.1x, a gap
   of 1.5 to 2 ms per run. Of that, the engine's own work is about half a millisecond (the
-  overhead section); most of the rest is reading the rate-limit headers, which needs the
-  SDK's `with_raw_response` wrapper on every call (the raw baseline uses plain `create`), and
-  the larger heap the garbage collector walks (each run keeps its calls, messages and events;
-  compare the peak RSS of engine and raw_pooled).
+  overhead section). The rest is spread thin: the event objects, each run's records of its
+  calls and messages, and the larger heap the garbage collector walks (compare the peak RSS
+  of engine and raw_pooled). Reading the rate-limit headers, which needs the SDK's
+  `with_raw_response` on every call, was checked and costs nothing measurable (300 runs
+  each way: 16.0 and 14.7 ms with it, 16.8 and 15.0 ms without).
 - The overhead target (< 2 ms per run beside the raw SDK) is met in some bench runs and
-  missed in others (1.54 ms, 1.89 ms, 2.41 ms in three runs) for the same reason: the
-  header-reading wrapper and the event objects cost about 2 ms per run together.
+  missed in others (1.54 ms, 1.89 ms, 2.41 ms in three runs): the engine's cost beside the
+  SDK's sits right at the line, and run-to-run noise on this machine decides the verdict.
 - `llamaberry --help` was at 0.35 to 0.53 s while `llamaberry/__init__.py` imported every
   module (pydantic alone is about 0.2 s). The package now loads its public names lazily
   (a module `__getattr__`), so the command line's path imports only click: about 0.1 s.

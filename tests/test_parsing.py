@@ -117,3 +117,45 @@ def test_step_markers_in_several_styles():
 def test_normalise_reduces_headings_to_words():
     assert normalise("**2. New  Reasoning:**") == "new reasoning"
     assert normalise("Concise Answer (2-3 sentences)") == "concise answer"
+
+
+def test_random_messy_replies_never_raise_and_never_lose_the_reply():
+    import random
+
+    rng = random.Random(1234)
+    fragments = [
+        "## Reasoning",
+        "# Answer:",
+        "**Updated Answer**",
+        "### 2. New Reasoning",
+        "## Critique",
+        "## Concise Answer",
+        "## Comprehensive Final Answer",
+        "```",
+        "```markdown",
+        "~~~",
+        "1. a step",
+        "2) another",
+        "**Explanation:** why",
+        "Explanation:",
+        "- bullet",
+        "",
+        "plain words",
+        "## Note",
+        "**Step 3:**",
+        "|table|row|",
+        "<script>x</script>",
+        "  ",
+        "🍓",
+    ]
+    for _ in range(500):
+        text = "\n".join(rng.choice(fragments) for _ in range(rng.randint(0, 25)))
+        for index in (1, 2):
+            turn = parse_turn(index, text)
+            assert turn.content == text
+            if text.strip():
+                assert turn.answer.strip()
+        synthesis = parse_synthesis(text)
+        assert synthesis.content == text
+        if text.strip():
+            assert synthesis.answer.strip()

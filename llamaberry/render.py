@@ -10,14 +10,7 @@ from rich.panel import Panel
 
 from .errors import format_duration
 from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
-from .results import Run, Step, Usage
-
-
-def call_title(kind: str, index: int) -> str:
-    """The heading a person sees for a call."""
-    if kind in ("synthesis", "answer"):
-        return kind.capitalize()
-    return f"{kind.capitalize()} {index}"
+from .results import Run, Step, Usage, call_title
 
 
 def plural(count: int, noun: str) -> str:

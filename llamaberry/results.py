@@ -17,6 +17,13 @@ Status = Literal["running", "ok", "failed", "cancelled"]
 CallKind = Literal["turn", "synthesis", "step", "answer"]
 
 
+def call_title(kind: str, index: int) -> str:
+    """How a person names a call: 'Turn 2', 'Synthesis', 'Step 4', 'Answer'."""
+    if kind in ("synthesis", "answer"):
+        return kind.capitalize()
+    return f"{kind.capitalize()} {index}"
+
+
 class Usage(BaseModel):
     """Token counts for one call, or summed over several."""
 

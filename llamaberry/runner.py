@@ -13,7 +13,7 @@ from .clients import ChatClient, Completion, Delta, Restart
 from .config import Settings
 from .errors import InputError, LlamaberryError
 from .events import CallStarted, RunFinished, RunStarted, TextDelta, TextReset
-from .results import Call, CallKind, Message, Mode, Run, Usage
+from .results import Call, CallKind, Message, Mode, Run, Usage, call_title
 
 # C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -99,13 +99,6 @@ class RunContext:
             raise
 
 
-def call_label(call: Call) -> str:
-    """How a person names a call: 'Turn 2', 'Synthesis', 'Step 4', 'Answer'."""
-    if call.kind in ("synthesis", "answer"):
-        return call.kind.capitalize()
-    return f"{call.kind.capitalize()} {call.index}"
-
-
 ModeBody = Callable[[RunContext], AsyncIterator]
 
 
@@ -145,7 +138,10 @@ async def drive(
             yield event
     except LlamaberryError as error:
         failed = next((c for c in reversed(run.calls) if c.error), None)
-        settle("failed", f"{call_label(failed)} failed: {error}" if failed else str(error))
+        settle(
+            "failed",
+            f"{call_title(failed.kind, failed.index)} failed: {error}" if failed else str(error),
+        )
     except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
         settle("cancelled", "cancelled before it finished")
         raise

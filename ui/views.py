@@ -20,7 +20,7 @@ from llamaberry.events import (
     TextDelta,
     TextReset,
 )
-from llamaberry.results import FinalAnswer, Run, Step, Synthesis, Turn, Usage
+from llamaberry.results import FinalAnswer, Run, Step, Synthesis, Turn, Usage, call_title
 
 # A section with no text yet still needs a body, or the Chatbot draws nothing.
 WAITING = "…"
@@ -44,9 +44,7 @@ class CallView:
     @property
     def title(self) -> str:
         """'Turn 2', 'Synthesis', 'Step 3: Check the units', 'Answer'."""
-        base = self.kind.capitalize()
-        if self.kind in ("turn", "step"):
-            base = f"{base} {self.index}"
+        base = call_title(self.kind, self.index)
         if self.step_title:
             base = f"{base}: {self.step_title}"
         if self.state == "stopped":

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from .errors import InputError, LlamaberryError
 from .results import Run
 
 HOME_ENV = "LLAMABERRY_HOME"
+# How long opening (and each write) waits for another process holding the database.
+OPEN_TIMEOUT = 10.0
 HISTORY_ENV = "LLAMABERRY_HISTORY"
 
 
@@ -144,21 +147,39 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(
-                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-                )
-                db.execute("PRAGMA busy_timeout = 10000")
-                db.execute("PRAGMA journal_mode = WAL")
-                # In WAL mode NORMAL loses nothing on an application crash, only on power loss,
-                # and keeps each save cheap enough to do on the event loop.
-                db.execute("PRAGMA synchronous = NORMAL")
-                migrate(db)
-            except (sqlite3.Error, OSError) as error:
-                raise StoreError(f"Cannot open the history at {self.path}: {error}") from None
-            self._db = db
+            # Switching a new file to WAL does not wait on the busy timeout: when two processes
+            # open the same new database at once, one is told "locked" and simply tries again.
+            deadline = time.monotonic() + OPEN_TIMEOUT
+            while True:
+                try:
+                    self._db = self._open()
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise StoreError(
+                            f"Cannot open the history at {self.path}: {error}"
+                        ) from None
+                    time.sleep(0.05)
+                except (sqlite3.Error, OSError) as error:
+                    raise StoreError(f"Cannot open the history at {self.path}: {error}") from None
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(
+            self.path, timeout=OPEN_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(OPEN_TIMEOUT * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL loses nothing on an application crash, only on power loss,
+            # and keeps each save cheap enough to do on the event loop.
+            db.execute("PRAGMA synchronous = NORMAL")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _execute(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         with self._lock:

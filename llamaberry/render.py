@@ -4,9 +4,9 @@ apart at the end. Pure consumer of the event stream."""
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 
 from .errors import format_duration
 from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
@@ -42,7 +42,7 @@ class TerminalView:
         if self.quiet:
             return
         if isinstance(event, RunStarted):
-            self.console.print(f"[dim]{event.mode} · {event.model}[/dim]")
+            self.console.print(f"[dim]{event.mode} · {escape(event.model)}[/dim]")
         elif isinstance(event, CallStarted):
             if event.kind == "step":
                 return  # a step's rule carries its title, known only when it finishes
@@ -55,7 +55,9 @@ class TerminalView:
                 self._write(event.text)
         elif isinstance(event, TextReset):
             self._newline()
-            self.console.print(f"[yellow]↻ retrying from the start: {event.reason}[/yellow]")
+            self.console.print(
+                f"[yellow]↻ retrying from the start: {escape(event.reason)}[/yellow]"
+            )
         elif isinstance(event, CallFinished):
             self._finished(event)
         elif isinstance(event, RunFinished):
@@ -102,16 +104,21 @@ class TerminalView:
                 f"[dim]({len(run.steps)} steps)[/dim]"
             )
         if run.answer:
+            # The model's words exactly as written: as Markdown, a reply opening with an HTML-like
+            # tag (<response>) rendered blank, and as console markup "[red]" would vanish.
+            # soft_wrap=False for this one print: the console soft-wraps so streamed text flows,
+            # and under soft wrap a Panel crops its lines at the border instead of wrapping them.
             self.console.print(
                 Panel(
-                    Markdown(run.answer),
+                    Text(run.answer, overflow="fold"),
                     title="[bold]Answer[/bold]",
                     title_align="left",
                     border_style="green",
-                )
+                ),
+                soft_wrap=False,
             )
         status = "" if run.ok else f" · [red]{run.status}[/red]"
         self.console.print(
-            f"[dim]{run.mode} · {run.model} · {plural(len(run.calls), 'call')} · "
+            f"[dim]{run.mode} · {escape(run.model)} · {plural(len(run.calls), 'call')} · "
             f"{cost_line(run.usage, run.seconds)}[/dim]{status}"
         )

@@ -26,29 +26,156 @@ class Score:
 
 
 # -- reading the final answer out of a reply ----------------------------------------------------
+#
+# Where a reply keeps its answer, most trusted first: an answer section ("## Answer",
+# "**Final Answer:**"), a \boxed{} or "####", an "answer is" sentence, a bold span that is not a
+# label, and last the end of the reply. Among several of a kind the last one wins: a model that
+# states an answer twice corrects itself in the second. Labels (`**Explanation:**`, `**Step 2:**`)
+# are never read as answers.
 
-# Phrases after which models put their answer; the last one in the text wins.
+_ANSWER_HEADING = re.compile(
+    r"^[ \t]{0,3}(?:#{1,6}[ \t]*)?(?P<open>\*\*|__)?[ \t]*(?:\d+[.)][ \t]*)?"
+    r"(?P<title>(?:[A-Za-z-]+[ \t]+){0,2}answer)[ \t]*(?:\([^)\n]*\))?[ \t]*"
+    r"(?P<colon1>:)?[ \t]*(?:\*\*|__)?[ \t]*(?P<colon2>:)?[ \t]*(?P<rest>[^\n]*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ANY_HEADING = re.compile(
+    r"^[ \t]{0,3}(?:#{1,6}[ \t]|(?:\*\*|__)[^*_\n]+(?:\*\*|__)[ \t]*:?[ \t]*$)"
+)
 _MARKER = re.compile(
-    r"(?:####|\\boxed\{|final answer\s*(?:is|:)|answer\s*(?:is|:)|concise answer\s*:)"
-    r"[\s*:]*",
+    r"(?:####|\b(?:final\s+|correct\s+|short\s+|concise\s+)?answer\s*(?:is\b|would\s+be\b|:|=)"
+    r"|answer\s+to\s+(?:the|this|your)\s+question\s+is)[\s*:_]*",
     re.IGNORECASE,
 )
-_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__", re.DOTALL)
+_BOLD = re.compile(r"\*\*(?P<a>[^*\n]+?)\*\*(?P<after>:?)|__(?P<b>[^_\n]+?)__(?P<after2>:?)")
+_LABEL_WORDS = re.compile(
+    r"^(?:step|turn|part|stage|phase|case|check|method|approach)\s*\d*\b"
+    r"|^(?:explanation|reasoning|critique|analysis|note|notes|verification|solution|summary"
+    r"|answer|final answer|conclusion|result|why|given|problem|question|thinking)$",
+    re.IGNORECASE,
+)
+
+
+def _is_label(text: str, after: str) -> bool:
+    """True for a bold span that names what follows rather than saying anything itself."""
+    stripped = text.strip()
+    if after or stripped.endswith(":"):
+        return True
+    return bool(_LABEL_WORDS.match(stripped.rstrip(".").strip()))
+
+
+def _bold_spans(text: str) -> list[str]:
+    """The bold spans of `text` that are not labels, in order."""
+    spans = []
+    for match in _BOLD.finditer(text):
+        inner = match.group("a") or match.group("b")
+        if not _is_label(inner, match.group("after") or match.group("after2") or ""):
+            spans.append(inner)
+    return spans
+
+
+def _strip_labels(text: str) -> str:
+    """`text` without its bold labels, list numbering and headings."""
+
+    def drop(match: re.Match[str]) -> str:
+        inner = match.group("a") or match.group("b")
+        keep = not _is_label(inner, match.group("after") or match.group("after2") or "")
+        return match.group() if keep else " "
+
+    text = _BOLD.sub(drop, text)
+    lines = []
+    for line in text.splitlines():
+        if re.match(r"^\s{0,3}#{1,6}\s", line):
+            continue
+        lines.append(
+            re.sub(r"^\s*(?:[-*+>]\s+|\d+[.)]\s+|step\s+\d+\s*[.:)]\s*)", "", line, flags=re.I)
+        )
+    return "\n".join(lines)
+
+
+def _boxed(text: str) -> list[str]:
+    """The contents of every \\boxed{...} (braces balanced), in order."""
+    found = []
+    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, start = 1, match.end()
+        for position in range(start, min(len(text), start + 2000)):
+            char = text[position]
+            depth += char == "{"
+            depth -= char == "}"
+            if depth == 0:
+                found.append(text[start:position])
+                break
+    return found
+
+
+def _answer_heading(line: str) -> str | None:
+    """What follows an answer heading on its own line ('' if nothing), or None for any other
+    line: '## Final Answer', '**Answer:** 3', 'Answer: 3' are headings; 'The answer' is not."""
+    match = _ANSWER_HEADING.match(line)
+    if not match:
+        return None
+    rest = match.group("rest")
+    hashes = line.lstrip().startswith("#")
+    colon = match.group("colon1") or match.group("colon2")
+    closed = match.group("open") and re.search(r"answer[^\n]*?(?:\*\*|__)", line, re.I)
+    if not (hashes or closed or colon):
+        return None  # "answer" in a sentence
+    if not (hashes or colon) and rest.strip():
+        return None  # bold words that open a sentence
+    return rest
+
+
+def _answer_sections(text: str) -> list[str]:
+    """The body of every answer section, in order: from its heading to the next heading."""
+    bodies = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        rest = _answer_heading(line)
+        if rest is None:
+            continue
+        body = [rest]
+        for following in lines[number + 1 :]:
+            if _ANY_HEADING.match(following) or _answer_heading(following) is not None:
+                break
+            body.append(following)
+        joined = "\n".join(body).strip()
+        if joined:
+            bodies.append(joined)
+    return bodies
+
+
+def _candidates(text: str) -> list[tuple[str, bool]]:
+    """Where the answer may be, most trusted first, each with whether it is the reply's end
+    (read from its last sentence) rather than a place an answer is announced (its first)."""
+    found: list[tuple[str, bool]] = []
+    sections = _answer_sections(text)
+    if sections:
+        found.append((sections[-1], False))
+    boxed = _boxed(text)
+    if boxed:
+        found.append((boxed[-1], False))
+    for marker in reversed(list(_MARKER.finditer(text))):
+        tail = text[marker.end() :].strip()
+        if tail:
+            found.append((tail.splitlines()[0], False))
+            break
+    bolds = _bold_spans(text)
+    if bolds:
+        found.append((bolds[-1], False))
+    lines = [line for line in _strip_labels(text).splitlines() if line.strip()]
+    found.extend((line, True) for line in reversed(lines[-3:]))
+    return found
+
+
+def answer_segments(text: str) -> list[str]:
+    """The places in a reply that may hold its answer, most trusted first (see above)."""
+    return [segment for segment, _ in _candidates(text)]
 
 
 def final_segment(text: str) -> str:
-    """The part of a reply most likely to hold its answer: after the last answer marker, else
-    the last bold span, else the last non-empty line."""
-    markers = list(_MARKER.finditer(text))
-    if markers:
-        tail = text[markers[-1].end() :].strip()
-        if tail:
-            return tail.splitlines()[0]
-    bolds = [m.group(1) or m.group(2) for m in _BOLD.finditer(text)]
-    if bolds:
-        return bolds[-1]
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    """The part of a reply most likely to hold its answer (the first of `answer_segments`)."""
+    segments = answer_segments(text)
+    return segments[0] if segments else ""
 
 
 def normalize(text: str) -> str:
@@ -154,16 +281,79 @@ def _same_number(a: Fraction, b: Fraction) -> bool:
     return abs(a - b) <= Fraction(1, 10**6) * max(Fraction(1), abs(b))
 
 
+_LATEX = (
+    (re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"), r"\1/\2"),
+    (re.compile(r"\\(?:text|mathrm|mathbf|textbf|boxed|fbox)\s*\{([^{}]*)\}"), r"\1"),
+    (re.compile(r"\{,\}"), ","),
+    (re.compile(r"\\[$%]"), lambda m: m.group()[1]),
+    (re.compile(r"\\[,;!: ]|\\(?:left|right|quad|qquad)\b|\\[()\[\]]"), " "),
+    (re.compile(r"\\(?:times|cdot)\b"), "×"),
+    (re.compile(r"\\approx\b"), "≈"),
+)
+# Words after which a sentence states its result: "adding 48 and 24 gives 72".
+_RESULT_WORD = re.compile(
+    r"\b(?:gives?|giving|gets?|got|makes?|equals?|equal\s+to|comes?\s+to|totals?|total\s+of"
+    r"|yields?|leaves?|leaving|results?\s+in|so|therefore|thus|hence)\b|[=≈]",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z*(\[])|\n+")
+
+
+def _delatex(text: str) -> str:
+    for pattern, replacement in _LATEX:
+        text = pattern.sub(replacement, text)  # type: ignore[arg-type]
+    return text
+
+
+def _number_in_sentence(sentence: str) -> tuple[Fraction, str] | None:
+    """The number a sentence concludes with: after its last '=' or result word, else its first."""
+    for text in (re.sub(r"\([^()]*\)", " ", sentence), sentence):  # asides last
+        found = numbers(text)
+        if not found:
+            continue
+        for word in reversed(list(_RESULT_WORD.finditer(text))):
+            after = numbers(text[word.end() :])
+            if after:
+                return after[0]
+        return found[0]
+    return None
+
+
+def _number_in(segment: str, *, from_end: bool) -> tuple[Fraction, str] | None:
+    """The number a segment gives as its answer: a bold number first, then its first sentence
+    that holds a number (its last one when read from the end of a reply)."""
+    segment = _delatex(segment)
+    for span in _bold_spans(segment):
+        found = numbers(span)
+        if found:
+            return found[0]
+    sentences = [s for s in _SENTENCE_END.split(_strip_labels(segment)) if numbers(s)]
+    if not sentences:
+        return None
+    return _number_in_sentence(sentences[-1] if from_end else sentences[0])
+
+
+def read_number(answer: str) -> tuple[Fraction, str] | None:
+    """The number a reply gives as its answer (see `answer_segments`), or None."""
+    for segment, at_end in _candidates(answer):
+        found = _number_in(segment, from_end=at_end)
+        if found:
+            return found
+    # Nowhere an answer usually sits: the last number of the reply, labels left out.
+    anywhere = numbers(_delatex(_strip_labels(answer)))
+    return anywhere[-1] if anywhere else None
+
+
 def score_number(answer: str, gold: str) -> Score:
     """Right when the answer's number equals the gold's (0.9 == .9, 3 == three, 1,000 == 1000)."""
     gold_numbers = numbers(parse_gold(gold))
     if not gold_numbers:
         raise ValueError(f"gold answer {gold!r} holds no number")
     target = gold_numbers[0][0]
-    found = numbers(final_segment(answer)) or numbers(answer)
-    if not found:
+    found = read_number(answer)
+    if found is None:
         return Score(False, None, "number")
-    value, written = found[0]
+    value, written = found
     return Score(_same_number(value, target), written, "number")
 
 
@@ -179,12 +369,18 @@ _CHOICE_PATTERNS = (
 )
 
 
-def _choice_of(text: str) -> str | None:
-    """A choice letter or yes/no read from a short answer segment."""
+def _choice_of(text: str, *, leading: bool = False) -> str | None:
+    """A choice letter or yes/no read from a short answer segment; with `leading`, a capital
+    letter that opens the segment counts too ("C, because ...")."""
     stripped = normalize(text)
     bare = _LETTER_GOLD.match(stripped.upper()) if len(stripped) <= 3 else None
     if bare:
         return bare.group(1).upper()
+    opening = (
+        re.match(r"^[\s*_$(]*([A-J])\b(?![\'’-])[)*_]*(?:[\s.,:;]|$)", text) if leading else None
+    )
+    if opening and not re.match(r"^[\s*_$(]*(?:A|I)\s+[a-z]", text):
+        return opening.group(1)
     for pattern in _CHOICE_PATTERNS:
         found = pattern.findall(text.strip())
         if found:
@@ -193,14 +389,23 @@ def _choice_of(text: str) -> str | None:
     return _YES_NO[word.group(1).lower()] if word else None
 
 
+def read_choice(answer: str) -> str | None:
+    """The choice letter or yes/no a reply gives as its answer, or None."""
+    for segment, at_end in _candidates(answer):
+        found = _choice_of(segment, leading=not at_end)
+        if found:
+            return found
+    lines = [line for line in _strip_labels(answer).splitlines() if line.strip()]
+    return _choice_of(lines[0]) if lines else None  # "B. Because ..." answers first
+
+
 def score_choice(answer: str, gold: str) -> Score:
     """Right when the chosen letter (B, (B), 'option B') or yes/no matches the gold's."""
     gold = parse_gold(gold)
     expected = _choice_of(gold)
     if expected is None:
         raise ValueError(f"gold answer {gold!r} is not a choice letter or yes/no")
-    segment = final_segment(answer)
-    predicted = _choice_of(segment) or _choice_of(answer.strip().splitlines()[0] if answer else "")
+    predicted = read_choice(answer)
     return Score(predicted == expected, predicted, "choice")
 
 
@@ -208,12 +413,14 @@ def score_choice(answer: str, gold: str) -> Score:
 
 
 def score_exact(answer: str, gold: str) -> Score:
-    """Right when the answer, or its final segment, equals the gold once normalized."""
+    """Right when the answer, or the part of it that holds the answer, equals the gold once
+    normalized."""
     expected = normalize(parse_gold(gold))
-    for candidate in (answer, final_segment(answer)):
+    segment = final_segment(answer)
+    for candidate in (answer, segment, _delatex(segment)):
         if normalize(candidate) == expected:
             return Score(True, candidate.strip(), "exact")
-    return Score(False, final_segment(answer).strip() or None, "exact")
+    return Score(False, segment.strip() or None, "exact")
 
 
 def score_contains(answer: str, gold: str) -> Score:

@@ -70,9 +70,18 @@ ENDPOINT_KEYS = (
 
 def make_engine(options: dict[str, Any], **extra: Any):
     """Build an engine from the endpoint options a command received."""
+    from .clients import OPENAI_API_URL
     from .engine import Engine  # pydantic and friends load only when a command runs
 
-    return Engine(**{k: options.get(k) for k in ENDPOINT_KEYS}, **extra)
+    engine = Engine(**{k: options.get(k) for k in ENDPOINT_KEYS}, **extra)
+    if engine.settings.provider == "openai" and engine.settings.base_url is None:
+        # Said out loud: a forgotten --base-url would otherwise send every question to OpenAI.
+        click.echo(
+            f"note: no --base-url, so this uses OpenAI's own API ({OPENAI_API_URL}); for a "
+            "local server give --base-url http://HOST:PORT/v1 or set OPENAI_BASE_URL.",
+            err=True,
+        )
+    return engine
 
 
 def fail(error: BaseException | str, code: int = 1) -> NoReturn:

@@ -35,6 +35,8 @@ from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .results import Message, Usage
 
 PROVIDERS = ("groq", "openai")
+# Where the openai SDK sends requests when no base URL is given.
+OPENAI_API_URL = "https://api.openai.com/v1"
 # httpcore's pool scans every connection, for every idle one, each time it admits or releases a
 # request, so one pool of N connections costs O(N^2) per request; at a few hundred concurrent
 # runs that outweighs everything else. Pools of at most this many connections keep it flat.
@@ -471,9 +473,14 @@ class OpenAICompatibleClient(ChatClient):
 
     def __init__(self, *, api_key: str | None, base_url: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        # Local servers usually take no key, but the SDK insists on one: send a placeholder.
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key"
+        key = api_key or os.environ.get("OPENAI_API_KEY")
         self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        # With no base URL the SDK goes to OpenAI's own API, where a keyless request can only
+        # be refused; the user almost surely meant a local server and forgot --base-url.
+        if self._base_url is None and not key:
+            raise MissingKeyError("openai")
+        # Local servers usually take no key, but the SDK insists on one: send a placeholder.
+        self._api_key = key or "no-key"
 
     def _make_sdk(self, connections: int) -> Any:
         import httpx2

@@ -20,13 +20,24 @@ class InputError(LlamaberryError, ValueError):
 
 
 class MissingKeyError(LlamaberryError):
-    """No Groq API key (OpenAI-compatible servers may take none, so only Groq needs one)."""
+    """No API key where one is needed: Groq, or OpenAI's own API (no base URL given).
 
-    def __init__(self) -> None:
-        super().__init__(
-            "No API key: set GROQ_API_KEY (get one at console.groq.com), or use "
-            "--provider openai --base-url URL for a local OpenAI-compatible server."
-        )
+    Local OpenAI-compatible servers may take no key, so only those two need one.
+    """
+
+    def __init__(self, provider: str = "groq") -> None:
+        if provider == "openai":
+            message = (
+                "--provider openai without --base-url means OpenAI's own API, which needs "
+                "OPENAI_API_KEY; for a local OpenAI-compatible server give --base-url "
+                "http://HOST:PORT/v1 (or set OPENAI_BASE_URL)."
+            )
+        else:
+            message = (
+                "No API key: set GROQ_API_KEY (get one at console.groq.com), or use "
+                "--provider openai --base-url URL for a local OpenAI-compatible server."
+            )
+        super().__init__(message)
 
 
 class ProviderError(LlamaberryError):

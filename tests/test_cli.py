@@ -205,3 +205,33 @@ def test_long_answers_are_clipped_in_tables_only():
     long = "\n".join(f"line {i}" for i in range(20))
     assert clip(long) == "\n".join(f"line {i}" for i in range(8)) + " …"
     assert clip("x" * 700).endswith("x …") and len(clip("x" * 700)) == 602
+
+
+def test_openai_without_a_base_url_or_key_says_it_would_reach_openai_and_sends_nothing(
+    fake_server: FakeServer,
+):
+    result = invoke(["ask", "q", "--provider", "openai"], {})
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "OpenAI's own API" in result.stderr and "--base-url" in result.stderr
+    assert fake_server.requests == []
+
+
+def test_openai_with_a_key_but_no_base_url_says_it_targets_openai_itself():
+    # An empty question stops the run before any request, after the engine is built.
+    result = invoke(["ask", " ", "--provider", "openai"], {"OPENAI_API_KEY": "sk-test"})
+    assert result.exit_code == 2
+    assert "note: no --base-url, so this uses OpenAI's own API (https://api.openai.com/v1)" in (
+        result.stderr
+    )
+    assert "sk-test" not in result.output
+
+
+def test_openai_with_a_base_url_prints_no_note(fake_server: FakeServer):
+    fake_server.enqueue("42")
+    result = invoke(
+        ["ask", "q", "--mode", "single", "--provider", "openai"],
+        {"OPENAI_BASE_URL": fake_server.openai_base_url},
+    )
+    assert result.exit_code == 0
+    assert "note:" not in result.stderr

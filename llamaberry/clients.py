@@ -81,6 +81,8 @@ StreamItem = Delta | Restart | Completion
 class JSONValidationError(ProviderError):
     """The provider refused its own reply as invalid JSON (`json_validate_failed`)."""
 
+    kind = "invalid_json"
+
     def __init__(self, message: str, failed_generation: str | None) -> None:
         super().__init__(message, status_code=400)
         self.failed_generation = failed_generation

@@ -215,5 +215,5 @@ async def collect(events: AsyncIterator[Event]) -> Run:
     if run is None:
         raise RuntimeError("the event stream ended without a RunFinished event")
     if run.status != "ok":
-        raise RunFailedError(run)
+        raise RunFailedError(run, run._exception) from run._exception
     return run

@@ -12,11 +12,20 @@ if TYPE_CHECKING:
 
 
 class LlamaberryError(Exception):
-    """Base of every error llamaberry raises on purpose; `str()` is the user-facing line."""
+    """Base of every error llamaberry raises on purpose; `str()` is the user-facing line.
+
+    `kind` names what went wrong in one stable word ("context_too_long", "rate_limit",
+    "auth"...), so code can branch on it after the exception itself is gone (a saved run,
+    `--json`).
+    """
+
+    kind: str = "error"
 
 
 class InputError(LlamaberryError, ValueError):
     """The question or a setting is unusable; no request was sent."""
+
+    kind = "input"
 
 
 class MissingKeyError(LlamaberryError):
@@ -24,6 +33,8 @@ class MissingKeyError(LlamaberryError):
 
     Local OpenAI-compatible servers may take no key, so only those two need one.
     """
+
+    kind = "missing_key"
 
     def __init__(self, provider: str = "groq") -> None:
         if provider == "openai":
@@ -43,6 +54,7 @@ class MissingKeyError(LlamaberryError):
 class ProviderError(LlamaberryError):
     """The provider refused or failed a request."""
 
+    kind = "provider"
     status_code: int | None = None
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
@@ -53,9 +65,13 @@ class ProviderError(LlamaberryError):
 class AuthenticationError(ProviderError):
     """The provider rejected the API key."""
 
+    kind = "auth"
+
 
 class ModelNotFoundError(ProviderError):
     """The model does not exist at this endpoint or has been retired."""
+
+    kind = "model_not_found"
 
     def __init__(
         self,
@@ -83,6 +99,8 @@ class ModelNotFoundError(ProviderError):
 class RateLimitError(ProviderError):
     """A provider limit was hit and waiting for it is not worth it (or not allowed)."""
 
+    kind = "rate_limit"
+
     def __init__(
         self, limit: str, reset_in: float | None, *, detail: str = "", status_code: int = 429
     ) -> None:
@@ -96,24 +114,42 @@ class RateLimitError(ProviderError):
 class ContextTooLongError(ProviderError):
     """The conversation is longer than the model's context window."""
 
+    kind = "context_too_long"
+
 
 class ProviderUnavailableError(ProviderError):
     """The endpoint could not be reached or kept failing with server errors."""
+
+    kind = "unavailable"
 
 
 class ProviderTimeoutError(ProviderError):
     """The provider did not answer within the configured timeout."""
 
+    kind = "timeout"
+
 
 class InvalidReplyError(ProviderError):
     """The model kept replying in a form we could not use, after every retry."""
 
+    kind = "invalid_reply"
+
 
 class RunFailedError(LlamaberryError):
-    """A run stopped on an error; `.run` keeps everything that finished before it."""
+    """A run stopped on an error; `.run` keeps everything that finished before it.
 
-    def __init__(self, run: Run) -> None:
+    `.error` is the typed error that stopped it (also the `__cause__`) and `.kind` its kind,
+    so `except RunFailedError as e: if e.kind == "rate_limit": ...` tells a rate limit from a
+    context overflow. A refine run that failed late still has its best answer in
+    `.run.answer`, with `.run.partial` set.
+    """
+
+    def __init__(self, run: Run, error: BaseException | None = None) -> None:
         self.run = run
+        self.error = error
+        self.kind: str = run.error_kind or (
+            error.kind if isinstance(error, LlamaberryError) else "error"
+        )
         super().__init__(run.error or "the run failed")
 
 

@@ -1,18 +1,46 @@
 """The refine mode: N reasoning turns, each given the question and every earlier turn, then a
-synthesis that merges them. The run's answer is the synthesis's concise answer."""
+synthesis that merges them. The run's answer is the synthesis's concise answer (or, when the
+run fails late, the last good turn's, marked partial)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 from . import prompts
+from .errors import LlamaberryError
 from .events import CallFinished
 from .parsing import parse_synthesis, parse_turn
+from .results import Turn
 from .runner import RunContext, to_messages
 
 
 async def refine(ctx: RunContext, turns: int) -> AsyncIterator:
-    """Yield the events of a refine run with `turns` turns and a synthesis."""
+    """Yield the events of a refine run with `turns` turns and a synthesis.
+
+    When a later turn or the synthesis fails, the run keeps the last good turn's answer as
+    its (partial) answer before the error ends it: four good turns are not thrown away
+    because the fifth did not fit.
+    """
+    try:
+        async for event in _refine(ctx, turns):
+            yield event
+    except LlamaberryError:
+        if ctx.run.answer is None:
+            fallback = best_turn_answer(ctx.run.turns)
+            if fallback is not None:
+                ctx.run.answer, ctx.run.partial = fallback, True
+        raise
+
+
+def best_turn_answer(turns: list[Turn]) -> str | None:
+    """The answer of the last turn that finished whole (else of the last with any answer)."""
+    usable = [turn for turn in turns if turn.answer.strip()]
+    whole = [turn for turn in usable if not turn.truncated]
+    chosen = whole or usable
+    return chosen[-1].answer if chosen else None
+
+
+async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
     question = ctx.run.question
     texts: list[str] = []
     for index in range(1, turns + 1):

@@ -26,6 +26,13 @@ def cost_line(usage: Usage, seconds: float) -> str:
     )
 
 
+def partial_source(run: Run) -> str:
+    """Where a partial answer came from: 'turn 4's answer, the run did not finish'."""
+    turn = next((t for t in reversed(run.turns) if t.answer == run.answer), None)
+    where = f"turn {turn.index}'s answer" if turn else "the best answer it had"
+    return f"{where}, the run did not finish"
+
+
 class TerminalView:
     """Shows events on the terminal; with `quiet`, only remembers the run."""
 
@@ -104,6 +111,10 @@ class TerminalView:
                 f"[dim]({len(run.steps)} steps)[/dim]"
             )
         if run.answer:
+            title, border = "[bold]Answer[/bold]", "green"
+            if run.partial:
+                # Set apart from a finished run's answer: the error line follows on stderr.
+                title, border = f"[bold]Partial answer[/bold] · {partial_source(run)}", "yellow"
             # The model's words exactly as written: as Markdown, a reply opening with an HTML-like
             # tag (<response>) rendered blank, and as console markup "[red]" would vanish.
             # soft_wrap=False for this one print: the console soft-wraps so streamed text flows,
@@ -111,9 +122,9 @@ class TerminalView:
             self.console.print(
                 Panel(
                     Text(run.answer, overflow="fold"),
-                    title="[bold]Answer[/bold]",
+                    title=title,
                     title_align="left",
-                    border_style="green",
+                    border_style=border,
                 ),
                 soft_wrap=False,
             )

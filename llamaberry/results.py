@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 Mode = Literal["single", "refine", "steps"]
 Status = Literal["running", "ok", "failed", "cancelled"]
@@ -137,7 +137,13 @@ class Run(BaseModel):
     settings: dict[str, object] = Field(default_factory=dict)
     status: Status = "running"
     error: str | None = None
+    # The error's kind ("context_too_long", "rate_limit", "auth"...; see `errors`), so code
+    # can tell failures apart without parsing the line.
+    error_kind: str | None = None
     answer: str | None = None
+    # True when `answer` is the best a failed run had (a refine run's last good turn), not
+    # what a finished run would have given.
+    partial: bool = False
     turns: list[Turn] = Field(default_factory=list)
     synthesis: Synthesis | None = None
     steps: list[Step] = Field(default_factory=list)
@@ -146,6 +152,9 @@ class Run(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    # The typed error that stopped the run, in this process only (never serialized).
+    _exception: BaseException | None = PrivateAttr(default=None)
 
     @property
     def ok(self) -> bool:

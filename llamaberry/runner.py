@@ -124,9 +124,10 @@ async def drive(
     )
     started = time.perf_counter()
 
-    def settle(status: str, error: str | None = None) -> None:
+    def settle(status: str, error: str | None = None, kind: str | None = None) -> None:
         run.status = status  # type: ignore[assignment]
         run.error = error
+        run.error_kind = kind
         run.seconds = time.perf_counter() - started
         run.usage = Usage.total([c.usage for c in run.calls])
         if on_finish is not None:
@@ -138,12 +139,14 @@ async def drive(
             yield event
     except LlamaberryError as error:
         failed = next((c for c in reversed(run.calls) if c.error), None)
+        run._exception = error
         settle(
             "failed",
             f"{call_title(failed.kind, failed.index)} failed: {error}" if failed else str(error),
+            error.kind,
         )
     except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
-        settle("cancelled", "cancelled before it finished")
+        settle("cancelled", "cancelled before it finished", "cancelled")
         raise
     else:
         settle("ok")

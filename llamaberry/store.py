@@ -30,6 +30,8 @@ HISTORY_ENV = "LLAMABERRY_HISTORY"
 class StoreError(LlamaberryError):
     """The history database could not be opened, read or written."""
 
+    kind = "store"
+
 
 def data_dir() -> Path:
     """Where llamaberry keeps its per-user data: $LLAMABERRY_HOME, else the platform's data dir."""
@@ -332,7 +334,8 @@ def run_markdown(run: Run) -> str:
     if settings:
         lines.append("- **Settings:** " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     lines += ["", "## Question", "", run.question, ""]
-    lines += ["## Answer", "", run.answer if run.answer is not None else "_(no answer)_", ""]
+    heading = "## Partial answer (the run did not finish)" if run.partial else "## Answer"
+    lines += [heading, "", run.answer if run.answer is not None else "_(no answer)_", ""]
     if run.mode != "single":
         for turn in run.turns:
             lines += [_section(f"Turn {turn.index}", turn.usage.total_tokens, turn.seconds)]

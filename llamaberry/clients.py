@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
     AuthenticationError,
@@ -33,6 +33,9 @@ from .errors import (
 )
 from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .results import Message, Usage
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 PROVIDERS = ("groq", "openai")
 # Where the openai SDK sends requests when no base URL is given.
@@ -52,7 +55,8 @@ class Delta:
 
 @dataclass(frozen=True)
 class Restart:
-    """The attempt failed part-way and is being retried: drop the text streamed so far."""
+    """The attempt failed and is being retried after `wait` seconds: drop any text streamed
+    so far."""
 
     reason: str
     wait: float
@@ -68,6 +72,8 @@ class Completion:
     seconds: float
     attempts: int = 1
     headers: dict[str, str] = field(default_factory=dict)
+    # How the reply was asked to be JSON, if it was: the schema, or any JSON object.
+    response_format: ResponseFormat | None = None
 
     @property
     def truncated(self) -> bool:
@@ -76,6 +82,46 @@ class Completion:
 
 
 StreamItem = Delta | Restart | Completion
+
+ResponseFormat = Literal["json_schema", "json_object"]
+
+# Keywords every strict structured-output implementation takes (OpenAI's and Groq's strict
+# mode refuse others, such as minLength); a schema is cut down to these before it is sent.
+_STRICT_KEYWORDS = frozenset(
+    {"type", "properties", "required", "additionalProperties", "enum", "items"}
+)
+
+
+@dataclass(frozen=True)
+class JSONSchema:
+    """The shape a reply must have, sent as `response_format={"type": "json_schema", ...}`."""
+
+    name: str
+    schema: dict[str, Any]
+
+    @classmethod
+    def of(cls, model: type[BaseModel], name: str) -> JSONSchema:
+        """The strict-mode schema of a pydantic model: every key required, no other keys."""
+        return cls(name, _strict(model.model_json_schema()))
+
+    def response_format(self) -> dict[str, Any]:
+        """The `response_format` request parameter."""
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "strict": True, "schema": self.schema},
+        }
+
+
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+    out = {key: value for key, value in schema.items() if key in _STRICT_KEYWORDS}
+    if "properties" in out:
+        out["properties"] = {key: _strict(value) for key, value in out["properties"].items()}
+        # Strict mode wants every property listed as required and nothing else allowed.
+        out["required"] = list(out["properties"])
+        out["additionalProperties"] = False
+    if isinstance(out.get("items"), dict):
+        out["items"] = _strict(out["items"])
+    return out
 
 
 class JSONValidationError(ProviderError):
@@ -86,6 +132,11 @@ class JSONValidationError(ProviderError):
     def __init__(self, message: str, failed_generation: str | None) -> None:
         super().__init__(message, status_code=400)
         self.failed_generation = failed_generation
+        self.response_format: ResponseFormat | None = None
+
+
+class SchemaRefusedError(ProviderError):
+    """The endpoint or model does not take `response_format` of type `json_schema`."""
 
 
 @dataclass
@@ -123,6 +174,9 @@ class ChatClient:
     provider: str = "base"
     # Whether the endpoint honours response_format={"type": "json_object"}.
     supports_json_mode: bool = True
+    # Set once the endpoint has refused a json_schema request: from then on this client asks
+    # for json_object instead, so the refusal costs one request, not one per call.
+    json_schema_refused: bool = False
     # Set by each provider's constructor; the key lives here and nowhere else.
     _api_key: str
     _base_url: str | None
@@ -209,8 +263,13 @@ class ChatClient:
         *,
         json_mode: bool = False,
         max_tokens: int | None = None,
+        schema: JSONSchema | None = None,
     ) -> AsyncIterator[StreamItem]:
-        """Send `messages` and yield the reply as it arrives, retrying what is worth retrying."""
+        """Send `messages` and yield the reply as it arrives, retrying what is worth retrying.
+
+        With `json_mode` the reply is asked to be a JSON object; with a `schema` too, one of
+        that shape (where the endpoint takes a schema; otherwise any JSON object).
+        """
         payload = [{"role": m.role, "content": m.content} for m in messages]
         estimate = sum(estimate_tokens(m.content) for m in messages) + min(
             max_tokens or self.max_tokens or 1024, 1024
@@ -220,19 +279,22 @@ class ChatClient:
         while True:
             slot = await self.limiter.acquire(estimate)
             await self._check_model_known()
-            streamed = False
+            fmt = self._response_format(json_mode or schema is not None, schema)
             try:
-                async for item in self._attempt(payload, json_mode, max_tokens, slot):
+                async for item in self._attempt(payload, fmt, schema, max_tokens, slot):
                     if isinstance(item, Completion):
                         item.seconds = time.perf_counter() - started
                         item.attempts = attempt
                         self.limiter.settle(slot, item.usage.total_tokens or estimate)
-                    else:
-                        streamed = True
                     yield item
                 return
             except ModelNotFoundError as error:
                 raise await self._with_model_list(error) from None
+            except SchemaRefusedError:
+                # Asked again at once without the schema; not a failed attempt of the call.
+                self.limiter.answered(slot)
+                self.json_schema_refused = True
+                continue
             except ProviderError as error:
                 if error.status_code is not None:
                     self.limiter.answered(slot)  # it reached the provider, which may count it
@@ -242,8 +304,8 @@ class ChatClient:
                 if isinstance(error, RateLimitError) and error.reset_in is not None:
                     self.limiter.pause(wait)  # the provider's limit holds for every run
                 attempt += 1
-                if streamed:
-                    yield Restart(reason=str(error), wait=wait)
+                # Said even when nothing streamed yet, so a consumer can show the wait live.
+                yield Restart(reason=str(error), wait=wait)
                 await asyncio.sleep(wait)
 
     async def complete(
@@ -252,9 +314,12 @@ class ChatClient:
         *,
         json_mode: bool = False,
         max_tokens: int | None = None,
+        schema: JSONSchema | None = None,
     ) -> Completion:
         """Send `messages` and return the whole reply."""
-        async for item in self.stream(messages, json_mode=json_mode, max_tokens=max_tokens):
+        async for item in self.stream(
+            messages, json_mode=json_mode, max_tokens=max_tokens, schema=schema
+        ):
             if isinstance(item, Completion):
                 return item
         raise ProviderError("the provider closed the reply without finishing it")
@@ -292,7 +357,21 @@ class ChatClient:
 
     # -- one attempt -------------------------------------------------------------------------
 
-    def _params(self, payload: list[dict[str, str]], json_mode: bool, max_tokens: int | None):
+    def _response_format(self, json_mode: bool, schema: JSONSchema | None) -> ResponseFormat | None:
+        """What this request asks for: the schema where it is taken, else any JSON object."""
+        if not json_mode or not self.supports_json_mode:
+            return None
+        if schema is not None and not self.json_schema_refused:
+            return "json_schema"
+        return "json_object"
+
+    def _params(
+        self,
+        payload: list[dict[str, str]],
+        fmt: ResponseFormat | None,
+        schema: JSONSchema | None,
+        max_tokens: int | None,
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model, "messages": payload}
         if self.temperature is not None:
             params["temperature"] = self.temperature
@@ -301,16 +380,24 @@ class ChatClient:
             params["max_completion_tokens"] = budget
         if self.reasoning_effort:
             params["reasoning_effort"] = self.reasoning_effort
-        if json_mode and self.supports_json_mode:
+        if fmt == "json_schema" and schema is not None:
+            params["response_format"] = schema.response_format()
+        elif fmt is not None:
             params["response_format"] = {"type": "json_object"}
         return params
 
     async def _attempt(
-        self, payload: list[dict[str, str]], json_mode: bool, max_tokens: int | None, slot: Slot
+        self,
+        payload: list[dict[str, str]],
+        fmt: ResponseFormat | None,
+        schema: JSONSchema | None,
+        max_tokens: int | None,
+        slot: Slot,
     ) -> AsyncIterator[StreamItem]:
-        params = self._params(payload, json_mode, max_tokens)
-        # JSON mode replies are validated whole by the provider, so they are not streamed.
-        stream = not json_mode
+        params = self._params(payload, fmt, schema, max_tokens)
+        # JSON replies are validated whole by the provider (Groq streams neither JSON mode nor
+        # structured outputs), so they are not streamed.
+        stream = fmt is None
         if stream:
             params.update(self._extra_params(stream=True))
         sdks, busy = self._pools(), self._busy
@@ -337,6 +424,7 @@ class ChatClient:
                     usage=_usage(body.usage, text, payload),
                     seconds=0.0,
                     headers=headers,
+                    response_format=fmt,
                 )
                 return
             parts: list[str] = []
@@ -371,7 +459,15 @@ class ChatClient:
         except ProviderError:
             raise
         except Exception as error:
-            raise self._translate(error) from None
+            if fmt == "json_schema" and _refuses_schema(error):
+                raise SchemaRefusedError(
+                    f"{self.provider} does not take a JSON schema for {self.model}",
+                    status_code=getattr(error, "status_code", None),
+                ) from None
+            translated = self._translate(error)
+            if isinstance(translated, JSONValidationError):
+                translated.response_format = fmt
+            raise translated from None
         finally:
             busy[pool] -= 1
 
@@ -530,6 +626,23 @@ def _find(body: Any, key: str) -> Any:
         if isinstance(inner, Mapping):
             return inner.get(key)
     return None
+
+
+def _refuses_schema(error: Exception) -> bool:
+    """Whether an SDK error is the endpoint refusing `response_format` of type json_schema.
+
+    Groq says "This model does not support response format `json_schema`", OpenAI names the
+    parameter ("param": "response_format"), older llama.cpp servers say the type must be
+    "text" or "json_object"; some servers answer 422 for a field they do not know.
+    """
+    if getattr(error, "status_code", None) not in (400, 422):
+        return False
+    code, message = _error_details(error)
+    if code == "json_validate_failed":
+        return False  # the schema was taken; the model's reply did not fit it
+    param = _find(getattr(error, "body", None), "param")
+    text = f"{param} {message}".lower().replace("_", " ")
+    return "response format" in text or "json schema" in text
 
 
 def _error_details(error: Exception) -> tuple[str, str]:

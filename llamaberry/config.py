@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "max_question_chars": "LLAMABERRY_MAX_QUESTION_CHARS",
     "min_steps": "LLAMABERRY_MIN_STEPS",
     "max_steps": "LLAMABERRY_MAX_STEPS",
+    "step_max_tokens": "LLAMABERRY_STEP_MAX_TOKENS",
     "concurrency": "LLAMABERRY_CONCURRENCY",
 }
 
@@ -56,6 +57,9 @@ class Settings(BaseModel):
     max_question_chars: int = Field(20000, ge=1)
     min_steps: int = Field(3, ge=1, le=50)
     max_steps: int = Field(25, ge=1, le=100)
+    # A step is a paragraph, not an essay: its first ask gets this budget (or max_tokens if
+    # smaller); a step cut off by it is asked again with twice as much, up to max_tokens.
+    step_max_tokens: int = Field(1024, ge=1, le=131072)
     concurrency: int = Field(100, ge=1, le=10000)
 
     @field_validator("reasoning_effort", "base_url", mode="before")
@@ -90,7 +94,7 @@ class Settings(BaseModel):
         """The settings worth recording with a run (never the key)."""
         return self.model_dump(
             include={"provider", "model", "base_url", "turns", "temperature", "max_tokens"}
-            | {"reasoning_effort", "min_steps", "max_steps"}
+            | {"reasoning_effort", "min_steps", "max_steps", "step_max_tokens"}
         )
 
 

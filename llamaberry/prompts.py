@@ -116,7 +116,8 @@ is exactly one reasoning step, written as a single JSON object and nothing else:
 {{"title": "...", "content": "...", "next_action": "continue"}}
 
 - "title": a few words naming what this step does.
-- "content": the reasoning of this step, in full sentences, with any working shown.
+- "content": the reasoning of this step, in full sentences, with any working shown: a
+  paragraph or two, not an essay (a longer thought carries on in the next step).
 - "next_action": "continue" while more steps are needed, or "final_answer" once you are sure
   enough to answer. No other value is allowed.
 
@@ -143,6 +144,9 @@ STEPS_RETRY = """\
 Your last reply could not be used as a step: {problem}.
 Reply again with step {number} as a single JSON object with the keys "title", "content" and
 "next_action" ("continue" or "final_answer"), each non-empty, and nothing else."""
+
+STEPS_BRIEF = """Your reply ran past its length limit before the JSON object was closed. Keep this step short:
+a title, a paragraph of reasoning at most, and next_action; the next step can carry on."""
 
 STEPS_FINAL_SYSTEM = """\
 You have been reasoning about the user's question one step at a time; your steps appear in
@@ -172,6 +176,8 @@ def too_early_message(taken: int, min_steps: int) -> str:
     return STEPS_TOO_EARLY.format(taken=taken, min_steps=min_steps, number=taken + 1)
 
 
-def step_retry_message(number: int, problem: str) -> str:
-    """What asks again for step `number` after a reply that was not a valid step."""
-    return STEPS_RETRY.format(number=number, problem=problem)
+def step_retry_message(number: int, problem: str, *, brief: bool = False) -> str:
+    """What asks again for step `number` after a reply that was not a valid step; `brief`
+    adds a reminder to keep it short, after a reply cut off by its length limit."""
+    text = STEPS_RETRY.format(number=number, problem=problem)
+    return f"{text}\n\n{STEPS_BRIEF}" if brief else text

@@ -63,6 +63,8 @@ class Call(BaseModel):
     seconds: float = 0.0
     attempts: int = 1
     error: str | None = None
+    # "json_schema" or "json_object" when the reply was asked to be JSON.
+    response_format: str | None = None
 
 
 class ReasoningStep(BaseModel):
@@ -115,6 +117,12 @@ class Step(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     attempts: int = 1
+    # How the accepted reply was asked for: "json_schema" (the step's own schema) or
+    # "json_object" (any JSON, where the endpoint refuses a schema).
+    response_format: str | None = None
+    # True when the accepted reply was not valid as sent (broken JSON mended, or a missing
+    # next_action taken as "continue").
+    repaired: bool = False
 
 
 class FinalAnswer(BaseModel):

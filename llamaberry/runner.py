@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from .clients import ChatClient, Completion, Delta, Restart
+from .clients import ChatClient, Completion, Delta, JSONSchema, Restart
 from .config import Settings
 from .errors import InputError, LlamaberryError
 from .events import CallStarted, RunFinished, RunStarted, TextDelta, TextReset
@@ -61,9 +61,15 @@ class RunContext:
         messages: list[Message],
         *,
         json_mode: bool = False,
+        schema: JSONSchema | None = None,
+        max_tokens: int | None = None,
         announce: bool = True,
     ) -> AsyncIterator[CallStarted | TextDelta | TextReset]:
-        """Make one call and yield its events; afterwards `self.reply` holds its `Completion`."""
+        """Make one call and yield its events; afterwards `self.reply` holds its `Completion`.
+
+        `schema` asks for a JSON reply of that shape, `max_tokens` bounds this call's reply
+        below the run's budget.
+        """
         record = Call(kind=kind, index=index, messages=messages)
         self.reply = None
         self.run.calls.append(record)
@@ -73,8 +79,15 @@ class RunContext:
         # Pieces are joined once, not appended to the record per delta, which would copy the
         # whole reply again for every token of a long one.
         parts: list[str] = []
+        # Only what is set is passed on, so a chat client of one's own written before these
+        # options existed still takes the calls that do not use them.
+        options: dict[str, object] = {"json_mode": json_mode}
+        if schema is not None:
+            options["schema"] = schema
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
         try:
-            async for item in self.client.stream(messages, json_mode=json_mode):
+            async for item in self.client.stream(messages, **options):  # type: ignore[arg-type]
                 if isinstance(item, Delta):
                     parts.append(item.text)
                     yield TextDelta(kind=kind, index=index, text=item.text)
@@ -89,6 +102,7 @@ class RunContext:
                     record.usage = item.usage
                     record.attempts = item.attempts
                     record.seconds = item.seconds
+                    record.response_format = item.response_format
                     self.reply = item
         except BaseException as error:
             record.reply = "".join(parts)  # a failed or cancelled call keeps its partial text

@@ -1,10 +1,18 @@
 """The steps mode (after g1): the model reasons as a chain of validated JSON steps, each one
 appended to the conversation, then gives its final answer in one plain-text call.
 
-Every step reply is checked against `_StepReply`. A reply that is not a valid step (bad JSON,
-a missing or empty key, an unknown `next_action`, or the provider's own `json_validate_failed`)
-is answered with the problem and asked for again, a bounded number of times; then the run fails
-with one readable line and keeps the steps that were valid.
+Each step is asked for with `_StepReply`'s own JSON schema (`response_format` json_schema,
+strict), so a server that constrains decoding cannot answer anything else; an endpoint that
+refuses a schema is asked for any JSON object instead (the client remembers the refusal).
+
+Every reply is then checked against `_StepReply`. What can be mended is mended first: broken
+JSON (cut off, a trailing comma, single quotes) by `json_repair`, and a step with a title and
+content but no `next_action` goes on as "continue". A reply that still is not a valid step is
+answered with the problem and asked for again, a bounded number of times, each time with
+something changed that can change the outcome (a reply cut off by its budget gets a larger
+budget and a reminder to be brief; an identical reply is not asked for again); then the run
+fails with one readable line and keeps the steps that were valid. Each re-ask is announced with
+a `TextReset`, so a terminal or page shows it as it happens.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Literal
 
+import json_repair
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import prompts
-from .clients import JSONValidationError
+from .clients import JSONSchema, JSONValidationError
 from .errors import InvalidReplyError
-from .events import CallFinished, CallStarted, TextDelta
+from .events import CallFinished, CallStarted, TextDelta, TextReset
 from .results import FinalAnswer, Message, Step, Usage
 from .runner import RunContext, to_messages
 
@@ -50,16 +59,37 @@ class _StepReply(BaseModel):
         return value
 
 
+# Built from the same model that validates a step, so the two cannot drift apart.
+STEP_SCHEMA = JSONSchema.of(_StepReply, "step")
+
+
 class _NotAStep(Exception):
     """Internal: a reply that cannot be used as a step; `str()` says why, for the model too."""
+
+
+class _Budget:
+    """The completion budget of a run's steps: bounded on its own, grown when cut off."""
+
+    def __init__(self, first: int, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.tokens = min(first, ceiling)
+
+    def grow(self) -> bool:
+        """Double the budget (up to the ceiling); False when it cannot grow."""
+        if self.tokens >= self.ceiling:
+            return False
+        self.tokens = min(self.tokens * 2, self.ceiling)
+        return True
 
 
 async def steps(ctx: RunContext, min_steps: int, max_steps: int) -> AsyncIterator:
     """Yield the events of a steps run: between `min_steps` and `max_steps` steps, then the
     final answer."""
     conversation = to_messages(prompts.steps_messages(ctx.run.question, min_steps, max_steps))
+    # Shared by the run's steps: once a step needed more room, the later ones start there.
+    budget = _Budget(ctx.settings.step_max_tokens, ctx.settings.max_tokens)
     for index in range(1, max_steps + 1):
-        async for event in _step(ctx, index, conversation):
+        async for event in _step(ctx, index, conversation, budget):
             yield event
         step = ctx.run.steps[-1]
         # Only the validated fields go back to the model: never extra keys, never reasoning.
@@ -102,38 +132,55 @@ async def steps(ctx: RunContext, min_steps: int, max_steps: int) -> AsyncIterato
     yield CallFinished(kind="answer", index=1, result=final)
 
 
-async def _step(ctx: RunContext, index: int, conversation: list[Message]) -> AsyncIterator:
+async def _step(
+    ctx: RunContext, index: int, conversation: list[Message], budget: _Budget
+) -> AsyncIterator:
     """Ask for step `index` until a reply validates (appending it to `ctx.run.steps`)."""
     started = time.perf_counter()
     usage = Usage()
     messages = conversation
     tries = RETRIES_PER_STEP + 1
-    for attempt in range(1, tries + 1):
-        rejected: str | None
+    brief = False  # whether the re-ask already asks for a short step
+    previous: str | None = None  # the last rejected reply, to notice one that repeats
+    attempt = 0
+    while True:
+        attempt += 1
+        truncated = False
         try:
             # A retry is the same step, so consumers see one CallStarted per step.
             async for event in ctx.call(
-                "step", index, messages, json_mode=True, announce=attempt == 1
+                "step",
+                index,
+                messages,
+                schema=STEP_SCHEMA,
+                max_tokens=budget.tokens,
+                announce=attempt == 1,
             ):
-                # JSON-mode replies are not streamed: the client yields the whole JSON text as
-                # one delta. Raw JSON is no use to a reader and may not even be a valid step,
-                # so it is held back; the validated step's content is sent below instead.
-                if isinstance(event, CallStarted):
+                # JSON replies are not streamed: the client yields the whole JSON text as one
+                # delta. Raw JSON is no use to a reader and may not even be a valid step, so
+                # it is held back; the validated step's content is sent below instead.
+                if isinstance(event, CallStarted | TextReset):
                     yield event
         except JSONValidationError as error:
+            # The provider refused the reply, but it says what the model wrote: mend that.
+            rejected = error.failed_generation or ""
+            fmt = error.response_format
             problem = "the provider rejected it as invalid JSON (json_validate_failed)"
-            rejected = error.failed_generation
         else:
             reply = ctx.reply
             assert reply is not None
             usage += reply.usage
-            rejected = reply.text
+            rejected, fmt, truncated, problem = (
+                reply.text,
+                reply.response_format,
+                reply.truncated,
+                "",
+            )
+        if rejected.strip():
             try:
-                fields = _parse_step(reply.text)
+                fields, repaired = _parse_step(rejected)
             except _NotAStep as error:
-                problem = str(error)
-                if reply.truncated:
-                    problem += " (the reply was cut off by the token budget, --max-tokens)"
+                problem = f"{problem}: {error}" if problem else str(error)
             else:
                 step = Step(
                     index=index,
@@ -141,6 +188,8 @@ async def _step(ctx: RunContext, index: int, conversation: list[Message]) -> Asy
                     usage=usage,
                     seconds=time.perf_counter() - started,
                     attempts=attempt,
+                    response_format=fmt,
+                    repaired=repaired or bool(problem),
                 )
                 ctx.run.steps.append(step)
                 # One delta carrying the readable content keeps the promise every mode makes:
@@ -148,16 +197,41 @@ async def _step(ctx: RunContext, index: int, conversation: list[Message]) -> Asy
                 yield TextDelta(kind="step", index=index, text=step.content)
                 yield CallFinished(kind="step", index=index, result=step)
                 return
-        if attempt == tries:
+        elif not problem:
+            problem = "it was empty"
+
+        # Asking again must change something that can change the outcome: at temperature 0
+        # the same request brings back the same reply.
+        change = ""
+        if truncated:
+            problem += f" (the reply was cut off by its budget of {budget.tokens:,} tokens)"
+            if budget.grow():
+                change = f"with a budget of {budget.tokens:,} tokens"
+            elif not brief:
+                change = "asking for a shorter step"
+            brief = True
+        elif not rejected.strip() or rejected.strip() != previous:
+            change = "with the problem pointed out"
+        if attempt >= tries or not change:
             break
+        previous = rejected.strip()
+        yield TextReset(
+            kind="step",
+            index=index,
+            reason=f"step {index} was not usable ({problem}); asking again {change} "
+            f"(try {attempt + 1} of {tries})",
+        )
         # Each retry shows only the latest rejected reply: earlier failures are not worth the
         # tokens, and they never reach the conversation later steps are given.
         retry: list[Message] = []
-        if rejected and rejected.strip():
+        if rejected.strip():
             retry.append(Message(role="assistant", content=rejected.strip()[:_MAX_ECHO]))
-        retry.append(Message(role="user", content=prompts.step_retry_message(index, problem)))
+        retry.append(
+            Message(role="user", content=prompts.step_retry_message(index, problem, brief=brief))
+        )
         messages = [*conversation, *retry]
-    _fail(ctx, f"the model's reply was not a valid step after {tries} tries: {problem}")
+    why = "" if attempt >= tries else " (asking again would not change the reply)"
+    _fail(ctx, f"the model's reply was not a valid step after {attempt} tries{why}: {problem}")
 
 
 def _fail(ctx: RunContext, line: str) -> None:
@@ -167,15 +241,47 @@ def _fail(ctx: RunContext, line: str) -> None:
     raise InvalidReplyError(line)
 
 
-def _parse_step(text: str) -> _StepReply:
-    """Validate one step reply, or raise `_NotAStep` with a reason the model can act on."""
-    data = _load_json(text)
+def _parse_step(text: str) -> tuple[_StepReply, bool]:
+    """Validate one step reply, mending what can be mended; the flag says whether it was.
+
+    Raises `_NotAStep` with a reason the model can act on.
+    """
+    repaired = False
+    try:
+        data = _load_json(text)
+    except _NotAStep as broken:
+        data = _repair_json(text)
+        if data is None:
+            raise
+        repaired = True
+        try:
+            return _validate(data)[0], True
+        except _NotAStep:
+            raise broken from None  # what the mended text lacks is not the model's mistake
     if not isinstance(data, dict):
         raise _NotAStep(f"it is a JSON {_json_type(data)}, not an object")
+    fields, mended = _validate(data)
+    return fields, repaired or mended
+
+
+def _validate(data: dict[str, object]) -> tuple[_StepReply, bool]:
+    """Check a step's keys; a missing next_action is taken as "continue" (flagged True)."""
+    action = data.get("next_action")
+    if action is not None and not (isinstance(action, str) and not action.strip()):
+        try:
+            return _StepReply.model_validate(data), False
+        except ValidationError as error:
+            raise _NotAStep(_describe(error)) from None
+    # A title and content make a step; whether to go on is settled by the step bounds.
     try:
-        return _StepReply.model_validate(data)
+        return _StepReply.model_validate({**data, "next_action": "continue"}), True
+    except ValidationError:
+        pass
+    try:  # validated again without the stand-in, so the missing key is named too
+        _StepReply.model_validate({k: v for k, v in data.items() if k != "next_action"})
     except ValidationError as error:
         raise _NotAStep(_describe(error)) from None
+    raise AssertionError("unreachable: a step without next_action cannot validate")
 
 
 def _load_json(text: str) -> object:
@@ -198,6 +304,21 @@ def _load_json(text: str) -> object:
             first_error = first_error or error
     assert first_error is not None
     raise _NotAStep(f"it is not valid JSON ({first_error.msg} at character {first_error.pos})")
+
+
+def _repair_json(text: str) -> dict[str, object] | None:
+    """The object a broken JSON reply most likely meant (cut off, trailing commas, single
+    quotes, a fence left open), or None when no object can be read from it."""
+    start = text.find("{")
+    if start < 0:
+        return None  # prose: json_repair would make a string or a list of words of it
+    try:
+        data = json_repair.loads(text[start:])
+    except Exception:  # the library's own failure must not end a run
+        return None
+    if isinstance(data, list):  # an object followed by more text comes back as a list
+        data = next((item for item in data if isinstance(item, dict)), None)
+    return data if isinstance(data, dict) and data else None
 
 
 def _describe(error: ValidationError) -> str:

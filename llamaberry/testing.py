@@ -33,6 +33,17 @@ last user message (``"echo: <text>"``, or ``{"echo": "<text>"}`` in JSON mode). 
 run on the server's event loop, so they must not block. The scripting methods are
 thread-safe.
 
+Structured outputs: ``response_format`` of type ``json_object`` or ``json_schema`` is JSON
+mode. A ``json_schema`` with ``"strict": true`` must meet strict mode's rules (every object
+sets ``additionalProperties: false`` and lists every property as required) or is refused with
+400, as Groq and OpenAI do. ``FakeServer(json_schema=False)`` plays an endpoint or model
+without structured outputs: every ``json_schema`` request is refused with 400 naming
+``response_format``.
+
+A reply longer than the request's ``max_completion_tokens`` (or ``max_tokens``) is cut at
+that many words, reasoning first, and ends with ``finish_reason: "length"``, as a real
+server's would.
+
 Token accounting is deterministic, so tests can assert on it:
 
 * prompt tokens: for every message, ``ceil(len(content) / 4) + 4`` (see
@@ -50,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import inspect
 import itertools
@@ -197,6 +209,27 @@ class RecordedRequest:
         return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
     @property
+    def response_format(self) -> str | None:
+        """The ``response_format`` type asked for (``"json_schema"``, ``"json_object"``...)."""
+        fmt = self.body.get("response_format")
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        return kind if isinstance(kind, str) else None
+
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema sent with a ``json_schema`` response format, if any."""
+        fmt = self.body.get("response_format")
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return schema if isinstance(schema, dict) else None
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The completion budget asked for (``max_completion_tokens`` or ``max_tokens``)."""
+        budget = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
+        return budget if isinstance(budget, int) and not isinstance(budget, bool) else None
+
+    @property
     def provider(self) -> Literal["groq", "openai"]:
         """``"groq"`` for the ``/openai/v1`` prefix, else ``"openai"``."""
         return "groq" if self.path.startswith("/openai/") else "openai"
@@ -260,6 +293,58 @@ def _is_json_object(text: str) -> bool:
         return isinstance(json.loads(text), dict)
     except ValueError:
         return False
+
+
+def _strict_schema_problem(schema: Any, path: str = "schema") -> str | None:
+    """Why a schema breaks strict structured-output rules, or None when it keeps them."""
+    if not isinstance(schema, dict):
+        return f"{path} must be an object"
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        properties = {}
+    if schema.get("type") == "object" or properties:
+        if schema.get("additionalProperties") is not False:
+            return f"'additionalProperties' is required to be supplied and to be false at {path}"
+        names = list(properties)
+        missing = [name for name in names if name not in (schema.get("required") or [])]
+        if missing:
+            return f"'required' must include every property at {path}; missing {missing}"
+        for name in names:
+            problem = _strict_schema_problem(properties[name], f"{path}.{name}")
+            if problem:
+                return problem
+    if isinstance(schema.get("items"), dict):
+        return _strict_schema_problem(schema["items"], f"{path}.items")
+    return None
+
+
+def _cut_to_budget(reply: Reply, budget: int | None) -> Reply:
+    """The reply as a server with this completion budget sends it: cut off at that many words
+    (hidden reasoning counts first), with ``finish_reason="length"``."""
+    if budget is None or _word_count(reply.text) + _word_count(reply.reasoning) <= budget:
+        return reply
+    reasoning_words = _PIECE_RE.findall(reply.reasoning or "")
+    kept_reasoning = _keep_words(reasoning_words, budget)
+    left = budget - _word_count("".join(kept_reasoning))
+    kept_text = _keep_words(_PIECE_RE.findall(reply.text), left)
+    return dataclasses.replace(
+        reply,
+        text="".join(kept_text).rstrip() if kept_text else "",
+        reasoning="".join(kept_reasoning).rstrip() if reply.reasoning is not None else None,
+        finish_reason="length",
+    )
+
+
+def _keep_words(pieces: list[str], words: int) -> list[str]:
+    kept: list[str] = []
+    count = 0
+    for piece in pieces:
+        if piece.strip():
+            if count >= words:
+                break
+            count += 1
+        kept.append(piece)
+    return kept
 
 
 def _format_duration(seconds: float) -> str:
@@ -485,6 +570,7 @@ class FakeServer:
         tpm_limit: int | None = None,
         max_context: int | None = None,
         json_validation: bool = True,
+        json_schema: bool = True,
         default: str | Reply | Fault | Handler | None = None,
     ) -> None:
         self.models: list[str] = list(DEFAULT_MODELS if models is None else models)
@@ -498,6 +584,7 @@ class FakeServer:
         self.tpm_limit = tpm_limit
         self.max_context = max_context
         self.json_validation = json_validation
+        self.json_schema = json_schema
         self.default = default
         self.rate_limited = 0
 
@@ -749,6 +836,9 @@ class FakeServer:
         if model not in self.models:
             message = f"The model `{model}` does not exist or you do not have access to it."
             return 404, _error(message, "invalid_request_error", "model_not_found")
+        refused = self._refused_format(request)
+        if refused is not None:
+            return 400, _error(refused, "invalid_request_error", param="response_format")
         if self.max_context is not None and prompt_tokens > self.max_context:
             message = (
                 f"This model's maximum context length is {self.max_context} tokens. However, "
@@ -756,6 +846,32 @@ class FakeServer:
                 "Please reduce the length of the messages."
             )
             return 400, _error(message, "invalid_request_error", "context_length_exceeded")
+        return None
+
+    def _refused_format(self, request: RecordedRequest) -> str | None:
+        """Why the request's ``response_format`` is refused, or None when it is taken."""
+        fmt = request.body.get("response_format")
+        if fmt is None:
+            return None
+        kind = request.response_format
+        if kind not in ("text", "json_object", "json_schema"):
+            return (
+                f"response_format.type must be one of text, json_object, json_schema, not {kind!r}"
+            )
+        if kind != "json_schema":
+            return None
+        if not self.json_schema:
+            return (
+                f"This model does not support response format `json_schema`: "
+                f"`{request.model}` takes `json_object` only."
+            )
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            return "response_format.json_schema.schema is required"
+        if spec.get("strict") is True:
+            problem = _strict_schema_problem(spec["schema"])
+            if problem:
+                return f"invalid JSON schema for response_format (strict mode): {problem}"
         return None
 
     async def _chat(
@@ -808,6 +924,7 @@ class FakeServer:
             await _send(writer, 400, body, keep_alive, self._limit_headers())
             return keep_alive
 
+        reply = _cut_to_budget(reply, request.max_tokens)
         completion_tokens = _word_count(reply.text) + _word_count(reply.reasoning)
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -312,6 +312,108 @@ async def test_json_mode_rejects_scripted_non_json_like_groq(server: FakeServer)
     assert json.loads(echo.choices[0].message.content or "") == {"echo": "hello there"}
 
 
+STRICT_STEP = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "next_action": {"type": "string", "enum": ["continue", "final_answer"]},
+    },
+    "required": ["title", "next_action"],
+    "additionalProperties": False,
+}
+
+
+def schema_format(schema: dict, strict: bool = True) -> dict:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "step", "strict": strict, "schema": schema},
+    }
+
+
+async def test_a_strict_schema_that_keeps_strict_rules_is_taken(server: FakeServer) -> None:
+    server.enqueue('{"title": "t", "next_action": "continue"}')
+    completion = await groq_client(server).chat.completions.create(
+        model=MODEL, messages=HELLO, response_format=schema_format(STRICT_STEP)
+    )
+    assert json.loads(completion.choices[0].message.content or "")["title"] == "t"
+    request = server.requests[-1]
+    assert request.response_format == "json_schema" and request.json_mode
+    assert request.json_schema == STRICT_STEP
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"additionalProperties": True}, "'additionalProperties' is required"),
+        ({"required": ["title"]}, "'required' must include every property"),
+    ],
+)
+async def test_a_strict_schema_that_breaks_strict_rules_is_refused(
+    server: FakeServer, change: dict, problem: str
+) -> None:
+    with pytest.raises(groq.BadRequestError) as caught:
+        await groq_client(server).chat.completions.create(
+            model=MODEL, messages=HELLO, response_format=schema_format({**STRICT_STEP, **change})
+        )
+    error = caught.value.body["error"]
+    assert error["param"] == "response_format"
+    assert problem in error["message"]
+    # Best-effort mode (strict off) takes the same schema.
+    await groq_client(server).chat.completions.create(
+        model=MODEL,
+        messages=HELLO,
+        response_format=schema_format({**STRICT_STEP, **change}, strict=False),
+    )
+
+
+async def test_a_server_without_structured_outputs_refuses_json_schema_only() -> None:
+    async with FakeServer(json_schema=False) as server:
+        server.enqueue('{"ok": true}')
+        client = openai_client(server)
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(
+                model=MODEL, messages=HELLO, response_format=schema_format(STRICT_STEP)
+            )
+        ok = await client.chat.completions.create(
+            model=MODEL, messages=HELLO, response_format={"type": "json_object"}
+        )
+    error = caught.value.body if "param" in caught.value.body else caught.value.body["error"]
+    assert error["param"] == "response_format"
+    assert "json_schema" in error["message"]
+    # The refused request used no scripted reply; the next one got it.
+    assert json.loads(ok.choices[0].message.content or "") == {"ok": True}
+
+
+async def test_a_reply_longer_than_its_budget_is_cut_off(server: FakeServer) -> None:
+    server.enqueue(Reply("one two three four five", reasoning="let me see"))
+    completion = await openai_client(server).chat.completions.create(
+        model=MODEL, messages=HELLO, max_completion_tokens=5
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "length"
+    # The hidden reasoning spends the budget first, as a reasoning model's does.
+    assert choice.message.content == "one two"
+    assert completion.usage is not None and completion.usage.completion_tokens == 5
+
+    server.enqueue("one two three four")
+    stream = await groq_client(server).chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=3, stream=True
+    )
+    pieces, finish = [], None
+    async for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert ("".join(pieces), finish) == ("one two three", "length")
+
+    server.enqueue("one two three")
+    fits = await groq_client(server).chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=3
+    )
+    assert fits.choices[0].finish_reason == "stop"
+    assert fits.choices[0].message.content == "one two three"
+
+
 async def test_json_validation_can_be_switched_off() -> None:
     async with FakeServer(json_validation=False) as server:
         server.enqueue("plain")

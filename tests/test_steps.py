@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
@@ -19,6 +20,7 @@ from llamaberry import (
     RunStarted,
     Step,
     TextDelta,
+    TextReset,
     Usage,
 )
 from llamaberry.cli import cli
@@ -77,16 +79,117 @@ def assistant_steps(request: RecordedRequest) -> list[dict]:
 # -- JSON mode and the conversation ----------------------------------------------------------
 
 
-async def test_step_calls_ask_for_json_mode_and_the_final_call_does_not(
+async def test_step_calls_send_the_step_schema_and_the_final_call_does_not(
     server: FakeServer, engine: Engine
 ):
     server.reply_with(Model())
     run = await engine.steps(QUESTION)
-    assert [r.json_mode for r in server.requests] == [True, True, True, False]
-    assert all(r.body["response_format"] == {"type": "json_object"} for r in server.requests[:3])
+    assert [r.response_format for r in server.requests] == ["json_schema"] * 3 + [None]
+    spec = server.requests[0].body["response_format"]["json_schema"]
+    assert spec["strict"] is True
+    # The schema is the step's own: these keys, all required, nothing else, an enum of two.
+    assert spec["schema"] == {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "content": {"type": "string"},
+            "next_action": {"type": "string", "enum": ["continue", "final_answer"]},
+        },
+        "required": ["title", "content", "next_action"],
+        "additionalProperties": False,
+    }
+    assert all(
+        r.body["response_format"] == {"type": "json_schema", "json_schema": spec}
+        for r in server.requests[:3]
+    )
     assert "response_format" not in server.requests[-1].body
+    assert [s.response_format for s in run.steps] == ["json_schema"] * 3
+    assert [c.response_format for c in run.calls] == ["json_schema"] * 3 + [None]
     assert run.mode == "steps"
     assert run.answer == "3"
+
+
+REFUSALS = {
+    # Groq, for a model without structured outputs (the fake's own refusal).
+    "groq": None,
+    "openai": Fault.status(
+        400,
+        {
+            "error": {
+                "message": "Invalid parameter: 'response_format' of type 'json_schema' is not "
+                "supported with this model.",
+                "type": "invalid_request_error",
+                "param": "response_format",
+                "code": None,
+            }
+        },
+    ),
+    "llama.cpp": Fault.status(
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": 'response_format type must be one of "text" or "json_object", but '
+                "got: json_schema",
+                "type": "invalid_request_error",
+            }
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+async def test_an_endpoint_that_refuses_a_schema_is_asked_for_json_once_refused(
+    server: FakeServer, engine: Engine, refusal: str
+):
+    if REFUSALS[refusal] is None:
+        server.json_schema = False
+    else:
+        server.enqueue(REFUSALS[refusal])
+    server.reply_with(Model())
+    first = await engine.steps(QUESTION)
+    # One refused request, then the same step as any JSON object, and never the schema again.
+    assert [r.response_format for r in server.requests] == [
+        "json_schema",
+        *["json_object"] * 3,
+        None,
+    ]
+    assert first.ok and first.answer == "3"
+    assert [s.response_format for s in first.steps] == ["json_object"] * 3
+    assert first.steps[0].attempts == 1
+    second = await engine.steps(QUESTION)
+    assert second.ok
+    assert [r.response_format for r in server.requests[5:]] == ["json_object"] * 3 + [None]
+
+
+async def test_other_bad_requests_do_not_drop_the_schema(server: FakeServer, engine: Engine):
+    server.enqueue(Fault.status(400, {"error": {"message": "messages: too many"}}))
+    with pytest.raises(RunFailedError):
+        await engine.steps(QUESTION)
+    server.reply_with(Model())
+    run = await engine.steps(QUESTION)
+    assert [s.response_format for s in run.steps] == ["json_schema"] * 3
+    assert len(server.requests) == 5
+
+
+async def test_a_step_is_asked_for_with_its_own_budget(server: FakeServer, engine: Engine):
+    server.reply_with(Model())
+    await engine.steps(QUESTION)
+    # A step is a paragraph: 1,024 tokens; the final answer keeps the run's 4,096.
+    assert [r.max_tokens for r in server.requests] == [1024, 1024, 1024, 4096]
+
+
+async def test_the_step_budget_comes_from_the_environment_and_stays_within_max_tokens(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+):
+    server.reply_with(Model())
+    monkeypatch.setenv("LLAMABERRY_STEP_MAX_TOKENS", "300")
+    async with Engine(api_key="k", base_url=server.groq_base_url) as engine:
+        run = await engine.steps(QUESTION)
+    assert run.settings["step_max_tokens"] == 300
+    async with Engine(api_key="k", base_url=server.groq_base_url, max_tokens=200) as engine:
+        await engine.steps(QUESTION)
+    assert [r.max_tokens for r in server.requests] == [300, 300, 300, 4096, 200, 200, 200, 200]
 
 
 async def test_each_step_is_appended_to_the_conversation_in_order(
@@ -129,7 +232,7 @@ async def test_reasoning_and_extra_keys_are_never_sent_back(server: FakeServer, 
         ("Let me think: {not json", "not valid JSON"),
         ('{"title": "t", "next_action": "continue"}', 'the key "content" is missing'),
         ('{"content": "c", "next_action": "continue"}', 'the key "title" is missing'),
-        ('{"title": "t", "content": "c"}', 'the key "next_action" is missing'),
+        ('{"next_action": "continue"}', 'the key "title" is missing; the key "content"'),
         ('{"title": "  ", "content": "c", "next_action": "continue"}', '"title" is empty'),
         ('{"title": "t", "content": "c", "next_action": "stop"}', '"next_action" must be'),
         ('{"title": 7, "content": "c", "next_action": "continue"}', '"title" must be a string'),
@@ -158,10 +261,11 @@ async def test_an_invalid_step_is_asked_for_again_with_the_problem(
 
 async def test_a_step_cut_off_by_the_token_budget_says_so(server: FakeServer, engine: Engine):
     server.json_validation = False
-    server.enqueue(Reply('{"title": "Counting", "content": "First I', finish_reason="length"))
+    # Cut off inside the title: nothing of a step to mend.
+    server.enqueue(Reply('{"title": "Counting the le', finish_reason="length"))
     server.reply_with(Model())
     run = await engine.steps(QUESTION)
-    assert "cut off by the token budget, --max-tokens" in server.requests[1].user
+    assert "cut off by its budget of 1,024 tokens" in server.requests[1].user
     assert run.steps[0].attempts == 2
 
 
@@ -502,3 +606,247 @@ def test_ask_steps_bounds_come_from_the_command_line(cli_env, fake_server: FakeS
     data = json.loads(result.stdout)
     assert len(data["steps"]) == 4
     assert data["settings"]["max_steps"] == 4  # the run records the bound it really used
+
+
+# -- mending broken replies (issue 17, item 15) ----------------------------------------------
+
+CUT_OFF = '{"title": "Counting", "content": "First I spell the word'
+
+
+@pytest.mark.parametrize(
+    ("reply", "title", "content", "next_action"),
+    [
+        (Reply(CUT_OFF, finish_reason="length"), "Counting", "First I spell the word", "continue"),
+        ('{"title": "t", "content": "c"}', "t", "c", "continue"),
+        ('{"title": "t", "content": "c", "next_action": null}', "t", "c", "continue"),
+        (
+            '{"title": "t", "content": "c", "next_action": "final_answer",}',
+            "t",
+            "c",
+            "final_answer",
+        ),
+        ("{'title': 't', 'content': 'c', 'next_action': 'continue'}", "t", "c", "continue"),
+        ('{"title": "t", "content": "line one\nline two"}', "t", "line one\nline two", "continue"),
+        ('Here it is: {"title": "t", "content": "c"', "t", "c", "continue"),
+    ],
+)
+async def test_a_reply_that_can_be_mended_goes_on_without_asking_again(
+    server: FakeServer, engine: Engine, reply: str | Reply, title, content, next_action
+):
+    server.json_validation = False
+    server.enqueue(reply)
+    model = Model()
+    model.steps = 1
+    server.reply_with(model)
+    run = await engine.steps(QUESTION)
+    assert run.ok
+    assert len(server.requests) == 4  # three steps and the answer: nothing asked twice
+    step = run.steps[0]
+    assert (step.title, step.content, step.next_action) == (title, content, next_action)
+    assert step.attempts == 1 and step.repaired
+    assert not run.steps[1].repaired
+    # The mended step, not the broken text, is what later steps are given.
+    assert assistant_steps(server.requests[1])[0] == {
+        "title": title,
+        "content": content,
+        "next_action": next_action,
+    }
+
+
+async def test_a_provider_rejection_is_mended_from_its_failed_generation(
+    server: FakeServer, engine: Engine
+):
+    # Groq refuses JSON it cannot parse but sends what the model wrote: a trailing comma here.
+    server.enqueue(
+        Fault.status(
+            400,
+            {
+                "error": {
+                    "message": "Failed to generate JSON.",
+                    "code": "json_validate_failed",
+                    "failed_generation": '{"title": "t", "content": "c", "next_action": "continue",',
+                }
+            },
+        )
+    )
+    model = Model()
+    model.steps = 1
+    server.reply_with(model)
+    run = await engine.steps(QUESTION)
+    assert run.ok and len(server.requests) == 4
+    assert (run.steps[0].title, run.steps[0].repaired) == ("t", True)
+
+
+class BrokenThird:
+    """A model whose step replies are broken one time in three, at random (seeded), in the
+    three ways seen in practice: cut off, missing next_action, refused by the provider."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.broken = {"cut off": 0, "no next_action": 0, "refused": 0}
+        self.replies = 0
+        self.steps: dict[str, int] = {}
+
+    def __call__(self, request: RecordedRequest) -> Reply | Fault:
+        if not request.json_mode:
+            return Reply("3")
+        run = request.messages[1]["content"]
+        number = self.steps[run] = self.steps.get(run, 0) + 1
+        self.replies += 1
+        words = " ".join(self.random.choice(WORDS) for _ in range(self.random.randint(8, 40)))
+        done = "final_answer" if number >= 4 else "continue"
+        text = json.dumps({"title": f"Step {number}", "content": words, "next_action": done})
+        if self.random.random() >= 1 / 3:
+            return Reply(text)
+        kind = self.random.choice(list(self.broken))
+        self.broken[kind] += 1
+        if kind == "cut off":
+            return Reply(text[: self.random.randint(1, len(text) - 2)], finish_reason="length")
+        if kind == "no next_action":
+            return Reply(json.dumps({"title": f"Step {number}", "content": words}))
+        # A server-side rejection of a reply that is almost JSON (cut short, or a trailing
+        # comma), as Groq's json_validate_failed carries it.
+        failed = self.random.choice(
+            [text[: self.random.randint(1, len(text) - 2)], text[:-1] + ",}"]
+        )
+        body = {
+            "error": {
+                "message": "Failed to generate JSON.",
+                "code": "json_validate_failed",
+                "failed_generation": failed,
+            }
+        }
+        return Fault.status(400, body)
+
+
+WORDS = [
+    "count",
+    "the",
+    "letters",
+    "in",
+    "strawberry",
+    "and",
+    "check",
+    "each",
+    "r",
+    "again",
+    "carefully",
+]
+
+
+async def test_thirty_runs_finish_when_a_third_of_the_replies_are_broken(server: FakeServer):
+    server.json_validation = False
+    model = BrokenThird(seed=17)
+    server.reply_with(model)
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        runs = []
+        for n in range(30):
+            try:
+                runs.append(await engine.run("steps", f"{QUESTION} (run {n})", max_steps=6))
+            except RunFailedError as failed:
+                runs.append(failed.run)
+    assert [run.error for run in runs if not run.ok] == []
+    assert sum(run.ok for run in runs) == 30
+    # The mix really was a third broken, of every kind.
+    assert 0.25 < sum(model.broken.values()) / model.replies < 0.42
+    assert min(model.broken.values()) >= 5
+
+
+# -- re-asking only what can change (issue 19, item 7) ---------------------------------------
+
+
+def thinker(hidden_words: int):
+    """A reasoning model whose hidden thinking takes `hidden_words` tokens before every step."""
+    model = Model()
+
+    def reply(request: RecordedRequest) -> Reply:
+        answer = model(request)
+        if not request.json_mode:
+            return answer
+        return Reply(answer.text, reasoning="hmm " * hidden_words)
+
+    return reply
+
+
+async def test_a_step_cut_off_by_its_budget_is_asked_again_with_a_larger_one(
+    server: FakeServer, engine: Engine
+):
+    # 1,500 words of hidden thinking spend a 1,024-token budget before any visible text.
+    server.reply_with(thinker(1500))
+    run = await engine.steps(QUESTION)
+    assert run.ok
+    budgets = [r.max_tokens for r in server.requests]
+    # The retry asks with twice the budget, and the later steps start from there.
+    assert budgets == [1024, 2048, 2048, 2048, 4096]
+    assert "cut off by its budget of 1,024 tokens" in server.requests[1].user
+    assert run.steps[0].attempts == 2
+
+
+async def test_a_cut_off_step_that_cannot_get_more_room_is_asked_to_be_brief_once(
+    server: FakeServer, provider: str
+):
+    server.reply_with(thinker(5000))
+    base_url = server.groq_base_url if provider == "groq" else server.openai_base_url
+    async with Engine(provider=provider, api_key="k", base_url=base_url, max_tokens=1000) as engine:
+        with pytest.raises(RunFailedError) as caught:
+            await engine.steps(QUESTION)
+    first, second = server.requests  # no third try: nothing left to change
+    assert first.max_tokens == second.max_tokens == 1000
+    assert "Keep this step short" in second.user and "Keep this step short" not in json.dumps(
+        first.messages
+    )
+    assert first.body != second.body
+    assert "asking again would not change the reply" in caught.value.run.error
+    assert caught.value.run.error.startswith("Step 1 failed: ")
+
+
+async def test_the_same_unusable_reply_is_not_asked_for_a_third_time(
+    server: FakeServer, engine: Engine
+):
+    server.json_validation = False
+    server.reply_with(lambda request: "I would rather answer in prose.")
+    with pytest.raises(RunFailedError) as caught:
+        await engine.steps(QUESTION)
+    assert len(server.requests) == 2
+    assert "after 2 tries (asking again would not change the reply)" in caught.value.run.error
+
+
+async def test_each_re_ask_is_shown_as_it_happens(server: FakeServer, engine: Engine):
+    server.json_validation = False
+    server.enqueue("not a step")
+    server.reply_with(Model())
+    events = [event async for event in engine.steps_stream(QUESTION)]
+    kinds = [(type(e).__name__, getattr(e, "index", None)) for e in events[:4]]
+    assert kinds == [
+        ("RunStarted", None),
+        ("CallStarted", 1),
+        ("TextReset", 1),
+        ("TextDelta", 1),
+    ]
+    reset = events[2]
+    assert reset.kind == "step"
+    assert "it is not valid JSON" in reset.reason and "try 2 of 3" in reset.reason
+
+
+async def test_a_provider_retry_of_a_step_is_shown_before_its_wait(
+    server: FakeServer, engine: Engine
+):
+    server.enqueue(Fault.status(503))
+    server.reply_with(Model())
+    events = [event async for event in engine.steps_stream(QUESTION)]
+    resets = [e for e in events if isinstance(e, TextReset)]
+    assert [(e.kind, e.index) for e in resets] == [("step", 1)]
+    assert "HTTP 503" in resets[0].reason
+
+
+def test_the_terminal_shows_a_re_ask_live(cli_env, fake_server: FakeServer):
+    fake_server.json_validation = False
+    fake_server.enqueue("not a step")
+    result = CliRunner().invoke(
+        cli, ["ask", QUESTION, "--mode", "steps"], env=cli_env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    retry = out.index("↻")
+    assert "step 1 was not usable" in out[retry:]
+    assert retry < out.index("Step 1: Title 1")

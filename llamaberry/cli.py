@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -136,6 +137,22 @@ def cli() -> None:
     (validated JSON reasoning steps, then a plain answer) and single (the question asked once,
     the baseline). Set GROQ_API_KEY, or use --provider openai --base-url for a local server.
     """
+    show_warnings()
+
+
+class WarningLine(logging.Handler):
+    """Shows the engine's warnings as one `warning: ...` line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def show_warnings() -> None:
+    """Route the `llamaberry` logger's warnings to stderr (once per process)."""
+    logger = logging.getLogger("llamaberry")
+    if not any(isinstance(handler, WarningLine) for handler in logger.handlers):
+        handler = WarningLine(logging.WARNING)
+        logger.addHandler(handler)
 
 
 @cli.command()
@@ -376,7 +393,12 @@ def compare(
 @click.argument("dataset", required=False, type=click.Path(dir_okay=False))
 @click.option("--builtin", type=click.Choice(["tricky"]), help="Use a dataset that ships with us.")
 @click.option("--modes", help="Comma-separated modes [default: every mode].")
-@click.option("--concurrency", "-c", type=int, default=4, show_default=True)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    help="Runs at once [default: the server's slots where it says (llama.cpp), else 4].",
+)
 @click.option("--limit", "-k", type=int, help="Only the first K items.")
 @click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
 @click.option(
@@ -391,7 +413,7 @@ def eval_command(
     dataset: str | None,
     builtin: str | None,
     modes: str | None,
-    concurrency: int,
+    concurrency: int | None,
     limit: int | None,
     turns: int | None,
     out: str | None,
@@ -445,6 +467,12 @@ def eval_command(
         async with make_engine(options, turns=turns) as engine:
             wanted = chosen or available_modes(engine)
             total = min(limit, len(data.items)) if limit else len(data.items)
+            at_once = concurrency
+            if at_once is None:
+                at_once = await evaluation.default_concurrency(engine)
+                slots = await engine.client.server_slots()
+                if slots is not None:
+                    click.echo(f"concurrency {at_once}: the server's slots", err=True)
             for mode in wanted:
                 tallies[mode] = [0, 0, 0]
                 tasks[mode] = progress.add_task(mode, total=total, accuracy="–", errors=0)
@@ -453,7 +481,7 @@ def eval_command(
                     engine,
                     data,
                     wanted,  # type: ignore[arg-type]
-                    concurrency=concurrency,
+                    concurrency=at_once,
                     limit=limit,
                     on_result=on_result,
                 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import random
 import time
@@ -36,6 +37,8 @@ from .results import Message, Usage
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+log = logging.getLogger("llamaberry")
 
 PROVIDERS = ("groq", "openai")
 # Where the openai SDK sends requests when no base URL is given.
@@ -74,6 +77,11 @@ class Completion:
     headers: dict[str, str] = field(default_factory=dict)
     # How the reply was asked to be JSON, if it was: the schema, or any JSON object.
     response_format: ResponseFormat | None = None
+    # The model the server says answered (llama.cpp names its own, whatever was asked).
+    model: str | None = None
+    # Seconds the reply waited in the server's queue for a free slot, where the server
+    # says how long it really worked on it (llama.cpp's `timings`); else None.
+    queued: float | None = None
 
     @property
     def truncated(self) -> bool:
@@ -204,6 +212,12 @@ class ChatClient:
         self._sdks: list[Any] = []  # SDK clients, one small connection pool each
         self._busy: list[int] = []  # calls in flight on each
         self._models: list[str] | None = None
+        # Set once the endpoint has answered 404 for this model: later calls fail at once.
+        self._model_missing = False
+        # The model the endpoint reported answering, once a reply said.
+        self.served_model: str | None = None
+        self._slots: int | None = None
+        self._slots_asked = False
 
     # -- what subclasses provide -------------------------------------------------------------
 
@@ -286,6 +300,9 @@ class ChatClient:
                         item.seconds = time.perf_counter() - started
                         item.attempts = attempt
                         self.limiter.settle(slot, item.usage.total_tokens or estimate)
+                        if item.model and self.served_model is None:
+                            self.served_model = item.model
+                            await self._warn_if_unlisted(item.model)
                     yield item
                 return
             except ModelNotFoundError as error:
@@ -339,12 +356,72 @@ class ChatClient:
         for sdk in sdks:
             await sdk.close()
 
+    async def server_slots(self) -> int | None:
+        """How many requests the server works on at once, where it says (llama.cpp's
+        `/props` `total_slots`); None when it does not. Asked once per client."""
+        if not self._slots_asked:
+            self._slots_asked = True
+            self._slots = await self._read_slots() if self.provider == "openai" else None
+        return self._slots
+
+    async def _read_slots(self) -> int | None:
+        import httpx
+
+        base = str(self._base_url or "").rstrip("/")
+        if not base:
+            return None  # OpenAI's own API has no /props
+        # llama.cpp serves /props beside /v1, not under it.
+        url = (base[: -len("/v1")] if base.endswith("/v1") else base) + "/props"
+        try:
+            async with httpx.AsyncClient(timeout=min(self.timeout, 5.0)) as http:
+                response = await http.get(url, headers={"authorization": f"Bearer {self._api_key}"})
+            slots = response.json().get("total_slots") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return (
+            slots if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0 else None
+        )
+
+    async def resolve_model(self) -> str | None:
+        """The model that will really answer: the asked id when the endpoint lists it, the one
+        model a single-model server lists (llama.cpp answers any id with it), else None."""
+        if self.provider != "openai" or self._base_url is None:
+            return None  # hosted APIs serve the id they are asked for, or refuse it
+        try:
+            listed = self._models if self._models is not None else await self.list_models()
+        except (ProviderError, NotImplementedError):  # no listing: trust the asked id
+            return None
+        if self.model in listed:
+            return self.model
+        return listed[0] if len(listed) == 1 else None
+
+    async def _warn_if_unlisted(self, reported: str) -> None:
+        # A server that names another model than the one asked may be one that serves a
+        # single model and ignores the id (llama.cpp): say so once, since runs saved under the
+        # asked id would misname what ran.
+        if reported == self.model:
+            return
+        try:
+            listed = self._models if self._models is not None else await self.list_models()
+        except ProviderError:
+            return
+        if self.model not in listed:
+            log.warning(
+                "the endpoint does not list the model '%s' (it lists: %s) and answered as "
+                "'%s'; runs record that as served_model.",
+                self.model,
+                ", ".join(listed) or "nothing",
+                reported,
+            )
+
     async def _check_model_known(self) -> None:
-        # Only once the list is known (after a 404): fail fast instead of asking again.
-        if self._models is not None and self.model not in self._models:
+        # Only once the endpoint has refused the model: fail fast instead of asking again.
+        # (A listing alone proves nothing: single-model servers answer ids they do not list.)
+        if self._model_missing and self._models is not None and self.model not in self._models:
             raise ModelNotFoundError(self.model, self._models)
 
     async def _with_model_list(self, error: ModelNotFoundError) -> ModelNotFoundError:
+        self._model_missing = True
         if error.available:
             return error
         try:
@@ -403,6 +480,7 @@ class ChatClient:
         sdks, busy = self._pools(), self._busy
         pool = min(range(len(sdks)), key=busy.__getitem__) if len(sdks) > 1 else 0
         busy[pool] += 1
+        sent = time.perf_counter()
         try:
             raw = await sdks[pool].chat.completions.with_raw_response.create(
                 stream=stream, **params
@@ -425,14 +503,19 @@ class ChatClient:
                     seconds=0.0,
                     headers=headers,
                     response_format=fmt,
+                    model=getattr(body, "model", None) or None,
+                    queued=_queued(sent, getattr(body, "timings", None)),
                 )
                 return
             parts: list[str] = []
             finish_reason = None
             usage = None
+            model = timings = None
             try:
                 async for chunk in body:
                     usage = self._usage_of(chunk) or usage
+                    model = model or getattr(chunk, "model", None)
+                    timings = getattr(chunk, "timings", None) or timings
                     if not chunk.choices:
                         continue
                     choice = chunk.choices[0]
@@ -455,6 +538,8 @@ class ChatClient:
                 usage=_usage(usage, text, payload),
                 seconds=0.0,
                 headers=headers,
+                model=model or None,
+                queued=_queued(sent, timings),
             )
         except ProviderError:
             raise
@@ -616,6 +701,20 @@ def _usage(sdk_usage: Any, text: str, payload: list[dict[str, str]]) -> Usage:
     return Usage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
+
+
+def _queued(sent: float, timings: Any) -> float | None:
+    """Seconds a reply waited at the server: its wall time less the time the server says it
+    worked on it (llama.cpp's `timings`); None when the server does not say."""
+    if not isinstance(timings, Mapping):
+        return None
+    try:
+        worked = (
+            float(timings.get("prompt_ms") or 0) + float(timings.get("predicted_ms") or 0)
+        ) / 1000
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, time.perf_counter() - sent - worked)
 
 
 def _find(body: Any, key: str) -> Any:

@@ -2,10 +2,15 @@
 
 Each (item, mode) pair is one run. Finished runs are tagged in the history store with a key made
 of the question, its occurrence in the dataset, the mode and every setting that changes the
-answer (model, provider, endpoint, turns, temperature, token budget, effort, step bounds); a
-rerun of the same eval takes those runs from the store instead of paying for them again, and
-re-scores them against the dataset's current golds. Failed runs are not reused, so a rerun
-retries them.
+answer (model, provider, endpoint, turns, temperature, token budget, effort, step bounds) and
+the model the endpoint really serves when that is not the asked id (llama.cpp answers any id
+with its one model); a rerun of the same eval takes those runs from the store instead of paying
+for them again, and re-scores them against the dataset's current golds. Failed runs are not
+reused, so a rerun retries them.
+
+An item's seconds leave out the time its calls waited in the server's queue (reported apart as
+`queued_seconds`, where the server says, as llama.cpp does), so modes compare on the time they
+took, not on how busy the server was.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
     from .store import Store
 
 BUILTIN = ("tricky",)
+# Runs at once when neither the caller nor the endpoint says how many it can serve.
+DEFAULT_CONCURRENCY = 4
 
 # The settings that change what a run answers; a change in any of them means a fresh run.
 _ANSWER_SETTINGS = (
@@ -78,6 +85,7 @@ class ItemResult(BaseModel):
     error: str | None
     tokens: int
     seconds: float
+    queued_seconds: float = 0.0
     run_id: str | None
     reused: bool
 
@@ -174,9 +182,15 @@ def _item(name: str, number: int, line: str, index: int, seen: dict[str, int]) -
     return Item(index=index, question=question, answer=answer, scorer=scorer, occurrence=occurrence)
 
 
-def eval_key(engine: Engine, item: Item, mode: Mode) -> str:
-    """The store tag for this item through this mode with this engine's settings."""
+def eval_key(engine: Engine, item: Item, mode: Mode, served: str | None = None) -> str:
+    """The store tag for this item through this mode with this engine's settings.
+
+    `served` is the model the endpoint really answers with; it joins the key only when it is
+    not the asked id, so a single-model server that changed its model is asked afresh.
+    """
     settings = engine.settings.model_dump(include=set(_ANSWER_SETTINGS), mode="json")
+    if served is not None and served != settings["model"]:
+        settings["served_model"] = served
     blob = json.dumps([item.question, item.occurrence, mode, settings], sort_keys=True)
     return "eval:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -189,19 +203,23 @@ async def evaluate(
     dataset: Dataset,
     modes: Sequence[Mode] = ("single", "refine"),
     *,
-    concurrency: int = 4,
+    concurrency: int | None = None,
     limit: int | None = None,
     store: Store | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> Report:
     """Run every item through every mode (reusing finished runs from the store) and score them.
 
-    Cancelling it (Ctrl-C) loses nothing that finished: each run is saved as it ends.
+    `concurrency` defaults to what the endpoint can serve at once where it says (llama.cpp's
+    slots), else 4. Cancelling it (Ctrl-C) loses nothing that finished: each run is saved as
+    it ends.
     """
     from .compare import check_modes
     from .store import Store
 
     chosen = check_modes(modes)
+    if concurrency is None:
+        concurrency = await default_concurrency(engine)
     if concurrency < 1:
         raise InputError(f"--concurrency must be at least 1 (got {concurrency}).")
     if limit is not None and limit < 1:
@@ -210,9 +228,10 @@ async def evaluate(
     store = store or engine.history or Store()
     gate = asyncio.Semaphore(concurrency)
     secret = engine.settings.api_key.get_secret_value() if engine.settings.api_key else None
+    served = await engine.client.resolve_model()
 
     async def one(item: Item, mode: Mode) -> ItemResult:
-        key = eval_key(engine, item, mode)
+        key = eval_key(engine, item, mode, served)
         stored = store.find_eval(key)
         if stored is not None:
             result = _result(item, mode, stored, reused=True)
@@ -237,6 +256,11 @@ async def evaluate(
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(one(item, mode)) for item in items for mode in chosen]
     return build_report(dataset.name, engine.model, chosen, [task.result() for task in tasks])
+
+
+async def default_concurrency(engine: Engine) -> int:
+    """Runs at once by default: the endpoint's own slots where it says, else 4."""
+    return await engine.client.server_slots() or DEFAULT_CONCURRENCY
 
 
 def _refused(item: Item, mode: Mode, error: str) -> ItemResult:
@@ -272,7 +296,9 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         answer=run.answer,
         error=run.error,
         tokens=run.usage.total_tokens,
-        seconds=round(run.seconds, 3),
+        # The time the mode took, not the time it waited for a free slot at the server.
+        seconds=round(max(0.0, run.seconds - run.queued_seconds), 3),
+        queued_seconds=round(run.queued_seconds, 3),
         run_id=run.id,
         reused=reused,
     )

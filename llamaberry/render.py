@@ -26,6 +26,13 @@ def cost_line(usage: Usage, seconds: float) -> str:
     )
 
 
+def model_line(run: Run) -> str:
+    """The asked model, and the one that answered when the server named another."""
+    if run.served_model and run.served_model != run.model:
+        return f"{run.model} (served as {run.served_model})"
+    return run.model
+
+
 def partial_source(run: Run) -> str:
     """Where a partial answer came from: 'turn 4's answer, the run did not finish'."""
     turn = next((t for t in reversed(run.turns) if t.answer == run.answer), None)
@@ -130,6 +137,6 @@ class TerminalView:
             )
         status = "" if run.ok else f" · [red]{run.status}[/red]"
         self.console.print(
-            f"[dim]{run.mode} · {escape(run.model)} · {plural(len(run.calls), 'call')} · "
+            f"[dim]{run.mode} · {escape(model_line(run))} · {plural(len(run.calls), 'call')} · "
             f"{cost_line(run.usage, run.seconds)}[/dim]{status}"
         )

@@ -61,6 +61,8 @@ class Call(BaseModel):
     finish_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
+    # Of `seconds`, the time the reply waited in the server's queue (where the server says).
+    queued_seconds: float | None = None
     attempts: int = 1
     error: str | None = None
     # "json_schema" or "json_object" when the reply was asked to be JSON.
@@ -140,6 +142,9 @@ class Run(BaseModel):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     mode: Mode
     model: str
+    # The model the server said answered, when it named one: a single-model server (llama.cpp)
+    # answers any asked id with its own model.
+    served_model: str | None = None
     provider: str
     question: str
     settings: dict[str, object] = Field(default_factory=dict)
@@ -159,6 +164,9 @@ class Run(BaseModel):
     calls: list[Call] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
+    # Of `seconds`, the time its calls waited in the server's queue for a free slot (summed;
+    # known where the server reports its own timings, as llama.cpp does).
+    queued_seconds: float = 0.0
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     # The typed error that stopped the run, in this process only (never serialized).

@@ -103,6 +103,9 @@ class RunContext:
                     record.attempts = item.attempts
                     record.seconds = item.seconds
                     record.response_format = item.response_format
+                    record.queued_seconds = item.queued
+                    if item.model and self.run.served_model is None:
+                        self.run.served_model = item.model
                     self.reply = item
         except BaseException as error:
             record.reply = "".join(parts)  # a failed or cancelled call keeps its partial text
@@ -144,6 +147,7 @@ async def drive(
         run.error_kind = kind
         run.seconds = time.perf_counter() - started
         run.usage = Usage.total([c.usage for c in run.calls])
+        run.queued_seconds = sum(c.queued_seconds or 0.0 for c in run.calls)
         if on_finish is not None:
             on_finish(run)
 

@@ -324,7 +324,12 @@ def run_markdown(run: Run) -> str:
     lines = [
         f"# {run.mode} run {run.id}",
         "",
-        f"- **Model:** {run.model} ({run.provider})",
+        f"- **Model:** {run.model} ({run.provider})"
+        + (
+            f", served as {run.served_model}"
+            if run.served_model and run.served_model != run.model
+            else ""
+        ),
         f"- **Started:** {run.started_at.strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"- **Status:** {run.status}" + (f": {run.error}" if run.error else ""),
         f"- **Cost:** {format_duration(run.seconds)}, {run.usage.total_tokens:,} tokens "

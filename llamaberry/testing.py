@@ -51,6 +51,11 @@ Token accounting is deterministic, so tests can assert on it:
 * completion tokens: the number of whitespace-separated words in the reply text plus
   those in its reasoning, unless ``Reply.usage`` overrides them.
 
+Like llama.cpp's server, ``FakeServer(served_model="model.gguf")`` serves one model: it accepts
+any model id, lists and reports only its own; ``slots=N`` makes it work on at most N requests at
+once (the rest wait in its queue), answer ``GET /props`` with ``total_slots``, and add llama.cpp's
+``timings`` (``prompt_ms``, ``predicted_ms``: time spent in a slot, queueing excluded) to replies.
+
 When ``rpm_limit`` / ``tpm_limit`` are set, a sliding 60 s window is enforced. A request
 is admitted when one more request and its prompt tokens fit; once answered it is charged
 prompt + completion tokens. ``x-ratelimit-reset-*`` headers give the time until the oldest
@@ -106,6 +111,7 @@ _STREAM_LIMIT = 1024 * 1024
 
 _CHAT_PATHS = frozenset({"/openai/v1/chat/completions", "/v1/chat/completions"})
 _MODEL_PATHS = frozenset({"/openai/v1/models", "/v1/models"})
+_PROPS_PATH = "/props"
 _PIECE_RE = re.compile(r"\S+\s*|\s+")
 _WORD_RE = re.compile(r"\S+")
 
@@ -572,8 +578,15 @@ class FakeServer:
         json_validation: bool = True,
         json_schema: bool = True,
         default: str | Reply | Fault | Handler | None = None,
+        served_model: str | None = None,
+        slots: int | None = None,
     ) -> None:
-        self.models: list[str] = list(DEFAULT_MODELS if models is None else models)
+        self.served_model = served_model
+        self.models: list[str] = (
+            [served_model]
+            if served_model is not None
+            else list(DEFAULT_MODELS if models is None else models)
+        )
         self.decommissioned: set[str] = set(
             DEFAULT_DECOMMISSIONED if decommissioned is None else decommissioned
         )
@@ -587,6 +600,11 @@ class FakeServer:
         self.json_schema = json_schema
         self.default = default
         self.rate_limited = 0
+        if slots is not None and slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        # Created on first use, in the loop that serves requests.
+        self._slot_gate: asyncio.Semaphore | None = None
 
         # One lock guards everything the test thread and the server loop both touch.
         self._lock = threading.Lock()
@@ -778,6 +796,10 @@ class FakeServer:
 
         keep_alive = request.keep_alive
         path, method = request.path, request.method
+        if path == _PROPS_PATH and method == "GET" and self.slots is not None:
+            props = {"total_slots": self.slots, "model_path": self.models[0]}
+            await _send(writer, 200, props, keep_alive)
+            return keep_alive
         if not (
             (path in _CHAT_PATHS and method == "POST") or (path in _MODEL_PATHS and method == "GET")
         ):
@@ -830,7 +852,9 @@ class FakeServer:
         if model is None or not isinstance(request.body.get("messages"), list):
             message = "`model` (string) and `messages` (array) are required."
             return 400, _error(message, "invalid_request_error", "invalid_request")
-        if model in self.decommissioned:
+        if self.served_model is not None:
+            model = self.served_model  # one model, whatever the request named
+        elif model in self.decommissioned:
             message = f"The model `{model}` has been decommissioned and is no longer supported."
             return 400, _error(message, "invalid_request_error", "model_decommissioned")
         if model not in self.models:
@@ -939,7 +963,35 @@ class FakeServer:
             if charge is not None:
                 charge.tokens = usage["prompt_tokens"] + usage["completion_tokens"]
 
+        if self.slots is None:
+            await self._answer(request, reply, usage, writer, keep_alive)
+        else:
+            # A request waits here, sending nothing, until one of the server's slots is free.
+            if self._slot_gate is None:
+                self._slot_gate = asyncio.Semaphore(self.slots)
+            async with self._slot_gate:
+                await self._answer(request, reply, usage, writer, keep_alive)
+        return keep_alive
+
+    async def _answer(
+        self,
+        request: RecordedRequest,
+        reply: Reply,
+        usage: dict[str, int],
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+    ) -> None:
         latency = self.latency if reply.latency is None else reply.latency
+        delay = self.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
+        timings = None
+        if self.slots is not None:
+            # llama.cpp's own account of the time a reply spent in its slot: the latency
+            # stands for reading the prompt, the pacing for generating the reply.
+            paced = len(self._stream_steps(request, reply, usage)) - 1 if request.stream else 0
+            timings = {
+                "prompt_ms": round(latency * 1000, 3),
+                "predicted_ms": round(delay * paced * 1000, 3),
+            }
         if latency > 0:
             await asyncio.sleep(latency)
         headers = self._limit_headers()
@@ -947,12 +999,13 @@ class FakeServer:
             headers.update(reply.headers)
 
         if request.stream:
-            delay = self.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
-            steps = self._stream_steps(request, reply, usage)
+            steps = self._stream_steps(request, reply, usage, timings=timings)
             await self._stream(writer, steps, headers, delay, keep_alive)
         else:
-            await _send(writer, 200, self._completion(request, reply, usage), keep_alive, headers)
-        return keep_alive
+            payload = self._completion(request, reply, usage)
+            if timings is not None:
+                payload["timings"] = timings
+            await _send(writer, 200, payload, keep_alive, headers)
 
     async def _choose_reply(self, request: RecordedRequest) -> tuple[Reply | Fault, bool]:
         """Pick the reply; the flag says whether a script (not the echo fallback) chose it."""
@@ -992,7 +1045,7 @@ class FakeServer:
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": request.model,
+            "model": self.served_model or request.model,
             "choices": [
                 {
                     "index": 0,
@@ -1014,6 +1067,7 @@ class FakeServer:
         reply: Reply,
         usage: dict[str, int] | None,
         content_limit: int | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[bytes]:
         """SSE payloads, one per pacing step; with ``usage=None`` the stream has no ending."""
         completion_id, request_id, created = self._new_ids()
@@ -1022,7 +1076,7 @@ class FakeServer:
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": request.model,
+            "model": self.served_model or request.model,
             "system_fingerprint": "fp_fake",
         }
 
@@ -1041,7 +1095,9 @@ class FakeServer:
         if usage is None:
             return steps
 
-        last_extra = {"x_groq": {"id": request_id, "usage": usage}} if groq else {}
+        last_extra: dict[str, Any] = {"x_groq": {"id": request_id, "usage": usage}} if groq else {}
+        if timings is not None:
+            last_extra["timings"] = timings  # llama.cpp sends them on the finishing chunk
         ending = chunk({}, reply.finish_reason, **last_extra)
         options = request.body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):

@@ -721,3 +721,53 @@ async def test_two_hundred_concurrent_streams_complete(server: FakeServer) -> No
     results = await asyncio.gather(*(one(i) for i in range(200)))
     assert results == [f"reply to n{i} done" for i in range(200)]
     assert len(server.requests) == 200
+
+
+# -- a single-model server with slots, like llama.cpp's --------------------------------------
+
+
+async def test_a_single_model_server_answers_any_id_with_its_own_model() -> None:
+    async with FakeServer(served_model="model.gguf") as server:
+        client = openai.AsyncOpenAI(api_key="k", base_url=server.openai_base_url)
+        _open_clients.append(client)
+        reply = await client.chat.completions.create(model="anything", messages=HELLO)
+        listed = [m.id async for m in client.models.list()]
+    assert reply.model == "model.gguf"
+    assert listed == ["model.gguf"]
+
+
+async def test_slots_are_served_at_props_and_replies_carry_timings() -> None:
+    async with FakeServer(slots=2, latency=0.05, chunk_delay=0.01) as server:
+        async with httpx.AsyncClient() as http:
+            props = (await http.get(f"{server.groq_base_url}/props")).json()
+        client = openai.AsyncOpenAI(api_key="k", base_url=server.openai_base_url)
+        _open_clients.append(client)
+        whole = await client.chat.completions.create(model=MODEL, messages=HELLO)
+        stream = await client.chat.completions.create(model=MODEL, messages=HELLO, stream=True)
+        chunks = [chunk async for chunk in stream]
+    assert props["total_slots"] == 2
+    assert whole.timings == {"prompt_ms": 50.0, "predicted_ms": 0.0}  # type: ignore[attr-defined]
+    ending = [c for c in chunks if getattr(c, "timings", None)]
+    assert len(ending) == 1 and ending[0].choices[0].finish_reason == "stop"
+    assert ending[0].timings["predicted_ms"] > 0  # type: ignore[attr-defined]
+
+
+async def test_without_slots_there_are_no_props_and_no_timings(server: FakeServer) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{server.groq_base_url}/props")
+    client = openai.AsyncOpenAI(api_key="k", base_url=server.openai_base_url)
+    _open_clients.append(client)
+    reply = await client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert response.status_code == 404
+    assert getattr(reply, "timings", None) is None
+
+
+async def test_a_server_with_one_slot_answers_one_request_at_a_time() -> None:
+    async with FakeServer(slots=1, latency=0.2) as server:
+        client = openai.AsyncOpenAI(api_key="k", base_url=server.openai_base_url)
+        _open_clients.append(client)
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(client.chat.completions.create(model=MODEL, messages=HELLO) for _ in range(3))
+        )
+    assert time.perf_counter() - started >= 0.6

@@ -87,8 +87,17 @@ def make_engine(options: dict[str, Any], **extra: Any):
 
 def fail(error: BaseException | str, code: int = 1) -> NoReturn:
     """Print one line for the user on stderr and exit; never a traceback."""
-    click.echo(f"error: {error}", err=True)
+    from .redact import redact
+
+    click.echo(redact(f"error: {error}"), err=True)
     sys.exit(code)
+
+
+def echo_json(value: Any) -> None:
+    """Print `value` as one line of JSON, with every known key blanked out."""
+    from .redact import redact_data
+
+    click.echo(json.dumps(redact_data(value), ensure_ascii=False))
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -190,7 +199,7 @@ def ask(
 
     run = asyncio.run(go())
     if as_json:
-        click.echo(json.dumps(run.public_dict(), ensure_ascii=False))
+        echo_json(run.public_dict())
     if run.status != "ok":
         fail(run.error or "the run failed", 1)
 
@@ -254,7 +263,7 @@ def history(ctx: click.Context, as_json: bool, limit: int, **filters: Any) -> No
     with Store() as store:
         rows = store.list_runs(limit=limit, **filters)
     if as_json:
-        click.echo(json.dumps([row.__dict__ for row in rows], ensure_ascii=False))
+        echo_json([row.__dict__ for row in rows])
         return
     if not rows:
         click.echo("No runs saved yet." if not any(filters.values()) else "No run matches.")
@@ -287,12 +296,13 @@ def history(ctx: click.Context, as_json: bool, limit: int, **filters: Any) -> No
 @handle_errors
 def history_show(run_id: str, as_json: bool) -> None:
     """Show the run RUN_ID (a unique prefix of it is enough)."""
+    from .redact import redact_model
     from .store import Store, run_markdown
 
     with Store() as store:
-        run = store.get(run_id)
+        run = redact_model(store.get(run_id))
     if as_json:
-        click.echo(run.model_dump_json())
+        echo_json(run.model_dump(mode="json"))
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.markdown import Markdown
@@ -354,7 +364,7 @@ def compare(
 
     result = asyncio.run(go())
     if as_json:
-        click.echo(json.dumps(result.public_dict(), ensure_ascii=False))
+        echo_json(result.public_dict())
     else:
         table = Table(show_lines=True)
         table.add_column("mode", no_wrap=True)

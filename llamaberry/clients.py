@@ -33,6 +33,7 @@ from .errors import (
     RateLimitError,
 )
 from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
+from .redact import remember
 from .results import Message, Usage
 
 if TYPE_CHECKING:
@@ -634,8 +635,9 @@ class GroqClient(ChatClient):
         key = api_key or os.environ.get("GROQ_API_KEY")
         if not key:
             raise MissingKeyError()
-        self._api_key = key
+        self._api_key = checked_key(key, "the API key" if api_key else "GROQ_API_KEY")
         self._base_url = base_url or os.environ.get("GROQ_BASE_URL") or None
+        remember(self._base_url)
 
     def _make_sdk(self, connections: int) -> Any:
         import groq
@@ -657,13 +659,15 @@ class OpenAICompatibleClient(ChatClient):
     def __init__(self, *, api_key: str | None, base_url: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         key = api_key or os.environ.get("OPENAI_API_KEY")
+        source = "the API key" if api_key else "OPENAI_API_KEY"
         self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        remember(self._base_url)
         # With no base URL the SDK goes to OpenAI's own API, where a keyless request can only
         # be refused; the user almost surely meant a local server and forgot --base-url.
         if self._base_url is None and not key:
             raise MissingKeyError("openai")
         # Local servers usually take no key, but the SDK insists on one: send a placeholder.
-        self._api_key = key or "no-key"
+        self._api_key = checked_key(key, source) if key else "no-key"
 
     def _make_sdk(self, connections: int) -> Any:
         import httpx2
@@ -675,6 +679,28 @@ class OpenAICompatibleClient(ChatClient):
 
     def _extra_params(self, stream: bool) -> dict[str, Any]:
         return {"stream_options": {"include_usage": True}} if stream else {}
+
+
+def checked_key(key: str, source: str) -> str:
+    """`key`, remembered for redaction; `InputError` at once if it cannot be sent as a header."""
+    remember(key)
+    stripped = key.strip()
+    if not stripped:
+        raise InputError(f"{source} is blank; set it to your key.")
+    if stripped != key:
+        where = "ends" if key.startswith(stripped) else "starts" if key.endswith(stripped) else ""
+        what = "a newline" if "\n" in key.replace(stripped, "") else "whitespace"
+        raise InputError(
+            f"{source} {where or 'starts and ends'} with {what}; remove it (the provider would "
+            "refuse the key, and no request was sent)."
+        )
+    bad = next((c for c in key if not 0x21 <= ord(c) <= 0x7E), None)
+    if bad is not None:
+        raise InputError(
+            f"{source} contains {'a space' if bad == ' ' else f'the character U+{ord(bad):04X}'}, "
+            "which no API key has; check that it was copied whole (no request was sent)."
+        )
+    return key
 
 
 def make_client(provider: str, **kwargs: Any) -> ChatClient:

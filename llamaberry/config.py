@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from .errors import InputError
+from .redact import redact_data
 
 DEFAULT_MODEL = "openai/gpt-oss-120b"
 
@@ -91,10 +92,12 @@ class Settings(BaseModel):
         return settings
 
     def public(self) -> dict[str, Any]:
-        """The settings worth recording with a run (never the key)."""
-        return self.model_dump(
-            include={"provider", "model", "base_url", "turns", "temperature", "max_tokens"}
-            | {"reasoning_effort", "min_steps", "max_steps", "step_max_tokens"}
+        """The settings worth recording with a run (never the key, nor credentials in a URL)."""
+        return redact_data(
+            self.model_dump(
+                include={"provider", "model", "base_url", "turns", "temperature", "max_tokens"}
+                | {"reasoning_effort", "min_steps", "max_steps", "step_max_tokens"}
+            )
         )
 
 

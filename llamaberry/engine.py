@@ -12,6 +12,7 @@ from .config import Settings
 from .errors import InputError, RunFailedError
 from .events import Event, RunFinished
 from .limits import RateLimiter
+from .redact import redact
 from .refine import refine as refine_mode
 from .results import Mode, Run
 from .runner import ModeBody, check_question, drive
@@ -191,6 +192,8 @@ class Engine:
     ) -> AsyncIterator[Event]:
         # Checked here, eagerly, so bad input fails before a generator (or a request) exists.
         question = check_question(question, self.settings.max_question_chars)
+        # A key pasted into the question is blanked before it is sent, shown or saved.
+        question = redact(question)
         # The run records the settings it really used, per-call overrides included.
         settings = self.settings.model_copy(update=used) if used else self.settings
         return drive(self.client, settings, mode, question, body, self._finished)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .redact import redact
+
 if TYPE_CHECKING:
     from .results import Run
 
@@ -20,6 +22,13 @@ class LlamaberryError(Exception):
     """
 
     kind: str = "error"
+
+    def __init__(self, *args: object) -> None:
+        # A server may echo the key ("Invalid API Key: Bearer gsk_..."); no error keeps it.
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class InputError(LlamaberryError, ValueError):

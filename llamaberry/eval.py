@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from .errors import InputError, RunFailedError
+from .redact import redact_model
 from .results import Mode, Run
 from .scoring import SCORERS, Scorer, infer_scorer, parse_gold, score
 
@@ -405,7 +406,7 @@ def write_results(report: Report, path: Path) -> None:
     """Write the per-item results as JSONL, one line per (item, mode)."""
     with path.open("w", encoding="utf-8") as out:
         for result in report.results:
-            out.write(result.model_dump_json() + "\n")
+            out.write(redact_model(result).model_dump_json() + "\n")
 
 
 def draw_chart(report: Report, path: Path) -> None:

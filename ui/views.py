@@ -22,6 +22,7 @@ from llamaberry.events import (
 )
 from llamaberry.redact import redact
 from llamaberry.results import FinalAnswer, Run, Step, Synthesis, Turn, Usage, call_title
+from ui.sanitize import safe_markdown
 
 # A section with no text yet still needs a body, or the Chatbot draws nothing.
 WAITING = "…"
@@ -250,8 +251,12 @@ class RunView:
 
 
 def shown(text: str) -> str:
-    """Model or error text made fit for the page: the one filter every shown string passes."""
-    return redact(text)
+    """Model or error text made fit for the page: the one filter every shown string passes.
+
+    No key reaches the page, and nothing in the text can make the page load, submit or run
+    anything (see `ui.sanitize`).
+    """
+    return safe_markdown(redact(text))
 
 
 def fold(events: Iterable[object], view: RunView | None = None) -> RunView:

@@ -13,9 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import concurrency, overhead, report, startup, streaming, throughput
+from . import cold, concurrency, overhead, report, startup, streaming, throughput
 
-SECTIONS = ("overhead", "concurrency", "throughput", "streaming", "startup", "ui_latency")
+SECTIONS = (
+    "overhead",
+    "concurrency",
+    "throughput",
+    "streaming",
+    "cold",
+    "startup",
+    "ui_latency",
+)
 # Replies go out this many words per chunk: enough chunks per call (12 to 16) that the
 # per-chunk path counts, few enough that 1000 concurrent runs fit in the time budget.
 CHUNK_WORDS = 8
@@ -73,6 +81,7 @@ def main() -> None:
         ),
         "throughput": lambda: throughput.measure(args.quick, CHUNK_WORDS),
         "streaming": lambda: streaming.measure(args.quick, CHUNK_WORDS),
+        "cold": lambda: cold.measure(args.quick),
         "startup": lambda: startup.measure(args.quick),
         "ui_latency": lambda: ui_latency(args.quick),
     }

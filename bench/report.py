@@ -85,6 +85,28 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
                 _verdict(wall <= 1.1 and cpu <= 1.1),
             )
         )
+        halves = [
+            (
+                level,
+                by_level[level]["engine"]["cpu_per_run"]
+                / by_level[level]["raw_pooled"]["cpu_per_run"],
+            )
+            for level in (100, 1000)
+            if level in by_level
+        ]
+        if halves:
+            rows.append(
+                (
+                    "CPU per run at 100 and 1000 runs at most half the raw SDK's (same pools, "
+                    "same bench run)",
+                    "; ".join(
+                        f"{level} runs: {by_level[level]['engine']['cpu_per_run'] * 1000:.1f} ms vs "
+                        f"{by_level[level]['raw_pooled']['cpu_per_run'] * 1000:.1f} ms ({ratio:.2f}x)"
+                        for level, ratio in halves
+                    ),
+                    _verdict(all(ratio <= 0.5 for _, ratio in halves)),
+                )
+            )
         worst = max(row["engine"]["kb_per_run"] for row in conc["rows"] if row["concurrency"] >= 10)
         rows.append(
             (
@@ -111,6 +133,25 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "First token to delta event < 5 ms (median)",
                 f"{median:.2f} ms (raw SDK {st['raw']['median_ms']:.2f} ms)",
                 _verdict(median < 5.0),
+            )
+        )
+    if cold := figures.get("cold"):
+        median = cold["engine"]["median_ms"]
+        rows.append(
+            (
+                "Cold `llamaberry ask`: first visible text within 20 ms of the server sending it",
+                f"median {median:.2f} ms, slowest {cold['engine']['max_ms']:.2f} ms (raw SDK in a "
+                f"fresh process: median {cold['raw']['median_ms']:.2f} ms)",
+                _verdict(median <= 20.0),
+            )
+        )
+        built = cold["construction"]
+        rows.append(
+            (
+                "Engine construction < 5 ms",
+                f"first in a process {built['first_ms']:.2f} ms; later ones median "
+                f"{built['median_ms']:.2f} ms",
+                _verdict(max(built["first_ms"], built["median_ms"]) < 5.0),
             )
         )
     if up := figures.get("startup"):
@@ -260,6 +301,38 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"| {label} | {row['samples']} | {_ms(row['median_ms'])} | "
                 f"{_ms(row['p10_ms'])} | {_ms(row['p90_ms'])} |"
             )
+
+    if cold := figures.get("cold"):
+        built = cold["construction"]
+        lines += [
+            "",
+            "## Cold start",
+            "",
+            f"{cold['runs']} fresh processes each way, alternating: `llamaberry ask --mode single` "
+            "and a script that makes the same streamed call with the raw groq SDK and prints the "
+            f"text as it comes. Server latency {cold['latency_ms']:.0f} ms, "
+            f"{cold['chunk_delay_ms']:.0f} ms between chunks. The server process notes "
+            "CLOCK_MONOTONIC right after writing the first text chunk; the bench reads the "
+            "child's stdout as it arrives and notes the same clock when the reply's first words "
+            "appear there.",
+            "",
+            "| | median | p10 | p90 | slowest | launch to text (median) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, label in (("engine", "`llamaberry ask`"), ("raw", "raw SDK script")):
+            row = cold[name]
+            lines.append(
+                f"| {label} | {_ms(row['median_ms'])} | {_ms(row['p10_ms'])} | "
+                f"{_ms(row['p90_ms'])} | {_ms(row['max_ms'])} | "
+                f"{row['launch_to_text_ms'] / 1000:.2f} s |"
+            )
+        lines += [
+            "",
+            f"Building an `Engine` (settings given, imports done): the first in a process "
+            f"{built['first_ms']:.2f} ms; {built['count'] - 1} more, each after the last one's "
+            f"background warm-up finished: median {built['median_ms']:.2f} ms, slowest "
+            f"{built['max_ms']:.2f} ms.",
+        ]
 
     if up := figures.get("startup"):
         lines += [

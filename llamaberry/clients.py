@@ -12,10 +12,13 @@ never multiply.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import concurrent.futures
+import contextlib
+import functools
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ from .errors import (
 from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .redact import remember
 from .results import Message, Usage
+from .streams import StreamErrorEvent, read_chunks, whole_reply
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -47,7 +51,7 @@ OPENAI_API_URL = "https://api.openai.com/v1"
 # httpcore's pool scans every connection, for every idle one, each time it admits or releases a
 # request, so one pool of N connections costs O(N^2) per request; at a few hundred concurrent
 # runs that outweighs everything else. Pools of at most this many connections keep it flat.
-POOL_SIZE = 32
+POOL_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,10 @@ class ChatClient:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter()
         self.max_connections = max_connections
+        # `max_connections` spread over SDK clients of at most `POOL_SIZE` connections each,
+        # opened one by one as load needs them (see `_pool`).
+        self._pool_count = -(-max_connections // POOL_SIZE)
+        self._pool_size = -(-max_connections // self._pool_count)
         self._sdks: list[Any] = []  # SDK clients, one small connection pool each
         self._busy: list[int] = []  # calls in flight on each
         self._models: list[str] | None = None
@@ -219,6 +227,8 @@ class ChatClient:
         self.served_model: str | None = None
         self._slots: int | None = None
         self._slots_asked = False
+        self._warming: concurrent.futures.Future[None] | None = None
+        self._lock = threading.Lock()  # the warming thread may open the first pool
 
     # -- what subclasses provide -------------------------------------------------------------
 
@@ -242,35 +252,83 @@ class ChatClient:
             http_client=http_client(
                 limits=http.Limits(
                     max_connections=connections, max_keepalive_connections=connections
-                )
+                ),
+                verify=_ssl_context(http),
             ),
         )
-
-    @staticmethod
-    def _usage_of(chunk: Any) -> Any:
-        return getattr(chunk, "usage", None)
 
     # -- the interface the modes use ---------------------------------------------------------
 
     @property
     def sdk(self) -> Any:
         """The underlying SDK client, created on first use (the first of its pools)."""
-        return self._pools()[0]
+        if not self._sdks:
+            self._open_pool()
+        return self._sdks[0]
+
+    @property
+    def pools(self) -> int:
+        """How many connection pools are open: they open one by one as load needs them."""
+        return len(self._sdks)
+
+    def _has_sdk(self) -> bool:
+        # A client of one's own that streams without an SDK has nothing to build.
+        return type(self)._make_sdk is not ChatClient._make_sdk
 
     def prepare(self) -> None:
-        """Import the SDK and build its clients now, so no call's seconds include that."""
-        # A client of one's own that streams without an SDK has nothing to prepare.
-        if type(self)._make_sdk is not ChatClient._make_sdk:
-            self._pools()
+        """Import the SDK and build its first client now, in this thread."""
+        if self._has_sdk() and not self._sdks:
+            self._open_pool()
 
-    def _pools(self) -> list[Any]:
-        """`max_connections` spread over SDK clients of at most `POOL_SIZE` connections each."""
-        if not self._sdks:
-            count = -(-self.max_connections // POOL_SIZE)
-            size = -(-self.max_connections // count)
-            self._sdks = [self._make_sdk(size) for _ in range(count)]
-            self._busy = [0] * count
-        return self._sdks
+    def warm(self) -> None:
+        """Start importing the SDK and building its first client in a background thread.
+
+        The import costs a few hundred milliseconds once per process; started while the engine
+        is built, it overlaps with whatever the caller does next instead of delaying it.
+        """
+        if self._has_sdk() and not self._sdks and self._warming is None:
+            self._warming = concurrent.futures.Future()
+            threading.Thread(target=self._warm, name="llamaberry-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        assert self._warming is not None
+        try:
+            self.prepare()
+            # The SDKs work out their platform headers on the first request (about 10 ms of
+            # asking the OS); they cache the answer per process, so ask now.
+            platform_headers = getattr(self._sdks[0], "platform_headers", None)
+            if callable(platform_headers):
+                platform_headers()
+        except BaseException as error:  # the first call will build it again and say why
+            self._warming.set_exception(error)
+        else:
+            self._warming.set_result(None)
+
+    async def ready(self) -> None:
+        """Wait for `warm()` to finish, so no call's seconds include the SDK's import."""
+        warming = self._warming
+        if warming is not None and not warming.done():
+            # On failure the call that needs the SDK builds it again and raises the real error.
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(warming)
+
+    def _open_pool(self) -> int:
+        with self._lock:
+            if len(self._sdks) < self._pool_count:
+                self._sdks.append(self._make_sdk(self._pool_size))
+                self._busy.append(0)
+            return len(self._sdks) - 1
+
+    def _pool(self) -> int:
+        """The pool for the next call: the least busy open one, opening another only when
+        every open pool is full. Few calls at a time therefore never pay for more pools."""
+        busy = self._busy
+        if not busy:
+            return self._open_pool()
+        pool = 0 if len(busy) == 1 else min(range(len(busy)), key=busy.__getitem__)
+        if busy[pool] >= self._pool_size and len(busy) < self._pool_count:
+            return self._open_pool()
+        return pool
 
     async def stream(
         self,
@@ -286,6 +344,7 @@ class ChatClient:
         that shape (where the endpoint takes a schema; otherwise any JSON object).
         """
         payload = [{"role": m.role, "content": m.content} for m in messages]
+        await self.ready()
         estimate = sum(estimate_tokens(m.content) for m in messages) + min(
             max_tokens or self.max_tokens or 1024, 1024
         )
@@ -344,6 +403,7 @@ class ChatClient:
 
     async def list_models(self) -> list[str]:
         """The ids of the models this endpoint serves, sorted."""
+        await self.ready()
         try:
             page = await self.sdk.models.list()
         except Exception as error:
@@ -352,7 +412,8 @@ class ChatClient:
         return self._models
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
+        await self.ready()  # a pool still being built in the background is closed too
         sdks, self._sdks, self._busy = self._sdks, [], []
         for sdk in sdks:
             await sdk.close()
@@ -478,56 +539,53 @@ class ChatClient:
         stream = fmt is None
         if stream:
             params.update(self._extra_params(stream=True))
-        sdks, busy = self._pools(), self._busy
-        pool = min(range(len(sdks)), key=busy.__getitem__) if len(sdks) > 1 else 0
+        pool = self._pool()
+        busy = self._busy
         busy[pool] += 1
         sent = time.perf_counter()
         try:
-            raw = await sdks[pool].chat.completions.with_raw_response.create(
-                stream=stream, **params
-            )
-            headers = dict(raw.headers)
-            self.limiter.observe(headers)
-            self.limiter.answered(slot)
-            body = raw.parse()
-            if inspect.isawaitable(body):  # groq's parse() is a coroutine, openai's is not
-                body = await body
-            if not stream:
-                choice = body.choices[0]
-                text = choice.message.content or ""
-                if text:
-                    yield Delta(text)
-                yield Completion(
-                    text=text,
-                    finish_reason=choice.finish_reason,
-                    usage=_usage(body.usage, text, payload),
-                    seconds=0.0,
-                    headers=headers,
-                    response_format=fmt,
-                    model=getattr(body, "model", None) or None,
-                    queued=_queued(sent, getattr(body, "timings", None)),
-                )
-                return
-            parts: list[str] = []
-            finish_reason = None
-            usage = None
-            model = timings = None
-            try:
-                async for chunk in body:
-                    usage = self._usage_of(chunk) or usage
-                    model = model or getattr(chunk, "model", None)
-                    timings = getattr(chunk, "timings", None) or timings
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-                    text = choice.delta.content if choice.delta else None
+            # The SDK sends the request and raises its typed errors for a refused one; the
+            # body is ours to read (see streams.py for why). The parameters go in `extra_body`,
+            # which the SDK sends as given: passed as arguments, every message is first walked
+            # through the SDK's typed-dict transform, to come out unchanged (about 0.3 ms a call
+            # on a synthesis prompt).
+            async with self._sdks[pool].chat.completions.with_streaming_response.create(
+                model=self.model, messages=[], stream=stream, extra_body=params
+            ) as response:
+                headers = dict(response.headers)
+                self.limiter.observe(headers)
+                self.limiter.answered(slot)
+                if not stream:
+                    reply = whole_reply(await response.read())
+                    text = reply.content or ""
                     if text:
-                        parts.append(text)
                         yield Delta(text)
-            finally:
-                await body.close()
+                    yield Completion(
+                        text=text,
+                        finish_reason=reply.finish_reason,
+                        usage=_usage(reply.usage, text, payload),
+                        seconds=0.0,
+                        headers=headers,
+                        response_format=fmt,
+                        model=reply.model or None,
+                        queued=_queued(sent, reply.timings),
+                    )
+                    return
+                parts: list[str] = []
+                finish_reason = None
+                usage = None
+                model = timings = None
+                async for chunk in read_chunks(response.http_response.aiter_bytes()):
+                    if chunk.usage:
+                        usage = chunk.usage
+                    model = model or chunk.model
+                    if chunk.timings:
+                        timings = chunk.timings
+                    if chunk.finish_reason:
+                        finish_reason = chunk.finish_reason
+                    if chunk.content:
+                        parts.append(chunk.content)
+                        yield Delta(chunk.content)
             text = "".join(parts)
             if finish_reason is None:
                 raise ProviderUnavailableError(
@@ -563,7 +621,8 @@ class ChatClient:
         """Turn an SDK exception into one of our typed errors with a readable line."""
         status = getattr(error, "status_code", None)
         name = type(error).__name__
-        if status is None:
+        in_stream = isinstance(error, StreamErrorEvent)
+        if status is None and not in_stream:
             if "Timeout" in name:
                 return ProviderTimeoutError(
                     f"{self.provider} did not answer within {self.timeout:g}s (--timeout)."
@@ -599,6 +658,13 @@ class ChatClient:
                 "The conversation is longer than the model's context window; "
                 "ask a shorter question or use fewer --turns.",
                 status_code=status,
+            )
+        if code == "rate_limit_exceeded" and status is None:
+            status = 429
+        if status is None:  # an error event inside a stream: most often a passing server fault
+            return ProviderUnavailableError(
+                f"{self._where()} sent an error in the middle of its reply: "
+                + _first_line(message or str(error))
             )
         if status in (413, 429):
             return _rate_limit_error(status, message, headers)
@@ -644,11 +710,6 @@ class GroqClient(ChatClient):
         import httpx
 
         return self._build_sdk(groq.AsyncGroq, groq.DefaultAsyncHttpxClient, httpx, connections)
-
-    @staticmethod
-    def _usage_of(chunk: Any) -> Any:
-        x_groq = getattr(chunk, "x_groq", None)
-        return getattr(x_groq, "usage", None) or getattr(chunk, "usage", None)
 
 
 class OpenAICompatibleClient(ChatClient):
@@ -715,11 +776,18 @@ def make_client(provider: str, **kwargs: Any) -> ChatClient:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _usage(sdk_usage: Any, text: str, payload: list[dict[str, str]]) -> Usage:
-    if sdk_usage is not None:
-        prompt = getattr(sdk_usage, "prompt_tokens", 0) or 0
-        completion = getattr(sdk_usage, "completion_tokens", 0) or 0
-        total = getattr(sdk_usage, "total_tokens", 0) or prompt + completion
+@functools.cache
+def _ssl_context(http: Any) -> Any:
+    """One verified TLS context per HTTP library, shared by every pool: building one reads the
+    CA bundle (about 25 ms), which each SDK client would otherwise do for itself."""
+    return http.create_ssl_context()
+
+
+def _usage(reported: Mapping[str, Any] | None, text: str, payload: list[dict[str, str]]) -> Usage:
+    if reported:
+        prompt = reported.get("prompt_tokens") or 0
+        completion = reported.get("completion_tokens") or 0
+        total = reported.get("total_tokens") or prompt + completion
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
     # Some local servers send no usage at all; an estimate beats a zero in a comparison.
     prompt = sum(estimate_tokens(m["content"]) for m in payload)

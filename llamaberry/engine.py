@@ -68,9 +68,10 @@ class Engine:
         )
         # Pass a shared `limiter` to make several engines pace as one (same key, same limits).
         self.client = client or self._make_client(self.settings, limiter)
-        # The SDK import (a few hundred ms, once per process) happens here, not inside the
-        # first turn's timing, where it would skew a comparison of modes.
-        self.client.prepare()
+        # The SDK import (a few hundred ms, once per process) starts now, in the background,
+        # so building an engine stays instant and the first call rarely waits for it; runs
+        # and calls start their clocks only once it is done (`ChatClient.ready`).
+        self.client.warm()
         self.on_finish = on_finish
         # Every run is saved unless history=False or LLAMABERRY_HISTORY=0; the database opens
         # on the first save, so an engine that never runs never touches the disk.

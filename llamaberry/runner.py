@@ -152,6 +152,9 @@ async def drive(
             on_finish(run)
 
     yield RunStarted(run_id=run.id, mode=mode, model=run.model, question=question)
+    # A first run in a fresh process may wait for the SDK's import; that is not its time.
+    await client.ready()
+    started = time.perf_counter()
     try:
         async for event in body(RunContext(client, settings, run)):
             yield event

@@ -137,7 +137,7 @@ class Reply:
             raise ValueError("chunk_words must be at least 1")
 
 
-FaultKind: TypeAlias = Literal["status", "drop", "drop_after", "truncate", "hang"]
+FaultKind: TypeAlias = Literal["status", "drop", "drop_after", "truncate", "hang", "stream_error"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,7 @@ class Fault:
     headers: dict[str, str] | None = None
     after: int = 0
     text: str = _PARTIAL_TEXT
+    as_event: bool = False
 
     @classmethod
     def status(
@@ -175,6 +176,26 @@ class Fault:
     def truncate(cls, text: str = _PARTIAL_TEXT) -> Fault:
         """Send only part of the body (half the JSON, or half the stream) and then close."""
         return cls("truncate", text=text)
+
+    @classmethod
+    def stream_error(
+        cls,
+        n: int = 2,
+        message: str = "Internal Server Error",
+        *,
+        code: str | int | None = None,
+        type: str = "internal_server_error",
+        as_event: bool = False,
+        text: str = _PARTIAL_TEXT,
+    ) -> Fault:
+        """Stream ``n`` content chunks of ``text``, then an error inside the stream (HTTP 200).
+
+        By default the error is a data line ``{"error": {...}}``, as Groq and llama.cpp send
+        it; with ``as_event`` it is an ``event: error`` event. A non-streamed request gets
+        the same error object as a 500.
+        """
+        body = _error(message, type, code) if code is not None else _error(message, type)
+        return cls("stream_error", body=body, after=n, text=text, as_event=as_event)
 
     @classmethod
     def hang(cls) -> Fault:
@@ -368,7 +389,7 @@ def _format_duration(seconds: float) -> str:
     return out + f"{secs:.2f}".rstrip("0").rstrip(".") + "s"
 
 
-def _error(message: str, type_: str, code: str | None = None, **extra: Any) -> dict[str, Any]:
+def _error(message: str, type_: str, code: str | int | None = None, **extra: Any) -> dict[str, Any]:
     error: dict[str, Any] = {"message": message, "type": type_}
     if code is not None:
         error["code"] = code
@@ -605,6 +626,8 @@ class FakeServer:
         self.slots = slots
         # Created on first use, in the loop that serves requests.
         self._slot_gate: asyncio.Semaphore | None = None
+        # How many TCP connections clients have opened: reused keep-alive connections count once.
+        self.connections_opened = 0
 
         # One lock guards everything the test thread and the server loop both touch.
         self._lock = threading.Lock()
@@ -756,6 +779,7 @@ class FakeServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.connections_opened += 1
         try:
             while True:
                 try:
@@ -1158,6 +1182,18 @@ class FakeServer:
             else:
                 body = fault.body if fault.body is not None else _fault_body(fault.status_code)
                 await _send(writer, fault.status_code, body, keep_alive, headers)
+            return keep_alive
+
+        if fault.kind == "stream_error":
+            assert isinstance(fault.body, dict)
+            headers = self._limit_headers()
+            if not request.stream:
+                await _send(writer, 500, fault.body, keep_alive, headers)
+                return keep_alive
+            steps = self._stream_steps(request, Reply(fault.text), None, content_limit=fault.after)
+            prefix = b"event: error\n" if fault.as_event else b""
+            steps.append(prefix + _sse(fault.body))
+            await self._stream(writer, steps, headers, self.chunk_delay, keep_alive)
             return keep_alive
 
         if fault.kind == "hang":

@@ -1,0 +1,127 @@
+"""Reading replies off the wire ourselves: server-sent events into our own chunks, errors
+inside a stream, and connection pools that open as load needs them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llamaberry import Engine, TextDelta, TextReset
+from llamaberry.clients import POOL_SIZE
+from llamaberry.engine import collect
+from llamaberry.streams import Chunk, StreamErrorEvent, read_chunks
+from llamaberry.testing import FakeServer, Fault, Reply
+
+
+def base_url(server: FakeServer, provider: str) -> str:
+    return server.groq_base_url if provider == "groq" else server.openai_base_url
+
+
+async def blocks(data: bytes, size: int):
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def chunks_of(data: bytes, size: int) -> list[Chunk]:
+    return [chunk async for chunk in read_chunks(blocks(data, size))]
+
+
+WIRE = (
+    b": a comment line the reader skips\r\n"
+    b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\r\n\r\n'
+    b'data: {"choices":[{"delta":{"content":"caf\xc3\xa9 "}}]}\n\n'
+    b'data: {"choices":[{"delta":{"reasoning_content":"hmm"}}]}\n\n'
+    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],\n'
+    b'data: "x_groq":{"usage":{"prompt_tokens":3,"completion_tokens":2}}}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+    b"data: [DONE]\n\n"
+    b'data: {"choices":[{"delta":{"content":"after done"}}]}\n\n'
+)
+
+
+@pytest.mark.parametrize("size", [1, 7, len(WIRE)])
+async def test_events_split_anywhere_across_reads_decode_to_the_same_chunks(size: int):
+    chunks = await chunks_of(WIRE, size)
+    assert [c.content for c in chunks] == ["", "café ", None, None, None]
+    assert chunks[2].reasoning == "hmm"
+    assert chunks[3].finish_reason == "stop"
+    assert chunks[3].usage == {"prompt_tokens": 3, "completion_tokens": 2}  # from x_groq
+    assert chunks[4].usage == {"prompt_tokens": 3, "completion_tokens": 2}  # the usage chunk
+
+
+async def test_an_error_object_or_an_error_event_in_a_stream_raises():
+    with pytest.raises(StreamErrorEvent, match="overloaded"):
+        await chunks_of(b'data: {"error":{"message":"overloaded"}}\n\n', 5)
+    with pytest.raises(StreamErrorEvent, match="gone"):
+        await chunks_of(b'event: error\ndata: {"error":{"message":"gone"}}\n\n', 5)
+
+
+@pytest.mark.parametrize("as_event", [False, True])
+async def test_an_error_inside_a_stream_is_retried_and_its_partial_text_discarded(
+    server: FakeServer, provider: str, as_event: bool
+):
+    server.enqueue(Fault.stream_error(2, "Service overloaded", as_event=as_event), "the answer")
+    async with Engine(provider=provider, api_key="k", base_url=base_url(server, provider)) as e:
+        events = [event async for event in e.single_stream("hi")]
+    resets = [event for event in events if isinstance(event, TextReset)]
+    assert len(resets) == 1 and "Service overloaded" in resets[0].reason
+    after = events[events.index(resets[0]) + 1 :]
+    assert "".join(ev.text for ev in after if isinstance(ev, TextDelta)) == "the answer"
+    run = events[-1].run  # type: ignore[union-attr]
+    assert run.ok and run.answer == "the answer" and run.calls[0].attempts == 2
+
+
+async def test_a_lasting_error_inside_a_stream_fails_with_the_servers_words(server: FakeServer):
+    server.reply_with(lambda request: Fault.stream_error(1, "GPU fell over", code=500))
+    async with Engine(api_key="k", base_url=server.groq_base_url) as engine:
+        engine.client.retry.base_delay = 0.01
+        run = await collect_failed(engine)
+    assert "GPU fell over" in (run.error or "")
+    assert len(server.requests) == engine.client.retry.max_retries + 1
+
+
+async def collect_failed(engine: Engine):
+    from llamaberry import RunFailedError
+
+    with pytest.raises(RunFailedError) as failure:
+        await collect(engine.single_stream("hi"))
+    return failure.value.run
+
+
+async def test_an_engine_warms_one_pool_and_one_call_at_a_time_needs_no_more(
+    server: FakeServer,
+):
+    engine = Engine(api_key="k", base_url=server.groq_base_url, history=False)
+    await engine.client.ready()
+    assert engine.client.pools == 1  # concurrency 100 could use four
+    for _ in range(3):
+        await engine.single("hi")
+    assert engine.client.pools == 1
+    await engine.aclose()
+
+
+async def test_pools_open_one_by_one_as_calls_in_flight_fill_them():
+    async with FakeServer(latency=0.3) as server:
+        engine = Engine(api_key="k", base_url=server.groq_base_url, history=False)
+        assert engine.settings.concurrency == 100  # four pools of 25 at most
+        size = -(-100 // -(-100 // POOL_SIZE))
+        await asyncio.gather(*(engine.single(f"q{i}") for i in range(size + 1)))
+        assert engine.client.pools == 2
+        await engine.aclose()
+
+
+async def test_whole_replies_are_read_without_the_sdk_models(server: FakeServer, provider: str):
+    server.enqueue(Reply('{"a": 1}', usage={"prompt_tokens": 9, "completion_tokens": 4}))
+    async with Engine(provider=provider, api_key="k", base_url=base_url(server, provider)) as e:
+        reply = await e.client.complete([], json_mode=True)
+    assert reply.text == '{"a": 1}' and reply.finish_reason == "stop"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (9, 4)
+
+
+async def test_calls_one_after_another_reuse_one_connection(server: FakeServer, provider: str):
+    async with Engine(provider=provider, api_key="k", base_url=base_url(server, provider)) as e:
+        for _ in range(3):
+            await e.single("hi")
+    assert len(server.requests) == 3
+    assert server.connections_opened == 1

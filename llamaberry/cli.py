@@ -581,6 +581,77 @@ def ui(
         raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--api-key",
+    "serve_key",
+    envvar="LLAMABERRY_SERVE_KEY",
+    help="Require `Authorization: Bearer KEY` on every request [env LLAMABERRY_SERVE_KEY].",
+)
+@click.option(
+    "--reasoning-field",
+    type=click.Choice(["reasoning_content", "reasoning", "both"]),
+    default="reasoning_content",
+    show_default=True,
+    help="The message field that carries the intermediate work.",
+)
+@click.option("--turns", "-n", type=int, help="Default refine turns, 1 to 10 [default 3].")
+@endpoint_options
+@handle_errors
+def serve(
+    host: str,
+    port: int,
+    serve_key: str | None,
+    reasoning_field: str,
+    turns: int | None,
+    **options: Any,
+) -> None:
+    """Serve every mode as a model behind an OpenAI-compatible API on http://HOST:PORT/v1.
+
+    Point any OpenAI client at it and pick a mode as the model name (`refine`, `steps`,
+    `single`, ...), or MODE/UPSTREAM_MODEL to choose the upstream model too.
+    """
+    from .config import Settings
+
+    try:
+        from . import serve as endpoint
+    except ImportError as error:  # starlette/uvicorn come with the package; say so if missing
+        raise LlamaberryError(f"The server needs starlette and uvicorn: {error}") from None
+
+    settings = Settings.load(**{k: options.get(k) for k in ENDPOINT_KEYS}, turns=turns)
+    # Build the default engine now: a missing key or a bad URL fails here, not per request.
+    endpoint.Gateway(settings, history=False).engine()
+    local = host in ("localhost", "::1") or host.startswith("127.")
+    if not local and not serve_key:
+        click.echo(
+            f"warning: serving on {host} without --api-key: anyone who can reach this machine "
+            "can run questions on your upstream key. Set --api-key or LLAMABERRY_SERVE_KEY.",
+            err=True,
+        )
+
+    def ready(url: str) -> None:
+        click.echo(
+            f"llamaberry serve: {url} · modes: {', '.join(endpoint.mode_names())} · upstream: "
+            f"{settings.provider} {settings.model}"
+            + (" · bearer key required" if serve_key else ""),
+            err=True,
+        )
+
+    try:
+        endpoint.serve(
+            settings,
+            host=host,
+            port=port,
+            api_key=serve_key,
+            reasoning_field=reasoning_field,  # type: ignore[arg-type]
+            on_ready=ready,
+        )
+    except OSError as error:
+        raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None
+
+
 def main() -> None:
     """Entry point of the `llamaberry` script."""
     cli(prog_name="llamaberry")

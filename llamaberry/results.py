@@ -173,6 +173,11 @@ class Run(BaseModel):
     _exception: BaseException | None = PrivateAttr(default=None)
 
     @property
+    def exception(self) -> BaseException | None:
+        """The typed error that stopped the run (kept in this process only, never saved)."""
+        return self._exception
+
+    @property
     def ok(self) -> bool:
         """True when the run finished without error."""
         return self.status == "ok"

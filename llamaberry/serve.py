@@ -176,8 +176,8 @@ def failed_run_error(run: Run) -> ServeError:
     """The HTTP answer for a run that ended without an answer."""
     if run.status == "cancelled":
         return ServeError(499, run.error or "cancelled", kind="cancelled")
-    cause = getattr(run, "failure", None)
-    if isinstance(cause, BaseException):
+    cause = run.exception
+    if cause is not None:
         answer = error_for(cause)
         answer.message = run.error or answer.message
         return answer

@@ -313,9 +313,7 @@ async def test_an_error_after_streaming_began_ends_the_stream_with_an_error_even
     assert "### Turn 1" in "".join(seen)
 
 
-async def test_an_unknown_upstream_model_is_a_404_naming_it(
-    server: FakeServer, endpoint: Endpoint
-):
+async def test_an_unknown_upstream_model_is_a_404_naming_it(server: FakeServer, endpoint: Endpoint):
     with pytest.raises(openai.NotFoundError, match="no-such-model"):
         await endpoint.client.chat.completions.create(
             model="single/no-such-model", messages=[{"role": "user", "content": QUESTION}]
@@ -378,15 +376,26 @@ async def test_a_non_streaming_client_that_leaves_stops_the_run(
     server: FakeServer, endpoint: Endpoint
 ):
     server.reply_with(lambda request: Reply(FIRST_TURN, latency=0.5))
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(httpx.ReadTimeout):
-            await http.post(
+    async with httpx.AsyncClient(timeout=30) as http:
+        waiting = asyncio.create_task(
+            http.post(
                 f"{endpoint.url}/chat/completions",
                 json={"model": "refine", "messages": [{"role": "user", "content": QUESTION}]},
-                timeout=0.2,
             )
+        )
+        while not server.requests:  # turn 1 is on its way upstream
+            await asyncio.sleep(0.01)
+        waiting.cancel()  # the client gives up and closes its connection
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    for _ in range(200):
+        runs = list(Store().runs())
+        if runs and runs[0].status != "running":
+            break
+        await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # turn 1 would have finished and turn 2 started by now
     assert len(server.requests) == 1
+    assert runs[0].status == "cancelled"
 
 
 async def test_fifty_concurrent_streams_complete_within_the_upstream_rpm(server: FakeServer):

@@ -39,6 +39,7 @@ from .errors import (
     RateLimitError,
 )
 from .events import CallStarted, RunFinished, TextDelta, TextReset
+from .redact import redact
 from .results import Run, call_title
 
 if TYPE_CHECKING:
@@ -141,10 +142,9 @@ class ServeError(Exception):
         self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
-        """The error as the OpenAI API shapes it."""
-        return {
-            "error": {"message": self.message, "type": self.kind, "param": None, "code": self.code}
-        }
+        """The error as the OpenAI API shapes it (never carrying a key)."""
+        message = redact(self.message)
+        return {"error": {"message": message, "type": self.kind, "param": None, "code": self.code}}
 
 
 def error_for(error: BaseException) -> ServeError:

@@ -34,6 +34,7 @@ _EXPORTS = {
     "RateLimitError": "errors",
     "RunFailedError": "errors",
     "CallFinished": "events",
+    "CallNote": "events",
     "CallStarted": "events",
     "Event": "events",
     "RunFinished": "events",
@@ -57,6 +58,7 @@ __all__ = [
     "AuthenticationError",
     "Call",
     "CallFinished",
+    "CallNote",
     "CallStarted",
     "ChatClient",
     "Comparison",
@@ -114,6 +116,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     )
     from .events import (
         CallFinished,
+        CallNote,
         CallStarted,
         Event,
         RunFinished,

@@ -50,6 +50,17 @@ def endpoint_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--timeout", type=float, help="Seconds to wait for a call [default 120]."),
         click.option("--rpm", type=int, help="Requests-per-minute limit shared by all runs."),
         click.option("--tpm", type=int, help="Tokens-per-minute budget shared by all runs."),
+        click.option(
+            "--context",
+            type=int,
+            help="The model's context window in tokens, if the server does not report it; "
+            "0 turns the check off [env LLAMABERRY_CONTEXT].",
+        ),
+        click.option(
+            "--loop-guard/--no-loop-guard",
+            default=None,
+            help="Stop a reply that keeps repeating itself [default on; env LLAMABERRY_LOOP_GUARD].",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -66,6 +77,8 @@ ENDPOINT_KEYS = (
     "timeout",
     "rpm",
     "tpm",
+    "context",
+    "loop_guard",
 )
 
 

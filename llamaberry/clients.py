@@ -20,7 +20,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,7 +37,7 @@ from .errors import (
 )
 from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .redact import remember
-from .results import Message, Usage
+from .results import CutOffBy, Message, Usage
 from .streams import StreamErrorEvent, read_chunks, whole_reply
 
 if TYPE_CHECKING:
@@ -87,10 +87,14 @@ class Completion:
     # Seconds the reply waited in the server's queue for a free slot, where the server
     # says how long it really worked on it (llama.cpp's `timings`); else None.
     queued: float | None = None
+    # Set by the run, not the provider: the loop guard stopped the reply (`text` keeps what
+    # came before the loop), and which limit a reply that ended in "length" ran into.
+    looped: bool = False
+    cut_off_by: CutOffBy | None = None
 
     @property
     def truncated(self) -> bool:
-        """True when the reply was cut off by the completion-token budget."""
+        """True when the reply was cut off by a limit (the budget or the context window)."""
         return self.finish_reason == "length"
 
 
@@ -354,16 +358,20 @@ class ChatClient:
             slot = await self.limiter.acquire(estimate)
             await self._check_model_known()
             fmt = self._response_format(json_mode or schema is not None, schema)
+            # Closed with the stream, so a consumer that stops reading (the loop guard) drops
+            # the connection at once and the server stops writing.
+            attempt_items = self._attempt(payload, fmt, schema, max_tokens, slot)
             try:
-                async for item in self._attempt(payload, fmt, schema, max_tokens, slot):
-                    if isinstance(item, Completion):
-                        item.seconds = time.perf_counter() - started
-                        item.attempts = attempt
-                        self.limiter.settle(slot, item.usage.total_tokens or estimate)
-                        if item.model and self.served_model is None:
-                            self.served_model = item.model
-                            await self._warn_if_unlisted(item.model)
-                    yield item
+                async with contextlib.aclosing(attempt_items):
+                    async for item in attempt_items:
+                        if isinstance(item, Completion):
+                            item.seconds = time.perf_counter() - started
+                            item.attempts = attempt
+                            self.limiter.settle(slot, item.usage.total_tokens or estimate)
+                            if item.model and self.served_model is None:
+                                self.served_model = item.model
+                                await self._warn_if_unlisted(item.model)
+                        yield item
                 return
             except ModelNotFoundError as error:
                 raise await self._with_model_list(error) from None
@@ -532,7 +540,7 @@ class ChatClient:
         schema: JSONSchema | None,
         max_tokens: int | None,
         slot: Slot,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem]:
         params = self._params(payload, fmt, schema, max_tokens)
         # JSON replies are validated whole by the provider (Groq streams neither JSON mode nor
         # structured outputs), so they are not streamed.
@@ -653,9 +661,13 @@ class ChatClient:
             body = getattr(error, "body", None)
             failed = _find(body, "failed_generation")
             return JSONValidationError(message or "invalid JSON", failed)
-        if code == "context_length_exceeded" or "context length" in message.lower():
+        kind = str(_find(getattr(error, "body", None), "type") or "")
+        if {code, kind} & _CONTEXT_CODES or any(
+            words in message.lower() for words in _CONTEXT_WORDS
+        ):
+            said = f" ({self.provider} said: {_first_line(message)})" if message else ""
             return ContextTooLongError(
-                "The conversation is longer than the model's context window; "
+                f"The request is longer than the model's context window{said}; "
                 "ask a shorter question or use fewer --turns.",
                 status_code=status,
             )
@@ -774,6 +786,17 @@ def make_client(provider: str, **kwargs: Any) -> ChatClient:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+# How servers say "too long": Groq's and OpenAI's error code, llama.cpp's error type, and the
+# words of OpenAI and vLLM ("maximum context length"), llama.cpp ("exceeds the available
+# context size") and Ollama ("the input length exceeds the context length").
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+_CONTEXT_WORDS = (
+    "context length",
+    "context size",
+    "context window",
+    "reduce the length of the messages",
+)
 
 
 @functools.cache

@@ -35,6 +35,8 @@ ENVIRONMENT = {
     "max_steps": "LLAMABERRY_MAX_STEPS",
     "step_max_tokens": "LLAMABERRY_STEP_MAX_TOKENS",
     "concurrency": "LLAMABERRY_CONCURRENCY",
+    "context": "LLAMABERRY_CONTEXT",
+    "loop_guard": "LLAMABERRY_LOOP_GUARD",
 }
 
 
@@ -62,6 +64,11 @@ class Settings(BaseModel):
     # smaller); a step cut off by it is asked again with twice as much, up to max_tokens.
     step_max_tokens: int = Field(1024, ge=1, le=131072)
     concurrency: int = Field(100, ge=1, le=10000)
+    # The model's context window in tokens, for endpoints that do not report it (None: ask
+    # the endpoint; 0: never check before sending).
+    context: int | None = Field(None, ge=0)
+    # Stop a reply that keeps repeating itself.
+    loop_guard: bool = True
 
     @field_validator("reasoning_effort", "base_url", mode="before")
     @classmethod
@@ -97,6 +104,7 @@ class Settings(BaseModel):
             self.model_dump(
                 include={"provider", "model", "base_url", "turns", "temperature", "max_tokens"}
                 | {"reasoning_effort", "min_steps", "max_steps", "step_max_tokens"}
+                | {"context", "loop_guard"}
             )
         )
 

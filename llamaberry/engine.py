@@ -47,6 +47,8 @@ class Engine:
         *,
         rpm: int | None = None,
         tpm: int | None = None,
+        context: int | None = None,
+        loop_guard: bool | None = None,
         settings: Settings | None = None,
         client: ChatClient | None = None,
         on_finish: Callable[[Run], None] | None = None,
@@ -65,6 +67,8 @@ class Engine:
             timeout=timeout,
             rpm=rpm,
             tpm=tpm,
+            context=context,
+            loop_guard=loop_guard,
         )
         # Pass a shared `limiter` to make several engines pace as one (same key, same limits).
         self.client = client or self._make_client(self.settings, limiter)

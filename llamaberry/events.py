@@ -3,6 +3,7 @@ consume this one stream.
 
 A run is: `RunStarted`, then for each model call `CallStarted`, any number of `TextDelta`
 (and `TextReset` when a dropped stream is retried and its partial text must be thrown away),
+`CallNote` when the call was condensed, given a smaller budget or stopped in a loop,
 `CallFinished` with the parsed result, and last `RunFinished` with the whole `Run`, whatever
 its status.
 """
@@ -52,6 +53,21 @@ class TextReset(BaseModel):
     reason: str
 
 
+class CallNote(BaseModel):
+    """Something the engine did to the current call that a reader should know about.
+
+    `note` is "condensed" (earlier turns were shortened to fit the context window), "budget"
+    (the completion budget was lowered to fit it) or "looped" (the reply kept repeating
+    itself and was stopped); `message` says it in a line.
+    """
+
+    type: Literal["call_note"] = "call_note"
+    kind: CallKind
+    index: int
+    note: Literal["condensed", "budget", "looped"]
+    message: str
+
+
 class CallFinished(BaseModel):
     """A model call finished and its reply was parsed."""
 
@@ -69,6 +85,6 @@ class RunFinished(BaseModel):
 
 
 Event = Annotated[
-    RunStarted | CallStarted | TextDelta | TextReset | CallFinished | RunFinished,
+    RunStarted | CallStarted | TextDelta | TextReset | CallNote | CallFinished | RunFinished,
     Field(discriminator="type"),
 ]

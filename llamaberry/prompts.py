@@ -94,6 +94,46 @@ def synthesis_messages(question: str, turns: Sequence[str]) -> list[tuple[str, s
     return [("system", SYNTHESIS), ("user", body)]
 
 
+# How much of each earlier turn a condensed form keeps, from the most to the least: its
+# critique and answer at the first levels, then its answer alone.
+CONDENSED_CHARS = (1500, 600, 300, 150, 80, 40, 20)
+_ANSWER_ONLY_BELOW = 300
+
+CONDENSED_NOTE = (
+    "The earlier turns are shown condensed (their critique and answer, shortened) so that "
+    "they fit the model's context window; their full reasoning is not shown."
+)
+
+
+def condense_turn(critique: str | None, answer: str, chars: int) -> str:
+    """A turn cut down to its critique and answer (or just its answer) in about `chars`."""
+    answer_part = f"Answer: {clip(answer, chars)}"
+    if critique and chars >= _ANSWER_ONLY_BELOW:
+        return f"Critique: {clip(critique, chars // 2)}\n{answer_part}"
+    return answer_part
+
+
+def clip(text: str, chars: int) -> str:
+    """`text` cut to about `chars` characters at a word boundary, marked when cut."""
+    text = " ".join(text.split())
+    if len(text) <= chars:
+        return text
+    cut = text[:chars].rsplit(" ", 1)[0] or text[:chars]
+    return cut + " […]"
+
+
+def condensed_later_turn_messages(question: str, digests: Sequence[str]) -> list[tuple[str, str]]:
+    """Turn k >= 2 when the earlier turns in full do not fit: their condensed forms."""
+    system, user = later_turn_messages(question, digests)
+    return [system, (user[0], f"{CONDENSED_NOTE}\n\n{user[1]}")]
+
+
+def condensed_synthesis_messages(question: str, digests: Sequence[str]) -> list[tuple[str, str]]:
+    """The synthesis when the turns in full do not fit: their condensed forms."""
+    system, user = synthesis_messages(question, digests)
+    return [system, (user[0], f"{CONDENSED_NOTE}\n\n{user[1]}")]
+
+
 def single_messages(question: str) -> list[tuple[str, str]]:
     """The single-turn baseline: the bare question, no system prompt, no scaffold."""
     return [("user", question)]

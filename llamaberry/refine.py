@@ -1,17 +1,24 @@
 """The refine mode: N reasoning turns, each given the question and every earlier turn, then a
 synthesis that merges them. The run's answer is the synthesis's concise answer (or, when the
-run fails late, the last good turn's, marked partial)."""
+run fails late, the last good turn's, marked partial).
+
+When every earlier turn in full would overflow the model's context window, a later turn or
+the synthesis is given them condensed instead (their critiques and answers, shortened step
+by step until the call fits), and the run says so.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from . import prompts
 from .errors import LlamaberryError
 from .events import CallFinished
 from .parsing import parse_synthesis, parse_turn
-from .results import Turn
+from .results import Message, Turn
 from .runner import RunContext, to_messages
+
+Prompt = Callable[[str, Sequence[str]], list[tuple[str, str]]]
 
 
 async def refine(ctx: RunContext, turns: int) -> AsyncIterator:
@@ -33,9 +40,10 @@ async def refine(ctx: RunContext, turns: int) -> AsyncIterator:
 
 
 def best_turn_answer(turns: list[Turn]) -> str | None:
-    """The answer of the last turn that finished whole (else of the last with any answer)."""
+    """The answer of the last turn that finished whole, not cut off or stopped in a loop (else
+    of the last with any answer)."""
     usable = [turn for turn in turns if turn.answer.strip()]
-    whole = [turn for turn in usable if not turn.truncated]
+    whole = [turn for turn in usable if not turn.truncated and not turn.looped]
     chosen = whole or usable
     return chosen[-1].answer if chosen else None
 
@@ -44,31 +52,45 @@ async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
     question = ctx.run.question
     texts: list[str] = []
     for index in range(1, turns + 1):
-        pairs = (
-            prompts.first_turn_messages(question)
-            if index == 1
-            else prompts.later_turn_messages(question, texts)
-        )
-        async for event in ctx.call("turn", index, to_messages(pairs)):
+        if index == 1:
+            messages, condensed = to_messages(prompts.first_turn_messages(question)), []
+        else:
+            messages = to_messages(prompts.later_turn_messages(question, texts))
+            condensed = _condensed(question, ctx.run.turns, prompts.condensed_later_turn_messages)
+        async for event in ctx.call("turn", index, messages, condensed=condensed):
             yield event
         reply = ctx.reply
         assert reply is not None
         turn = parse_turn(
             index, reply.text, usage=reply.usage, seconds=reply.seconds, truncated=reply.truncated
         )
+        turn.cut_off_by = reply.cut_off_by
+        turn.looped = reply.looped
         ctx.run.turns.append(turn)
         texts.append(reply.text)
         yield CallFinished(kind="turn", index=index, result=turn)
 
-    async for event in ctx.call(
-        "synthesis", 1, to_messages(prompts.synthesis_messages(question, texts))
-    ):
+    messages = to_messages(prompts.synthesis_messages(question, texts))
+    condensed = _condensed(question, ctx.run.turns, prompts.condensed_synthesis_messages)
+    async for event in ctx.call("synthesis", 1, messages, condensed=condensed):
         yield event
     reply = ctx.reply
     assert reply is not None
     synthesis = parse_synthesis(
         reply.text, usage=reply.usage, seconds=reply.seconds, truncated=reply.truncated
     )
+    synthesis.cut_off_by = reply.cut_off_by
+    synthesis.looped = reply.looped
     ctx.run.synthesis = synthesis
     ctx.run.answer = synthesis.answer
     yield CallFinished(kind="synthesis", index=1, result=synthesis)
+
+
+def _condensed(question: str, turns: Sequence[Turn], prompt: Prompt) -> list[list[Message]]:
+    """The condensed forms of a call over `turns`, from the fullest to the shortest."""
+    return [
+        to_messages(
+            prompt(question, [prompts.condense_turn(t.critique, t.answer, n) for t in turns])
+        )
+        for n in prompts.CONDENSED_CHARS
+    ]

@@ -9,8 +9,16 @@ from rich.panel import Panel
 from rich.text import Text
 
 from .errors import format_duration
-from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
-from .results import Run, Step, Usage, call_title
+from .events import (
+    CallFinished,
+    CallNote,
+    CallStarted,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    TextReset,
+)
+from .results import Run, Step, Usage, call_title, cut_off_line
 
 
 def plural(count: int, noun: str) -> str:
@@ -38,6 +46,15 @@ def partial_source(run: Run) -> str:
     turn = next((t for t in reversed(run.turns) if t.answer == run.answer), None)
     where = f"turn {turn.index}'s answer" if turn else "the best answer it had"
     return f"{where}, the run did not finish"
+
+
+def stopped(result: object) -> str:
+    """' · cut off by …' naming the limit that stopped a reply early, or ''."""
+    if getattr(result, "looped", False):
+        return " · [yellow]stopped: it kept repeating itself[/yellow]"
+    if not getattr(result, "truncated", False):
+        return ""
+    return f" · [red]{cut_off_line(getattr(result, 'cut_off_by', None))}[/red]"
 
 
 class TerminalView:
@@ -72,6 +89,10 @@ class TerminalView:
             self.console.print(
                 f"[yellow]↻ retrying from the start: {escape(event.reason)}[/yellow]"
             )
+        elif isinstance(event, CallNote):
+            self._newline()
+            colour = "yellow" if event.note == "looped" else "dim"
+            self.console.print(f"[{colour}]ⓘ {escape(event.message)}[/{colour}]")
         elif isinstance(event, CallFinished):
             self._finished(event)
         elif isinstance(event, RunFinished):
@@ -99,13 +120,8 @@ class TerminalView:
             tries = f" · {result.attempts} tries" if result.attempts > 1 else ""
             self.console.print(f"[dim]{cost_line(result.usage, result.seconds)}{tries}[/dim]")
             return
-        truncated = (
-            " · [red]cut off by the token budget[/red]"
-            if getattr(result, "truncated", False)
-            else ""
-        )
         self.console.print(
-            f"[dim]{label} · {cost_line(result.usage, result.seconds)}[/dim]{truncated}"
+            f"[dim]{label} · {cost_line(result.usage, result.seconds)}[/dim]{stopped(result)}"
         )
 
     def _summary(self, run: Run) -> None:

@@ -15,6 +15,9 @@ from pydantic import BaseModel, Field, PrivateAttr
 Mode = Literal["single", "refine", "steps"]
 Status = Literal["running", "ok", "failed", "cancelled"]
 CallKind = Literal["turn", "synthesis", "step", "answer"]
+# Which limit stopped a reply early: the completion-token budget (--max-tokens), the model's
+# context window, or a limit of the server's own it did not name.
+CutOffBy = Literal["max_tokens", "context", "server"]
 
 
 def call_title(kind: str, index: int) -> str:
@@ -22,6 +25,15 @@ def call_title(kind: str, index: int) -> str:
     if kind in ("synthesis", "answer"):
         return kind.capitalize()
     return f"{kind.capitalize()} {index}"
+
+
+def cut_off_line(limit: str | None) -> str:
+    """Which limit cut a reply off, in words."""
+    if limit == "context":
+        return "cut off by the model's context window"
+    if limit == "server":
+        return "cut off by the server before the token budget (its context window, most likely)"
+    return "cut off by the token budget, --max-tokens"
 
 
 class Usage(BaseModel):
@@ -67,6 +79,13 @@ class Call(BaseModel):
     error: str | None = None
     # "json_schema" or "json_object" when the reply was asked to be JSON.
     response_format: str | None = None
+    # The completion budget sent, when it was lowered to fit the context window.
+    max_tokens: int | None = None
+    # Earlier turns went out condensed to fit the context window.
+    condensed: bool = False
+    # The loop guard stopped the reply; `reply` keeps the text up to the loop.
+    looped: bool = False
+    cut_off_by: CutOffBy | None = None
 
 
 class ReasoningStep(BaseModel):
@@ -88,6 +107,8 @@ class Turn(BaseModel):
     sections: dict[str, str] = Field(default_factory=dict)
     structured: bool = False
     truncated: bool = False
+    cut_off_by: CutOffBy | None = None
+    looped: bool = False
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 
@@ -105,6 +126,8 @@ class Synthesis(BaseModel):
     sections: dict[str, str] = Field(default_factory=dict)
     structured: bool = False
     truncated: bool = False
+    cut_off_by: CutOffBy | None = None
+    looped: bool = False
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 
@@ -116,6 +139,7 @@ class Step(BaseModel):
     title: str
     content: str
     next_action: Literal["continue", "final_answer"]
+    looped: bool = False
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     attempts: int = 1
@@ -132,6 +156,8 @@ class FinalAnswer(BaseModel):
 
     content: str
     truncated: bool = False
+    cut_off_by: CutOffBy | None = None
+    looped: bool = False
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 
@@ -162,6 +188,10 @@ class Run(BaseModel):
     steps: list[Step] = Field(default_factory=list)
     final: FinalAnswer | None = None
     calls: list[Call] = Field(default_factory=list)
+    # The model's context window when it was known, and what was done to fit it or to stop
+    # a looping reply, one line each, as the terminal showed them.
+    context_window: int | None = None
+    notes: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     # Of `seconds`, the time its calls waited in the server's queue for a free slot (summed;

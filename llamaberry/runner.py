@@ -5,14 +5,19 @@ the run's lifecycle (started, finished, failed or cancelled, with nothing that f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Literal
 
 from .clients import ChatClient, Completion, Delta, JSONSchema, Restart
 from .config import Settings
+from .context import context_window, cut_off_by, fit
 from .errors import InputError, LlamaberryError
-from .events import CallStarted, RunFinished, RunStarted, TextDelta, TextReset
+from .events import CallNote, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
+from .limits import estimate_tokens
+from .loops import LoopGuard, find_loop
 from .results import Call, CallKind, Message, Mode, Run, Usage, call_title
 
 # C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
@@ -54,6 +59,12 @@ class RunContext:
         self.run = run
         self.reply: Completion | None = None
 
+    async def window(self) -> int | None:
+        """The model's context window: the setting, else what the endpoint says (asked once)."""
+        if self.settings.context is not None:
+            return self.settings.context or None  # 0 means: do not check
+        return await context_window(self.client)
+
     async def call(
         self,
         kind: CallKind,
@@ -64,18 +75,53 @@ class RunContext:
         schema: JSONSchema | None = None,
         max_tokens: int | None = None,
         announce: bool = True,
-    ) -> AsyncIterator[CallStarted | TextDelta | TextReset]:
+        condensed: Sequence[list[Message]] = (),
+    ) -> AsyncIterator[CallStarted | TextDelta | TextReset | CallNote]:
         """Make one call and yield its events; afterwards `self.reply` holds its `Completion`.
 
         `schema` asks for a JSON reply of that shape, `max_tokens` bounds this call's reply
-        below the run's budget.
+        below the run's budget. `condensed` are shorter forms of `messages`, most condensed
+        last, for when the whole does not fit the model's context window. A request that
+        cannot fit in any form is never sent: `ContextTooLongError` is raised first.
         """
-        record = Call(kind=kind, index=index, messages=messages)
+        title = call_title(kind, index)
+        window = await self.window()
+        self.run.context_window = window
+        budget = max_tokens or self.settings.max_tokens
+        plan = fit([messages, *condensed], window, budget, title=title)
+        # The budget sent: the call's own, or less where the context window leaves less room.
+        max_tokens = plan.max_tokens if plan.max_tokens is not None else max_tokens
+        json_reply = json_mode or schema is not None
+        record = Call(
+            kind=kind,
+            index=index,
+            messages=plan.messages,
+            max_tokens=plan.max_tokens,
+            condensed=plan.level > 0,
+        )
         self.reply = None
         self.run.calls.append(record)
         if announce:
             yield CallStarted(kind=kind, index=index)
+        if plan.level or plan.max_tokens is not None:
+            turns = "the turns" if kind == "synthesis" else "the earlier turns"
+            given = f"{turns} condensed (their critiques and answers)"
+            write = f"may write {plan.max_tokens or budget:,} tokens, not {budget:,},"
+            line = (
+                f"{title} was given {given} and {write}"
+                if plan.level and plan.max_tokens is not None
+                else f"{title} was given {given}"
+                if plan.level
+                else f"{title} {write}"
+            )
+            yield self.note(
+                kind,
+                index,
+                "condensed" if plan.level else "budget",
+                f"{line} to fit the model's {window:,}-token context window.",
+            )
         started = time.perf_counter()
+        guard = LoopGuard() if self.settings.loop_guard else None
         # Pieces are joined once, not appended to the record per delta, which would copy the
         # whole reply again for every token of a long one.
         parts: list[str] = []
@@ -86,27 +132,44 @@ class RunContext:
             options["schema"] = schema
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
+        stream = self.client.stream(plan.messages, **options)  # type: ignore[arg-type]
         try:
-            async for item in self.client.stream(messages, **options):  # type: ignore[arg-type]
-                if isinstance(item, Delta):
-                    parts.append(item.text)
-                    yield TextDelta(kind=kind, index=index, text=item.text)
-                elif isinstance(item, Restart):
-                    parts.clear()
-                    record.attempts += 1
-                    yield TextReset(kind=kind, index=index, reason=item.reason)
-                else:
-                    parts = [item.text]
-                    record.reply = item.text
-                    record.finish_reason = item.finish_reason
-                    record.usage = item.usage
-                    record.attempts = item.attempts
-                    record.seconds = item.seconds
-                    record.response_format = item.response_format
-                    record.queued_seconds = item.queued
-                    if item.model and self.run.served_model is None:
-                        self.run.served_model = item.model
-                    self.reply = item
+            # Closed at once when the loop guard stops reading, so the connection is dropped
+            # and the server stops generating.
+            async with _closing(stream):
+                async for item in stream:
+                    if isinstance(item, Delta):
+                        parts.append(item.text)
+                        yield TextDelta(kind=kind, index=index, text=item.text)
+                        # A JSON reply arrives whole, with its usage just behind it, so only a
+                        # streamed one is worth stopping early.
+                        if guard is not None and guard.feed(item.text) and not json_reply:
+                            self.reply = self._looped(record, guard, plan.prompt, started)
+                            break
+                    elif isinstance(item, Restart):
+                        parts.clear()
+                        if guard is not None:
+                            guard = LoopGuard()
+                        record.attempts += 1
+                        yield TextReset(kind=kind, index=index, reason=item.reason)
+                    else:
+                        parts = [item.text]
+                        if guard is not None and (guard.loop or find_loop(item.text)):
+                            loop = guard.loop or find_loop(item.text)
+                            assert loop is not None
+                            item.text = item.text[: loop.kept]
+                            item.looped = True
+                        elif item.truncated:
+                            limit = cut_off_by(item.usage, max_tokens or budget, window)
+                            # A budget lowered to fit the window was the window's doing.
+                            lowered = plan.max_tokens is not None and limit == "max_tokens"
+                            item.cut_off_by = "context" if lowered else limit
+                        self._settle(record, item)
+                        record.response_format = item.response_format
+                        record.queued_seconds = item.queued
+                        if item.model and self.run.served_model is None:
+                            self.run.served_model = item.model
+                        self.reply = item
         except BaseException as error:
             record.reply = "".join(parts)  # a failed or cancelled call keeps its partial text
             record.seconds = time.perf_counter() - started
@@ -114,6 +177,59 @@ class RunContext:
                 str(error) if isinstance(error, LlamaberryError) else type(error).__name__
             )
             raise
+        if self.reply is not None and self.reply.looped:
+            yield self.note(
+                kind,
+                index,
+                "looped",
+                f"{title} kept repeating itself, so it was stopped; its text up to the "
+                "loop is kept (--no-loop-guard lets a reply run on).",
+            )
+
+    def note(
+        self, kind: CallKind, index: int, note: Literal["condensed", "budget", "looped"], line: str
+    ) -> CallNote:
+        """Record `line` in the run's notes and return it as an event for the call."""
+        self.run.notes.append(line)
+        return CallNote(kind=kind, index=index, note=note, message=line)
+
+    def _looped(self, record: Call, guard: LoopGuard, prompt: int, started: float) -> Completion:
+        """The reply as far as the loop, charged with what it spent before it was stopped."""
+        assert guard.loop is not None
+        spent = guard.text
+        completion = estimate_tokens(spent)
+        reply = Completion(
+            text=spent[: guard.loop.kept],
+            finish_reason=None,
+            usage=Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            ),
+            seconds=time.perf_counter() - started,
+            attempts=record.attempts,
+            looped=True,
+        )
+        self._settle(record, reply)
+        return reply
+
+    @staticmethod
+    def _settle(record: Call, reply: Completion) -> None:
+        record.reply = reply.text
+        record.finish_reason = reply.finish_reason
+        record.usage = reply.usage
+        record.attempts = reply.attempts
+        record.seconds = reply.seconds
+        record.looped = reply.looped
+        record.cut_off_by = reply.cut_off_by
+
+
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[object]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
 
 
 ModeBody = Callable[[RunContext], AsyncIterator]

@@ -22,6 +22,8 @@ async def single(ctx: RunContext) -> AsyncIterator:
         content=reply.text,
         answer=reply.text.strip(),
         truncated=reply.truncated,
+        cut_off_by=reply.cut_off_by,
+        looped=reply.looped,
         usage=reply.usage,
         seconds=reply.seconds,
     )

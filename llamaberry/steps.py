@@ -29,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import prompts
 from .clients import JSONSchema, JSONValidationError
 from .errors import InvalidReplyError
-from .events import CallFinished, CallStarted, TextDelta, TextReset
-from .results import FinalAnswer, Message, Step, Usage
+from .events import CallFinished, CallNote, CallStarted, TextDelta, TextReset
+from .loops import find_loop
+from .results import FinalAnswer, Message, Step, Usage, cut_off_line
 from .runner import RunContext, to_messages
 
 # A step may be asked for again this many times after its first reply (three tries in all).
@@ -120,13 +121,15 @@ async def steps(ctx: RunContext, min_steps: int, max_steps: int) -> AsyncIterato
     final = FinalAnswer(
         content=reply.text,
         truncated=reply.truncated,
+        cut_off_by=reply.cut_off_by,
+        looped=reply.looped,
         usage=reply.usage,
         seconds=reply.seconds,
     )
     ctx.run.final = final
     answer = _plain_answer(reply.text)
     if not answer:
-        why = " (its token budget ran out first; raise --max-tokens)" if reply.truncated else ""
+        why = f" (it was {cut_off_line(reply.cut_off_by)})" if reply.truncated else ""
         _fail(ctx, f"the model gave an empty final answer{why}")
     ctx.run.answer = answer
     yield CallFinished(kind="answer", index=1, result=final)
@@ -159,13 +162,27 @@ async def _step(
                 # JSON replies are not streamed: the client yields the whole JSON text as one
                 # delta. Raw JSON is no use to a reader and may not even be a valid step, so
                 # it is held back; the validated step's content is sent below instead.
-                if isinstance(event, CallStarted | TextReset):
+                if isinstance(event, CallStarted | TextReset | CallNote):
                     yield event
         except JSONValidationError as error:
             # The provider refused the reply, but it says what the model wrote: mend that.
             rejected = error.failed_generation or ""
             fmt = error.response_format
             problem = "the provider rejected it as invalid JSON (json_validate_failed)"
+            # A reply that looped until its budget ran out is cut-off JSON, which a provider
+            # refuses; what came before the loop is still a step worth mending and keeping.
+            loop = find_loop(rejected) if ctx.settings.loop_guard else None
+            if loop is not None:
+                rejected = rejected[: loop.kept]
+                ctx.run.calls[-1].looped = True
+                ctx.run.calls[-1].reply = rejected
+                yield ctx.note(
+                    "step",
+                    index,
+                    "looped",
+                    f"Step {index} kept repeating itself until its budget ran out; its text up "
+                    "to the loop is kept.",
+                )
         else:
             reply = ctx.reply
             assert reply is not None
@@ -190,6 +207,7 @@ async def _step(
                     attempts=attempt,
                     response_format=fmt,
                     repaired=repaired or bool(problem),
+                    looped=ctx.run.calls[-1].looped,
                 )
                 ctx.run.steps.append(step)
                 # One delta carrying the readable content keeps the promise every mode makes:
@@ -203,7 +221,14 @@ async def _step(
         # Asking again must change something that can change the outcome: at temperature 0
         # the same request brings back the same reply.
         change = ""
-        if truncated:
+        limit = ctx.run.calls[-1].cut_off_by if ctx.run.calls else None
+        if truncated and limit in ("context", "server"):
+            # More budget cannot help when the context window is what stopped it.
+            problem += f" (the reply was {cut_off_line(limit)})"
+            if not brief:
+                change = "asking for a shorter step"
+            brief = True
+        elif truncated:
             problem += f" (the reply was cut off by its budget of {budget.tokens:,} tokens)"
             if budget.grow():
                 change = f"with a budget of {budget.tokens:,} tokens"

@@ -56,6 +56,16 @@ any model id, lists and reports only its own; ``slots=N`` makes it work on at mo
 once (the rest wait in its queue), answer ``GET /props`` with ``total_slots``, and add llama.cpp's
 ``timings`` (``prompt_ms``, ``predicted_ms``: time spent in a slot, queueing excluded) to replies.
 
+``max_context`` plays a context window the way the real server named by ``flavor`` does:
+``"groq"`` and ``"openai"`` publish it as ``context_window`` in the model list, ``"vllm"`` as
+``max_model_len``, ``"llamacpp"`` in ``GET /props`` (``n_ctx``) and ``"ollama"`` in
+``POST /api/show`` (``num_ctx``); each refuses an over-long request in that server's words,
+and llama.cpp and Ollama stop a reply (``finish_reason="length"``) when the window fills up.
+A reply scripted with ``finish_reason="length"`` is charged the whole budget. Model-discovery
+requests are kept in ``discovery_requests``, apart from ``requests``.
+``Reply(text, repeat=line)`` plays a looping model: ``line`` again and again after ``text``
+until the budget runs out.
+
 When ``rpm_limit`` / ``tpm_limit`` are set, a sliding 60 s window is enforced. A request
 is admitted when one more request and its prompt tokens fit; once answered it is charged
 prompt + completion tokens. ``x-ratelimit-reset-*`` headers give the time until the oldest
@@ -111,7 +121,13 @@ _STREAM_LIMIT = 1024 * 1024
 
 _CHAT_PATHS = frozenset({"/openai/v1/chat/completions", "/v1/chat/completions"})
 _MODEL_PATHS = frozenset({"/openai/v1/models", "/v1/models"})
+# What a client reads to learn the model's context window (llama.cpp's and Ollama's own APIs).
 _PROPS_PATH = "/props"
+_SHOW_PATH = "/api/show"
+# Without a budget or a window, a looping reply stops after this many words.
+_LOOP_CAP = 4096
+
+Flavor: TypeAlias = Literal["groq", "openai", "vllm", "llamacpp", "ollama"]
 _PIECE_RE = re.compile(r"\S+\s*|\s+")
 _WORD_RE = re.compile(r"\S+")
 
@@ -131,10 +147,15 @@ class Reply:
     chunk_delay: float | None = None
     chunk_words: int = 1
     headers: dict[str, str] | None = None
+    # A looping model: after ``text``, this line again and again until the completion budget
+    # (the request's max_completion_tokens / max_tokens, else the context left) runs out.
+    repeat: str | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_words < 1:
             raise ValueError("chunk_words must be at least 1")
+        if self.repeat is not None and not self.repeat.strip():
+            raise ValueError("repeat must contain a word")
 
 
 FaultKind: TypeAlias = Literal["status", "drop", "drop_after", "truncate", "hang", "stream_error"]
@@ -601,6 +622,7 @@ class FakeServer:
         default: str | Reply | Fault | Handler | None = None,
         served_model: str | None = None,
         slots: int | None = None,
+        flavor: Flavor = "groq",
     ) -> None:
         self.served_model = served_model
         self.models: list[str] = (
@@ -619,6 +641,10 @@ class FakeServer:
         self.max_context = max_context
         self.json_validation = json_validation
         self.json_schema = json_schema
+        # Which real server to play where they differ: where the context window is published
+        # (the model list, llama.cpp's /props, Ollama's /api/show), how a request over it is
+        # refused, and whether a reply is stopped when the window fills up.
+        self.flavor: Flavor = flavor
         self.default = default
         self.rate_limited = 0
         if slots is not None and slots < 1:
@@ -634,6 +660,7 @@ class FakeServer:
         self._queue: deque[Scripted] = deque()
         self._handler: Handler | None = None
         self._requests: list[RecordedRequest] = []
+        self._discovery: list[RecordedRequest] = []
         self._charges: deque[_Charge] = deque()
         self._ids = itertools.count(1)
 
@@ -661,9 +688,19 @@ class FakeServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """A snapshot of every request received, in arrival order."""
+        """A snapshot of every request received, in arrival order, except model discovery."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def discovery_requests(self) -> list[RecordedRequest]:
+        """The requests that asked about models (the model list, ``/props``, ``/api/show``).
+
+        Kept apart from ``requests`` because clients make them once, on their own, to learn
+        what the endpoint serves; tests usually count the chat requests.
+        """
+        with self._lock:
+            return list(self._discovery)
 
     @property
     def pending(self) -> int:
@@ -677,6 +714,7 @@ class FakeServer:
             self._queue.clear()
             self._handler = None
             self._requests.clear()
+            self._discovery.clear()
             self._charges.clear()
             self.rate_limited = 0
 
@@ -815,18 +853,23 @@ class FakeServer:
             request.headers,
             parsed if isinstance(parsed, dict) else {},
         )
-        with self._lock:
-            self._requests.append(recorded)
-
         keep_alive = request.keep_alive
         path, method = request.path, request.method
-        if path == _PROPS_PATH and method == "GET" and self.slots is not None:
-            props = {"total_slots": self.slots, "model_path": self.models[0]}
-            await _send(writer, 200, props, keep_alive)
+        # llama.cpp's /props: played by the llamacpp flavor, and by any server with slots.
+        props = (
+            path == _PROPS_PATH
+            and method == "GET"
+            and (self.flavor == "llamacpp" or self.slots is not None)
+        )
+        show = path == _SHOW_PATH and method == "POST" and self.flavor == "ollama"
+        discovery = (path in _MODEL_PATHS and method == "GET") or props or show
+        with self._lock:
+            (self._discovery if discovery else self._requests).append(recorded)
+
+        if props:  # asked before any key, as llama.cpp answers it
+            await _send(writer, 200, self._props_payload(), keep_alive)
             return keep_alive
-        if not (
-            (path in _CHAT_PATHS and method == "POST") or (path in _MODEL_PATHS and method == "GET")
-        ):
+        if not ((path in _CHAT_PATHS and method == "POST") or discovery):
             body = _error(
                 f"Unknown request URL: {method} {path}. Please check the URL for typos.",
                 "invalid_request_error",
@@ -846,6 +889,9 @@ class FakeServer:
         if path in _MODEL_PATHS:
             await _send(writer, 200, self._models_payload(), keep_alive)
             return keep_alive
+        if show:
+            await _send(writer, *self._show_payload(recorded), keep_alive)
+            return keep_alive
 
         if not isinstance(parsed, dict):
             body = _error("Request body must be a JSON object.", "invalid_request_error")
@@ -853,20 +899,50 @@ class FakeServer:
             return keep_alive
         return await self._chat(recorded, reader, writer, keep_alive)
 
+    @property
+    def context_window(self) -> int:
+        """The window this server plays (``max_context``, or a large hosted model's)."""
+        return self.max_context or DEFAULT_CONTEXT_WINDOW
+
     def _models_payload(self) -> dict[str, Any]:
-        window = self.max_context or DEFAULT_CONTEXT_WINDOW
-        data = [
-            {
+        window = self.context_window
+        data = []
+        for model in self.models:
+            entry: dict[str, Any] = {
                 "id": model,
                 "object": "model",
                 "created": 0,
                 "owned_by": "fake",
-                "active": True,
-                "context_window": window,
             }
-            for model in self.models
-        ]
+            if self.flavor in ("groq", "openai"):
+                entry.update(active=True, context_window=window)
+            elif self.flavor == "vllm":
+                entry["max_model_len"] = window
+            elif self.flavor == "llamacpp":
+                # The training context, not the one the server runs with: /props has that.
+                entry["meta"] = {"n_ctx_train": window * 8, "n_params": 135_000_000}
+            data.append(entry)
         return {"object": "list", "data": data}
+
+    def _props_payload(self) -> dict[str, Any]:
+        """llama.cpp's ``GET /props``: the running context is ``n_ctx``, the slots ``total_slots``."""
+        return {
+            "default_generation_settings": {"n_ctx": self.context_window, "params": {}},
+            "total_slots": self.slots if self.slots is not None else 1,
+            "model_path": self.models[0] if self.models else "model.gguf",
+            "chat_template": "",
+        }
+
+    def _show_payload(self, request: RecordedRequest) -> tuple[int, dict[str, Any]]:
+        """Ollama's ``POST /api/show``: ``num_ctx`` in the parameters is the running window."""
+        name = request.body.get("model") or request.body.get("name")
+        if name not in self.models:
+            return 404, {"error": f"model '{name}' not found"}
+        return 200, {
+            "parameters": f'num_ctx                        {self.context_window}\nstop "<|im_end|>"',
+            "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+            "details": {"format": "gguf", "family": "llama"},
+        }
 
     # ----------------------------------------------------------------- chat completions
 
@@ -887,13 +963,8 @@ class FakeServer:
         refused = self._refused_format(request)
         if refused is not None:
             return 400, _error(refused, "invalid_request_error", param="response_format")
-        if self.max_context is not None and prompt_tokens > self.max_context:
-            message = (
-                f"This model's maximum context length is {self.max_context} tokens. However, "
-                f"your messages resulted in {prompt_tokens} tokens. "
-                "Please reduce the length of the messages."
-            )
-            return 400, _error(message, "invalid_request_error", "context_length_exceeded")
+        if self.max_context is not None:
+            return self._over_context(request, prompt_tokens, self.max_context)
         return None
 
     def _refused_format(self, request: RecordedRequest) -> str | None:
@@ -921,6 +992,71 @@ class FakeServer:
             if problem:
                 return f"invalid JSON schema for response_format (strict mode): {problem}"
         return None
+
+    def _over_context(
+        self, request: RecordedRequest, prompt: int, window: int
+    ) -> tuple[int, Any] | None:
+        """Refuse a request that does not fit the window, in the played server's words."""
+        budget = request.max_tokens
+        if self.flavor in ("llamacpp", "ollama"):
+            # These start any prompt that fits and stop the reply when the window is full.
+            if prompt <= window:
+                return None
+            if self.flavor == "ollama":
+                return 400, _error("the input length exceeds the context length", "api_error")
+            body = _error(
+                "the request exceeds the available context size, try increasing it",
+                "exceed_context_size_error",
+                n_prompt_tokens=prompt,
+                n_ctx=window,
+            )
+            body["error"]["code"] = 400
+            return 400, body
+        if prompt + (budget or 0) <= window:
+            return None
+        if self.flavor == "groq":
+            body = _error(
+                "Please reduce the length of the messages or completion.",
+                "invalid_request_error",
+                "context_length_exceeded",
+                param="messages",
+            )
+            return 400, body
+        if budget:
+            message = (
+                f"This model's maximum context length is {window} tokens. However, you "
+                f"requested {prompt + budget} tokens ({prompt} in the messages, {budget} in the "
+                "completion). Please reduce the length of the messages or completion."
+            )
+        else:
+            message = (
+                f"This model's maximum context length is {window} tokens. However, your "
+                f"messages resulted in {prompt} tokens. Please reduce the length of the messages."
+            )
+        if self.flavor == "vllm":  # vLLM's error object is not wrapped in "error"
+            return 400, {
+                "object": "error",
+                "message": message,
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            }
+        return 400, _error(message, "invalid_request_error", "context_length_exceeded")
+
+    def _shape(self, request: RecordedRequest, reply: Reply, prompt: int) -> Reply:
+        """A looping reply played out to its end, and (on servers that stop there) any reply
+        cut where the context window fills up. The budget's cut comes later, for every reply."""
+        room = None
+        if self.max_context is not None and self.flavor in ("llamacpp", "ollama"):
+            room = max(0, self.max_context - prompt)
+        if reply.repeat is not None:
+            limits = [n for n in (request.max_tokens, room) if n is not None]
+            cap = min(limits) if limits else _LOOP_CAP
+            have = _word_count(reply.text) + _word_count(reply.reasoning)
+            per = _word_count(reply.repeat)
+            times = max(0, -(-(cap - have) // per)) + 1  # past the limit, so it is cut there
+            reply = dataclasses.replace(reply, text=reply.text + reply.repeat * times)
+        return _cut_to_budget(reply, room)
 
     async def _chat(
         self,
@@ -955,6 +1091,10 @@ class FakeServer:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             return await self._fault(request, reply, reader, writer, keep_alive)
+        # A reply scripted to end in "length" plays one cut off by the request's budget, so it
+        # is charged the whole budget, as a real server's would be.
+        scripted_cut = reply.finish_reason == "length" and reply.usage is None
+        reply = self._shape(request, reply, prompt_tokens)
 
         if (
             scripted
@@ -974,6 +1114,8 @@ class FakeServer:
 
         reply = _cut_to_budget(reply, request.max_tokens)
         completion_tokens = _word_count(reply.text) + _word_count(reply.reasoning)
+        if scripted_cut and request.max_tokens:
+            completion_tokens = max(completion_tokens, request.max_tokens)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,

@@ -38,7 +38,9 @@ def engine_for(server: FakeServer, provider: str = "groq", **options) -> Engine:
 
 async def overflow_at_turn_five(server: FakeServer) -> None:
     """Size the server's context so turns 1 to 4 fit and turn 5 does not, as on a small
-    local server: measured from a dry run of the same five turns."""
+    local server: measured from a dry run of the same five turns. The server plays llama.cpp,
+    which refuses a prompt over its window; engines on it are made with `context=0` (no check
+    before sending), so the server is what refuses turn 5."""
     server.reply_with(refine_script)
     async with engine_for(server, history=False) as engine:
         await engine.refine("How many r in strawberry?", turns=5)
@@ -46,7 +48,10 @@ async def overflow_at_turn_five(server: FakeServer) -> None:
     assert sizes[3] < sizes[4]
     server.reset()
     server.reply_with(refine_script)
-    server.max_context = (sizes[3] + sizes[4]) // 2
+    server.flavor = "llamacpp"
+    # One token short of turn 5's prompt: llama.cpp also stops a reply where the window fills
+    # up, so turn 4 needs the room to finish its reply.
+    server.max_context = sizes[4] - 1
 
 
 # -- item 2: a late failure keeps the best answer ---------------------------------------------
@@ -56,7 +61,7 @@ async def test_turn_five_over_the_context_keeps_turn_four_answer_marked_partial(
     server: FakeServer, provider: str
 ):
     await overflow_at_turn_five(server)
-    async with engine_for(server, provider, history=False) as engine:
+    async with engine_for(server, provider, history=False, context=0) as engine:
         with pytest.raises(RunFailedError) as failure:
             await engine.refine("How many r in strawberry?", turns=5)
     run = failure.value.run
@@ -105,7 +110,7 @@ async def test_a_run_whose_first_turn_fails_has_no_answer_and_is_not_partial(ser
 async def test_a_partial_run_is_saved_to_history_as_partial(server: FakeServer, tmp_path):
     await overflow_at_turn_five(server)
     store = Store(tmp_path / "history.db")
-    async with engine_for(server, history=store) as engine:
+    async with engine_for(server, history=store, context=0) as engine:
         with pytest.raises(RunFailedError) as failure:
             await engine.refine("How many r in strawberry?", turns=5)
         saved = store.get(failure.value.run.id)
@@ -161,7 +166,7 @@ def test_ask_shows_the_partial_answer_in_a_box_saying_so(cli_env):
 
 async def test_a_context_overflow_keeps_its_type_on_the_exception_and_the_run(server: FakeServer):
     await overflow_at_turn_five(server)
-    async with engine_for(server, history=False) as engine:
+    async with engine_for(server, history=False, context=0) as engine:
         with pytest.raises(RunFailedError) as failure:
             await engine.refine("How many r in strawberry?", turns=5)
     error = failure.value

@@ -234,7 +234,9 @@ async def test_an_unknown_model_fails_fast_on_later_calls(server: FakeServer):
     assert len(chat) == 1  # the second run knew the model list and sent nothing
 
 
-async def test_context_too_long_is_its_own_line():
+async def test_context_too_long_is_its_own_line(monkeypatch: pytest.MonkeyPatch):
+    # With the check before sending off, the request goes out and the server refuses it.
+    monkeypatch.setenv("LLAMABERRY_CONTEXT", "0")
     async with FakeServer(max_context=50) as server, fast_engine(server) as engine:
         with pytest.raises(RunFailedError) as failure:
             await engine.single("word " * 400)

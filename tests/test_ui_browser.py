@@ -125,9 +125,9 @@ def test_a_question_streams_three_turns_then_the_synthesized_answer_above_them(p
 
 def test_stop_during_a_slow_run_stops_it_and_keeps_the_finished_turn(page, server):
     server.reply_with(None)
-    server.enqueue(FIRST_TURN, Reply(" ".join(["slowly"] * 300), chunk_delay=0.05))
+    server.enqueue(FIRST_TURN, Reply(" ".join(f"slowly{i}" for i in range(300)), chunk_delay=0.05))
     ask(page, "q")
-    page.locator("#refine-sections").get_by_text("slowly slowly", exact=False).first.wait_for()
+    page.locator("#refine-sections").get_by_text("slowly1 slowly2", exact=False).first.wait_for()
     page.click("#refine-stop")
     section(page, "Turn 2 (stopped)").wait_for()
     assert page.locator("#refine-summary").inner_text().startswith("Stopped")

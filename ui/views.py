@@ -14,6 +14,7 @@ from typing import Any
 from llamaberry.errors import format_duration
 from llamaberry.events import (
     CallFinished,
+    CallNote,
     CallStarted,
     RunFinished,
     RunStarted,
@@ -21,7 +22,16 @@ from llamaberry.events import (
     TextReset,
 )
 from llamaberry.redact import redact
-from llamaberry.results import FinalAnswer, Run, Step, Synthesis, Turn, Usage, call_title
+from llamaberry.results import (
+    FinalAnswer,
+    Run,
+    Step,
+    Synthesis,
+    Turn,
+    Usage,
+    call_title,
+    cut_off_line,
+)
 from ui.sanitize import safe_markdown
 
 # A section with no text yet still needs a body, or the Chatbot draws nothing.
@@ -42,6 +52,10 @@ class CallView:
     step_title: str | None = None
     retry: str | None = None
     truncated: bool = False
+    cut_off_by: str | None = None
+    # What the engine did to this call (condensed to fit the context window, a smaller budget,
+    # stopped in a loop), one line each.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -67,7 +81,8 @@ class CallView:
         if self.tokens is not None:
             notes.append(f"{self.tokens:,} tokens")
         if self.truncated:
-            notes.append("cut off by the token budget")
+            notes.append(cut_off_line(self.cut_off_by))
+        notes.extend(self.notes)
         if self.retry and self.state == "running":
             notes.append(f"retrying: {self.retry}")
         if notes:
@@ -111,6 +126,8 @@ class RunView:
             call = self._call(event.kind, event.index)
             call.text = ""
             call.retry = event.reason
+        elif isinstance(event, CallNote):
+            self._call(event.kind, event.index).notes.append(event.message)
         elif isinstance(event, CallFinished):
             self._finish_call(event)
         elif isinstance(event, RunFinished):
@@ -152,6 +169,7 @@ class RunView:
         call.tokens = result.usage.total_tokens
         call.retry = None
         call.truncated = bool(getattr(result, "truncated", False))
+        call.cut_off_by = getattr(result, "cut_off_by", None)
         if isinstance(result, Step):
             call.step_title = result.title
             call.text = result.content

@@ -461,8 +461,22 @@ def eval_command(
 
     if (dataset is None) == (builtin is None):
         raise InputError("Give a DATASET.jsonl file or --builtin NAME (one of them).")
+    # Everything that can be wrong with the command is found before a bar is drawn or a
+    # request is paid for.
+    if concurrency is not None and concurrency < 1:
+        raise InputError(f"--concurrency must be at least 1 (got {concurrency}).")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1 (got {limit}).")
     data = evaluation.load_dataset(builtin or dataset, builtin=builtin is not None)  # type: ignore[arg-type]
+    for line in data.skipped[:10]:
+        click.echo(f"warning: skipped {line}", err=True)
+    if len(data.skipped) > 10:
+        click.echo(f"warning: skipped {len(data.skipped) - 10} more bad lines.", err=True)
     chosen = parse_modes(modes)
+    folder = Path(out) if out else None
+    if folder is not None:
+        check_writable(folder)
+    console = Console(stderr=True)
     progress = Progress(
         TextColumn("{task.description:<8}"),
         BarColumn(),
@@ -470,7 +484,7 @@ def eval_command(
         TextColumn("accuracy {task.fields[accuracy]}"),
         TextColumn("errors {task.fields[errors]}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
     )
     tallies: dict[str, list[int]] = {}  # mode -> [right, scored, errors]
 
@@ -486,8 +500,19 @@ def eval_command(
 
     tasks: dict[str, Any] = {}
 
+    def on_warning(line: str) -> None:
+        console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
     async def go():
-        async with make_engine(options, turns=turns) as engine:
+        # history=False: the eval saves its runs itself, tagged for resuming, and off the loop.
+        async with make_engine(options, turns=turns, history=False) as engine:
+            nonlocal folder
+            if folder is None:
+                name = f"{data.name}-{engine.model}"
+                folder = Path("eval-results") / "".join(
+                    c if c.isalnum() or c in "-." else "-" for c in name
+                )
+                check_writable(folder)
             wanted = chosen or available_modes(engine)
             total = min(limit, len(data.items)) if limit else len(data.items)
             at_once = concurrency
@@ -507,6 +532,7 @@ def eval_command(
                     concurrency=at_once,
                     limit=limit,
                     on_result=on_result,
+                    on_warning=on_warning,
                 )
 
     try:
@@ -518,8 +544,7 @@ def eval_command(
             err=True,
         )
         sys.exit(130)
-    slug = "".join(c if c.isalnum() or c in "-." else "-" for c in f"{data.name}-{report.model}")
-    folder = Path(out) if out else Path("eval-results") / slug
+    assert folder is not None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         markdown = evaluation.report_markdown(report)
@@ -537,6 +562,26 @@ def eval_command(
     ) as error:  # the numbers are already saved; a plotting problem must not hide them
         click.echo(f"warning: chart.png not drawn: {error}", err=True)
     click.echo(f"wrote {written} to {folder}", err=True)
+    if report.stopped:
+        fail(f"stopped early: {report.stopped}.", 1)
+    if not report.succeeded:
+        failed = next((r for r in report.results if r.error), None)
+        why = f" (first error: {failed.error})" if failed else ""
+        fail(f"no run succeeded{why}.", 1)
+
+
+def check_writable(folder: Any) -> None:
+    """Fail now, before any request is paid for, when the report could not be written there."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise InputError(
+            f"Cannot write the report to {folder}: {error.strerror or error}."
+        ) from None
 
 
 def load_ui_module():

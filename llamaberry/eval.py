@@ -19,6 +19,8 @@ import asyncio
 import hashlib
 import json
 import math
+import os
+import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from itertools import combinations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from .errors import InputError, RunFailedError
+from .errors import InputError, RunFailedError, format_duration
 from .redact import redact_model
 from .results import Mode, Run
 from .scoring import SCORERS, Scorer, infer_scorer, parse_gold, score
@@ -65,10 +67,11 @@ class Item(BaseModel):
 
 
 class Dataset(BaseModel):
-    """A named list of items."""
+    """A named list of items, and a line for each record that was skipped as unusable."""
 
     name: str
     items: list[Item]
+    skipped: list[str] = []
 
 
 class ItemResult(BaseModel):
@@ -126,6 +129,15 @@ class Report(BaseModel):
     results: list[ItemResult]
     summaries: list[ModeSummary]
     head_to_head: list[HeadToHead]
+    # Why the eval stopped before sending every item (a long rate-limit reset), if it did.
+    stopped: str | None = None
+    # Things the reader must know about how it ran: the history was unusable, not saved...
+    warnings: list[str] = []
+
+    @property
+    def succeeded(self) -> int:
+        """How many runs finished and were scored."""
+        return sum(r.correct is not None for r in self.results)
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -146,14 +158,19 @@ def load_dataset(source: str | Path, *, builtin: bool = False) -> Dataset:
             raise InputError(f"Cannot read the dataset {path}: {error}") from None
         name = path.stem
     items: list[Item] = []
+    skipped: list[str] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        items.append(_item(name, number, line, len(items), seen))
+        try:
+            items.append(_item(name, number, line, len(items), seen))
+        except InputError as error:
+            skipped.append(str(error))
     if not items:
-        raise InputError(f"The dataset {name} has no records.")
-    return Dataset(name=name, items=items)
+        first = f" ({skipped[0]})" if skipped else ""
+        raise InputError(f"The dataset {name} has no usable records{first}.")
+    return Dataset(name=name, items=items, skipped=skipped)
 
 
 def _item(name: str, number: int, line: str, index: int, seen: dict[str, int]) -> Item:
@@ -162,6 +179,10 @@ def _item(name: str, number: int, line: str, index: int, seen: dict[str, int]) -
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise InputError(f"{where} is not JSON: {error.msg}.") from None
+    except RecursionError:
+        raise InputError(f"{where} is nested too deeply to read.") from None
+    except ValueError as error:  # an integer longer than Python converts (4,300 digits)
+        raise InputError(f"{where} cannot be read: {error}.") from None
     if not isinstance(record, dict):
         raise InputError(f"{where} must be a JSON object.")
     question, answer = record.get("question"), record.get("answer")
@@ -208,15 +229,18 @@ async def evaluate(
     limit: int | None = None,
     store: Store | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Report:
     """Run every item through every mode (reusing finished runs from the store) and score them.
 
     `concurrency` defaults to what the endpoint can serve at once where it says (llama.cpp's
     slots), else 4. Cancelling it (Ctrl-C) loses nothing that finished: each run is saved as
-    it ends.
+    it ends. The runs go to `store`, else the engine's history, else the default history
+    unless LLAMABERRY_HISTORY=0. A history that cannot be used costs the eval its resume,
+    never its report: `on_warning` is told once and the eval goes on unsaved.
     """
     from .compare import check_modes
-    from .store import Store
+    from .store import Store, history_enabled
 
     chosen = check_modes(modes)
     if concurrency is None:
@@ -226,37 +250,81 @@ async def evaluate(
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit}).")
     items = dataset.items[:limit] if limit else dataset.items
-    store = store or engine.history or Store()
+    warnings: list[str] = []
+
+    def warn(line: str) -> None:
+        warnings.append(line)
+        if on_warning is not None:
+            on_warning(line)
+
+    if store is None:
+        store = engine.history or (Store() if history_enabled() else None)
+        if store is None:
+            warn("LLAMABERRY_HISTORY=0: runs are not saved, so this eval cannot be resumed.")
+    history = _History(store, warn)
+    await history.check()
+    claims = _Claims.beside(history.store, warn)
     gate = asyncio.Semaphore(concurrency)
     secret = engine.settings.api_key.get_secret_value() if engine.settings.api_key else None
     served = await engine.client.resolve_model()
+    limiter = getattr(engine.client, "limiter", None)
+    stopped: list[str] = []
 
     async def one(item: Item, mode: Mode) -> ItemResult:
         key = eval_key(engine, item, mode, served)
-        stored = store.find_eval(key)
-        if stored is not None:
-            result = _result(item, mode, stored, reused=True)
-        else:
+        while True:
+            stored = await history.find(key)
+            if stored is not None:
+                result = _result(item, mode, stored, reused=True)
+                break
+            run: Run | None = None
             async with gate:
+                blocked = limiter.blocked_for() if limiter is not None else 0.0
+                if blocked > 0 and limiter is not None:
+                    if not stopped:
+                        stopped.append(
+                            f"Rate limited on {limiter.blocked_limit}: stopped sending items "
+                            f"(the limit resets in {format_duration(blocked)}); rerun then to "
+                            "finish, what finished is kept"
+                        )
+                    result = _refused(item, mode, "not sent: " + stopped[0], status="skipped")
+                    break
+                # Another eval of the same set may be running this very item: leave it to that
+                # one and come back for its run, doing other items meanwhile.
+                claimed = claims.take(key)
+                if claimed:
+                    try:
+                        # Looked up again: the other eval may have finished it just now.
+                        stored = await history.find(key)
+                        if stored is not None:
+                            result = _result(item, mode, stored, reused=True)
+                        else:
+                            result, run = await _run_item(engine, item, mode)
+                    except BaseException:
+                        claims.release(key)
+                        raise
+            if claimed:
+                # Saved outside the gate: a slow or locked history holds no item back.
                 try:
-                    run = await engine.run(mode, item.question)
-                except RunFailedError as error:
-                    run = error.run
-                except InputError as error:
-                    # A question the engine refuses (too long, a control character) fails
-                    # its own item only; nothing was sent, so there is no run to keep.
-                    run = None
-                    result = _refused(item, mode, str(error))
-            if run is not None:
-                store.save(run, eval_key=key, redact=secret)
-                result = _result(item, mode, run, reused=False)
+                    if run is not None:
+                        await history.save(run, key, secret)
+                finally:
+                    claims.release(key)
+                break
+            await asyncio.sleep(_CLAIM_POLL)
         if on_result is not None:
             on_result(result)
         return result
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(one(item, mode)) for item in items for mode in chosen]
-    return build_report(dataset.name, engine.model, chosen, [task.result() for task in tasks])
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(item, mode)) for item in items for mode in chosen]
+    finally:
+        claims.close()
+    report = build_report(dataset.name, engine.model, chosen, [task.result() for task in tasks])
+    report.stopped = stopped[0] if stopped else None
+    report.warnings = warnings
+    return report
 
 
 async def default_concurrency(engine: Engine) -> int:
@@ -264,14 +332,141 @@ async def default_concurrency(engine: Engine) -> int:
     return await engine.client.server_slots() or DEFAULT_CONCURRENCY
 
 
-def _refused(item: Item, mode: Mode, error: str) -> ItemResult:
+async def _run_item(engine: Engine, item: Item, mode: Mode) -> tuple[ItemResult, Run | None]:
+    """Run one item through `mode`: its result, and the run to save (None when none was made)."""
+    try:
+        run = await engine.run(mode, item.question)
+    except RunFailedError as error:
+        run = error.run
+    except InputError as error:
+        # A question the engine refuses (too long, a control character) fails its own item
+        # only; nothing was sent, so there is no run to keep.
+        return _refused(item, mode, str(error)), None
+    return _result(item, mode, run, reused=False), run
+
+
+# How often an item another eval is running is looked at again.
+_CLAIM_POLL = 0.2
+
+
+class _History:
+    """The eval's use of the history store. The first problem with it (corrupt, a directory,
+    read-only, locked for longer than the store waits) turns it off for the rest of the eval
+    with one warning: the eval still finishes and reports, it only cannot be resumed."""
+
+    def __init__(self, store: Store | None, warn: Callable[[str], None]) -> None:
+        self.store = store
+        self._warn = warn
+        # One save at a time (SQLite writes one at a time anyway), so that once the store has
+        # failed the saves queued behind it are dropped instead of each waiting out the lock.
+        self._saving = asyncio.Lock()
+
+    async def check(self) -> None:
+        """Open the store now, so a problem is told before any item is paid for."""
+        await self.find("eval:check")
+
+    async def find(self, key: str) -> Run | None:
+        """The finished run stored under `key`, if the store has one (and works)."""
+        store = self.store
+        if store is None:
+            return None
+        try:
+            # In a thread: a locked database waits there, not on the event loop.
+            return await asyncio.to_thread(store.find_eval, key)
+        except Exception as error:
+            self._off(error)
+            return None
+
+    async def save(self, run: Run, key: str, secret: str | None) -> None:
+        """Save `run` under `key`; a failure turns the store off instead of failing the eval."""
+        async with self._saving:
+            store = self.store
+            if store is None:
+                return
+            try:
+                await asyncio.to_thread(store.save, run, eval_key=key, redact=secret)
+            except Exception as error:
+                self._off(error)
+
+    def _off(self, error: Exception) -> None:
+        if self.store is None:
+            return  # told once
+        where = self.store.path
+        self.store = None
+        reason = str(error).removesuffix(".")
+        if str(where) not in reason:
+            reason = f"{reason} ({where})"
+        self._warn(
+            f"the history cannot be used: {reason}. This eval goes on without saving its "
+            "runs, so it cannot be resumed."
+        )
+
+
+class _Claims:
+    """Which items this process is running right now, told to other processes through
+    byte-range locks on one file beside the history: two evals of the same set at once
+    then split the items instead of paying for each twice. A lock dies with its process,
+    so a killed eval leaves nothing behind. (POSIX only; elsewhere nothing is shared.)"""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+        self._held: set[str] = set()
+
+    @classmethod
+    def beside(cls, store: Store | None, warn: Callable[[str], None]) -> _Claims:
+        """Claims kept next to `store` (none without a store: nothing could be reused)."""
+        if store is None or sys.platform == "win32":
+            return cls(None)
+        path = store.path.with_name(store.path.name + ".claims")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return cls(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as error:
+            warn(f"cannot share running items with other evals ({path}: {error.strerror}).")
+            return cls(None)
+
+    def take(self, key: str) -> bool:
+        """Claim `key`; False when another process is running it now."""
+        if self._fd is None:
+            return True
+        import fcntl
+
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset(key))
+        except OSError:
+            return False
+        self._held.add(key)
+        return True
+
+    def release(self, key: str) -> None:
+        """Let other processes have `key` again."""
+        if self._fd is None or key not in self._held:
+            return
+        import fcntl
+
+        self._held.discard(key)
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _offset(key))
+
+    def close(self) -> None:
+        """Release every claim."""
+        if self._fd is not None:
+            os.close(self._fd)  # drops every lock this process holds on the file
+            self._fd = None
+
+
+def _offset(key: str) -> int:
+    # One byte per key, far apart: 62 bits of the key's hash make a clash vanishingly rare.
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+
+
+def _refused(item: Item, mode: Mode, error: str, *, status: str = "failed") -> ItemResult:
     return ItemResult(
         item=item.index,
         mode=mode,
         question=item.question,
         gold=parse_gold(item.answer),
         scorer=item.scorer,
-        status="failed",
+        status=status,
         correct=None,
         predicted=None,
         answer=None,
@@ -399,6 +594,10 @@ def report_markdown(report: Report) -> str:
             lines.append(f"| {h.a} vs {h.b} | {h.items} | {h.a_only} | {h.b_only} |")
     if any(s.failures for s in report.summaries):
         lines += ["", "Failed runs are not scored; rerun the same command to retry them."]
+    if report.stopped:
+        lines += ["", f"**Stopped early.** {report.stopped}."]
+    for warning in report.warnings:
+        lines += ["", f"Note: {warning}"]
     return "\n".join(lines) + "\n"
 
 

@@ -161,12 +161,25 @@ def test_gsm8k_style_lines_are_read(tmp_path: Path):
         ('{"answer": "3"}', 'line 2 needs a "question"'),
         ('{"question": "q", "answer": "3", "scorer": "fuzzy"}', "unknown scorer 'fuzzy'"),
         ('{"question": "q", "answer": "none", "scorer": "number"}', "holds no number"),
+        ("[" * 100_000 + "]" * 100_000, "line 2 is nested too deeply"),
+        ('{"question": "q", "answer": ' + "7" * 5000 + "}", "line 2 cannot be read"),
     ],
 )
-def test_a_bad_dataset_line_is_named(tmp_path: Path, line: str, message: str):
+def test_a_bad_dataset_line_is_named_and_skipped(tmp_path: Path, line: str, message: str):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"question": "ok?", "answer": "yes"}\n' + line + "\n")
-    with pytest.raises(InputError, match=re.escape(message)):
+    path.write_text(
+        '{"question": "ok?", "answer": "yes"}\n' + line + '\n{"question": "2?", "answer": "2"}\n'
+    )
+    dataset = load_dataset(path)
+    [skipped] = dataset.skipped
+    assert message in skipped
+    assert [item.question for item in dataset.items] == ["ok?", "2?"]
+
+
+def test_a_dataset_with_no_usable_line_is_one_error(tmp_path: Path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("not json\n")
+    with pytest.raises(InputError, match=re.escape("no usable records (bad line 1 is not JSON")):
         load_dataset(path)
 
 

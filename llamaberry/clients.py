@@ -355,11 +355,6 @@ class ChatClient:
         started = time.perf_counter()
         attempt = 1
         while True:
-            blocked = self.limiter.blocked_for()
-            if blocked > 0:
-                raise RateLimitError(
-                    self.limiter.blocked_limit, blocked, detail="not sent: an earlier call was told"
-                )
             slot = await self.limiter.acquire(estimate)
             await self._check_model_known()
             fmt = self._response_format(json_mode or schema is not None, schema)
@@ -393,7 +388,7 @@ class ChatClient:
                     if isinstance(error, RateLimitError) and (error.reset_in or 0) > max(
                         self.retry.max_wait, 0
                     ):
-                        # Every call would be refused until then: stop sending any.
+                        # Every call would be refused until then; batch callers (eval) stop.
                         self.limiter.block(error.reset_in or 0, error.limit)
                     raise
                 if isinstance(error, RateLimitError) and error.reset_in is not None:

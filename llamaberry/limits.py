@@ -74,7 +74,7 @@ class RateLimiter:
         self._requests_reset_at = 0.0
         self._paused_until = 0.0
         # Set when the provider said its limit resets later than anyone should wait: until
-        # then no call is sent at all (each would only draw another 429).
+        # then every call would only draw another 429, so callers that send many (eval) stop.
         self._blocked_until = 0.0
         self.blocked_limit = ""
         self.waited = 0.0
@@ -125,14 +125,13 @@ class RateLimiter:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     def block(self, seconds: float, limit: str) -> None:
-        """Send nothing for `seconds`: the provider's `limit` resets only then (named in
-        the error every refused call raises)."""
+        """Record that the provider's `limit` resets only in `seconds` (see `blocked_for`)."""
         until = time.monotonic() + seconds
         if until > self._blocked_until:
             self._blocked_until, self.blocked_limit = until, limit
 
     def blocked_for(self) -> float:
-        """Seconds until calls may be sent again after `block` (0 when they may now)."""
+        """Seconds until the provider's limit resets after `block` (0 when it has)."""
         return max(0.0, self._blocked_until - time.monotonic())
 
     async def _wait_for_provider_budget(self, tokens: int) -> None:

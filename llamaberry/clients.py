@@ -368,9 +368,6 @@ class ChatClient:
                             item.seconds = time.perf_counter() - started
                             item.attempts = attempt
                             self.limiter.settle(slot, item.usage.total_tokens or estimate)
-                            if item.model and self.served_model is None:
-                                self.served_model = item.model
-                                await self._warn_if_unlisted(item.model)
                         yield item
                 return
             except ModelNotFoundError as error:
@@ -470,10 +467,13 @@ class ChatClient:
             return self.model
         return listed[0] if len(listed) == 1 else None
 
-    async def _warn_if_unlisted(self, reported: str) -> None:
+    async def _note_served(self, reported: str | None) -> None:
         # A server that names another model than the one asked may be one that serves a
         # single model and ignores the id (llama.cpp): say so once, since runs saved under the
         # asked id would misname what ran.
+        if not reported or self.served_model is not None:
+            return
+        self.served_model = reported
         if reported == self.model:
             return
         try:
@@ -570,6 +570,7 @@ class ChatClient:
                 self.limiter.answered(slot)
                 if not stream:
                     reply = whole_reply(await response.read())
+                    await self._note_served(reply.model)
                     text = reply.content or ""
                     if text:
                         yield Delta(text)
@@ -591,7 +592,10 @@ class ChatClient:
                 async for chunk in read_chunks(response.http_response.aiter_bytes()):
                     if chunk.usage:
                         usage = chunk.usage
-                    model = model or chunk.model
+                    if model is None and chunk.model:
+                        model = chunk.model
+                        # On the first chunk, so a warning comes before the reply's text.
+                        await self._note_served(model)
                     if chunk.timings:
                         timings = chunk.timings
                     if chunk.finish_reason:

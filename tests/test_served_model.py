@@ -101,6 +101,8 @@ def test_the_terminal_warns_and_names_the_model_that_served(fake_server: FakeSer
     )
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("warning: the endpoint does not list the model 'gpt-7'")
+    # Before the streamed reply, not in the middle of its line.
+    assert result.output.index("warning:") < result.output.index("42")
     assert f"gpt-7 (served as {GGUF})" in result.stdout
 
 

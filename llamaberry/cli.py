@@ -25,12 +25,16 @@ def endpoint_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options that choose and tune the model endpoint, shared by every command."""
     options = [
         click.option(
-            "--model", "-m", help="Model id [env LLAMABERRY_MODEL; default openai/gpt-oss-120b]."
+            "--model",
+            "-m",
+            help="Model id, or a .gguf file for --provider local "
+            "[env LLAMABERRY_MODEL; default openai/gpt-oss-120b].",
         ),
         click.option(
             "--provider",
-            type=click.Choice(["groq", "openai"]),
-            help="groq (default) or openai for any OpenAI-compatible server [env LLAMABERRY_PROVIDER].",
+            type=click.Choice(["groq", "openai", "local"]),
+            help="groq (default with GROQ_API_KEY), openai for any OpenAI-compatible server, or "
+            "local to run a GGUF model here (default without a key) [env LLAMABERRY_PROVIDER].",
         ),
         click.option(
             "--base-url",
@@ -95,7 +99,19 @@ def make_engine(options: dict[str, Any], **extra: Any):
             "local server give --base-url http://HOST:PORT/v1 or set OPENAI_BASE_URL.",
             err=True,
         )
+    if engine.settings.embedded:
+        server = getattr(engine.client, "server", None)
+        started = f"; llama.cpp started in {server.startup_seconds:.1f}s" if server else ""
+        click.echo(embedded_notice(engine.model) + started + ".", err=True)
     return engine
+
+
+def embedded_notice(model: str) -> str:
+    """The one line that says the embedded model runs, and how to use Groq instead."""
+    return (
+        f"note: no GROQ_API_KEY, so this runs on the embedded {model}, a tiny local demo "
+        "model, not a reasoner; set GROQ_API_KEY to use Groq"
+    )
 
 
 def fail(error: BaseException | str, code: int = 1) -> NoReturn:
@@ -157,7 +173,9 @@ def cli() -> None:
 
     Modes: refine (reasoning turns, each critiquing the last, then a synthesis), steps
     (validated JSON reasoning steps, then a plain answer) and single (the question asked once,
-    the baseline). Set GROQ_API_KEY, or use --provider openai --base-url for a local server.
+    the baseline). Set GROQ_API_KEY to use Groq; without one, a tiny model embedded in the
+    package runs on this machine. --provider openai --base-url reaches any OpenAI-compatible
+    server; --provider local --model FILE.gguf serves a GGUF model of your own.
     """
     show_warnings()
 
@@ -621,6 +639,8 @@ def ui(
             raise InputError("--auth must be USER:PASSWORD, both non-empty.")
         credentials = (user, password)
     settings = Settings.load(**{k: options.get(k) for k in ENDPOINT_KEYS}, turns=turns)
+    if settings.embedded:
+        click.echo(embedded_notice(settings.model) + ".", err=True)
     local = host in ("localhost", "::1") or host.startswith("127.")
     if share or not local:
         where = "a public gradio.live link" if share else f"every machine that can reach {host}"

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llamaberry")
 
-PROVIDERS = ("groq", "openai")
+PROVIDERS = ("groq", "openai", "local")
 # Where the openai SDK sends requests when no base URL is given.
 OPENAI_API_URL = "https://api.openai.com/v1"
 # httpcore's pool scans every connection, for every idle one, each time it admits or releases a
@@ -194,6 +194,8 @@ class ChatClient:
     # Set once the endpoint has refused a json_schema request: from then on this client asks
     # for json_object instead, so the refusal costs one request, not one per call.
     json_schema_refused: bool = False
+    # Whether idle connections are kept for the next call.
+    keep_alive: bool = True
     # Set by each provider's constructor; the key lives here and nowhere else.
     _api_key: str
     _base_url: str | None
@@ -255,7 +257,8 @@ class ChatClient:
             timeout=http.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             http_client=http_client(
                 limits=http.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
+                    max_connections=connections,
+                    max_keepalive_connections=connections if self.keep_alive else 0,
                 ),
                 verify=_ssl_context(http),
             ),
@@ -786,11 +789,15 @@ def checked_key(key: str, source: str) -> str:
 
 
 def make_client(provider: str, **kwargs: Any) -> ChatClient:
-    """Build the chat client for `provider` ("groq" or "openai")."""
+    """Build the chat client for `provider` ("groq", "openai" or "local")."""
     if provider == "groq":
         return GroqClient(**kwargs)
     if provider == "openai":
         return OpenAICompatibleClient(**kwargs)
+    if provider == "local":
+        from .local import LocalClient  # imports nothing heavy until the server starts
+
+        return LocalClient(**kwargs)
     raise InputError(f"Unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}.")
 
 

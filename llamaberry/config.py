@@ -9,12 +9,24 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InputError
 from .redact import redact_data
 
 DEFAULT_MODEL = "openai/gpt-oss-120b"
+# The `local` provider's defaults (see llamaberry.local, which is not imported here: it is
+# the one module that needs xllamacpp).
+LOCAL_MODEL = "SmolLM2-135M-Instruct"
+LOCAL_DEFAULTS: dict[str, Any] = {"model": LOCAL_MODEL, "max_tokens": 512, "timeout": 600.0}
 
 # setting name -> environment variable
 ENVIRONMENT = {
@@ -43,7 +55,7 @@ ENVIRONMENT = {
 class Settings(BaseModel):
     """Everything an engine needs to know; see the README's table for the variables."""
 
-    provider: Literal["groq", "openai"] = "groq"
+    provider: Literal["groq", "openai", "local"] = "groq"
     model: str = Field(DEFAULT_MODEL, min_length=1)
     api_key: SecretStr | None = Field(None, repr=False)
     base_url: str | None = None
@@ -69,6 +81,21 @@ class Settings(BaseModel):
     context: int | None = Field(None, ge=0)
     # Stop a reply that keeps repeating itself.
     loop_guard: bool = True
+    # True when nothing chose a provider and no key was found, so the embedded model runs.
+    _embedded: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_defaults(cls, values: Any) -> Any:
+        # The tiny embedded model gets its own defaults for whatever was not given.
+        if isinstance(values, dict) and values.get("provider") == "local":
+            return {**LOCAL_DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+        return values
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the embedded local model was chosen because no provider or key was set."""
+        return self._embedded
 
     @field_validator("reasoning_effort", "base_url", mode="before")
     @classmethod
@@ -84,11 +111,15 @@ class Settings(BaseModel):
             if raw not in (None, ""):
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
+        embedded = "provider" not in values and _wants_embedded(values)
+        if embedded:
+            values["provider"] = "local"
         try:
             settings = cls(**values)
         except ValidationError as error:
             raise InputError(_explain(error, overrides)) from None
-        if settings.base_url is None:
+        settings._embedded = embedded
+        if settings.base_url is None and settings.provider != "local":
             # The SDKs' own variables, resolved here so a run records the endpoint it used.
             variable = "GROQ_BASE_URL" if settings.provider == "groq" else "OPENAI_BASE_URL"
             settings.base_url = os.environ.get(variable) or None
@@ -107,6 +138,20 @@ class Settings(BaseModel):
                 | {"context", "loop_guard"}
             )
         )
+
+
+def _wants_embedded(values: dict[str, Any]) -> bool:
+    """No provider chosen: the embedded model runs unless a key or an endpoint says Groq.
+
+    A model name that is not a .gguf file means a hosted model was wanted, so that case stays
+    on Groq and gets the missing-key line rather than a surprise local run.
+    """
+    if values.get("api_key") or os.environ.get("GROQ_API_KEY"):
+        return False
+    if values.get("base_url") or os.environ.get("GROQ_BASE_URL"):
+        return False
+    model = values.get("model")
+    return model is None or str(model).endswith(".gguf") or model == LOCAL_MODEL
 
 
 def _explain(error: ValidationError, overrides: dict[str, Any]) -> str:

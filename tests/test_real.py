@@ -1,0 +1,204 @@
+"""The real-model tier: every mode through llama.cpp serving the embedded SmolLM2-135M-Instruct.
+
+These tests start the `local` provider (one server for the session, the `local_model` fixture of
+our pytest plugin) and go through the same OpenAI-compatible client a user of Ollama, vLLM or
+llama.cpp's own server would. They assert behaviour (structure, usage, errors, streaming,
+cancelling), never what the tiny model answers. Budgets are small so the tier stays short on
+two cores. Select it with `-m real`, or leave it out with `-m "not real"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from llamaberry import ContextTooLongError, Engine, RunFailedError
+from llamaberry.cli import cli
+from llamaberry.events import CallFinished, RunFinished, TextDelta
+from llamaberry.local import EMBEDDED_MODEL, LocalServer
+from llamaberry.results import Message
+
+pytestmark = pytest.mark.real
+
+QUESTION = "What is 2 + 2?"
+
+
+@pytest.fixture
+async def engine(local_model: LocalServer):
+    """An engine on the embedded model with a small budget, sharing the session's server."""
+    async with Engine(provider="local", max_tokens=48, history=False) as built:
+        assert built.client.server is local_model  # type: ignore[attr-defined]
+        yield built
+
+
+def server_json(server: LocalServer, method: str, path: str, body: object = None) -> object:
+    """Ask llama.cpp's own endpoints (not the OpenAI-compatible ones) directly."""
+    response = httpx.request(method, server.base_url + path, json=body, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+def busy_slots(server: LocalServer) -> int:
+    """How many of the server's slots are generating right now."""
+    slots = server_json(server, "GET", "/slots")
+    assert isinstance(slots, list)
+    return sum(1 for slot in slots if slot.get("is_processing"))
+
+
+async def test_refine_runs_three_turns_and_a_synthesis(engine: Engine):
+    run = await engine.refine(QUESTION, turns=3)
+    assert run.status == "ok" and run.provider == "local" and run.model == EMBEDDED_MODEL
+    assert [t.index for t in run.turns] == [1, 2, 3]
+    assert run.synthesis is not None and run.answer
+    assert [(c.kind, c.index) for c in run.calls] == [
+        ("turn", 1),
+        ("turn", 2),
+        ("turn", 3),
+        ("synthesis", 1),
+    ]
+    # Each later call is given every earlier turn verbatim.
+    assert run.turns[0].content.strip() in run.calls[1].messages[-1].content
+    assert run.turns[1].content.strip() in run.calls[3].messages[-1].content
+    # llama.cpp closes the connection after each streamed reply; no call may need a second try.
+    assert all(c.attempts == 1 for c in run.calls)
+
+
+async def test_single_streams_deltas_before_the_call_ends(engine: Engine):
+    before_finish: list[str] = []
+    finished = None
+    async for event in engine.single_stream("Describe the sea in one paragraph."):
+        if isinstance(event, TextDelta) and finished is None:
+            before_finish.append(event.text)
+        elif isinstance(event, CallFinished):
+            finished = event
+        elif isinstance(event, RunFinished):
+            run = event.run
+    assert finished is not None and run.status == "ok"
+    assert len(before_finish) > 1  # token by token, not one block at the end
+    assert "".join(before_finish) == run.calls[0].reply
+
+
+async def test_usage_is_the_servers_own_count(engine: Engine, local_model: LocalServer):
+    messages = [Message(role="user", content="Tell me a long story about a lighthouse keeper.")]
+    reply = await engine.client.complete(messages, max_tokens=16)
+    assert reply.finish_reason == "length"
+    # The budget was spent exactly, and the prompt is what llama.cpp's tokenizer counts after
+    # its chat template: figures only the server can know, where our estimate would differ.
+    assert reply.usage.completion_tokens == 16
+    prompt = server_json(
+        local_model, "POST", "/apply-template", {"messages": [m.model_dump() for m in messages]}
+    )
+    assert isinstance(prompt, dict)
+    tokens = server_json(
+        local_model, "POST", "/tokenize", {"content": prompt["prompt"], "add_special": True}
+    )
+    assert isinstance(tokens, dict)
+    assert reply.usage.prompt_tokens == len(tokens["tokens"])
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 16
+
+
+async def test_steps_go_through_llama_cpp_json_mode_with_validation(local_model: LocalServer):
+    async with Engine(provider="local", max_tokens=96, history=False) as engine:
+        try:
+            run = await engine.steps(QUESTION, min_steps=1, max_steps=2)
+        except RunFailedError as error:  # the tiny model may never produce a valid step
+            run = error.run
+            assert "not a valid step after 3 tries" in (run.error or "")
+    step_calls = [c for c in run.calls if c.kind == "step"]
+    assert step_calls
+    for call in step_calls:
+        # llama.cpp's grammar holds a JSON-mode reply to JSON: only a cut-off one can be broken.
+        if call.finish_reason == "stop":
+            assert isinstance(json.loads(call.reply), dict)
+    # Every step that was kept passed validation; a rejected reply was shown back on re-ask.
+    for step in run.steps:
+        assert step.title and step.content and step.next_action in ("continue", "final_answer")
+    for earlier, later in itertools.pairwise(step_calls):
+        if later.index == earlier.index:  # a re-ask of the same step
+            assert later.messages[-1].role == "user"
+            assert f"step {earlier.index}" in later.messages[-1].content.lower()
+    if run.status == "ok":
+        assert run.final is not None and run.answer
+        assert run.calls[-1].kind == "answer"
+
+
+async def test_compare_runs_the_modes_side_by_side(local_model: LocalServer):
+    async with Engine(provider="local", max_tokens=32, turns=1, history=False) as engine:
+        result = await engine.compare(QUESTION, ("single", "refine"))
+    labels = [entry.label for entry in result.entries]
+    assert "single" in labels and "refine" in labels
+    for entry in result.entries:
+        assert entry.status == "ok", entry.error
+        assert entry.usage.total_tokens > 0
+
+
+def test_embedded_default_eval_scores_a_small_dataset(local_model: LocalServer, tmp_path):
+    data = tmp_path / "tiny.jsonl"
+    data.write_text(
+        '{"question": "What is 2 + 2?", "answer": "4"}\n'
+        '{"question": "What is the capital of France?", "answer": "Paris"}\n'
+    )
+    result = CliRunner().invoke(
+        cli,
+        ["eval", str(data), "--modes", "single", "--max-tokens", "24", "-o", str(tmp_path / "out")],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "embedded SmolLM2-135M-Instruct" in result.stderr
+    rows = [
+        json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 2
+    assert all(row["status"] == "ok" and row["correct"] in (True, False) for row in rows)
+
+
+def test_embedded_default_ask_says_so_and_json_names_provider_and_model(local_model: LocalServer):
+    result = CliRunner().invoke(
+        cli, ["ask", QUESTION, "--turns", "1", "--max-tokens", "24", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    notice = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(notice) == 1 and "GROQ_API_KEY" in notice[0] and EMBEDDED_MODEL in notice[0]
+    data = json.loads(result.stdout)
+    assert data["provider"] == "local" and data["model"] == EMBEDDED_MODEL
+    assert data["status"] == "ok" and data["synthesis"] is not None
+
+
+async def test_models_lists_the_served_model(engine: Engine):
+    assert await engine.models() == [EMBEDDED_MODEL]
+
+
+async def test_a_prompt_beyond_the_context_window_is_context_too_long(engine: Engine):
+    # About 10K tokens: more than one slot's 8K, well under the question-length limit's reach.
+    too_long = "apple " * 10000
+    with pytest.raises(ContextTooLongError) as caught:
+        await engine.client.complete([Message(role="user", content=too_long)])
+    assert caught.value.status_code == 400
+    assert "context window" in str(caught.value)
+
+
+async def test_cancelling_mid_stream_stops_generation_and_a_new_run_starts(
+    local_model: LocalServer,
+):
+    async with Engine(provider="local", max_tokens=2000, history=False) as engine:
+        deltas = 0
+        stream = engine.single_stream("Write a very long story about a dragon and a city.")
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                deltas += 1
+                if deltas == 3:
+                    break
+        await stream.aclose()  # type: ignore[attr-defined]
+        # The server notices the closed connection and frees the slot long before 2000 tokens.
+        for _ in range(300):
+            if busy_slots(local_model) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert busy_slots(local_model) == 0
+        run = await engine.single(QUESTION)
+    assert run.status == "ok" and run.calls[0].usage.completion_tokens > 0

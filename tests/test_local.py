@@ -80,3 +80,15 @@ def test_llm_and_llama_cpp_python_are_kept_out_of_the_environment():
     for name in ("llm", "llama-cpp-python"):
         with pytest.raises(metadata.PackageNotFoundError):
             metadata.version(name)
+
+
+def test_a_key_typed_in_the_page_of_an_embedded_ui_switches_that_run_to_groq():
+    from ui.app import run_settings
+
+    base = Settings.load()
+    assert base.embedded
+    chosen = run_settings(base, base.model, None, None, None, "typed-key")
+    assert chosen.provider == "groq" and chosen.model == DEFAULT_MODEL
+    assert chosen.max_tokens == 4096
+    untouched = run_settings(base, base.model, None, None, None, "")
+    assert untouched.provider == "local" and untouched.model == EMBEDDED_MODEL

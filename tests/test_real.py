@@ -202,3 +202,17 @@ async def test_cancelling_mid_stream_stops_generation_and_a_new_run_starts(
         assert busy_slots(local_model) == 0
         run = await engine.single(QUESTION)
     assert run.status == "ok" and run.calls[0].usage.completion_tokens > 0
+
+
+def test_the_web_ui_on_the_embedded_model_shows_a_banner(local_model: LocalServer):
+    from llamaberry.config import Settings
+    from ui.app import build_app
+
+    app = build_app(Settings.load(), history=False)
+    banners = [
+        block.value
+        for block in app.blocks.values()
+        if getattr(block, "elem_id", None) == "embedded-banner"
+    ]
+    assert len(banners) == 1
+    assert EMBEDDED_MODEL in banners[0] and "GROQ_API_KEY" in banners[0]

@@ -125,6 +125,12 @@ def run_settings(
     values["reasoning_effort"] = None if effort in (None, "", "default") else effort
     if api_key and api_key.strip():
         values["api_key"] = api_key.strip()
+        if base.embedded:
+            # A key typed on a page that runs the embedded model asks for Groq: its defaults
+            # apply (the model too, unless one was typed) instead of the tiny model's.
+            values.update(provider="groq", max_tokens=None, timeout=None, base_url=None)
+            if values["model"] == base.model:
+                values["model"] = None
     return Settings.load(**values)
 
 
@@ -245,6 +251,12 @@ def build_app(
     browser session.
     """
     base = defaults or Settings.load()
+    if base.provider == "local":
+        # Runs build engines of their own; holding the server keeps it up between them
+        # (it stops at exit) instead of loading the model again for every run.
+        from llamaberry.local import acquire
+
+        acquire(base.model)
     if history is None:
         history = history_enabled()
     store = history if isinstance(history, Store) else Store() if history else None
@@ -360,6 +372,13 @@ def build_app(
             "# llamaberry\nA fast model, given several passes at your question. "
             "Watch it think, then compare it with a single answer."
         )
+        if base.embedded:
+            gr.Markdown(
+                f"**Running on the embedded {base.model}**, a tiny local demo model, not a "
+                "reasoner: no GROQ_API_KEY was set. Paste a Groq key under Settings, or set "
+                "GROQ_API_KEY and restart, to use Groq.",
+                elem_id="embedded-banner",
+            )
 
         with gr.Accordion("Settings", open=False):
             with gr.Row():

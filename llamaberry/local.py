@@ -223,6 +223,10 @@ class LocalClient(OpenAICompatibleClient):
         self._serve()
         return super()._make_sdk(connections)
 
+    async def server_slots(self) -> int | None:
+        """The requests this server serves at once (we started it, so no need to ask)."""
+        return self._serve().slots
+
     async def aclose(self) -> None:
         """Close the connection pool and give the server back (the last user stops it)."""
         await super().aclose()

@@ -23,9 +23,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
-from itertools import combinations
+from itertools import combinations, pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -74,8 +74,17 @@ class Dataset(BaseModel):
     skipped: list[str] = []
 
 
+class StageScore(BaseModel):
+    """One intermediate answer of a run scored: after turn 2, after the synthesis..."""
+
+    stage: str
+    correct: bool
+    predicted: str | None
+
+
 class ItemResult(BaseModel):
-    """One item through one mode: the verdict, the answer read, and what it cost."""
+    """One item through one mode: the verdict, the answer read, and what it cost; `stages`
+    scores every answer the run held on the way (each turn, the synthesis), at no extra call."""
 
     item: int
     mode: Mode
@@ -92,6 +101,30 @@ class ItemResult(BaseModel):
     queued_seconds: float = 0.0
     run_id: str | None
     reused: bool
+    stages: list[StageScore] = []
+
+
+class StageSummary(BaseModel):
+    """A mode's accuracy after one stage (turn 1, turn 2, ..., synthesis) over its scored items."""
+
+    mode: Mode
+    stage: str
+    scored: int
+    correct: int
+    accuracy: float
+    low: float
+    high: float
+
+
+class Flips(BaseModel):
+    """How answers changed from one stage to the next, with the item ids of each kind."""
+
+    mode: Mode
+    before: str
+    after: str
+    right_to_wrong: list[int]
+    wrong_to_right: list[int]
+    wrong_to_other_wrong: list[int]
 
 
 class ModeSummary(BaseModel):
@@ -108,16 +141,21 @@ class ModeSummary(BaseModel):
     mean_seconds: float | None
     failures: int
     reused: int
+    # Accuracy points gained over the baseline (single) per 1,000 extra tokens per item.
+    gain_per_1k_tokens: float | None = None
 
 
 class HeadToHead(BaseModel):
-    """Two modes on the items both answered: how many each got right that the other missed."""
+    """Two modes on the items both answered: how many each got right that the other missed,
+    the exact McNemar test on those, and what it means in plain words."""
 
     a: Mode
     b: Mode
     items: int
     a_only: int
     b_only: int
+    p_value: float = 1.0
+    verdict: str = ""
 
 
 class Report(BaseModel):
@@ -129,6 +167,8 @@ class Report(BaseModel):
     results: list[ItemResult]
     summaries: list[ModeSummary]
     head_to_head: list[HeadToHead]
+    stages: list[StageSummary] = []
+    flips: list[Flips] = []
     # Why the eval stopped before sending every item (a long rate-limit reset), if it did.
     stopped: str | None = None
     # Things the reader must know about how it ran: the history was unusable, not saved...
@@ -478,6 +518,30 @@ def _refused(item: Item, mode: Mode, error: str, *, status: str = "failed") -> I
     )
 
 
+def stage_answers(run: Run) -> list[tuple[str, str]]:
+    """Every answer a run held on its way, in order, named by stage: each turn's answer and
+    the synthesis's for refine, the final answer for steps, the one reply for single. Generic
+    over whatever turns, synthesis and final answer a mode's result has."""
+    found: list[tuple[str, str]] = []
+    turns = getattr(run, "turns", None) or []
+    if len(turns) > 1 or getattr(run, "synthesis", None) is not None:
+        found += [(f"turn {turn.index}", turn.answer) for turn in turns]
+    synthesis = getattr(run, "synthesis", None)
+    if synthesis is not None:
+        found.append(("synthesis", synthesis.answer))
+    if not found and run.answer is not None:
+        found.append(("final" if getattr(run, "steps", None) else "answer", run.answer))
+    return found
+
+
+def _stages(run: Run, item: Item) -> list[StageScore]:
+    stages = []
+    for stage, answer in stage_answers(run):
+        verdict = score(answer, item.answer, item.scorer)
+        stages.append(StageScore(stage=stage, correct=verdict.correct, predicted=verdict.predicted))
+    return stages
+
+
 def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
     verdict = score(run.answer, item.answer, item.scorer) if run.ok else None
     return ItemResult(
@@ -497,6 +561,7 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         queued_seconds=round(run.queued_seconds, 3),
         run_id=run.id,
         reused=reused,
+        stages=_stages(run, item) if run.ok else [],
     )
 
 
@@ -511,6 +576,105 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar(a_only: int, b_only: int) -> float:
+    """The exact two-sided McNemar p-value: how likely a split of the discordant pairs at least
+    this uneven is when neither mode is better (a binomial test with p = 1/2)."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def items_needed(items: int, a_only: int, b_only: int, alpha: float = 0.05) -> int | None:
+    """About how many more items, answered like these, would make the difference significant:
+    the discordant counts are scaled up in proportion until the test says p < alpha. None when
+    there is no difference to scale (equal split) or it would take more than a million."""
+    if a_only == b_only or items == 0:
+        return None
+    total = items
+    while total <= 1_000_000:
+        total = max(total + 1, int(total * 1.1))
+        factor = total / items
+        if mcnemar(round(a_only * factor), round(b_only * factor)) < alpha:
+            return total - items
+    return None
+
+
+def _verdict(h: HeadToHead, alpha: float = 0.05) -> str:
+    p = f"p = {h.p_value:.2g}" if h.p_value >= 0.001 else "p < 0.001"
+    if h.a_only + h.b_only == 0:
+        return f"no difference: {h.a} and {h.b} got the same items right ({p})"
+    if h.p_value < alpha:
+        better, worse = (h.a, h.b) if h.a_only > h.b_only else (h.b, h.a)
+        return f"{better} is better than {worse} on this set ({p})"
+    more = items_needed(h.items, h.a_only, h.b_only, alpha)
+    tail = (
+        f"; about {more:,} more items would be needed to see a difference of this size"
+        if more is not None
+        else ""
+    )
+    return f"no detectable difference ({p}){tail}"
+
+
+def _stage_figures(
+    modes: Sequence[Mode], results: list[ItemResult]
+) -> tuple[list[StageSummary], list[Flips]]:
+    """Accuracy after each stage, and the flips between consecutive stages, per mode."""
+    summaries: list[StageSummary] = []
+    flips: list[Flips] = []
+    for mode in modes:
+        mine = [r for r in results if r.mode == mode and r.correct is not None and r.stages]
+        names: list[str] = []
+        for r in mine:
+            names += [s.stage for s in r.stages if s.stage not in names]
+        if len(names) < 2:
+            continue  # one answer per run: the mode's own line says it all
+        for name in names:
+            marks = [s.correct for r in mine for s in r.stages if s.stage == name]
+            right = sum(marks)
+            low, high = wilson(right, len(marks))
+            summaries.append(
+                StageSummary(
+                    mode=mode,
+                    stage=name,
+                    scored=len(marks),
+                    correct=right,
+                    accuracy=right / len(marks) if marks else 0.0,
+                    low=low,
+                    high=high,
+                )
+            )
+        for before, after in pairwise(names):
+            change = Flips(
+                mode=mode,
+                before=before,
+                after=after,
+                right_to_wrong=[],
+                wrong_to_right=[],
+                wrong_to_other_wrong=[],
+            )
+            for r in mine:
+                by = {s.stage: s for s in r.stages}
+                x, y = by.get(before), by.get(after)
+                if x is None or y is None:
+                    continue
+                if x.correct and not y.correct:
+                    change.right_to_wrong.append(r.item)
+                elif not x.correct and y.correct:
+                    change.wrong_to_right.append(r.item)
+                elif not x.correct and not y.correct and _differ(x.predicted, y.predicted):
+                    change.wrong_to_other_wrong.append(r.item)
+            flips.append(change)
+    return summaries, flips
+
+
+def _differ(a: str | None, b: str | None) -> bool:
+    from .scoring import normalize
+
+    return normalize(a or "") != normalize(b or "")
 
 
 def build_report(
@@ -538,19 +702,28 @@ def build_report(
                 reused=sum(r.reused for r in mine),
             )
         )
+    baseline = next((s for s in summaries if s.mode == "single"), None)
+    for s in summaries:
+        if baseline is None or s is baseline or s.accuracy is None or baseline.accuracy is None:
+            continue
+        extra = (s.mean_tokens or 0) - (baseline.mean_tokens or 0)
+        if extra > 0:
+            s.gain_per_1k_tokens = (s.accuracy - baseline.accuracy) * 100 / (extra / 1000)
     verdicts = {(r.item, r.mode): r.correct for r in results if r.correct is not None}
     pairs = []
     for a, b in combinations(modes, 2):
         both = [i for (i, m) in verdicts if m == a and (i, b) in verdicts]
-        pairs.append(
-            HeadToHead(
-                a=a,
-                b=b,
-                items=len(both),
-                a_only=sum(verdicts[i, a] and not verdicts[i, b] for i in both),
-                b_only=sum(verdicts[i, b] and not verdicts[i, a] for i in both),
-            )
+        pair = HeadToHead(
+            a=a,
+            b=b,
+            items=len(both),
+            a_only=sum(verdicts[i, a] and not verdicts[i, b] for i in both),
+            b_only=sum(verdicts[i, b] and not verdicts[i, a] for i in both),
         )
+        pair.p_value = mcnemar(pair.a_only, pair.b_only)
+        pair.verdict = _verdict(pair)
+        pairs.append(pair)
+    stages, flips = _stage_figures(modes, results)
     ordered = sorted(results, key=lambda r: (r.item, list(modes).index(r.mode)))
     return Report(
         dataset=dataset,
@@ -559,6 +732,8 @@ def build_report(
         results=ordered,
         summaries=summaries,
         head_to_head=pairs,
+        stages=stages,
+        flips=flips,
     )
 
 
@@ -572,26 +747,64 @@ def report_markdown(report: Report) -> str:
         f"## Eval: {report.dataset} · {report.model}",
         "",
         "| mode | accuracy | 95% interval | correct / scored | mean tokens | mean seconds "
-        "| failures |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| failures | points per 1k extra tokens |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in report.summaries:
         accuracy = f"{s.accuracy:.1%}" if s.accuracy is not None else "–"
         interval = f"{s.low:.1%} – {s.high:.1%}" if s.low is not None else "–"
         tokens = f"{s.mean_tokens:,.0f}" if s.mean_tokens is not None else "–"
         seconds = f"{s.mean_seconds:.2f}" if s.mean_seconds is not None else "–"
+        gain = f"{s.gain_per_1k_tokens:+.1f}" if s.gain_per_1k_tokens is not None else "–"
         lines.append(
             f"| {s.mode} | {accuracy} | {interval} | {s.correct} / {s.scored} | {tokens} "
-            f"| {seconds} | {s.failures} |"
+            f"| {seconds} | {s.failures} | {gain} |"
         )
+    if any(s.gain_per_1k_tokens is not None for s in report.summaries):
+        lines += [
+            "",
+            "Points per 1k extra tokens: accuracy gained over single, in percentage points, for "
+            "every 1,000 tokens per item spent beyond single's.",
+        ]
     if report.head_to_head:
         lines += [
             "",
-            "| modes | items both answered | right only in first | right only in second |",
+            "| modes | items both answered | right only in first | right only in second "
+            "| McNemar p | verdict |",
         ]
-        lines.append("|---|---:|---:|---:|")
+        lines.append("|---|---:|---:|---:|---:|---|")
         for h in report.head_to_head:
-            lines.append(f"| {h.a} vs {h.b} | {h.items} | {h.a_only} | {h.b_only} |")
+            lines.append(
+                f"| {h.a} vs {h.b} | {h.items} | {h.a_only} | {h.b_only} | {h.p_value:.3g} "
+                f"| {h.verdict} |"
+            )
+    if report.stages:
+        lines += [
+            "",
+            "### Accuracy after each turn",
+            "",
+            "| mode | stage | accuracy | 95% interval | correct / scored |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for t in report.stages:
+            lines.append(
+                f"| {t.mode} | {t.stage} | {t.accuracy:.1%} | {t.low:.1%} – {t.high:.1%} "
+                f"| {t.correct} / {t.scored} |"
+            )
+    if report.flips:
+        lines += [
+            "",
+            "### How answers changed between turns",
+            "",
+            "| mode | from → to | right → wrong | wrong → right | wrong → another wrong |",
+            "|---|---|---|---|---|",
+        ]
+        for f in report.flips:
+            lines.append(
+                f"| {f.mode} | {f.before} → {f.after} | {_ids(f.right_to_wrong)} "
+                f"| {_ids(f.wrong_to_right)} | {_ids(f.wrong_to_other_wrong)} |"
+            )
+        lines += ["", "Items are numbered from 0 in dataset order (the `item` of results.jsonl)."]
     if any(s.failures for s in report.summaries):
         lines += ["", "Failed runs are not scored; rerun the same command to retry them."]
     if report.stopped:
@@ -599,6 +812,15 @@ def report_markdown(report: Report) -> str:
     for warning in report.warnings:
         lines += ["", f"Note: {warning}"]
     return "\n".join(lines) + "\n"
+
+
+def _ids(items: list[int], shown: int = 12) -> str:
+    """'3: items 1, 4, 9' (the first few ids, then how many more)."""
+    if not items:
+        return "0"
+    listed = ", ".join(str(i) for i in items[:shown])
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{len(items)}: items {listed}{more}"
 
 
 def write_results(report: Report, path: Path) -> None:
@@ -609,28 +831,79 @@ def write_results(report: Report, path: Path) -> None:
 
 
 def draw_chart(report: Report, path: Path) -> None:
-    """Save a PNG of accuracy (with its 95% interval) against mean tokens, one point per mode."""
+    """Save a PNG: accuracy after each turn (95% intervals) beside the single baseline, and
+    accuracy against mean tokens, one point per mode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    staged = list(dict.fromkeys(t.mode for t in report.stages))
+    colours: dict[str, str] = {m: f"C{i}" for i, m in enumerate(report.modes)}  # both panels
+    panels = 2 if staged else 1
+    figure, axes_list = plt.subplots(1, panels, figsize=(6 * panels, 4.2), dpi=120, squeeze=False)
+    if staged:
+        _draw_turns(axes_list[0][0], report, staged, colours)
+    axes = axes_list[0][-1]
     for s in report.summaries:
         if s.accuracy is None or s.mean_tokens is None:
             continue
         # Clamped: at 0% or 100% rounding can put the interval's edge a hair inside the point.
         below = max(0.0, s.accuracy - (s.low or 0.0))
         above = max(0.0, (s.high or 0.0) - s.accuracy)
-        axes.errorbar([s.mean_tokens], [s.accuracy], yerr=[[below], [above]], fmt="o", capsize=4)
+        axes.errorbar(
+            [s.mean_tokens],
+            [s.accuracy],
+            yerr=[[below], [above]],
+            fmt="o",
+            capsize=4,
+            color=colours.get(s.mode),
+        )
         axes.annotate(
             s.mode, (s.mean_tokens, s.accuracy), xytext=(6, 6), textcoords="offset points"
         )
     axes.set_xlabel("mean tokens per item")
     axes.set_ylabel("accuracy (95% interval)")
     axes.set_ylim(-0.05, 1.05)
-    axes.set_title(f"{report.dataset} · {report.model}")
+    axes.set_title("accuracy and what it cost")
     axes.grid(alpha=0.3)
+    figure.suptitle(f"{report.dataset} · {report.model}")
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)
+
+
+def _draw_turns(axes: Any, report: Report, staged: list[Mode], colours: dict[str, str]) -> None:
+    """Accuracy after each stage of the modes that have stages, over the single baseline."""
+    names: list[str] = []
+    for t in report.stages:
+        if t.stage not in names:
+            names.append(t.stage)
+    positions = {name: i for i, name in enumerate(names)}
+    baseline = next((s for s in report.summaries if s.mode == "single"), None)
+    if baseline is not None and baseline.accuracy is not None:
+        axes.axhspan(baseline.low or 0.0, baseline.high or 0.0, color="grey", alpha=0.15)
+        axes.axhline(
+            baseline.accuracy, color="grey", linestyle="--", label="single (baseline, 95% band)"
+        )
+    for offset, mode in enumerate(staged):
+        mine = [t for t in report.stages if t.mode == mode]
+        shift = (offset - (len(staged) - 1) / 2) * 0.08  # side by side, not on top
+        xs = [positions[t.stage] + shift for t in mine]
+        ys = [t.accuracy for t in mine]
+        below = [max(0.0, t.accuracy - t.low) for t in mine]
+        above = [max(0.0, t.high - t.accuracy) for t in mine]
+        axes.errorbar(
+            xs, ys, yerr=[below, above], fmt="o-", capsize=4, label=mode, color=colours.get(mode)
+        )
+        for t, x in zip(mine, xs, strict=True):
+            axes.annotate(
+                f"{t.accuracy:.0%}", (x, t.accuracy), xytext=(6, -12), textcoords="offset points"
+            )
+    axes.set_xticks(range(len(names)), names)
+    axes.set_xlim(-0.5, len(names) - 0.5)
+    axes.set_ylim(-0.05, 1.05)
+    axes.set_ylabel("accuracy (95% interval)")
+    axes.set_title("accuracy after each turn")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left", fontsize="small")

@@ -41,6 +41,7 @@ _EXPORTS = {
     "RunStarted": "events",
     "TextDelta": "events",
     "TextReset": "events",
+    "ThinkingDelta": "events",
     "Call": "results",
     "FinalAnswer": "results",
     "Message": "results",
@@ -90,6 +91,7 @@ __all__ = [
     "Synthesis",
     "TextDelta",
     "TextReset",
+    "ThinkingDelta",
     "Turn",
     "Usage",
     "collect",
@@ -123,6 +125,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         RunStarted,
         TextDelta,
         TextReset,
+        ThinkingDelta,
     )
     from .limits import RateLimiter
     from .results import (

@@ -38,7 +38,7 @@ from .errors import (
 from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .redact import remember
 from .results import CutOffBy, Message, Usage
-from .streams import StreamErrorEvent, read_chunks, whole_reply
+from .streams import StreamErrorEvent, ThinkTags, read_chunks, split_thinking, whole_reply
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -62,6 +62,14 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    """A piece of the model's own thinking, sent apart from its reply (or inline in
+    `<think>` tags and split out here)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Restart:
     """The attempt failed and is being retried after `wait` seconds: drop any text streamed
     so far."""
@@ -80,6 +88,8 @@ class Completion:
     seconds: float
     attempts: int = 1
     headers: dict[str, str] = field(default_factory=dict)
+    # The model's own thinking, never part of `text`.
+    thinking: str = ""
     # How the reply was asked to be JSON, if it was: the schema, or any JSON object.
     response_format: ResponseFormat | None = None
     # The model the server says answered (llama.cpp names its own, whatever was asked).
@@ -98,7 +108,7 @@ class Completion:
         return self.finish_reason == "length"
 
 
-StreamItem = Delta | Restart | Completion
+StreamItem = Delta | Thinking | Restart | Completion
 
 ResponseFormat = Literal["json_schema", "json_object"]
 
@@ -574,7 +584,10 @@ class ChatClient:
                 if not stream:
                     reply = whole_reply(await response.read())
                     await self._note_served(reply.model)
-                    text = reply.content or ""
+                    inline, text = split_thinking(reply.content or "")
+                    thought = (reply.reasoning or "") + inline
+                    if thought:
+                        yield Thinking(thought)
                     if text:
                         yield Delta(text)
                     yield Completion(
@@ -586,12 +599,15 @@ class ChatClient:
                         response_format=fmt,
                         model=reply.model or None,
                         queued=_queued(sent, reply.timings),
+                        thinking=thought,
                     )
                     return
                 parts: list[str] = []
+                thinking: list[str] = []
                 finish_reason = None
                 usage = None
                 model = timings = None
+                tags = ThinkTags()
                 async for chunk in read_chunks(response.http_response.aiter_bytes()):
                     if chunk.usage:
                         usage = chunk.usage
@@ -603,9 +619,16 @@ class ChatClient:
                         timings = chunk.timings
                     if chunk.finish_reason:
                         finish_reason = chunk.finish_reason
+                    if chunk.reasoning:
+                        thinking.append(chunk.reasoning)
+                        yield Thinking(chunk.reasoning)
                     if chunk.content:
-                        parts.append(chunk.content)
-                        yield Delta(chunk.content)
+                        for is_thinking, piece in tags.feed(chunk.content):
+                            (thinking if is_thinking else parts).append(piece)
+                            yield Thinking(piece) if is_thinking else Delta(piece)
+                for is_thinking, piece in tags.flush():
+                    (thinking if is_thinking else parts).append(piece)
+                    yield Thinking(piece) if is_thinking else Delta(piece)
             text = "".join(parts)
             if finish_reason is None:
                 raise ProviderUnavailableError(
@@ -619,6 +642,7 @@ class ChatClient:
                 headers=headers,
                 model=model or None,
                 queued=_queued(sent, timings),
+                thinking="".join(thinking),
             )
         except ProviderError:
             raise
@@ -827,7 +851,14 @@ def _usage(reported: Mapping[str, Any] | None, text: str, payload: list[dict[str
         prompt = reported.get("prompt_tokens") or 0
         completion = reported.get("completion_tokens") or 0
         total = reported.get("total_tokens") or prompt + completion
-        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+        details = reported.get("completion_tokens_details")
+        reasoning = (details.get("reasoning_tokens") if isinstance(details, Mapping) else 0) or 0
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
+            reasoning_tokens=reasoning,
+        )
     # Some local servers send no usage at all; an estimate beats a zero in a comparison.
     prompt = sum(estimate_tokens(m["content"]) for m in payload)
     completion = estimate_tokens(text)

@@ -44,8 +44,18 @@ class TextDelta(BaseModel):
     text: str
 
 
+class ThinkingDelta(BaseModel):
+    """A piece of the model's own thinking for the current call, apart from its reply: show it
+    set apart (dimmed, folded), never as the answer."""
+
+    type: Literal["thinking_delta"] = "thinking_delta"
+    kind: CallKind
+    index: int
+    text: str
+
+
 class TextReset(BaseModel):
-    """The call's stream was retried: discard the text streamed for it so far."""
+    """The call's stream was retried: discard the text (and thinking) streamed for it so far."""
 
     type: Literal["text_reset"] = "text_reset"
     kind: CallKind
@@ -85,6 +95,13 @@ class RunFinished(BaseModel):
 
 
 Event = Annotated[
-    RunStarted | CallStarted | TextDelta | TextReset | CallNote | CallFinished | RunFinished,
+    RunStarted
+    | CallStarted
+    | TextDelta
+    | ThinkingDelta
+    | TextReset
+    | CallNote
+    | CallFinished
+    | RunFinished,
     Field(discriminator="type"),
 ]

@@ -66,6 +66,7 @@ async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
         )
         turn.cut_off_by = reply.cut_off_by
         turn.looped = reply.looped
+        turn.thinking = reply.thinking  # kept on the turn, never in `texts` sent onwards
         ctx.run.turns.append(turn)
         texts.append(reply.text)
         yield CallFinished(kind="turn", index=index, result=turn)
@@ -81,6 +82,7 @@ async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
     )
     synthesis.cut_off_by = reply.cut_off_by
     synthesis.looped = reply.looped
+    synthesis.thinking = reply.thinking
     ctx.run.synthesis = synthesis
     ctx.run.answer = synthesis.answer
     yield CallFinished(kind="synthesis", index=1, result=synthesis)

@@ -17,6 +17,7 @@ from .events import (
     RunStarted,
     TextDelta,
     TextReset,
+    ThinkingDelta,
 )
 from .results import Run, Step, Usage, call_title, cut_off_line
 
@@ -27,10 +28,11 @@ def plural(count: int, noun: str) -> str:
 
 
 def cost_line(usage: Usage, seconds: float) -> str:
-    """'2.3s · 812 tokens (120 in, 692 out)'."""
+    """'2.3s · 812 tokens (120 in, 692 out)', and how many of those out were thinking."""
+    thinking = f", {usage.reasoning_tokens:,} thinking" if usage.reasoning_tokens else ""
     return (
         f"{format_duration(seconds)} · {usage.total_tokens:,} tokens "
-        f"({usage.prompt_tokens:,} in, {usage.completion_tokens:,} out)"
+        f"({usage.prompt_tokens:,} in, {usage.completion_tokens:,} out{thinking})"
     )
 
 
@@ -65,6 +67,7 @@ class TerminalView:
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.run: Run | None = None
         self._at_line_start = True
+        self._thinking = False  # the current call's own thinking is being shown
 
     def show(self, event: object) -> None:
         """Render one event."""
@@ -79,10 +82,21 @@ class TerminalView:
                 return  # a step's rule carries its title, known only when it finishes
             self.console.rule(f"[bold]{call_title(event.kind, event.index)}[/bold]", align="left")
             self._at_line_start = True
+            self._thinking = False
+        elif isinstance(event, ThinkingDelta):
+            # The model's own thinking, dimmed so it never reads as the reply.
+            self.console.print(Text(event.text, style="dim italic"), end="")
+            self.console.file.flush()
+            self._at_line_start = event.text.endswith("\n")
+            self._thinking = True
         elif isinstance(event, TextDelta):
             # A step's content comes whole, just before its finish, and is shown under its
             # title there.
             if event.kind != "step":
+                if self._thinking:  # the reply starts on a line of its own, after a gap
+                    self._newline()
+                    self._write("\n")
+                    self._thinking = False
                 self._write(event.text)
         elif isinstance(event, TextReset):
             self._newline()

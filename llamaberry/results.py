@@ -42,12 +42,15 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # Of the completion tokens, those the model spent thinking, where the endpoint says.
+    reasoning_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
 
     @classmethod
@@ -70,6 +73,8 @@ class Call(BaseModel):
     index: int
     messages: list[Message]
     reply: str = ""
+    # The model's own thinking, kept apart from `reply` and never sent back to it.
+    thinking: str = ""
     finish_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
@@ -109,6 +114,9 @@ class Turn(BaseModel):
     truncated: bool = False
     cut_off_by: CutOffBy | None = None
     looped: bool = False
+    # What the model thought before this reply (as its endpoint sent it); never part
+    # of the content or the answer, and never sent back to the model.
+    thinking: str = ""
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 
@@ -128,6 +136,9 @@ class Synthesis(BaseModel):
     truncated: bool = False
     cut_off_by: CutOffBy | None = None
     looped: bool = False
+    # What the model thought before this reply (as its endpoint sent it); never part
+    # of the content or the answer, and never sent back to the model.
+    thinking: str = ""
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 
@@ -140,6 +151,9 @@ class Step(BaseModel):
     content: str
     next_action: Literal["continue", "final_answer"]
     looped: bool = False
+    # What the model thought before this reply (as its endpoint sent it); never part
+    # of the content or the answer, and never sent back to the model.
+    thinking: str = ""
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     attempts: int = 1
@@ -158,6 +172,9 @@ class FinalAnswer(BaseModel):
     truncated: bool = False
     cut_off_by: CutOffBy | None = None
     looped: bool = False
+    # What the model thought before this reply (as its endpoint sent it); never part
+    # of the content or the answer, and never sent back to the model.
+    thinking: str = ""
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
 

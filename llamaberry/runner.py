@@ -11,11 +11,19 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Literal
 
-from .clients import ChatClient, Completion, Delta, JSONSchema, Restart
+from .clients import ChatClient, Completion, Delta, JSONSchema, Restart, Thinking
 from .config import Settings
 from .context import context_window, cut_off_by, fit
 from .errors import InputError, LlamaberryError
-from .events import CallNote, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
+from .events import (
+    CallNote,
+    CallStarted,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    TextReset,
+    ThinkingDelta,
+)
 from .limits import estimate_tokens
 from .loops import LoopGuard, find_loop
 from .results import Call, CallKind, Message, Mode, Run, Usage, call_title
@@ -76,7 +84,7 @@ class RunContext:
         max_tokens: int | None = None,
         announce: bool = True,
         condensed: Sequence[list[Message]] = (),
-    ) -> AsyncIterator[CallStarted | TextDelta | TextReset | CallNote]:
+    ) -> AsyncIterator[CallStarted | TextDelta | ThinkingDelta | TextReset | CallNote]:
         """Make one call and yield its events; afterwards `self.reply` holds its `Completion`.
 
         `schema` asks for a JSON reply of that shape, `max_tokens` bounds this call's reply
@@ -125,6 +133,7 @@ class RunContext:
         # Pieces are joined once, not appended to the record per delta, which would copy the
         # whole reply again for every token of a long one.
         parts: list[str] = []
+        thinking: list[str] = []
         # Only what is set is passed on, so a chat client of one's own written before these
         # options existed still takes the calls that do not use them.
         options: dict[str, object] = {"json_mode": json_mode}
@@ -144,10 +153,16 @@ class RunContext:
                         # A JSON reply arrives whole, with its usage just behind it, so only a
                         # streamed one is worth stopping early.
                         if guard is not None and guard.feed(item.text) and not json_reply:
-                            self.reply = self._looped(record, guard, plan.prompt, started)
+                            self.reply = self._looped(
+                                record, guard, plan.prompt, started, "".join(thinking)
+                            )
                             break
+                    elif isinstance(item, Thinking):
+                        thinking.append(item.text)
+                        yield ThinkingDelta(kind=kind, index=index, text=item.text)
                     elif isinstance(item, Restart):
                         parts.clear()
+                        thinking.clear()
                         if guard is not None:
                             guard = LoopGuard()
                         record.attempts += 1
@@ -172,6 +187,7 @@ class RunContext:
                         self.reply = item
         except BaseException as error:
             record.reply = "".join(parts)  # a failed or cancelled call keeps its partial text
+            record.thinking = "".join(thinking)
             record.seconds = time.perf_counter() - started
             record.error = (
                 str(error) if isinstance(error, LlamaberryError) else type(error).__name__
@@ -193,7 +209,9 @@ class RunContext:
         self.run.notes.append(line)
         return CallNote(kind=kind, index=index, note=note, message=line)
 
-    def _looped(self, record: Call, guard: LoopGuard, prompt: int, started: float) -> Completion:
+    def _looped(
+        self, record: Call, guard: LoopGuard, prompt: int, started: float, thinking: str = ""
+    ) -> Completion:
         """The reply as far as the loop, charged with what it spent before it was stopped."""
         assert guard.loop is not None
         spent = guard.text
@@ -207,6 +225,7 @@ class RunContext:
             seconds=time.perf_counter() - started,
             attempts=record.attempts,
             looped=True,
+            thinking=thinking,
         )
         self._settle(record, reply)
         return reply
@@ -214,6 +233,7 @@ class RunContext:
     @staticmethod
     def _settle(record: Call, reply: Completion) -> None:
         record.reply = reply.text
+        record.thinking = reply.thinking
         record.finish_reason = reply.finish_reason
         record.usage = reply.usage
         record.attempts = reply.attempts

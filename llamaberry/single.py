@@ -21,6 +21,7 @@ async def single(ctx: RunContext) -> AsyncIterator:
         index=1,
         content=reply.text,
         answer=reply.text.strip(),
+        thinking=reply.thinking,
         truncated=reply.truncated,
         cut_off_by=reply.cut_off_by,
         looped=reply.looped,

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import prompts
 from .clients import JSONSchema, JSONValidationError
 from .errors import InvalidReplyError
-from .events import CallFinished, CallNote, CallStarted, TextDelta, TextReset
+from .events import CallFinished, CallNote, CallStarted, TextDelta, TextReset, ThinkingDelta
 from .loops import find_loop
 from .results import FinalAnswer, Message, Step, Usage, cut_off_line
 from .runner import RunContext, to_messages
@@ -120,6 +120,7 @@ async def steps(ctx: RunContext, min_steps: int, max_steps: int) -> AsyncIterato
     assert reply is not None
     final = FinalAnswer(
         content=reply.text,
+        thinking=reply.thinking,
         truncated=reply.truncated,
         cut_off_by=reply.cut_off_by,
         looped=reply.looped,
@@ -161,12 +162,14 @@ async def _step(
             ):
                 # JSON replies are not streamed: the client yields the whole JSON text as one
                 # delta. Raw JSON is no use to a reader and may not even be a valid step, so
-                # it is held back; the validated step's content is sent below instead.
-                if isinstance(event, CallStarted | TextReset | CallNote):
+                # it is held back; the validated step's content is sent below instead. The
+                # model's own thinking is not JSON and goes out as it comes.
+                if isinstance(event, CallStarted | TextReset | CallNote | ThinkingDelta):
                     yield event
         except JSONValidationError as error:
             # The provider refused the reply, but it says what the model wrote: mend that.
             rejected = error.failed_generation or ""
+            thinking = ""
             fmt = error.response_format
             problem = "the provider rejected it as invalid JSON (json_validate_failed)"
             # A reply that looped until its budget ran out is cut-off JSON, which a provider
@@ -187,6 +190,7 @@ async def _step(
             reply = ctx.reply
             assert reply is not None
             usage += reply.usage
+            thinking = reply.thinking
             rejected, fmt, truncated, problem = (
                 reply.text,
                 reply.response_format,
@@ -208,6 +212,7 @@ async def _step(
                     response_format=fmt,
                     repaired=repaired or bool(problem),
                     looped=ctx.run.calls[-1].looped,
+                    thinking=thinking,
                 )
                 ctx.run.steps.append(step)
                 # One delta carrying the readable content keeps the promise every mode makes:

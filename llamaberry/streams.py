@@ -135,3 +135,86 @@ async def read_chunks(blocks: AsyncIterator[bytes]) -> AsyncIterator[Chunk]:
             if event == b"error":
                 raise StreamErrorEvent(_error_of(parsed))
             yield chunk_of(parsed)
+
+
+_OPEN = "<think>"
+_CLOSE = "</think>"
+
+
+def _held_back(text: str, tag: str) -> int:
+    """How many characters at the end of `text` could be the start of `tag`."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:size]):
+            return size
+    return 0
+
+
+class ThinkTags:
+    """Splits a reply's inline `<think>...</think>` from its visible text as pieces stream in.
+
+    A tag may arrive split across chunks, so a piece that ends in what could be the start of a
+    tag is held back until the next one says. An opening tag counts only before any visible
+    text, so a reply that writes `<think>` inside its answer (about HTML, say) is left alone.
+    """
+
+    __slots__ = ("held", "inside", "started", "thought")
+
+    def __init__(self) -> None:
+        self.inside = False  # within a think block
+        self.started = False  # visible text has begun
+        self.thought = False  # a think block has opened
+        self.held = ""
+
+    def feed(self, text: str) -> list[tuple[bool, str]]:
+        """The (is_thinking, text) pieces that `text` completes, in order."""
+        if self.started and not self.inside:
+            return [(False, text)]  # the common case once the reply is under way
+        text = self.held + text
+        self.held = ""
+        out: list[tuple[bool, str]] = []
+        while text:
+            if self.inside:
+                end = text.find(_CLOSE)
+                if end < 0:
+                    keep = _held_back(text, _CLOSE)
+                    self.held, text = text[len(text) - keep :], text[: len(text) - keep]
+                    if text:
+                        out.append((True, text))
+                    break
+                if end:
+                    out.append((True, text[:end]))
+                self.inside = False
+                text = text[end + len(_CLOSE) :]
+                continue
+            stripped = text.lstrip()
+            if stripped.startswith(_OPEN):
+                self.inside = self.thought = True
+                text = stripped[len(_OPEN) :]
+                continue
+            if stripped and _OPEN.startswith(stripped):
+                self.held = text  # perhaps the start of an opening tag: wait for more
+                break
+            if stripped:
+                self.started = True
+                # The answer after a think block starts on a fresh line: drop that gap.
+                out.append((False, stripped if self.thought else text))
+            else:
+                self.held = text  # leading whitespace: visible only if text follows
+            break
+        return out
+
+    def flush(self) -> list[tuple[bool, str]]:
+        """Whatever was held back, once the reply has ended."""
+        held, self.held = self.held, ""
+        if not held or (not self.started and not self.inside and not held.strip()):
+            return []
+        return [(self.inside, held)]
+
+
+def split_thinking(content: str) -> tuple[str, str]:
+    """(thinking, visible) of a whole reply whose content may begin with a think block."""
+    tags = ThinkTags()
+    pieces = tags.feed(content) + tags.flush()
+    thinking = "".join(text for is_thinking, text in pieces if is_thinking)
+    visible = "".join(text for is_thinking, text in pieces if not is_thinking)
+    return thinking, visible

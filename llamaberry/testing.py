@@ -49,7 +49,15 @@ Token accounting is deterministic, so tests can assert on it:
 * prompt tokens: for every message, ``ceil(len(content) / 4) + 4`` (see
   :func:`estimate_prompt_tokens`);
 * completion tokens: the number of whitespace-separated words in the reply text plus
-  those in its reasoning, unless ``Reply.usage`` overrides them.
+  those in its reasoning, unless ``Reply.usage`` overrides them; the reasoning's words are
+  also given as ``completion_tokens_details.reasoning_tokens``.
+
+A reply's ``reasoning`` (the model's own thinking) is sent the way ``Reply.thinking_as`` says,
+one of the three ways real servers send it: a ``reasoning`` field (Groq's parsed format,
+OpenRouter, newer vLLM; the default), a ``reasoning_content`` field (DeepSeek, llama.cpp's
+server, older vLLM), or ``think_tags``: inline in the content as ``<think>...</think>`` before
+the reply (Groq's raw format, many local models), with each tag split across two chunks when
+streamed, as a real tokenizer may split it.
 
 Like llama.cpp's server, ``FakeServer(served_model="model.gguf")`` serves one model: it accepts
 any model id, lists and reports only its own; ``slots=N`` makes it work on at most N requests at
@@ -135,12 +143,16 @@ _WORD_RE = re.compile(r"\S+")
 # --------------------------------------------------------------------------- scripting
 
 
+ThinkingForm: TypeAlias = Literal["reasoning", "reasoning_content", "think_tags"]
+
+
 @dataclass(frozen=True)
 class Reply:
     """A scripted successful completion."""
 
     text: str = ""
     reasoning: str | None = None
+    thinking_as: ThinkingForm = "reasoning"
     finish_reason: str = "stop"
     usage: dict[str, int] | None = None
     latency: float | None = None
@@ -1116,11 +1128,14 @@ class FakeServer:
         completion_tokens = _word_count(reply.text) + _word_count(reply.reasoning)
         if scripted_cut and request.max_tokens:
             completion_tokens = max(completion_tokens, request.max_tokens)
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        if reply.reasoning:
+            reasoning_tokens = _word_count(reply.reasoning)
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
         if reply.usage:
             usage.update(reply.usage)
             if "total_tokens" not in reply.usage:
@@ -1201,12 +1216,15 @@ class FakeServer:
         return f"chatcmpl-fake{n:06d}", f"req_fake{n:06d}", int(time.time())
 
     def _completion(
-        self, request: RecordedRequest, reply: Reply, usage: dict[str, int]
+        self, request: RecordedRequest, reply: Reply, usage: dict[str, Any]
     ) -> dict[str, Any]:
         completion_id, request_id, created = self._new_ids()
         message: dict[str, Any] = {"role": "assistant", "content": reply.text}
         if reply.reasoning is not None:
-            message["reasoning"] = reply.reasoning
+            if reply.thinking_as == "think_tags":
+                message["content"] = f"<think>{reply.reasoning}</think>\n\n{reply.text}"
+            else:
+                message[reply.thinking_as] = reply.reasoning
         payload: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion",
@@ -1231,7 +1249,7 @@ class FakeServer:
         self,
         request: RecordedRequest,
         reply: Reply,
-        usage: dict[str, int] | None,
+        usage: dict[str, Any] | None,
         content_limit: int | None = None,
         timings: dict[str, float] | None = None,
     ) -> list[bytes]:
@@ -1253,7 +1271,12 @@ class FakeServer:
         first_extra: dict[str, Any] = {"x_groq": {"id": request_id}} if groq else {}
         steps = [chunk({"role": "assistant", "content": ""}, **first_extra)]
         if reply.reasoning:
-            steps += [chunk({"reasoning": p}) for p in _pieces(reply.reasoning, reply.chunk_words)]
+            thinking = _pieces(reply.reasoning, reply.chunk_words)
+            if reply.thinking_as == "think_tags":
+                tagged = ["<thi", "nk>", *thinking, "</th", "ink>\n\n"]
+                steps += [chunk({"content": p}) for p in tagged]
+            else:
+                steps += [chunk({reply.thinking_as: p}) for p in thinking]
         content = _pieces(reply.text, reply.chunk_words)
         if content_limit is not None:
             content = content[:content_limit]

@@ -42,7 +42,12 @@ def test_ask_json_prints_exactly_one_object_with_the_documented_shape(env):
     for turn in data["turns"]:
         assert {"index", "content", "answer", "usage", "seconds"} <= set(turn)
     assert {"content", "answer", "usage", "seconds"} <= set(data["synthesis"])
-    assert set(data["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert set(data["usage"]) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "reasoning_tokens",
+    }
     assert (
         data["usage"]["total_tokens"]
         == sum(t["usage"]["total_tokens"] for t in data["turns"])

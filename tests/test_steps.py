@@ -573,7 +573,12 @@ def test_ask_steps_json_has_the_documented_shape(cli_env):
     assert [s["index"] for s in data["steps"]] == [1, 2, 3]
     for step in data["steps"]:
         assert {"index", "title", "content", "next_action", "seconds", "usage"} <= set(step)
-        assert set(step["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+        assert set(step["usage"]) == {
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "reasoning_tokens",
+        }
     assert data["steps"][0]["title"] == "Title 1"
     assert data["steps"][-1]["next_action"] == "final_answer"
 

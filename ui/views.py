@@ -20,6 +20,7 @@ from llamaberry.events import (
     RunStarted,
     TextDelta,
     TextReset,
+    ThinkingDelta,
 )
 from llamaberry.redact import redact
 from llamaberry.results import (
@@ -56,6 +57,7 @@ class CallView:
     # What the engine did to this call (condensed to fit the context window, a smaller budget,
     # stopped in a loop), one line each.
     notes: list[str] = field(default_factory=list)
+    thinking: str = ""  # the model's own thinking, shown folded apart from the reply
 
     @property
     def title(self) -> str:
@@ -95,6 +97,14 @@ class CallView:
             metadata["log"] = shown(metadata["log"])
         return {"role": "assistant", "content": shown(body), "metadata": metadata}
 
+    def thinking_message(self) -> dict[str, Any] | None:
+        """The model's own thinking for this call as a collapsible section of its own."""
+        if not self.thinking:
+            return None
+        still = self.state == "running" and not self.text
+        metadata = {"title": f"Thinking · {self.title}", "status": "pending" if still else "done"}
+        return {"role": "assistant", "content": self.thinking, "metadata": metadata}
+
 
 @dataclass
 class RunView:
@@ -122,9 +132,12 @@ class RunView:
             if event.kind != "step":
                 call.text += event.text
             call.retry = None
+        elif isinstance(event, ThinkingDelta):
+            self._call(event.kind, event.index).thinking += event.text
         elif isinstance(event, TextReset):
             call = self._call(event.kind, event.index)
             call.text = ""
+            call.thinking = ""
             call.retry = event.reason
         elif isinstance(event, CallNote):
             self._call(event.kind, event.index).notes.append(event.message)
@@ -219,8 +232,15 @@ class RunView:
         return sum(c.seconds or 0.0 for c in self.calls if c.kind == "step")
 
     def messages(self) -> list[dict[str, Any]]:
-        """The calls as Chatbot messages, in the order they ran."""
-        return [call.message() for call in self.calls]
+        """The calls as Chatbot messages, in the order they ran, each call's own thinking (if
+        the model sent any) folded just before it."""
+        messages = []
+        for call in self.calls:
+            thinking = call.thinking_message()
+            if thinking is not None:
+                messages.append(thinking)
+            messages.append(call.message())
+        return messages
 
     def answer_markdown(self) -> str:
         """The final answer, set apart; empty until there is one."""
@@ -287,8 +307,9 @@ def fold(events: Iterable[object], view: RunView | None = None) -> RunView:
 
 def _tokens(usage: Usage) -> str:
     if usage.prompt_tokens or usage.completion_tokens:
+        thinking = f", {usage.reasoning_tokens:,} thinking" if usage.reasoning_tokens else ""
         return (
             f"{usage.total_tokens:,} tokens ({usage.prompt_tokens:,} in, "
-            f"{usage.completion_tokens:,} out)"
+            f"{usage.completion_tokens:,} out{thinking})"
         )
     return f"{usage.total_tokens:,} tokens"

@@ -190,3 +190,20 @@ async def test_collect_keeps_thinking_in_the_history(server: FakeServer, tmp_pat
     saved = Store(tmp_path / "h.db").get(run.id)
     assert saved.turns[0].thinking == f"{THOUGHT} 1"
     assert saved.calls[0].thinking == f"{THOUGHT} 1"
+
+
+def test_the_web_page_folds_each_calls_thinking_apart_from_its_reply():
+    from llamaberry import CallStarted
+    from ui.views import fold
+
+    view = fold(
+        [
+            CallStarted(kind="turn", index=1),
+            ThinkingDelta(kind="turn", index=1, text="let me <script>count</script>"),
+            TextDelta(kind="turn", index=1, text="## Answer\n3"),
+        ]
+    )
+    thinking, reply = view.messages()
+    assert thinking["metadata"]["title"] == "Thinking · Turn 1"
+    assert "let me" in thinking["content"] and "<script>" not in thinking["content"]
+    assert "let me" not in reply["content"] and reply["metadata"]["title"] == "Turn 1"

@@ -102,8 +102,11 @@ class CallView:
         if not self.thinking:
             return None
         still = self.state == "running" and not self.text
-        metadata = {"title": f"Thinking · {self.title}", "status": "pending" if still else "done"}
-        return {"role": "assistant", "content": self.thinking, "metadata": metadata}
+        metadata = {
+            "title": shown(f"Thinking · {self.title}"),
+            "status": "pending" if still else "done",
+        }
+        return {"role": "assistant", "content": shown(self.thinking), "metadata": metadata}
 
 
 @dataclass

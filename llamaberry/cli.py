@@ -441,6 +441,15 @@ def compare(
     help="Runs at once [default: the server's slots where it says (llama.cpp), else 4].",
 )
 @click.option("--limit", "-k", type=int, help="Only the first K items.")
+@click.option("--sample", type=int, help="A random subset of K items (reproducible with --seed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample.")
+@click.option("--question-field", default="question", show_default=True)
+@click.option("--answer-field", default="answer", show_default=True)
+@click.option(
+    "--choices-field",
+    help="Field holding a list of choices, or comma-separated fields with one each (A,B,C,D): "
+    "the choices are shown lettered and scored by letter.",
+)
 @click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
 @click.option(
     "--out",
@@ -456,11 +465,17 @@ def eval_command(
     modes: str | None,
     concurrency: int | None,
     limit: int | None,
+    sample: int | None,
+    seed: int,
+    question_field: str,
+    answer_field: str,
+    choices_field: str | None,
     turns: int | None,
     out: str | None,
     **options: Any,
 ) -> None:
-    """Score modes on DATASET.jsonl ({"question", "answer", "scorer"?} per line).
+    """Score modes on DATASET: JSON lines or a CSV with a header ({"question", "answer",
+    "scorer"?} per record; other field names with --question-field and friends).
 
     Runs are saved as they finish; after Ctrl-C, the same command resumes where it stopped.
     """
@@ -485,11 +500,24 @@ def eval_command(
         raise InputError(f"--concurrency must be at least 1 (got {concurrency}).")
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit}).")
-    data = evaluation.load_dataset(builtin or dataset, builtin=builtin is not None)  # type: ignore[arg-type]
+    if sample is not None and sample < 1:
+        raise InputError(f"--sample must be at least 1 (got {sample}).")
+    fields = evaluation.Fields(
+        question=question_field,
+        answer=answer_field,
+        choices=[f.strip() for f in (choices_field or "").split(",") if f.strip()],
+    )
+    data = evaluation.load_dataset(
+        builtin or dataset,  # type: ignore[arg-type]
+        builtin=builtin is not None,
+        fields=fields,
+    )
     for line in data.skipped[:10]:
         click.echo(f"warning: skipped {line}", err=True)
     if len(data.skipped) > 10:
         click.echo(f"warning: skipped {len(data.skipped) - 10} more bad lines.", err=True)
+    if sample is not None:
+        data = evaluation.sample(data, sample, seed)
     chosen = parse_modes(modes)
     folder = Path(out) if out else None
     if folder is not None:

@@ -57,8 +57,7 @@ def turn_two_breaks_turn_one(request: RecordedRequest) -> Reply:
         )
     value = right + 1 if i in TURN_ONE_WRONG else right
     return Reply(
-        "## Reasoning\n1. Add the numbers.\n**Explanation:** 1 + 1 is 2.\n\n"
-        f"## Answer\n{value}",
+        f"## Reasoning\n1. Add the numbers.\n**Explanation:** 1 + 1 is 2.\n\n## Answer\n{value}",
         usage={"prompt_tokens": 50, "completion_tokens": 50, "total_tokens": 100},
     )
 
@@ -78,9 +77,7 @@ def dataset(tmp_path: Path) -> Path:
 @pytest.fixture
 async def report(server: FakeServer, dataset: Path):
     server.reply_with(turn_two_breaks_turn_one)
-    async with Engine(
-        api_key="k", base_url=server.groq_base_url, turns=2, history=False
-    ) as engine:
+    async with Engine(api_key="k", base_url=server.groq_base_url, turns=2, history=False) as engine:
         return await evaluate(engine, load_dataset(dataset), ("single", "refine"))
 
 
@@ -124,7 +121,9 @@ async def test_per_turn_figures_are_recomputed_from_results_jsonl(report, tmp_pa
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     refine = [row for row in rows if row["mode"] == "refine" and row["correct"] is not None]
     for summary in report.stages:
-        marks = [s["correct"] for row in refine for s in row["stages"] if s["stage"] == summary.stage]
+        marks = [
+            s["correct"] for row in refine for s in row["stages"] if s["stage"] == summary.stage
+        ]
         assert (sum(marks), len(marks)) == (summary.correct, summary.scored)
     for flips in report.flips:
         kinds: dict[str, list[int]] = {"rw": [], "wr": [], "ww": []}

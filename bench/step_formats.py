@@ -1,8 +1,8 @@
 """How often a real model's step is valid on the first try, asked with the step's JSON schema
-and asked for any JSON object: `uv run python -m bench.step_formats --base-url URL`.
+and asked for any JSON object: `uv run python -m bench.step_formats [--base-url URL]`.
 
-Points the steps mode at an OpenAI-compatible server (a llama.cpp server, vLLM, Ollama...) and
-runs the same questions once per response format. `json_object` is forced the way the engine
+Points the steps mode at an OpenAI-compatible server (a llama.cpp server, vLLM, Ollama...), or
+without `--base-url` at the embedded model (the `local` provider), and runs the same questions once per response format. `json_object` is forced the way the engine
 falls back to it (as if the endpoint had refused a schema). For every step the first reply is
 judged as sent: valid when it is a JSON object with a non-empty title and content and a
 next_action of "continue" or "final_answer", with no mending. It also counts the steps usable on
@@ -63,14 +63,12 @@ async def measure(fmt: str, args: argparse.Namespace) -> dict[str, Any]:
     results: list[tuple[bool, bool]] = []
     ok = runs = 0
     started = time.perf_counter()
-    async with Engine(
-        provider="openai",
-        base_url=args.base_url,
-        api_key="none",
-        model=args.model,
-        max_tokens=args.max_tokens,
-        history=False,
-    ) as engine:
+    where: dict[str, Any] = (
+        {"provider": "openai", "base_url": args.base_url, "api_key": "none", "model": args.model}
+        if args.base_url
+        else {"provider": "local"}
+    )
+    async with Engine(**where, max_tokens=args.max_tokens, history=False) as engine:
         if fmt == "json_object":
             engine.client.json_schema_refused = True
         for _ in range(args.repeats):
@@ -108,7 +106,9 @@ async def measure(fmt: str, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     """Measure both forms and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080/v1")
+    parser.add_argument(
+        "--base-url", help="e.g. http://127.0.0.1:8080/v1 (default: the embedded model)"
+    )
     parser.add_argument("--model", default="local")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--questions", type=int, default=len(QUESTIONS))

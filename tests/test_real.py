@@ -108,7 +108,7 @@ async def test_steps_go_through_llama_cpp_json_mode_with_validation(local_model:
             run = await engine.steps(QUESTION, min_steps=1, max_steps=2)
         except RunFailedError as error:  # the tiny model may never produce a valid step
             run = error.run
-            assert "not a valid step after 3 tries" in (run.error or "")
+            assert "not a valid step after" in (run.error or "")
     step_calls = [c for c in run.calls if c.kind == "step"]
     assert step_calls
     for call in step_calls:

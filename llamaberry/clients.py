@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .config import check_base_url
 from .errors import (
     AuthenticationError,
     ContextTooLongError,
@@ -677,6 +678,8 @@ class ChatClient:
         name = type(error).__name__
         in_stream = isinstance(error, StreamErrorEvent)
         if status is None and not in_stream:
+            if name in ("InvalidURL", "UnsupportedProtocol"):  # not worth a retry
+                return ProviderError(f"{self.provider}: the base URL is not usable: {error}")
             if "Timeout" in name:
                 return ProviderTimeoutError(
                     f"{self.provider} did not answer within {self.timeout:g}s (--timeout)."
@@ -762,6 +765,7 @@ class GroqClient(ChatClient):
         self._api_key = checked_key(key, "the API key" if api_key else "GROQ_API_KEY")
         self._base_url = base_url or os.environ.get("GROQ_BASE_URL") or None
         remember(self._base_url)
+        check_base_url(self._base_url, "the base URL" if base_url else "GROQ_BASE_URL")
 
     def _make_sdk(self, connections: int) -> Any:
         import groq
@@ -781,6 +785,7 @@ class OpenAICompatibleClient(ChatClient):
         source = "the API key" if api_key else "OPENAI_API_KEY"
         self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         remember(self._base_url)
+        check_base_url(self._base_url, "the base URL" if base_url else "OPENAI_BASE_URL")
         # With no base URL the SDK goes to OpenAI's own API, where a keyless request can only
         # be refused; the user almost surely meant a local server and forgot --base-url.
         if self._base_url is None and not key:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -20,7 +21,7 @@ from pydantic import (
 )
 
 from .errors import InputError
-from .redact import redact_data
+from .redact import redact, redact_data
 
 DEFAULT_MODEL = "openai/gpt-oss-120b"
 # The `local` provider's defaults (see llamaberry.local, which is not imported here: it is
@@ -102,6 +103,11 @@ class Settings(BaseModel):
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("base_url")
+    @classmethod
+    def _usable_url(cls, value: str | None) -> str | None:
+        return check_base_url(value)
+
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Build settings from explicit values (None means unset), then the environment."""
@@ -122,7 +128,7 @@ class Settings(BaseModel):
         if settings.base_url is None and settings.provider != "local":
             # The SDKs' own variables, resolved here so a run records the endpoint it used.
             variable = "GROQ_BASE_URL" if settings.provider == "groq" else "OPENAI_BASE_URL"
-            settings.base_url = os.environ.get(variable) or None
+            settings.base_url = check_base_url(os.environ.get(variable) or None, variable)
         if settings.min_steps > settings.max_steps:
             raise InputError(
                 f"min_steps ({settings.min_steps}) is larger than max_steps ({settings.max_steps})."
@@ -152,6 +158,34 @@ def _wants_embedded(values: dict[str, Any]) -> bool:
         return False
     model = values.get("model")
     return model is None or str(model).endswith(".gguf") or model == LOCAL_MODEL
+
+
+def check_base_url(url: str | None, source: str | None = None) -> str | None:
+    """`url` when it is an http(s) URL with a host; else `InputError` naming `source`.
+
+    Checked before any client exists, so a typo is one line instead of an httpx traceback.
+    """
+    if url is None:
+        return None
+    problem = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it is what checks the port
+    except ValueError as error:
+        problem = str(error)
+    else:
+        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            problem = "it contains a space or a control character"
+        elif parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it has no host"
+    if problem is None:
+        return url
+    # Without a source, pydantic's error names the setting; with one, we do.
+    if source is None:
+        raise ValueError(f"not a usable URL: {problem}")
+    raise InputError(f"Invalid {source} ({redact(url)!r}): not a usable URL: {problem}.")
 
 
 def _explain(error: ValidationError, overrides: dict[str, Any]) -> str:

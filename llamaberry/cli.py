@@ -221,14 +221,21 @@ def ask(
         raise InputError(f"--turns must be from 1 to 10 (got {turns}).")
     step_bounds = {"min_steps": min_steps, "max_steps": max_steps} if mode == "steps" else {}
 
+    settled: list[Any] = []  # the run as it ended, even when it ended by an interrupt
+
     async def go():
-        async with make_engine(options, turns=turns) as engine:
+        async with make_engine(options, turns=turns, on_finish=settled.append) as engine:
             view = TerminalView(quiet=as_json)
             async for event in engine.stream(mode, question, **step_bounds):
                 view.show(event)
             return view.run
 
-    run = asyncio.run(go())
+    try:
+        run = asyncio.run(go())
+    except KeyboardInterrupt:
+        if as_json and settled:  # a script still gets what finished, as a failed run gives it
+            echo_json(settled[-1].public_dict())
+        raise
     if as_json:
         echo_json(run.public_dict())
     if run.status != "ok":
@@ -758,6 +765,25 @@ def serve(
         raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None
 
 
+def stop_like_ctrl_c() -> None:
+    """Make SIGTERM and SIGHUP stop a command the way Ctrl-C does.
+
+    Their default is to kill the process on the spot, losing the run in flight; raised as
+    SIGINT instead, asyncio cancels the run, which settles it as cancelled (and saves it)
+    before the command exits with 130.
+    """
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)  # Windows has no SIGHUP
+        if number is not None:
+            signal.signal(number, interrupt)
+
+
 def main() -> None:
     """Entry point of the `llamaberry` script."""
+    stop_like_ctrl_c()
     cli(prog_name="llamaberry")

@@ -1,0 +1,69 @@
+"""Stopping the command line: Ctrl-C, SIGTERM and SIGHUP all settle the run and keep it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llamaberry.store import Store, default_path
+from llamaberry.testing import FakeServer, Fault, RecordedRequest
+
+from .conftest import FIRST_TURN
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def first_turn_then_hang(request: RecordedRequest):
+    """Turn 1 answers; every later call hangs, so the run is in flight when it is stopped."""
+    if "## Critique" in (request.system or ""):
+        return Fault.hang()
+    return FIRST_TURN
+
+
+def start_ask(server: FakeServer, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "GROQ_API_KEY": "test-key", "GROQ_BASE_URL": server.groq_base_url}
+    command = [sys.executable, "-m", "llamaberry", "ask", "q", "--turns", "2", *extra]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_requests(server: FakeServer, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(server.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(server.requests) >= count
+    time.sleep(0.3)  # the first turn's reply is read and parsed
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_a_run_like_ctrl_c_and_it_is_saved(fake_server: FakeServer, stop):
+    fake_server.reply_with(first_turn_then_hang)
+    process = start_ask(fake_server)
+    wait_for_requests(fake_server, 2)
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert err.decode().strip().endswith("cancelled.")
+    with Store(default_path()) as store:
+        (row,) = store.list_runs()
+        run = store.get(row.id)
+    assert run.status == "cancelled"
+    assert len(run.turns) == 1 and run.turns[0].answer == "3"
+
+
+def test_ask_json_interrupted_prints_the_partial_run(fake_server: FakeServer):
+    fake_server.reply_with(first_turn_then_hang)
+    process = start_ask(fake_server, "--json")
+    wait_for_requests(fake_server, 2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    run = json.loads(out)
+    assert run["status"] == "cancelled"
+    assert len(run["turns"]) == 1 and run["turns"][0]["answer"] == "3"
+    assert run["error"] == "cancelled before it finished"

@@ -31,6 +31,7 @@ _EXPORTS = {
     "ProviderError": "errors",
     "ProviderTimeoutError": "errors",
     "ProviderUnavailableError": "errors",
+    "RunTimeoutError": "errors",
     "RateLimitError": "errors",
     "RunFailedError": "errors",
     "CallFinished": "events",
@@ -85,6 +86,7 @@ __all__ = [
     "RunFailedError",
     "RunFinished",
     "RunStarted",
+    "RunTimeoutError",
     "Settings",
     "Step",
     "Store",
@@ -115,6 +117,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         ProviderUnavailableError,
         RateLimitError,
         RunFailedError,
+        RunTimeoutError,
     )
     from .events import (
         CallFinished,

@@ -51,7 +51,16 @@ def endpoint_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["low", "medium", "high"]),
             help="How hard a reasoning model thinks before it answers.",
         ),
-        click.option("--timeout", type=float, help="Seconds to wait for a call [default 120]."),
+        click.option(
+            "--timeout",
+            type=float,
+            help="Most seconds one call may take, retries included [default 120].",
+        ),
+        click.option(
+            "--run-timeout",
+            type=float,
+            help="Most seconds a whole run may take [default: no bound beyond --timeout].",
+        ),
         click.option("--rpm", type=int, help="Requests-per-minute limit shared by all runs."),
         click.option("--tpm", type=int, help="Tokens-per-minute budget shared by all runs."),
         click.option(
@@ -79,6 +88,7 @@ ENDPOINT_KEYS = (
     "max_tokens",
     "reasoning_effort",
     "timeout",
+    "run_timeout",
     "rpm",
     "tpm",
     "context",

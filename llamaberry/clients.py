@@ -377,17 +377,31 @@ class ChatClient:
             max_tokens or self.max_tokens or 1024, 1024
         )
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        # `timeout` bounds the whole call, retries and their waits included, from its first
+        # send to its last token: a hung server and a slow drip both stop there.
+        deadline: float | None = None
         attempt = 1
         while True:
             slot = await self.limiter.acquire(estimate)
             await self._check_model_known()
+            if deadline is None:
+                deadline = loop.time() + self.timeout
             fmt = self._response_format(json_mode or schema is not None, schema)
             # Closed with the stream, so a consumer that stops reading (the loop guard) drops
             # the connection at once and the server stops writing.
             attempt_items = self._attempt(payload, fmt, schema, max_tokens, slot)
             try:
                 async with contextlib.aclosing(attempt_items):
-                    async for item in attempt_items:
+                    while True:
+                        try:
+                            # Per item, so the time the consumer spends on one is not ours.
+                            async with asyncio.timeout_at(deadline):
+                                item = await anext(attempt_items)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:
+                            raise ProviderTimeoutError(self._timed_out()) from None
                         if isinstance(item, Completion):
                             item.seconds = time.perf_counter() - started
                             item.attempts = attempt
@@ -412,6 +426,13 @@ class ChatClient:
                         # Every call would be refused until then; batch callers (eval) stop.
                         self.limiter.block(error.reset_in or 0, error.limit)
                     raise
+                if loop.time() + wait >= deadline:  # no time left for another attempt
+                    if isinstance(error, ProviderTimeoutError):
+                        raise
+                    raise ProviderTimeoutError(
+                        f"{self._timed_out()} The last attempt failed: {error}",
+                        status_code=error.status_code,
+                    ) from None
                 if isinstance(error, RateLimitError) and error.reset_in is not None:
                     self.limiter.pause(wait)  # the provider's limit holds for every run
                 attempt += 1
@@ -681,9 +702,7 @@ class ChatClient:
             if name in ("InvalidURL", "UnsupportedProtocol"):  # not worth a retry
                 return ProviderError(f"{self.provider}: the base URL is not usable: {error}")
             if "Timeout" in name:
-                return ProviderTimeoutError(
-                    f"{self.provider} did not answer within {self.timeout:g}s (--timeout)."
-                )
+                return ProviderTimeoutError(self._timed_out())
             transport = type(error).__module__.startswith(("httpx", "httpcore", "h11"))
             if "Connection" in name or transport or isinstance(error, OSError):
                 return ProviderUnavailableError(
@@ -742,6 +761,12 @@ class ChatClient:
         return ProviderError(
             f"{self.provider} refused the request (HTTP {status}): {_first_line(message)}",
             status_code=status,
+        )
+
+    def _timed_out(self) -> str:
+        return (
+            f"{self.provider} did not answer within {self.timeout:g}s (--timeout, which bounds "
+            "each call from its first send to its last token, retries included)."
         )
 
     def _where(self) -> str:

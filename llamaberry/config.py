@@ -39,6 +39,7 @@ ENVIRONMENT = {
     "max_tokens": "LLAMABERRY_MAX_TOKENS",
     "reasoning_effort": "LLAMABERRY_REASONING_EFFORT",
     "timeout": "LLAMABERRY_TIMEOUT",
+    "run_timeout": "LLAMABERRY_RUN_TIMEOUT",
     "rpm": "LLAMABERRY_RPM",
     "tpm": "LLAMABERRY_TPM",
     "max_wait": "LLAMABERRY_MAX_WAIT",
@@ -65,7 +66,10 @@ class Settings(BaseModel):
     # Reasoning models spend hidden tokens from this budget before any visible text.
     max_tokens: int = Field(4096, ge=1, le=131072)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
+    # One call, from its first send to its last token, retries and their waits included.
     timeout: float = Field(120.0, gt=0)
+    # The whole run (every call of it); None means no bound beyond each call's.
+    run_timeout: float | None = Field(None, gt=0)
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
     max_wait: float = Field(90.0, ge=0)

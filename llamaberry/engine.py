@@ -49,6 +49,7 @@ class Engine:
         tpm: int | None = None,
         context: int | None = None,
         loop_guard: bool | None = None,
+        run_timeout: float | None = None,
         settings: Settings | None = None,
         client: ChatClient | None = None,
         on_finish: Callable[[Run], None] | None = None,
@@ -69,6 +70,7 @@ class Engine:
             tpm=tpm,
             context=context,
             loop_guard=loop_guard,
+            run_timeout=run_timeout,
         )
         # Pass a shared `limiter` to make several engines pace as one (same key, same limits).
         self.client = client or self._make_client(self.settings, limiter)

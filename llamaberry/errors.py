@@ -138,6 +138,12 @@ class ProviderTimeoutError(ProviderError):
     kind = "timeout"
 
 
+class RunTimeoutError(LlamaberryError):
+    """The whole run took longer than its bound (`run_timeout`); what finished is kept."""
+
+    kind = "timeout"
+
+
 class InvalidReplyError(ProviderError):
     """The model kept replying in a form we could not use, after every retry."""
 

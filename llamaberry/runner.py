@@ -14,7 +14,7 @@ from typing import Literal
 from .clients import ChatClient, Completion, Delta, JSONSchema, Restart, Thinking
 from .config import Settings
 from .context import context_window, cut_off_by, fit
-from .errors import InputError, LlamaberryError
+from .errors import InputError, LlamaberryError, RunTimeoutError
 from .events import (
     CallNote,
     CallStarted,
@@ -291,8 +291,29 @@ async def drive(
     # A first run in a fresh process may wait for the SDK's import; that is not its time.
     await client.ready()
     started = time.perf_counter()
+    events = body(RunContext(client, settings, run))
+    loop = asyncio.get_running_loop()
+    limit = settings.run_timeout
+    deadline = None if limit is None else loop.time() + limit
     try:
-        async for event in body(RunContext(client, settings, run)):
+        while True:
+            try:
+                # Per event, so a slow consumer's time is not charged to the run.
+                async with asyncio.timeout_at(deadline):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                if deadline is None or loop.time() < deadline:
+                    raise
+                message = (
+                    f"the run took longer than its {limit:g}s bound (--run-timeout); "
+                    "what finished is kept"
+                )
+                for call in run.calls:
+                    if call.error == "CancelledError":  # the call the bound interrupted
+                        call.error = message
+                raise RunTimeoutError(message) from None
             yield event
     except LlamaberryError as error:
         failed = next((c for c in reversed(run.calls) if c.error), None)

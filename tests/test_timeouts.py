@@ -1,0 +1,79 @@
+"""--timeout bounds one call, retries included; --run-timeout bounds the whole run."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from llamaberry import Engine, RunFailedError
+from llamaberry.cli import cli
+from llamaberry.testing import FakeServer, Fault, Reply
+
+from .conftest import FIRST_TURN, refine_script
+
+
+def engine_for(server: FakeServer, provider: str, **options) -> Engine:
+    base_url = server.groq_base_url if provider == "groq" else server.openai_base_url
+    return Engine(
+        provider=provider, api_key="test-key", base_url=base_url, history=False, **options
+    )
+
+
+async def test_a_hung_server_is_not_asked_again_once_the_timeout_is_spent(server, provider):
+    server.reply_with(lambda request: Fault.hang())
+    async with engine_for(server, provider, timeout=0.5) as engine:
+        with pytest.raises(RunFailedError) as failure:
+            await engine.single("q")
+    run = failure.value.run
+    assert run.error_kind == "timeout"
+    assert "within 0.5s" in run.error and "retries included" in run.error
+    # Before, each of the four attempts waited the whole timeout again.
+    assert len(server.requests) == 1
+
+
+async def test_a_slow_drip_stream_is_stopped_at_the_timeout(server, provider):
+    # Twenty tokens 0.2 s apart: four seconds of reply, none of the gaps longer than 0.2 s.
+    server.reply_with(lambda request: Reply(" ".join(["tok"] * 20), chunk_delay=0.2))
+    async with engine_for(server, provider, timeout=0.5) as engine:
+        with pytest.raises(RunFailedError) as failure:
+            await engine.single("q")
+    run = failure.value.run
+    assert run.error_kind == "timeout"
+    assert len(server.requests) == 1
+    assert "tok" in run.calls[0].reply  # what streamed before the bound is kept
+
+
+async def test_a_retry_that_fits_in_the_timeout_still_happens(server, provider):
+    server.enqueue(Fault.status(503), "fine")
+    async with engine_for(server, provider, timeout=30) as engine:
+        run = await engine.single("q")
+    assert run.answer == "fine" and len(server.requests) == 2
+
+
+async def test_the_run_timeout_stops_a_run_and_keeps_what_finished(server, provider):
+    # Every call takes about 0.8 s; three turns and a synthesis cannot fit in 2 s.
+    server.reply_with(lambda request: Reply(refine_script(request), chunk_delay=0.1, chunk_words=8))
+    async with engine_for(server, provider, run_timeout=2.0) as engine:
+        with pytest.raises(RunFailedError) as failure:
+            await engine.refine("q", turns=3)
+    run = failure.value.run
+    assert run.status == "failed" and run.error_kind == "timeout"
+    assert "--run-timeout" in run.error
+    assert len(run.turns) >= 1
+    assert run.turns[0].content.startswith(FIRST_TURN[:20])
+    assert run.synthesis is None
+    assert "CancelledError" not in run.model_dump_json()
+
+
+def test_the_cli_takes_run_timeout_from_the_option_and_the_environment(fake_server):
+    fake_server.reply_with(lambda request: Reply("slow " * 40, chunk_delay=0.1))
+    env = {"GROQ_API_KEY": "test-key", "GROQ_BASE_URL": fake_server.groq_base_url}
+    by_option = CliRunner().invoke(
+        cli, ["ask", "q", "--mode", "single", "--run-timeout", "0.5"], env=env
+    )
+    by_variable = CliRunner().invoke(
+        cli, ["ask", "q", "--mode", "single"], env={**env, "LLAMABERRY_RUN_TIMEOUT": "0.5"}
+    )
+    for result in (by_option, by_variable):
+        assert result.exit_code == 1
+        assert "(--run-timeout)" in result.stderr

@@ -784,8 +784,15 @@ def stop_like_ctrl_c() -> None:
     """
     import signal
 
-    def interrupt(signum: int, frame: object) -> None:
-        signal.raise_signal(signal.SIGINT)
+    def interrupt(signum: int, frame: Any) -> None:
+        # Whatever handles Ctrl-C now (asyncio's, which cancels the run, or Python's default)
+        # handles this too. A process started with Ctrl-C ignored (a background job) still
+        # stops on SIGTERM: by the KeyboardInterrupt that asyncio.run then cleans up after.
+        current = signal.getsignal(signal.SIGINT)
+        if callable(current):
+            current(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
 
     for name in ("SIGTERM", "SIGHUP"):
         number = getattr(signal, name, None)  # Windows has no SIGHUP

@@ -26,10 +26,19 @@ def first_turn_then_hang(request: RecordedRequest):
     return FIRST_TURN
 
 
-def start_ask(server: FakeServer, *extra: str) -> subprocess.Popen:
+def start_ask(server: FakeServer, *extra: str, ctrl_c: bool = True) -> subprocess.Popen:
+    """`llamaberry ask` in a process of its own; `ctrl_c=False` starts it with SIGINT ignored,
+    as a shell does for a background job."""
     env = {**os.environ, "GROQ_API_KEY": "test-key", "GROQ_BASE_URL": server.groq_base_url}
     command = [sys.executable, "-m", "llamaberry", "ask", "q", "--turns", "2", *extra]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    disposition = signal.SIG_DFL if ctrl_c else signal.SIG_IGN
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
+    )
 
 
 def wait_for_requests(server: FakeServer, count: int) -> None:
@@ -40,10 +49,13 @@ def wait_for_requests(server: FakeServer, count: int) -> None:
     time.sleep(0.3)  # the first turn's reply is read and parsed
 
 
+@pytest.mark.parametrize("ctrl_c", [True, False], ids=["foreground", "ctrl-c-ignored"])
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_stop_a_run_like_ctrl_c_and_it_is_saved(fake_server: FakeServer, stop):
+def test_sigterm_and_sighup_stop_a_run_like_ctrl_c_and_it_is_saved(
+    fake_server: FakeServer, stop, ctrl_c
+):
     fake_server.reply_with(first_turn_then_hang)
-    process = start_ask(fake_server)
+    process = start_ask(fake_server, ctrl_c=ctrl_c)
     wait_for_requests(fake_server, 2)
     process.send_signal(stop)
     _, err = process.communicate(timeout=30)

@@ -46,7 +46,9 @@ async def test_500_concurrent_runs_with_random_faults_all_end_and_none_is_lost(t
             api_key="k",
             base_url=server.groq_base_url,
             model="openai/gpt-oss-120b",
-            timeout=2.0,
+            # --timeout bounds a whole call, retries included; 500 runs at once on a busy
+            # 2-core machine make a healthy call take several seconds end to end.
+            timeout=30.0,
             retry=RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05),
             max_connections=RUNS,
         )

@@ -131,6 +131,7 @@ _CHAT_PATHS = frozenset({"/openai/v1/chat/completions", "/v1/chat/completions"})
 _MODEL_PATHS = frozenset({"/openai/v1/models", "/v1/models"})
 # What a client reads to learn the model's context window (llama.cpp's and Ollama's own APIs).
 _PROPS_PATH = "/props"
+_HEALTH_PATH = "/health"
 _SHOW_PATH = "/api/show"
 # Without a budget or a window, a looping reply stops after this many words.
 _LOOP_CAP = 4096
@@ -881,7 +882,17 @@ class FakeServer:
         if props:  # asked before any key, as llama.cpp answers it
             await _send(writer, 200, self._props_payload(), keep_alive)
             return keep_alive
+        llamacpp = self.flavor == "llamacpp"
+        if llamacpp and path == _HEALTH_PATH and method == "GET":
+            await _send(writer, 200, {"status": "ok"}, keep_alive)
+            return keep_alive
         if not ((path in _CHAT_PATHS and method == "POST") or discovery):
+            if llamacpp:  # its words, an integer code, and the connection closed
+                error: dict[str, Any] = {"message": "File Not Found", "type": "not_found_error"}
+                error["code"] = 404
+                body = {"error": error}
+                await _send(writer, 404, body, False)
+                return False
             body = _error(
                 f"Unknown request URL: {method} {path}. Please check the URL for typos.",
                 "invalid_request_error",
@@ -931,9 +942,22 @@ class FakeServer:
             elif self.flavor == "vllm":
                 entry["max_model_len"] = window
             elif self.flavor == "llamacpp":
-                # The training context, not the one the server runs with: /props has that.
-                entry["meta"] = {"n_ctx_train": window * 8, "n_params": 135_000_000}
+                # n_ctx is what one slot runs with (as /props says), n_ctx_train the model's.
+                entry.update(owned_by="llamacpp", aliases=[model], tags=[])
+                entry["architecture"] = {
+                    "input_modalities": ["text"],
+                    "output_modalities": ["text"],
+                }
+                entry["meta"] = {
+                    "n_ctx": window,
+                    "n_ctx_train": window * 8,
+                    "n_params": 135_000_000,
+                }
             data.append(entry)
+        if self.flavor == "llamacpp":
+            # llama.cpp also lists its models Ollama's way, beside the OpenAI list.
+            listed = [{"name": m, "model": m, "type": "model"} for m in self.models]
+            return {"models": listed, "object": "list", "data": data}
         return {"object": "list", "data": data}
 
     def _props_payload(self) -> dict[str, Any]:
@@ -964,8 +988,8 @@ class FakeServer:
         if model is None or not isinstance(request.body.get("messages"), list):
             message = "`model` (string) and `messages` (array) are required."
             return 400, _error(message, "invalid_request_error", "invalid_request")
-        if self.served_model is not None:
-            model = self.served_model  # one model, whatever the request named
+        if self.served_model is not None or self.flavor == "llamacpp":
+            model = self.models[0]  # one model, whatever the request named
         elif model in self.decommissioned:
             message = f"The model `{model}` has been decommissioned and is no longer supported."
             return 400, _error(message, "invalid_request_error", "model_decommissioned")
@@ -1017,7 +1041,8 @@ class FakeServer:
             if self.flavor == "ollama":
                 return 400, _error("the input length exceeds the context length", "api_error")
             body = _error(
-                "the request exceeds the available context size, try increasing it",
+                f"request ({prompt} tokens) exceeds the available context size ({window} "
+                "tokens), try increasing it",
                 "exceed_context_size_error",
                 n_prompt_tokens=prompt,
                 n_ctx=window,
@@ -1079,7 +1104,10 @@ class FakeServer:
     ) -> bool:
         prompt_tokens = estimate_prompt_tokens(request.messages)
         invalid = self._invalid(request, prompt_tokens)
+        llamacpp = self.flavor == "llamacpp"
         if invalid is not None:
+            # llama.cpp closes the connection after every error it answers.
+            keep_alive = keep_alive and not llamacpp
             await _send(writer, *invalid, keep_alive, self._limit_headers())
             return keep_alive
         model = request.model or ""
@@ -1111,6 +1139,7 @@ class FakeServer:
         if (
             scripted
             and self.json_validation
+            and not llamacpp  # its grammar holds the reply to JSON; it never refuses one
             and request.json_mode
             and not _is_json_object(reply.text)
         ):
@@ -1143,6 +1172,13 @@ class FakeServer:
         with self._lock:
             if charge is not None:
                 charge.tokens = usage["prompt_tokens"] + usage["completion_tokens"]
+        if llamacpp:
+            usage["prompt_tokens_details"] = {"cached_tokens": 0}  # type: ignore[assignment]
+            # llama.cpp closes the connection after a streamed reply, though its headers say
+            # keep-alive: a client that reuses it at once finds it gone.
+            reused = keep_alive and not request.stream
+        else:
+            reused = keep_alive
 
         if self.slots is None:
             await self._answer(request, reply, usage, writer, keep_alive)
@@ -1152,7 +1188,7 @@ class FakeServer:
                 self._slot_gate = asyncio.Semaphore(self.slots)
             async with self._slot_gate:
                 await self._answer(request, reply, usage, writer, keep_alive)
-        return keep_alive
+        return reused
 
     async def _answer(
         self,
@@ -1164,13 +1200,15 @@ class FakeServer:
     ) -> None:
         latency = self.latency if reply.latency is None else reply.latency
         delay = self.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
-        timings = None
-        if self.slots is not None:
+        timings: dict[str, float] | None = None
+        if self.slots is not None or self.flavor == "llamacpp":
             # llama.cpp's own account of the time a reply spent in its slot: the latency
             # stands for reading the prompt, the pacing for generating the reply.
             paced = len(self._stream_steps(request, reply, usage)) - 1 if request.stream else 0
             timings = {
+                "prompt_n": usage["prompt_tokens"],
                 "prompt_ms": round(latency * 1000, 3),
+                "predicted_n": usage["completion_tokens"],
                 "predicted_ms": round(delay * paced * 1000, 3),
             }
         if latency > 0:
@@ -1229,7 +1267,7 @@ class FakeServer:
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": self.served_model or request.model,
+            "model": self._answering_model(request),
             "choices": [
                 {
                     "index": 0,
@@ -1241,9 +1279,17 @@ class FakeServer:
             "usage": usage,
             "system_fingerprint": "fp_fake",
         }
+        if self.flavor == "llamacpp":  # no logprobs key unless they were asked for
+            del payload["choices"][0]["logprobs"]
         if request.provider == "groq":
             payload["x_groq"] = {"id": request_id}
         return payload
+
+    def _answering_model(self, request: RecordedRequest) -> str | None:
+        """The model a reply names: a one-model server names its own, whatever was asked."""
+        if self.served_model is not None:
+            return self.served_model
+        return self.models[0] if self.flavor == "llamacpp" and self.models else request.model
 
     def _stream_steps(
         self,
@@ -1260,16 +1306,21 @@ class FakeServer:
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": self.served_model or request.model,
+            "model": self._answering_model(request),
             "system_fingerprint": "fp_fake",
         }
 
+        llamacpp = self.flavor == "llamacpp"
+
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            if not llamacpp:  # llama.cpp sends no logprobs key unless asked for them
+                choice["logprobs"] = None
             return _sse({**base, "choices": [choice], **extra})
 
         first_extra: dict[str, Any] = {"x_groq": {"id": request_id}} if groq else {}
-        steps = [chunk({"role": "assistant", "content": ""}, **first_extra)]
+        # llama.cpp opens with a null content, the hosted APIs with an empty string.
+        steps = [chunk({"role": "assistant", "content": None if llamacpp else ""}, **first_extra)]
         if reply.reasoning:
             thinking = _pieces(reply.reasoning, reply.chunk_words)
             if reply.thinking_as == "think_tags":
@@ -1285,12 +1336,15 @@ class FakeServer:
             return steps
 
         last_extra: dict[str, Any] = {"x_groq": {"id": request_id, "usage": usage}} if groq else {}
-        if timings is not None:
-            last_extra["timings"] = timings  # llama.cpp sends them on the finishing chunk
-        ending = chunk({}, reply.finish_reason, **last_extra)
         options = request.body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
-            ending += _sse({**base, "choices": [], "usage": usage})
+        with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        # llama.cpp sends its timings on the usage chunk, or on the finishing one without it.
+        if timings is not None and not with_usage:
+            last_extra["timings"] = timings
+        ending = chunk({}, reply.finish_reason, **last_extra)
+        if with_usage:
+            usage_extra = {"timings": timings} if timings is not None else {}
+            ending += _sse({**base, "choices": [], "usage": usage, **usage_extra})
         steps.append(ending + _DONE)
         return steps
 
@@ -1421,6 +1475,8 @@ class FakeServer:
             return charge
 
     def _limit_headers(self) -> dict[str, str]:
+        if self.flavor == "llamacpp" and self.rpm_limit is None and self.tpm_limit is None:
+            return {}  # llama.cpp has no rate limits and sends no such headers
         now = time.monotonic()
         with self._lock:
             self._prune(now)

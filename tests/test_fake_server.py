@@ -746,7 +746,13 @@ async def test_slots_are_served_at_props_and_replies_carry_timings() -> None:
         stream = await client.chat.completions.create(model=MODEL, messages=HELLO, stream=True)
         chunks = [chunk async for chunk in stream]
     assert props["total_slots"] == 2
-    assert whole.timings == {"prompt_ms": 50.0, "predicted_ms": 0.0}  # type: ignore[attr-defined]
+    # llama.cpp's timings name the tokens they cover too (prompt_n, predicted_n).
+    assert whole.timings == {  # type: ignore[attr-defined]
+        "prompt_n": whole.usage.prompt_tokens,  # type: ignore[union-attr]
+        "prompt_ms": 50.0,
+        "predicted_n": whole.usage.completion_tokens,  # type: ignore[union-attr]
+        "predicted_ms": 0.0,
+    }
     ending = [c for c in chunks if getattr(c, "timings", None)]
     assert len(ending) == 1 and ending[0].choices[0].finish_reason == "stop"
     assert ending[0].timings["predicted_ms"] > 0  # type: ignore[attr-defined]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
+import socket
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ from llamaberry.cli import cli
 from llamaberry.events import CallFinished, RunFinished, TextDelta
 from llamaberry.local import EMBEDDED_MODEL, LocalServer
 from llamaberry.results import Message
+from llamaberry.testing import FakeServer
 
 pytestmark = pytest.mark.real
 
@@ -216,3 +219,147 @@ def test_the_web_ui_on_the_embedded_model_shows_a_banner(local_model: LocalServe
     ]
     assert len(banners) == 1
     assert EMBEDDED_MODEL in banners[0] and "GROQ_API_KEY" in banners[0]
+
+
+# -- the fake, played against the real thing ----------------------------------------------------
+
+
+def _events(raw: bytes) -> list[object]:
+    """An SSE body as its data payloads (JSON objects, or the "[DONE]" marker)."""
+    events: list[object] = []
+    for block in raw.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith("data: "), block  # one data line per event, nothing else
+        data = block[len("data: ") :]
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def _closes_after_stream(host: str, port: int, body: bytes) -> bool:
+    """Whether the server closes a connection right after a streamed reply on it."""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        received = b""
+        sock.settimeout(5)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return False  # still open 5 s after the reply
+        return b"data: [DONE]" in received
+
+
+def _observe(base: str) -> dict[str, object]:
+    """What a client sees of a llama.cpp-like server, field names and framing, not values."""
+    seen: dict[str, object] = {}
+    # No connection is kept: both close one after each streamed reply (see the last check).
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=base, timeout=120, limits=no_reuse) as http:
+        models = http.get("/v1/models").json()
+        seen["models"] = (sorted(models), sorted(models["data"][0]), models["data"][0]["id"])
+        seen["models_n_ctx"] = models["data"][0]["meta"]["n_ctx"]
+        props = http.get("/props").json()
+        seen["props"] = (props["default_generation_settings"]["n_ctx"], props["total_slots"])
+        seen["health"] = http.get("/health").json()
+        missing = http.get("/v1/nothing")
+        seen["unknown_url"] = (missing.status_code, missing.json())
+
+        hello = [{"role": "user", "content": "Say hi."}]
+        whole = http.post(
+            "/v1/chat/completions",
+            json={"model": "no-such-model", "messages": hello, "max_tokens": 4},
+        )
+        payload = whole.json()
+        seen["any_model"] = (whole.status_code, payload["model"])
+        seen["completion"] = (
+            sorted(payload),
+            sorted(payload["choices"][0]),
+            sorted(payload["choices"][0]["message"]),
+            sorted(payload["usage"]),
+            sorted(payload["usage"]["prompt_tokens_details"]),
+        )
+        seen["timing_names"] = set(payload["timings"])
+
+        too_long = http.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "apple " * 10000}]},
+        )
+        error = too_long.json()["error"]
+        seen["overflow"] = (
+            too_long.status_code,
+            too_long.headers.get("connection"),
+            sorted(error),
+            error["type"],
+            error["code"],
+            bool(
+                re.fullmatch(
+                    r"request \(\d+ tokens\) exceeds the available context size \(\d+ tokens\), "
+                    r"try increasing it",
+                    error["message"],
+                )
+            ),
+        )
+
+        json_mode = http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "m",
+                "messages": [{"role": "user", "content": "A JSON object with a title."}],
+                "max_tokens": 3,  # cut off mid-object: still a 200, never json_validate_failed
+                "response_format": {"type": "json_object"},
+            },
+        )
+        seen["json_mode_status"] = json_mode.status_code
+
+        for with_usage in (True, False):
+            # A prompt of its own: llama.cpp leaves out the role chunk when the whole prompt
+            # is already in a slot's cache (seen when the same question came just before).
+            question = [{"role": "user", "content": f"Say hi to {with_usage}."}]
+            body: dict[str, object] = {"model": "m", "messages": question, "max_tokens": 3}
+            body["stream"] = True
+            if with_usage:
+                body["stream_options"] = {"include_usage": True}
+            events = _events(http.post("/v1/chat/completions", json=body).content)
+            assert events[-1] == "[DONE]"
+            chunks = [e for e in events[:-1] if isinstance(e, dict)]
+            first, finishing = (
+                chunks[0],
+                next(c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]),
+            )
+            seen[f"stream_{with_usage}"] = (
+                first["choices"][0]["delta"],
+                sorted(first),
+                sorted(first["choices"][0]),
+                finishing["choices"][0]["delta"],
+                "timings" in finishing,
+                [sorted(c) for c in chunks if not c["choices"]],
+            )
+    host, port = base.removeprefix("http://").split(":")
+    stream_body = json.dumps(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "Hi."}],
+            "max_tokens": 2,
+            "stream": True,
+        }
+    ).encode()
+    seen["closes_after_stream"] = _closes_after_stream(host, int(port), stream_body)
+    return seen
+
+
+def test_the_fake_plays_llama_cpp_the_way_the_real_server_does(local_model: LocalServer):
+    with FakeServer(
+        flavor="llamacpp",
+        served_model=EMBEDDED_MODEL,
+        max_context=local_model.context,
+        slots=local_model.slots,
+    ) as fake:
+        played = _observe(f"http://127.0.0.1:{fake.port}")
+    real = _observe(local_model.base_url)
+    # The fake names only timings the real server sends (it leaves some out).
+    assert played.pop("timing_names") <= real.pop("timing_names")  # type: ignore[operator]
+    assert played == real

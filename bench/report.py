@@ -374,6 +374,21 @@ NOTES = """## Notes
   8 to 15 on 2 cores during the latest runs (see the top of this file), so wall times are
   inflated and CPU figures noisy. Compare the engine and the raw SDK within one run (they
   alternate in the same minutes), not against figures from another day.
+- The figures above come from three runs on the same day, because a section failed and the
+  code moved between them: overhead, throughput, streaming, start-up and UI latency at
+  20:46 UTC (stream reader landed), concurrency at 21:20, cold start at 21:33 and throughput
+  at 21:37 UTC (thinking work landed; all read streams the same way). `--report-from` joined
+  them. The 20:46 throughput run reached 83% of the allowance; at 21:37 this code and the
+  code from before #15 ran it side by side: 100% (900 of 900) against 83.9% (755), so the
+  shortfall was the machine's load, not the client. Likewise `llamaberry --help` (1.08 s
+  here, 0.10 s on a quiet machine): timed side by side at load 6.5, this code took 0.49 to
+  0.66 s and the code from before #15 0.44 to 0.55 s; nothing new is on its import path.
+- At 1000 runs on this loaded machine about 9% of the engine's calls (356 of 4000 in a
+  check run) hit its 10 s connect timeout and were retried: a burst of 1000 connects to one
+  busy server process waits that long for some of them. Its CPU per run stays below the raw
+  SDK's, but its wall time suffers from the retries; the raw baseline here never times out
+  (its own 5 s connect timeout made the section fail twice). Whether the engine's connect
+  timeout should grow with the number of runs in flight is left open.
 - Replies are now read off the wire by the engine itself (issue #15): the SDK still sends the
   request (auth, base URL, headers, typed HTTP errors) through `with_streaming_response`, and
   `llamaberry/streams.py` splits the server-sent events and parses each with orjson into a

@@ -5,11 +5,12 @@ Requests and tokens per minute are budgeted two ways: our own sliding window (wh
 window is left and when it refills. Either way a batch slows down *before* the provider starts
 answering 429.
 
-A call counts in our window from the moment the provider answers it, not from when it was
-sent: the provider counts it somewhere in between, so a window that starts at the answer never
-frees a slot before the provider's does. (Counting from the send, as `asyncio-throttle` does,
-frees slots a few milliseconds early and collides with the provider's count each time the
-window rolls over.)
+How often calls start (`rpm`) is paced by `asyncio-throttle`, which counts a call from when it
+is sent. The provider counts it a little later, on arrival (about 0.1 s at a window's
+roll-over), so a window of exactly the provider's length would free a slot just before the
+provider's does and draw a 429 at every roll-over. Ours is longer by `rollover_margin()` (1 s
+in a minute): no 429s, for under 2% of the rate. Tokens (`tpm`) are budgeted by our own window,
+where a call counts from the moment the provider answers it, and is charged what it used.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import re
 import time
 from collections import deque
 from collections.abc import Mapping
+
+from asyncio_throttle import Throttler
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -54,6 +57,15 @@ class Slot:
         self.tokens = tokens
 
 
+def rollover_margin(period: float) -> float:
+    """How much longer than the provider's window our request window is (1 s in a minute).
+
+    At least 0.1 s: the lag between our send and the provider's count does not shrink with
+    the window (tests use windows of a second).
+    """
+    return min(1.0, max(0.1, period * 0.02))
+
+
 class RateLimiter:
     """Paces calls to stay under requests- and tokens-per-minute limits."""
 
@@ -64,7 +76,11 @@ class RateLimiter:
         self.tpm = tpm
         # `period` is the window both limits are counted over; tests shorten it.
         self.period = period
-        # Every call still in the window, oldest first (kept only when a limit is configured).
+        # Request pacing: asyncio-throttle's sliding window, lengthened by the roll-over margin.
+        self.throttler = (
+            Throttler(rate_limit=rpm, period=period + rollover_margin(period)) if rpm else None
+        )
+        # Every call still in the token window, oldest first (kept only when `tpm` is set).
         self._window: deque[Slot] = deque()
         self._lock = asyncio.Lock()
         # What the provider last told us, kept as absolute monotonic times.
@@ -84,11 +100,14 @@ class RateLimiter:
         async with self._lock:
             await self._sleep_until(self._paused_until)
             await self._wait_for_provider_budget(tokens)
-            limited = bool(self.rpm or self.tpm)
-            if limited:
+            if self.tpm:
                 await self._wait_for_own_budget(tokens)
+            if self.throttler is not None:
+                before = time.monotonic()
+                await self.throttler.acquire()
+                self.waited += time.monotonic() - before
             slot = Slot(time.monotonic(), tokens)
-            if limited:
+            if self.tpm:
                 self._window.append(slot)
             if self._tokens_left is not None:
                 self._tokens_left -= tokens
@@ -151,14 +170,12 @@ class RateLimiter:
             now = time.monotonic()
             while self._window and self._window[0].at <= now - self.period:
                 self._window.popleft()
-            requests_fit = not self.rpm or len(self._window) < self.rpm
             # A single call bigger than the whole budget can never fit; let it through alone.
-            tokens_fit = (
+            if (
                 not self.tpm
                 or not self._window
                 or sum(s.tokens for s in self._window) + tokens <= self.tpm
-            )
-            if requests_fit and tokens_fit:
+            ):
                 return
             await self._sleep_until(self._window[0].at + self.period)
 

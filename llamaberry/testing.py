@@ -74,7 +74,8 @@ requests are kept in ``discovery_requests``, apart from ``requests``.
 ``Reply(text, repeat=line)`` plays a looping model: ``line`` again and again after ``text``
 until the budget runs out.
 
-When ``rpm_limit`` / ``tpm_limit`` are set, a sliding 60 s window is enforced. A request
+When ``rpm_limit`` / ``tpm_limit`` are set, a sliding window (60 s, or ``limit_window``) is
+enforced. A request
 is admitted when one more request and its prompt tokens fit; once answered it is charged
 prompt + completion tokens. ``x-ratelimit-reset-*`` headers give the time until the oldest
 charge leaves the window (when ``remaining`` next goes up).
@@ -629,6 +630,7 @@ class FakeServer:
         chunk_delay: float = 0.0,
         rpm_limit: int | None = None,
         tpm_limit: int | None = None,
+        limit_window: float = _WINDOW_SECONDS,
         max_context: int | None = None,
         json_validation: bool = True,
         json_schema: bool = True,
@@ -651,6 +653,8 @@ class FakeServer:
         self.chunk_delay = chunk_delay
         self.rpm_limit = rpm_limit
         self.tpm_limit = tpm_limit
+        # Seconds the rate limits are counted over; tests shorten it to see roll-overs quickly.
+        self.limit_window = limit_window
         self.max_context = max_context
         self.json_validation = json_validation
         self.json_schema = json_schema
@@ -1444,7 +1448,7 @@ class FakeServer:
     # ----------------------------------------------------------------- rate limiting
 
     def _prune(self, now: float) -> None:
-        while self._charges and now - self._charges[0].at >= _WINDOW_SECONDS:
+        while self._charges and now - self._charges[0].at >= self.limit_window:
             self._charges.popleft()
 
     def _admit(self, prompt_tokens: int) -> _Charge | _Rejection | None:
@@ -1457,16 +1461,16 @@ class FakeServer:
             used_requests = len(self._charges)
             used_tokens = sum(c.tokens for c in self._charges)
             if self.rpm_limit is not None and used_requests + 1 > self.rpm_limit:
-                wait = self._charges[0].at + _WINDOW_SECONDS - now if self._charges else 0.0
+                wait = self._charges[0].at + self.limit_window - now if self._charges else 0.0
                 self.rate_limited += 1
                 return _Rejection("requests", self.rpm_limit, used_requests, 1, wait)
             if self.tpm_limit is not None and used_tokens + prompt_tokens > self.tpm_limit:
                 # Wait until enough old charges expire for this prompt to fit.
-                wait, freed = _WINDOW_SECONDS, 0
+                wait, freed = self.limit_window, 0
                 for c in self._charges:
                     freed += c.tokens
                     if used_tokens - freed + prompt_tokens <= self.tpm_limit:
-                        wait = c.at + _WINDOW_SECONDS - now
+                        wait = c.at + self.limit_window - now
                         break
                 self.rate_limited += 1
                 return _Rejection("tokens", self.tpm_limit, used_tokens, prompt_tokens, wait)
@@ -1482,7 +1486,7 @@ class FakeServer:
             self._prune(now)
             requests = len(self._charges)
             tokens = sum(c.tokens for c in self._charges)
-            reset = self._charges[0].at + _WINDOW_SECONDS - now if self._charges else 0.0
+            reset = self._charges[0].at + self.limit_window - now if self._charges else 0.0
         rpm, tpm = self.rpm_limit, self.tpm_limit
         return {
             "x-ratelimit-limit-requests": str(rpm if rpm is not None else _UNLIMITED),

@@ -460,8 +460,10 @@ NOTES = """## Notes
   was sent (asyncio-throttle), a few milliseconds before the server did, so every time a
   saturated window rolled over the engine drew 429s and the retry-after pause that follows
   (before: 9 x 429 and a 1 s median roll-over lag in a 70 s run; after: 0 and about 0.13 s).
-  It now counts a call from the provider's answer, which is never before the provider
-  counted it.
+  It then counted a call from the provider's answer. Request pacing is now asyncio-throttle
+  again (#17 item 16), counting from the send but over a window 1 s longer than the
+  provider's, so it never frees a slot before the provider does: 0 x 429 and 100% of the
+  limit in the 130 s run, with a roll-over lag of about 1 s (the margin) instead of 0.13 s.
 """
 
 

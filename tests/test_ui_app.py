@@ -144,7 +144,11 @@ def test_refine_streams_each_turn_then_the_synthesis_and_sets_the_answer_apart(s
     assert chat_titles(chat) == ["Turn 1", "Turn 2", "Turn 3", "Synthesis"]
     assert all(m["metadata"]["status"] == "done" for m in chat)
     assert all("tokens" in m["metadata"]["log"] and m["metadata"]["duration"] > 0 for m in chat)
-    assert answer == '### Answer\n\nThere are 3 r\'s in "strawberry".'
+    # The concise answer as headline, the comprehensive answer under it.
+    assert answer == (
+        '### There are 3 r\'s in "strawberry".\n\n'
+        'The word "strawberry" contains the letter r three times.'
+    )
     assert summary.startswith("Done · ")
     assert not error
     # Turn 1 was seen part-written, with its spinner, before it finished.
@@ -274,7 +278,7 @@ def test_two_browser_sessions_run_at_once_and_see_only_their_own_run(server, cli
 def test_a_key_typed_in_one_session_is_not_used_by_another(server, client, other):
     ok = predict(client, "q", *settings_args(turns=1), api_name="/refine")
     refused = predict(other, "q", *settings_args(key="", turns=1), api_name="/refine")
-    assert ok[3] in (None, "") and ok[0].startswith("### Answer")
+    assert ok[3] in (None, "") and ok[0].startswith("### There are 3")
     assert refused[3].startswith("**Error:** No API key")
 
 
@@ -297,11 +301,11 @@ def steps_script(request: RecordedRequest) -> str:
 def test_steps_tab_shows_each_step_with_its_title_and_time_then_the_answer(server, client):
     server.reply_with(steps_script)
     answer, chat, summary, error = predict(client, "q", *settings_args(), api_name="/steps")
-    assert chat_titles(chat) == ["Step 1: Title 1", "Step 2: Title 2", "Step 3: Title 3", "Answer"]
+    assert chat_titles(chat) == ["Step 1: Title 1", "Step 2: Title 2", "Step 3: Title 3"]
     assert [text(m) for m in chat[:3]] == [f"Reasoning of step {i}." for i in (1, 2, 3)]
     assert all(m["metadata"]["duration"] >= 0 for m in chat)
     assert "3 steps · total thinking time" in summary
-    assert answer == "### Answer\n\nForty-two."
+    assert answer == "Forty-two."
     assert not error
 
 
@@ -310,10 +314,12 @@ def test_compare_runs_the_chosen_modes_at_once_side_by_side(server, client):
     outputs = predict(
         client, "question C", ["single", "refine"], *settings_args(turns=1), api_name="/compare"
     )
-    single_answer, single_stats, refine_answer, refine_stats, _, _, error = outputs
-    assert single_answer == "together: question C"
-    assert refine_answer == 'There are 3 r\'s in "strawberry".'
-    for stats in (single_stats, refine_stats):
+    single, refine = outputs[0:4], outputs[4:8]
+    badge, error = outputs[-2:]
+    assert single[0] == "### Single answer" and refine[0] == "### Refine · 1 turn"
+    assert single[1] == "together: question C"
+    assert refine[1].startswith('### There are 3 r\'s in "strawberry".')
+    for stats in (single[2], refine[2]):
         assert stats.startswith("Done · ") and "tokens" in stats
     assert not error
 
@@ -329,10 +335,10 @@ def test_stop_on_compare_stops_every_column(server, client):
     slow = Reply(" ".join(["word"] * 200), chunk_delay=0.05)
     server.enqueue(slow, slow)
     job = client.submit("q", ["single", "refine"], *settings_args(), api_name="/compare")
-    wait_for(job, lambda o: "word" in (o[0] or "") and "word" in (o[2] or ""))
+    wait_for(job, lambda o: "word" in (o[1] or "") and "word" in (o[5] or ""))
     job.cancel()
     outputs = predict(client, api_name="/stop_compare")
-    assert outputs[1].startswith("Stopped") and outputs[3].startswith("Stopped")
+    assert outputs[2].startswith("Stopped") and outputs[6].startswith("Stopped")
     sent = len(server.requests)
     time.sleep(0.5)
     assert sent == len(server.requests) == 2

@@ -84,7 +84,8 @@ def test_earlier_turns_stay_whole_while_a_later_one_streams():
     first, second = view.messages()
     assert (first["content"], first["metadata"]["status"]) == ("first turn", "done")
     assert (second["content"], second["metadata"]["status"]) == ("second", "pending")
-    assert "Turn 2 running" in view.summary_markdown()
+    view.planned = 3
+    assert view.summary_markdown().startswith("*Turn 2 of 3…* · 0s · 11 tokens so far")
 
 
 def test_the_synthesis_answer_is_set_apart_and_the_summary_has_cost():
@@ -103,8 +104,8 @@ def test_the_synthesis_answer_is_set_apart_and_the_summary_has_cost():
         ]
     )
     assert view.messages()[0]["metadata"]["title"] == "Synthesis"
-    assert view.answer_markdown() == "### Answer\n\nThree."
-    assert view.summary_markdown().startswith("Done · 3.2s · 8 tokens")
+    assert view.answer_markdown() == "Three."
+    assert view.summary_markdown().startswith("Done · 3.2s in all · 8 tokens")
     assert view.error_markdown() == ""
 
 
@@ -197,8 +198,11 @@ def test_steps_show_their_titles_thinking_time_and_the_final_answer():
     ]
     view = fold(events)
     titles = [m["metadata"]["title"] for m in view.messages()]
-    assert titles == ["Step 1: Look at part 1", "Step 2: Look at part 2", "Answer"]
-    assert [m["metadata"]["duration"] for m in view.messages()] == [1.25, 2.5, 0.5]
+    # The answer is in the answer card, so it is not repeated as a section.
+    assert titles == ["Step 1: Look at part 1", "Step 2: Look at part 2"]
+    assert [m["metadata"]["duration"] for m in view.messages()] == [1.25, 2.5]
+    # Steps stay open once finished (no status means an open section without a spinner).
+    assert all("status" not in m["metadata"] for m in view.messages())
     assert view.messages()[1]["content"] == "Reasoning 2."
     assert view.answer == "Forty-two."
     assert view.thinking_seconds == 3.75
@@ -231,7 +235,7 @@ def test_a_compare_column_shows_the_streaming_call_then_the_answer():
     view.apply(CallFinished(kind="answer", index=1, result=result))
     view.apply(finished("ok", answer="Paris.", seconds=0.4, usage=Usage(total_tokens=9)))
     assert view.live_markdown() == "Paris."
-    assert view.stats_markdown() == "Done · 400ms · 9 tokens"
+    assert view.stats_markdown() == "Done · 400ms in all · 9 tokens"
 
 
 def test_an_error_before_the_stream_is_one_line():

@@ -31,8 +31,8 @@ from llamaberry.errors import InputError, LlamaberryError
 from llamaberry.limits import RateLimiter
 from llamaberry.results import Mode
 from llamaberry.store import Store, history_enabled
-from ui.history import build_history_tab
-from ui.views import RunView, shown
+from ui.history import build_history_tab, export_run
+from ui.views import RunView, agreement, mode_name, page_words, shown
 
 log = logging.getLogger("llamaberry.ui")
 
@@ -51,12 +51,66 @@ STOP_GRACE = 10.0
 MODELS_TIMEOUT = 15.0
 
 CSS = """
-.block.lb-answer { border: 2px solid var(--color-accent); border-radius: var(--radius-lg);
-  padding: 4px 16px; background: var(--color-accent-soft); }
-.block.lb-error { border: 1px solid var(--error-border-color); border-radius: var(--radius-lg);
-  padding: 4px 16px; background: var(--error-background-fill); color: var(--error-text-color); }
-.lb-summary { color: var(--body-text-color-subdued); }
+/* The answer card: the headline answer, the comprehensive one under it, its cost beside. */
+.lb-card { border: 2px solid var(--color-accent); border-radius: var(--radius-lg);
+  background: var(--color-accent-soft); padding: 8px 16px; }
+.lb-card .prose h3 { font-size: 1.35rem; margin: 4px 0 8px; }
+.lb-card .prose { font-size: 1rem; line-height: 1.6; }
+.block.lb-error, .lb-error { border: 1px solid var(--error-border-color);
+  border-radius: var(--radius-lg); padding: 4px 16px; background: var(--error-background-fill);
+  color: var(--error-text-color); }
+.lb-summary { color: var(--body-text-color-subdued); font-size: 0.95rem; }
+.lb-hint { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: -4px; }
+/* Turn and step sections: full width, readable type, no stray copy icon, no floating label. */
+.lb-sections .message-row, .lb-sections .message-wrap .message,
+.lb-sections .thought-group, .lb-sections .bubble, .lb-sections .message-content,
+.lb-sections .panel-full-width, .lb-sections button.message { width: 100% !important;
+  max-width: 100% !important; }
+.lb-sections .message-buttons, .lb-sections .message-buttons-right,
+.lb-sections .message-buttons-left { display: none !important; }
+.lb-sections .prose, .lb-sections .message-content { font-size: 0.97rem !important;
+  line-height: 1.55; color: var(--body-text-color) !important; }
+.lb-sections label[data-testid="block-label"], .lb-sections .block-label { position: static !important; }
+/* Compare: one card per mode and the badge saying whether their answers agree. */
+.lb-mode-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
+  padding: 8px 12px; background: var(--background-fill-primary); }
+.lb-badge p { display: inline-block; padding: 2px 12px; border-radius: 999px; font-weight: 600; }
+.lb-agree p { background: #dcfce7; color: #166534; }
+.lb-differ p { background: #fef3c7; color: #92400e; }
+/* On a phone: Run and Stop under the question, full width; nothing wider than the screen. */
+@media (max-width: 640px) {
+  .lb-ask { flex-direction: column !important; }
+  .lb-ask > * { width: 100% !important; min-width: 0 !important; }
+  .lb-buttons { flex-direction: row !important; }
+  .lb-buttons > * { flex: 1 1 0 !important; }
+  .lb-sections { height: auto !important; }
+  body, .gradio-container { overflow-x: hidden; }
+}
 """
+
+# Enter runs, Shift+Enter is a newline, in every question box (Gradio's own default for a
+# multi-line box is the reverse).
+JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    const box = event.target;
+    if (event.key !== "Enter" || event.isComposing || !box || box.tagName !== "TEXTAREA") return;
+    const holder = box.closest(".lb-question");
+    if (!holder) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    if (event.shiftKey) {
+      document.execCommand("insertText", false, "\\n");
+      return;
+    }
+    const run = document.getElementById(holder.id.replace(/-q$/, "-run"));
+    if (run && !run.disabled) run.click();
+  }, true);
+}
+"""
+HINT = "Enter runs · Shift+Enter starts a new line"
+# How often a running tab redraws when nothing streamed, so its elapsed time keeps moving.
+TICK = 1.0
 
 
 def theme() -> gr.themes.Base:
@@ -79,6 +133,8 @@ class Session:
     def __init__(self) -> None:
         self.views: dict[str, RunView] = {}
         self.ended: dict[str, asyncio.Event] = {}
+        # Refine turns of the latest comparison, for its card's title after Stop.
+        self.compare_turns: int | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Session:
         # gr.State copies its initial value for each new browser session: start empty.
@@ -160,12 +216,14 @@ async def engine_events(
 
 
 async def merge(
-    streams: dict[str, Callable[[], AsyncIterator[Any]]],
+    streams: dict[str, Callable[[], AsyncIterator[Any]]], tick: float | None = None
 ) -> AsyncIterator[list[tuple[str, Any]]]:
     """Run several event streams at once; yield what has arrived as batches of (name, event).
 
     Batching whatever is already waiting keeps the page current without one redraw per token.
-    Closing this generator (Stop) cancels every stream, which closes their HTTP responses.
+    With `tick`, an empty batch comes every `tick` seconds that nothing arrives, so the page
+    can move its clock while the model is silent. Closing this generator (Stop) cancels every
+    stream, which closes their HTTP responses.
     """
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     ended = object()
@@ -187,7 +245,11 @@ async def merge(
     running = len(tasks)
     try:
         while running:
-            batch = [await queue.get()]
+            try:
+                batch = [await asyncio.wait_for(queue.get(), tick)]
+            except TimeoutError:
+                yield []
+                continue
             while not queue.empty():
                 batch.append(queue.get_nowait())
             running -= sum(1 for _, event in batch if event is ended)
@@ -206,6 +268,25 @@ def apply(view: RunView, event: Any) -> None:
         view.apply(event)
 
 
+def busy() -> tuple[Any, ...]:
+    """The Run button while a run streams (and no stale downloads)."""
+    return (
+        gr.update(value="Running…", interactive=False, variant="secondary"),
+        gr.update(visible=False),
+        gr.update(visible=False),
+    )
+
+
+def busy_compare() -> Any:
+    """The compare tab's Run button while its modes stream."""
+    return gr.update(value="Running…", interactive=False, variant="secondary")
+
+
+def idle() -> Any:
+    """The Run button, ready again."""
+    return gr.update(value="Run", interactive=True, variant="primary")
+
+
 # -- what each tab shows ---------------------------------------------------------------------
 
 
@@ -220,15 +301,24 @@ def run_outputs(view: RunView) -> tuple[Any, ...]:
     )
 
 
-def compare_outputs(views: dict[str, RunView], error: str = "") -> tuple[Any, ...]:
-    """Each compare column's answer and stats, then the tab's own error line."""
+def compare_outputs(
+    views: dict[str, RunView], error: str = "", turns: int | None = None
+) -> tuple[Any, ...]:
+    """Each compare card's title, answer, stats and reasoning, then the badge and error line."""
     values: list[Any] = []
     for mode in COMPARE_MODES:
         view = views.get(mode)
         if view is None:
-            values += [gr.skip(), gr.skip()]
-        else:
-            values += [view.live_markdown(), view.stats_markdown()]
+            values += [gr.skip()] * 4
+            continue
+        title = f"### {mode_name(mode, turns if mode == 'refine' else None)}"
+        failed = ["lb-summary", "lb-error"] if view.state == "failed" else ["lb-summary"]
+        stats = gr.update(value=view.stats_markdown(), elem_classes=failed)
+        values += [title, view.live_markdown(), stats, view.reasoning_markdown()]
+    text, kind = agreement(views.values())
+    values.append(
+        gr.update(value=text, visible=bool(text), elem_classes=["lb-badge", f"lb-{kind}"])
+    )
     values.append(gr.update(value=shown(error), visible=bool(error)))
     return tuple(values)
 
@@ -274,10 +364,11 @@ def build_app(
                 except LlamaberryError as error:
                     yield run_outputs(view.fail(str(error)))
                     return
-                view.state = "running"
+                view.planned = settings.turns if mode == "refine" else None
+                view.begin()
                 yield run_outputs(view)
                 streams = {mode: lambda: engine_events(settings, mode, question, store)}
-                async with contextlib.aclosing(merge(streams)) as batches:
+                async with contextlib.aclosing(merge(streams, tick=TICK)) as batches:
                     async for batch in batches:
                         for _, event in batch:
                             apply(view, event)
@@ -289,12 +380,15 @@ def build_app(
         return run
 
     async def run_compare(question, modes, model, turns, temperature, effort, api_key, session):
-        """Run the chosen modes at once and stream each into its column."""
+        """Run the chosen modes at once and stream each into its card."""
         chosen = [m for m in COMPARE_MODES if m in (modes or [])]
         views = {mode: RunView() for mode in chosen}
         compare = RunView()  # stands for the whole comparison when Stop is pressed
         ended = session.begin("compare", compare)
         session.views.update({f"compare:{m}": v for m, v in views.items()})
+        for stale in COMPARE_MODES:
+            if stale not in chosen:
+                session.views.pop(f"compare:{stale}", None)
         try:
             if not chosen:
                 yield compare_outputs(views, "**Error:** choose at least one mode to compare.")
@@ -302,20 +396,22 @@ def build_app(
             try:
                 settings = settings_for(model, turns, temperature, effort, api_key)
             except LlamaberryError as error:
-                yield compare_outputs(views, f"**Error:** {error}")
+                yield compare_outputs(views, f"**Error:** {page_words(str(error))}")
                 return
-            for view in views.values():
-                view.state = "running"
-            yield compare_outputs(views)
+            session.compare_turns = settings.turns
+            for mode, view in views.items():
+                view.planned = settings.turns if mode == "refine" else None
+                view.begin()
+            yield compare_outputs(views, turns=settings.turns)
             streams = {
                 mode: (lambda mode=mode: engine_events(settings, mode, question, store))
                 for mode in chosen
             }
-            async with contextlib.aclosing(merge(streams)) as batches:
+            async with contextlib.aclosing(merge(streams, tick=TICK)) as batches:
                 async for batch in batches:
                     for mode, event in batch:
                         apply(views[mode], event)
-                    yield compare_outputs(views)
+                    yield compare_outputs(views, turns=settings.turns)
         finally:
             ended.set()
 
@@ -334,14 +430,29 @@ def build_app(
         return await stop_tab("steps", session)
 
     async def stop_compare(session):
-        """Show the stopped comparison, column by column."""
+        """Show the stopped comparison, card by card: what finished stays."""
         await session.settled("compare")
         views = {
             mode: session.views[f"compare:{mode}"].stop()
             for mode in COMPARE_MODES
             if f"compare:{mode}" in session.views
         }
-        return compare_outputs(views)
+        return compare_outputs(views, turns=session.compare_turns)
+
+    def downloads(tab: str):
+        def files(session):
+            view = session.views.get(tab)
+            run = view.run if view is not None else None
+            if run is None:
+                return gr.update(visible=False), gr.update(visible=False)
+            markdown, json_file = export_run(run)
+            return (
+                gr.update(value=str(markdown), visible=True),
+                gr.update(value=str(json_file), visible=True),
+            )
+
+        files.__doc__ = f"Offer the {tab} tab's finished run as Markdown and JSON files."
+        return files
 
     async def load_models(api_key, current):
         """Fill the model list from the endpoint; leave it as free text when that fails."""
@@ -415,7 +526,9 @@ def build_app(
 
         with gr.Tabs():
             with gr.Tab("Refine", id="refine"):
-                refine = _run_tab("refine", "Ask anything; three turns refine the answer.")
+                refine = _run_tab(
+                    "refine", "Ask anything; each turn critiques the last and answers again."
+                )
             with gr.Tab("Steps", id="steps"):
                 steps = _run_tab("steps", "The model reasons in titled steps, then answers.")
             with gr.Tab("Compare", id="compare"):
@@ -427,43 +540,58 @@ def build_app(
                     else:
                         past = build_history_tab(store)
                         history_tab.select(
-                            past["refresh"], past["inputs"], past["table"], show_progress="hidden"
+                            past["listed"],
+                            past["inputs"],
+                            [past["table"], past["empty"]],
+                            show_progress="hidden",
                         )
 
         # The sections show their own spinners; Gradio's overlay would hide what streamed.
         limit = {"concurrency_limit": max_runs, "concurrency_id": "runs", "show_progress": "hidden"}
+        quick = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
         for name, tab, run_fn, stop_fn in (
             ("refine", refine, runner("refine", "refine"), stop_refine),
             ("steps", steps, runner("steps", "steps"), stop_steps),
         ):
             outputs = [tab["answer"], tab["sections"], tab["summary"], tab["error"]]
             inputs = [tab["question"], *settings_inputs, session]
-            run_event = gr.on(
-                [tab["run"].click, tab["question"].submit],
-                run_fn,
-                inputs,
-                outputs,
-                api_name=name,
-                **limit,
+            triggers = [tab["run"].click, tab["question"].submit]
+            gr.on(triggers, busy, None, [tab["run"], *tab["downloads"]], **quick)
+            run_event = gr.on(triggers, run_fn, inputs, outputs, api_name=name, **limit)
+            offer = downloads(name)
+            run_event.then(idle, None, tab["run"], **quick).then(
+                offer, [session], tab["downloads"], **quick
             )
             stop_run(tab["stop"], run_event)
             tab["stop"].click(
                 stop_fn, [session], outputs, api_name=f"stop_{name}", concurrency_limit=None
+            ).then(idle, None, tab["run"], **quick).then(
+                offer, [session], tab["downloads"], **quick
+            )
+            # The bin on the sections clears the whole run: answer, summary and error too.
+            tab["sections"].clear(
+                lambda: (gr.update(value="", visible=False), "", gr.update(visible=False)),
+                None,
+                [tab["answer"], tab["summary"], tab["error"]],
+                **quick,
             )
 
-        compare_out = [*compare["outputs"], compare["error"]]
+        compare_out = [*compare["outputs"], compare["badge"], compare["error"]]
+        compare_triggers = [compare["run"].click, compare["question"].submit]
+        gr.on(compare_triggers, busy_compare, None, compare["run"], **quick)
         compare_run = gr.on(
-            [compare["run"].click, compare["question"].submit],
+            compare_triggers,
             run_compare,
             [compare["question"], compare["modes"], *settings_inputs, session],
             compare_out,
             api_name="compare",
             **limit,
         )
+        compare_run.then(idle, None, compare["run"], **quick)
         stop_run(compare["stop"], compare_run)
         compare["stop"].click(
             stop_compare, [session], compare_out, api_name="stop_compare", concurrency_limit=None
-        )
+        ).then(idle, None, compare["run"], **quick)
         compare["modes"].change(
             lambda modes: [gr.update(visible=m in (modes or [])) for m in COMPARE_MODES],
             compare["modes"],
@@ -488,75 +616,114 @@ def stop_run(button: gr.Button, run_event: Any) -> None:
     button.click(None, None, None, cancels=[run_event], queue=False)
 
 
-def _run_tab(name: str, hint: str) -> dict[str, Any]:
-    """The controls of a refine or steps tab: question, Run/Stop, answer, sections, summary."""
-    with gr.Row(equal_height=True):
+def _ask(name: str, hint: str) -> dict[str, Any]:
+    """The question box with Run and Stop beside it (under it on a phone)."""
+    with gr.Row(equal_height=True, elem_classes=["lb-ask"]):
         question = gr.Textbox(
-            label="Question", placeholder=hint, lines=2, max_lines=12, scale=5, elem_id=f"{name}-q"
+            label="Question",
+            placeholder=hint,
+            lines=2,
+            max_lines=12,
+            scale=5,
+            elem_id=f"{name}-q",
+            elem_classes=["lb-question"],
         )
-        with gr.Column(scale=1, min_width=120):
+        with gr.Column(scale=1, min_width=120, elem_classes=["lb-buttons"]):
             run = gr.Button("Run", variant="primary", elem_id=f"{name}-run")
             stop = gr.Button("Stop", variant="stop", elem_id=f"{name}-stop")
-    gr.Examples(EXAMPLES, inputs=[question], label="Examples")
+    gr.Markdown(HINT, elem_classes=["lb-hint"])
+    return {"question": question, "run": run, "stop": stop}
+
+
+def _run_tab(name: str, hint: str) -> dict[str, Any]:
+    """A refine or steps tab: question, Run/Stop, the answer card, the sections, downloads."""
+    controls = _ask(name, hint)
     error = gr.Markdown(visible=False, elem_classes=["lb-error"], elem_id=f"{name}-error")
-    answer = gr.Markdown(visible=False, elem_classes=["lb-answer"], elem_id=f"{name}-answer")
-    summary = gr.Markdown(elem_classes=["lb-summary"], elem_id=f"{name}-summary")
-    sections = gr.Chatbot(
-        label="Turns" if name == "refine" else "Steps",
+    card = _answer_card(name)
+    gr.Examples(EXAMPLES, inputs=[controls["question"]], label="Examples")
+    sections = _sections(name)
+    with gr.Row():
+        markdown = gr.DownloadButton(
+            "Download Markdown", visible=False, size="sm", elem_id=f"{name}-download-md"
+        )
+        json_file = gr.DownloadButton(
+            "Download JSON", visible=False, size="sm", elem_id=f"{name}-download-json"
+        )
+    return {
+        **controls,
+        **card,
+        "sections": sections,
+        "error": error,
+        "downloads": [markdown, json_file],
+    }
+
+
+def _answer_card(name: str) -> dict[str, Any]:
+    """The answer card: the answer (with a copy button) and, beside it, how it ended and its cost."""
+    with gr.Row(equal_height=False):
+        answer = gr.Markdown(
+            visible=False,
+            buttons=["copy"],
+            elem_classes=["lb-card"],
+            elem_id=f"{name}-answer",
+            scale=3,
+            min_width=240,
+        )
+        summary = gr.Markdown(
+            elem_classes=["lb-summary"], elem_id=f"{name}-summary", scale=1, min_width=200
+        )
+    return {"answer": answer, "summary": summary}
+
+
+def _sections(name: str, label: str | None = None) -> gr.Chatbot:
+    """The turns or steps of a run, one section per call."""
+    return gr.Chatbot(
+        label=label or ("Turns" if name.startswith("refine") else "Steps"),
         height=560,
         sanitize_html=True,
         render_markdown=True,
         group_consecutive_messages=False,
-        buttons=["copy"],
+        buttons=[],
         feedback_options=None,
         placeholder="Each call appears here as it streams.",
         elem_id=f"{name}-sections",
+        elem_classes=["lb-sections"],
     )
-    return {
-        "question": question,
-        "run": run,
-        "stop": stop,
-        "answer": answer,
-        "summary": summary,
-        "sections": sections,
-        "error": error,
-    }
 
 
 def _compare_tab() -> dict[str, Any]:
-    """The controls of the compare tab: one column per mode, all run at once."""
-    with gr.Row(equal_height=True):
-        question = gr.Textbox(
-            label="Question",
-            placeholder="The same question through each mode, side by side.",
-            lines=2,
-            max_lines=12,
-            scale=5,
-            elem_id="compare-q",
-        )
-        with gr.Column(scale=1, min_width=120):
-            run = gr.Button("Run", variant="primary", elem_id="compare-run")
-            stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+    """The compare tab: one card per mode, all run at once, and whether their answers agree."""
+    controls = _ask("compare", "The same question through each mode, side by side.")
     modes = gr.CheckboxGroup(
-        list(COMPARE_MODES), value=["single", "refine"], label="Modes", elem_id="compare-modes"
+        [(mode_name(m), m) for m in COMPARE_MODES],
+        value=["single", "refine"],
+        label="Modes",
+        elem_id="compare-modes",
     )
-    gr.Examples(EXAMPLES, inputs=[question], label="Examples")
     error = gr.Markdown(visible=False, elem_classes=["lb-error"], elem_id="compare-error")
+    badge = gr.Markdown(visible=False, elem_classes=["lb-badge"], elem_id="compare-badge")
     columns, outputs = [], []
     with gr.Row(equal_height=False):
         for mode in COMPARE_MODES:
-            with gr.Column(visible=mode != "steps", min_width=240) as column:
-                gr.Markdown(f"### {mode}")
-                answer = gr.Markdown(elem_id=f"compare-{mode}-answer")
+            with gr.Column(
+                visible=mode != "steps",
+                min_width=260,
+                elem_classes=["lb-mode-card"],
+                elem_id=f"compare-{mode}",
+            ) as column:
+                title = gr.Markdown(f"### {mode_name(mode)}", elem_id=f"compare-{mode}-title")
+                answer = gr.Markdown(buttons=["copy"], elem_id=f"compare-{mode}-answer")
                 stats = gr.Markdown(elem_classes=["lb-summary"], elem_id=f"compare-{mode}-stats")
+                with gr.Accordion("Reasoning", open=False, elem_id=f"compare-{mode}-reasoning"):
+                    reasoning = gr.Markdown()
             columns.append(column)
-            outputs += [answer, stats]
+            outputs += [title, answer, stats, reasoning]
+    gr.Examples(EXAMPLES, inputs=[controls["question"]], label="Examples")
     return {
-        "question": question,
+        **controls,
         "modes": modes,
-        "run": run,
-        "stop": stop,
         "error": error,
+        "badge": badge,
         "columns": columns,
         "outputs": outputs,
     }
@@ -593,6 +760,7 @@ def serve(
         footer_links=["api", "gradio"],
         theme=theme(),
         css=CSS,
+        js=JS,
     )
 
 

@@ -7,14 +7,21 @@ are tested without a browser; `build_history_tab` lays them out with gradio insi
 
 # No `from __future__ import annotations` here: gradio reads `pick`'s `gr.SelectData`
 # annotation at run time to know it wants the selection event.
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from llamaberry.errors import LlamaberryError
-from llamaberry.redact import redact
+from llamaberry.redact import redact, redact_data
+from llamaberry.results import Run
 from llamaberry.store import Store, run_markdown
-from ui.views import shown
+from ui.views import RunView, shown
 
 HEADERS = ["id", "started (UTC)", "mode", "model", "status", "tokens", "seconds", "question"]
+# The question gets the room; the id stays (a click reads it) but narrow.
+WIDTHS: list[str | int] = ["10%", "13%", "7%", "13%", "8%", "8%", "8%", "33%"]
+NOTHING = "No saved run matches. Clear the search or pick another mode."
 MODES = ["all", "single", "refine", "steps"]
 PROMPT = "Pick a run in the table (or paste its id) to reopen it."
 
@@ -43,6 +50,16 @@ def history_rows(
     ]
 
 
+def open_run(store: Store, run_id: str) -> tuple[RunView | None, str]:
+    """The saved run as the live view shows it, or None and one line saying why not."""
+    if not run_id or not run_id.strip():
+        return None, PROMPT
+    try:
+        return RunView.from_run(store.get(run_id.strip())), ""
+    except LlamaberryError as error:
+        return None, f"**{shown(str(error))}**"
+
+
 def show_run(store: Store, run_id: str) -> str:
     """The run as Markdown, or one line saying why it cannot be shown."""
     if not run_id or not run_id.strip():
@@ -58,6 +75,7 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
 
     The returned `refresh` (a function of mode and search) and `inputs`/`table` let the page
     reload the table when the tab is selected: `tab.select(h["refresh"], h["inputs"], h["table"])`.
+    A reopened run is drawn as a live one is: the answer card, then its turns or steps.
     """
     import gradio as gr
 
@@ -70,42 +88,131 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
             gr.Warning(str(error))
             return []
 
-    def pick(table: list[list[Any]], event: gr.SelectData) -> tuple[str, str]:
+    def listed(mode: str, search: str) -> tuple[Any, Any]:
+        rows = refresh(mode, search)
+        return rows, gr.update(visible=not rows)
+
+    def reopen(run_id: str) -> tuple[Any, ...]:
+        view, why = open_run(history, run_id)
+        if view is None:
+            return (
+                gr.update(value="", visible=False),
+                why,
+                [],
+                gr.update(visible=False),
+                gr.update(visible=False),
+            )
+        answer = view.answer_markdown()
+        markdown, json_file = _export(view)
+        return (
+            gr.update(value=answer, visible=bool(answer)),
+            view.summary_markdown() + (f"\n\n{view.error_markdown()}" if view.error else ""),
+            view.messages(),
+            gr.update(value=markdown, visible=markdown is not None),
+            gr.update(value=json_file, visible=json_file is not None),
+        )
+
+    def pick(table: list[list[Any]], event: gr.SelectData) -> tuple[Any, ...]:
         row = event.index[0] if isinstance(event.index, list | tuple) else event.index
         try:
             run_id = str(table[row][0])
         except (IndexError, KeyError, TypeError):
-            return "", PROMPT
-        return run_id, show_run(history, run_id)
+            return ("", *reopen(""))
+        return (run_id, *reopen(run_id))
 
-    with gr.Row():
-        search = gr.Textbox(label="Search", placeholder="text in a question or answer", scale=3)
-        mode = gr.Dropdown(MODES, value="all", label="Mode", scale=1)
-        reload = gr.Button("Refresh", scale=0)
+    with gr.Row(elem_classes=["lb-history-filters"]):
+        search = gr.Textbox(
+            label="Search", placeholder="text in a question or answer", scale=3, min_width=180
+        )
+        mode = gr.Dropdown(MODES, value="all", label="Mode", scale=1, min_width=100)
+        reload = gr.Button("Refresh", scale=0, min_width=90)
     table = gr.Dataframe(
         headers=HEADERS,
         value=lambda: refresh("all", ""),
         type="array",
         interactive=False,
         wrap=True,
+        column_widths=WIDTHS,
+        max_height=420,
+        elem_id="history-table",
+    )
+    empty = gr.Markdown(NOTHING, visible=False, elem_id="history-empty")
+    with gr.Row():
+        run_id = gr.Textbox(
+            label="Run id", placeholder="pick a row, or paste an id", scale=3, min_width=160
+        )
+        open_button = gr.Button("Open", scale=0, min_width=80)
+    with gr.Row(equal_height=False):
+        answer = gr.Markdown(
+            visible=False,
+            buttons=["copy"],
+            elem_classes=["lb-card"],
+            elem_id="history-answer",
+            scale=3,
+            min_width=240,
+        )
+        summary = gr.Markdown(
+            PROMPT, elem_classes=["lb-summary"], elem_id="history-summary", scale=1, min_width=200
+        )
+    sections = gr.Chatbot(
+        label="Turns and steps",
+        height=560,
+        sanitize_html=True,
+        render_markdown=True,
+        group_consecutive_messages=False,
+        buttons=[],
+        feedback_options=None,
+        placeholder="The run's turns or steps appear here.",
+        elem_id="history-sections",
+        elem_classes=["lb-sections"],
     )
     with gr.Row():
-        run_id = gr.Textbox(label="Run id", scale=3)
-        open_button = gr.Button("Open", scale=0)
-    view = gr.Markdown(PROMPT)
+        markdown = gr.DownloadButton(
+            "Download Markdown", visible=False, size="sm", elem_id="history-download-md"
+        )
+        json_file = gr.DownloadButton(
+            "Download JSON", visible=False, size="sm", elem_id="history-download-json"
+        )
 
     inputs = [mode, search]
     for trigger in (reload.click, search.submit, mode.change):
-        trigger(refresh, inputs, table, show_progress="hidden")
-    table.select(pick, [table], [run_id, view], show_progress="hidden")
+        trigger(listed, inputs, [table, empty], show_progress="hidden")
+    shown_parts = [answer, summary, sections, markdown, json_file]
+    table.select(pick, [table], [run_id, *shown_parts], show_progress="hidden")
     for trigger in (open_button.click, run_id.submit):
-        trigger(lambda value: show_run(history, value), [run_id], view, show_progress="hidden")
+        trigger(reopen, [run_id], shown_parts, show_progress="hidden")
     return {
         "refresh": refresh,
+        "listed": listed,
         "inputs": inputs,
         "table": table,
+        "empty": empty,
         "run_id": run_id,
-        "view": view,
+        "view": summary,
+        "answer": answer,
+        "sections": sections,
         "search": search,
         "mode": mode,
     }
+
+
+def _export(view: RunView) -> tuple[str | None, str | None]:
+    """The reopened run's Markdown and JSON files, as the live tabs offer them."""
+    if view.run is None:
+        return None, None
+    markdown, json_file = export_run(view.run)
+    return str(markdown), str(json_file)
+
+
+def export_run(run: Run) -> tuple[Path, Path]:
+    """Write a run as Markdown and as JSON files for the page to offer; return their paths.
+
+    Both pass through redact(), as every export does, so no key leaves in a download.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="llamaberry-run-"))
+    markdown = folder / f"llamaberry-{run.mode}-{run.id}.md"
+    markdown.write_text(redact(run_markdown(run)), encoding="utf-8")
+    json_file = folder / f"llamaberry-{run.mode}-{run.id}.json"
+    data = redact_data(run.model_dump(mode="json"))
+    json_file.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    return markdown, json_file

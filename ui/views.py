@@ -7,6 +7,8 @@ I/O, so every rule about what a person sees is tested without a browser.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,7 @@ from llamaberry.events import (
 )
 from llamaberry.redact import redact
 from llamaberry.results import (
+    CallKind,
     FinalAnswer,
     Run,
     Step,
@@ -58,13 +61,19 @@ class CallView:
     # stopped in a loop), one line each.
     notes: list[str] = field(default_factory=list)
     thinking: str = ""  # the model's own thinking, shown folded apart from the reply
+    # Text pieces streamed so far: a running count of the reply's tokens before usage arrives.
+    streamed: int = 0
+    # The parsed answer of a finished turn (the fallback when the synthesis misses its format).
+    answer: str | None = None
+    structured: bool = False
 
     @property
     def title(self) -> str:
         """'Turn 2', 'Synthesis', 'Step 3: Check the units', 'Answer'."""
         base = call_title(self.kind, self.index)
-        if self.step_title:
-            base = f"{base}: {self.step_title}"
+        own = _own_title(self.step_title, self.index)
+        if own:
+            base = f"{base}: {own}"
         if self.state == "stopped":
             base += " (stopped)"
         elif self.state == "failed":
@@ -73,12 +82,16 @@ class CallView:
 
     def message(self) -> dict[str, Any]:
         """This call as a Chatbot message with a collapsible section."""
-        metadata: dict[str, Any] = {
-            "title": self.title,
-            "status": "pending" if self.state == "running" else "done",
-        }
+        metadata: dict[str, Any] = {"title": self.title}
+        if self.state == "running":
+            metadata["status"] = "pending"
+        elif self.kind != "step":
+            # Turns are long: they fold once finished. Steps are short and stay open (as g1
+            # shows them); a section without a status is drawn open with no spinner.
+            metadata["status"] = "done"
         if self.seconds is not None:
-            metadata["duration"] = round(self.seconds, 2)
+            # A call of a few ms still took time: never shown as 0.0s.
+            metadata["duration"] = max(round(self.seconds, 2), 0.01 if self.seconds > 0 else 0.0)
         notes = []
         if self.tokens is not None:
             notes.append(f"{self.tokens:,} tokens")
@@ -118,15 +131,48 @@ class RunView:
     state: str = "idle"  # idle | running | ok | failed | cancelled
     calls: list[CallView] = field(default_factory=list)
     answer: str | None = None
+    # The synthesis's comprehensive answer, shown under the concise one.
+    detail: str | None = None
+    # Where the answer came from when it is not the run's own: "Turn 3" when the synthesis
+    # missed its format, or "partial" when the run failed after a good turn.
+    source: str | None = None
     error: str | None = None
     run: Run | None = None
+    # Refine turns asked for, so progress can say "Turn 2 of 3".
+    planned: int | None = None
+    started: float | None = None
+    ended: float | None = None
 
     # -- folding events ----------------------------------------------------------------------
+
+    @classmethod
+    def from_run(cls, run: Run) -> RunView:
+        """The view of a saved run, the same a live one ends with (History reopens runs so)."""
+        view = cls(mode=run.mode, model=run.model, state="running")
+        if run.mode == "refine":
+            view.planned = len(run.turns)
+        results: list[tuple[CallKind, Any]] = [("turn", turn) for turn in run.turns]
+        if run.mode == "single":
+            results = [("answer", turn) for turn in run.turns]
+        if run.synthesis is not None:
+            results.append(("synthesis", run.synthesis))
+        results += [("step", step) for step in run.steps]
+        if run.final is not None:
+            results.append(("answer", run.final))
+        for kind, result in results:
+            index = getattr(result, "index", 1)
+            view.calls.append(
+                CallView(kind, index, thinking=getattr(result, "thinking", None) or "")
+            )
+            view._finish_call(CallFinished(kind=kind, index=index, result=result))
+        view._finish_run(run)
+        return view
 
     def apply(self, event: object) -> RunView:
         """Fold one engine event into the view and return the view."""
         if isinstance(event, RunStarted):
             self.mode, self.model, self.state = event.mode, event.model, "running"
+            self.begin()
         elif isinstance(event, CallStarted):
             self.calls.append(CallView(event.kind, event.index))
         elif isinstance(event, TextDelta):
@@ -134,6 +180,7 @@ class RunView:
             # A step's raw JSON is shown parsed when it finishes, not as it arrives.
             if event.kind != "step":
                 call.text += event.text
+            call.streamed += 1
             call.retry = None
         elif isinstance(event, ThinkingDelta):
             self._call(event.kind, event.index).thinking += event.text
@@ -141,6 +188,7 @@ class RunView:
             call = self._call(event.kind, event.index)
             call.text = ""
             call.thinking = ""
+            call.streamed = 0
             call.retry = event.reason
         elif isinstance(event, CallNote):
             self._call(event.kind, event.index).notes.append(event.message)
@@ -150,9 +198,17 @@ class RunView:
             self._finish_run(event.run)
         return self
 
+    def begin(self) -> RunView:
+        """Mark the run as running from now (the clock for its elapsed time starts)."""
+        self.state = "running"
+        if self.started is None:
+            self.started = time.monotonic()
+        return self
+
     def fail(self, message: str) -> RunView:
         """Record an error that stopped the run before (or outside) its event stream."""
         self.state = "failed"
+        self._end()
         self.error = message
         for call in self.calls:
             if call.state == "running":
@@ -163,10 +219,15 @@ class RunView:
         """Mark the run as stopped by the person: what finished stays, the rest is marked."""
         if self.state in ("running", "idle"):
             self.state = "cancelled"
+            self._end()
         for call in self.calls:
             if call.state == "running":
                 call.state = "stopped"
         return self
+
+    def _end(self) -> None:
+        if self.ended is None:
+            self.ended = time.monotonic()
 
     def _call(self, kind: str, index: int) -> CallView:
         for call in reversed(self.calls):
@@ -191,17 +252,45 @@ class RunView:
             call.text = result.content
         elif isinstance(result, Turn | Synthesis | FinalAnswer):
             call.text = result.content
+        if isinstance(result, Turn):
+            call.answer, call.structured = result.answer, result.structured
         if isinstance(result, Synthesis):
-            self.answer = result.answer
+            self._take_synthesis(result)
         elif isinstance(result, FinalAnswer):
             self.answer = result.content.strip()
         elif isinstance(result, Turn) and event.kind == "answer":
             self.answer = result.answer
 
+    def _take_synthesis(self, synthesis: Synthesis) -> None:
+        """The concise answer as headline and the comprehensive one under it; when the model
+        missed the format, the last structured turn's answer, labelled, instead of raw text."""
+        concise = (synthesis.concise_answer or "").strip()
+        comprehensive = (synthesis.comprehensive_answer or "").strip()
+        if concise or comprehensive:
+            self.answer = concise or comprehensive
+            self.detail = comprehensive if concise and comprehensive != concise else None
+            self.source = None
+            return
+        turn = next(
+            (c for c in reversed(self.calls) if c.kind == "turn" and c.structured and c.answer),
+            None,
+        )
+        if turn is not None:
+            self.answer, self.detail, self.source = (
+                turn.answer,
+                None,
+                call_title("turn", turn.index),
+            )
+        else:
+            self.answer, self.detail, self.source = synthesis.answer, None, "unformatted"
+
     def _finish_run(self, run: Run) -> None:
         self.run = run
         self.mode, self.model = run.mode, run.model
-        if run.answer:
+        self._end()
+        if run.partial and run.answer:
+            self.answer, self.detail, self.source = run.answer, None, "partial"
+        elif run.answer and self.source is None and not self.detail:
             self.answer = run.answer
         if run.status == "cancelled":
             self.stop()
@@ -230,15 +319,33 @@ class RunView:
         return self.run.seconds if self.run is not None else None
 
     @property
+    def elapsed(self) -> float | None:
+        """Seconds since the run started (until it ended), by the page's own clock."""
+        if self.started is None:
+            return None
+        return (self.ended or time.monotonic()) - self.started
+
+    @property
     def thinking_seconds(self) -> float:
         """Time spent on reasoning steps (the steps mode's 'total thinking time')."""
         return sum(c.seconds or 0.0 for c in self.calls if c.kind == "step")
 
+    @property
+    def tokens_so_far(self) -> int:
+        """Tokens of finished calls plus the pieces streamed by the running ones."""
+        return sum(c.tokens if c.tokens is not None else c.streamed for c in self.calls)
+
     def messages(self) -> list[dict[str, Any]]:
         """The calls as Chatbot messages, in the order they ran, each call's own thinking (if
-        the model sent any) folded just before it."""
+        the model sent any) folded just before it.
+
+        The closing answer call is left out once the answer card shows it, so the answer is
+        not on the page twice.
+        """
         messages = []
         for call in self.calls:
+            if call.kind == "answer" and call.state == "done" and self.answer:
+                continue
             thinking = call.thinking_message()
             if thinking is not None:
                 messages.append(thinking)
@@ -246,49 +353,149 @@ class RunView:
         return messages
 
     def answer_markdown(self) -> str:
-        """The final answer, set apart; empty until there is one."""
+        """The answer card's text: the concise answer as headline, the comprehensive one under.
+
+        Only the answer itself (what the copy button copies); where it came from and what it
+        cost are in `summary_markdown`, beside it.
+        """
         if not self.answer:
             return ""
-        return f"### Answer\n\n{shown(self.answer)}"
+        answer = shown(self.answer.strip())
+        if not self.detail:
+            return answer
+        if _headline(answer):
+            return f"### {answer}\n\n{shown(self.detail)}"
+        return f"{answer}\n\n{shown(self.detail)}"
+
+    def answer_label(self) -> str:
+        """What the answer card holds: 'Answer', or a label saying why it is not the run's own."""
+        if self.source == "partial":
+            return (
+                "**Partial answer**: the run failed before it finished; this is its last good turn."
+            )
+        if self.source == "unformatted":
+            return "**Answer** (the model did not follow the answer format; its reply as written)"
+        if self.source:
+            return (
+                f"**Answer from {self.source}**: the synthesis missed the answer format, "
+                "so this is the last turn's answer."
+            )
+        return "**Answer**"
 
     def error_markdown(self) -> str:
         """One readable line when the run failed; empty otherwise."""
-        return f"**Error:** {shown(self.error)}" if self.state == "failed" and self.error else ""
+        if self.state == "failed" and self.error:
+            return f"**Error:** {shown(page_words(self.error))}"
+        return ""
+
+    def progress(self) -> str:
+        """Where a running run stands: 'Turn 2 of 3 · 12s · 340 tokens so far'."""
+        current = next((c for c in reversed(self.calls) if c.state == "running"), None)
+        if current is None:
+            doing = "Starting"
+        elif current.kind == "turn" and self.planned:
+            doing = f"Turn {current.index} of {self.planned}"
+        elif current.kind == "step":
+            doing = f"Step {current.index}"
+        else:
+            doing = call_title(current.kind, current.index)
+        if current is not None and current.retry:
+            doing += " (retrying)"
+        parts = [f"*{shown(doing)}…*"]
+        if self.elapsed is not None:
+            parts.append(_clock(self.elapsed))
+        parts.append(f"{self.tokens_so_far:,} tokens so far")
+        return " · ".join(parts)
 
     def summary_markdown(self) -> str:
-        """One line on where the run stands: progress while it runs, its cost when done."""
+        """Beside the answer: progress while it runs, then how it ended and what it cost."""
         if self.state == "idle":
             return ""
         if self.state == "running":
-            current = next((c for c in reversed(self.calls) if c.state == "running"), None)
-            doing = f"{shown(current.title)} running" if current else "starting"
-            return f"*{doing}…* · {self.usage.total_tokens:,} tokens so far"
+            return self.progress()
         parts = [{"ok": "Done", "failed": "Failed", "cancelled": "Stopped"}[self.state]]
         if self.mode == "steps":
             steps = sum(1 for c in self.calls if c.kind == "step" and c.state == "done")
             parts.append(
                 f"{steps} steps · total thinking time {format_duration(self.thinking_seconds)}"
             )
-        if self.seconds is not None:
-            parts.append(format_duration(self.seconds))
-        parts.append(_tokens(self.usage))
-        return " · ".join(parts)
+        elif self.mode == "refine":
+            turns = sum(1 for c in self.calls if c.kind == "turn" and c.state == "done")
+            if turns:
+                parts.append(f"{turns} turn{'s' if turns != 1 else ''}")
+        seconds = self.seconds if self.seconds is not None else self.elapsed
+        if seconds is not None:
+            parts.append(f"{format_duration(seconds)} in all")
+        parts.append(_tokens(self.usage if self.run else Usage(total_tokens=self.tokens_so_far)))
+        line = " · ".join(parts)
+        return f"{line}\n\n{self.answer_label()}" if self.answer and self.source else line
 
     def live_markdown(self) -> str:
-        """For a compare column: the answer when known, else the call now streaming."""
+        """For a compare card: the answer when known, else the call now streaming, else the
+        last finished turn's answer (what a stopped or failed run still has)."""
         if self.answer:
-            return shown(self.answer)
+            return self.answer_markdown()
         current = next((c for c in reversed(self.calls) if c.state == "running"), None)
-        if current is None:
+        if current is not None:
+            title = shown(current.title)
+            return f"*{title}…*\n\n{shown(current.text)}" if current.text else f"*{title}…*"
+        last = next((c for c in reversed(self.calls) if c.state == "done" and c.text), None)
+        if last is None:
             return ""
-        title = shown(current.title)
-        return f"*{title}…*\n\n{shown(current.text)}" if current.text else f"*{title}…*"
+        kept = last.answer if last.answer else last.text
+        return f"*From {shown(last.title)}, the last finished call:*\n\n{shown(kept)}"
 
     def stats_markdown(self) -> str:
-        """For a compare column: seconds and tokens, or the error, or progress."""
+        """For a compare card: seconds and tokens, or the error, or progress."""
         if self.state == "failed":
             return self.error_markdown()
         return self.summary_markdown()
+
+    def reasoning_markdown(self) -> str:
+        """Every call's text, one section each: a compare card's reasoning, one click away."""
+        parts = []
+        for call in self.calls:
+            if call.kind == "answer" and self.answer:
+                continue
+            parts.append(f"**{shown(call.title)}**\n\n{shown(call.text) or WAITING}")
+        return "\n\n---\n\n".join(parts)
+
+
+# Errors written for the terminal, as the page says them.
+_PAGE_WORDS = (
+    ("Choose one with --model or LLAMABERRY_MODEL.", "Pick a model in Settings."),
+    ("--max-tokens", "the token budget"),
+)
+
+
+def page_words(message: str) -> str:
+    """An error line with its terminal advice (flags, env vars) put in the page's terms."""
+    for terminal, page in _PAGE_WORDS:
+        message = message.replace(terminal, page)
+    return message
+
+
+def _own_title(title: str | None, index: int) -> str | None:
+    """A step's own title, without a 'Step 1' the model put there itself (no 'Step 1: Step 1')."""
+    if not title:
+        return None
+    own = re.sub(rf"^\s*step\s*{index}\b\s*[:.\-–—]?\s*", "", title, flags=re.IGNORECASE)
+    return own or None
+
+
+def _headline(answer: str) -> bool:
+    """True when the answer is short and plain enough to stand as a headline."""
+    return (
+        len(answer) <= 240
+        and "\n" not in answer.strip()
+        and not answer.lstrip().startswith(("#", "-", "*", ">", "|", "`", "1."))
+    )
+
+
+def _clock(seconds: float) -> str:
+    """Elapsed time as a clock reads it: '7s', '1m 05s'."""
+    whole = int(seconds)
+    return f"{whole}s" if whole < 60 else f"{whole // 60}m {whole % 60:02d}s"
 
 
 def shown(text: str) -> str:
@@ -316,3 +523,41 @@ def _tokens(usage: Usage) -> str:
             f"{usage.completion_tokens:,} out{thinking})"
         )
     return f"{usage.total_tokens:,} tokens"
+
+
+MODE_NAMES = {"single": "Single answer", "refine": "Refine", "steps": "Steps"}
+
+
+def mode_name(mode: str, turns: int | None = None) -> str:
+    """A mode as a person names it: 'Single answer', 'Refine · 3 turns', 'Steps'."""
+    name = MODE_NAMES.get(mode, mode.replace("_", " ").capitalize())
+    if mode == "refine" and turns:
+        name += f" · {turns} turn{'s' if turns != 1 else ''}"
+    return name
+
+
+def answer_key(answer: str) -> str:
+    """What two answers must share to agree: the number they give, else their choice, else
+    their final words (casefolded, emphasis and punctuation dropped)."""
+    from llamaberry.scoring import final_segment, normalize, read_choice, read_number
+
+    number = read_number(answer)
+    if number is not None:
+        return f"number:{number[0]}"
+    choice = read_choice(answer)
+    if choice is not None:
+        return f"choice:{choice}"
+    return "text:" + normalize(final_segment(answer) or answer)
+
+
+def agreement(views: Iterable[RunView]) -> tuple[str, str]:
+    """The badge over the compare cards and its kind ('agree', 'differ', or '' for none).
+
+    Judged only once two or more modes have finished answers.
+    """
+    answers = [v.answer for v in views if v.answer and v.finished and v.source != "partial"]
+    if len(answers) < 2:
+        return "", ""
+    if len({answer_key(a) for a in answers}) == 1:
+        return f"✓ The {len(answers)} answers agree", "agree"
+    return f"≠ The answers differ ({len(answers)} modes)", "differ"

@@ -321,6 +321,7 @@ def test_compare_runs_the_chosen_modes_at_once_side_by_side(server, client):
     assert refine[1].startswith('### There are 3 r\'s in "strawberry".')
     for stats in (single[2], refine[2]):
         assert stats.startswith("Done · ") and "tokens" in stats
+    assert badge == "≠ The answers differ (2 modes)"
     assert not error
 
 

@@ -269,3 +269,147 @@ def test_model_output_cannot_make_the_page_send_anything_anywhere(page, server):
     assert page.outside_requests == []
     # The image is offered as a link the reader may choose to follow; nothing loads by itself.
     assert page.locator("#refine-answer").get_by_text("image: chart").is_visible()
+
+
+# -- the answer card, progress, compare, downloads, history, phone (#16) ------------------------
+
+COMPREHENSIVE = 'The word "strawberry" contains the letter r three times.'
+
+
+def test_the_answer_card_shows_the_comprehensive_answer_and_copies_it(browser, url, server):
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        ask(page, "How many r in strawberry?")
+        card = page.locator("#refine-answer")
+        card.get_by_text(COMPREHENSIVE).wait_for()
+        assert card.get_by_text('There are 3 r\'s in "strawberry".').is_visible()
+        card.hover()
+        card.get_by_role("button", name="Copy").first.click()
+        page.wait_for_function(
+            "async (expected) => (await navigator.clipboard.readText()).includes(expected)",
+            arg=COMPREHENSIVE,
+        )
+        # Tokens, seconds and turns beside it; the answer is not also a section.
+        summary = page.locator("#refine-summary").inner_text()
+        assert "3 turns" in summary and "tokens" in summary and "in all" in summary
+    finally:
+        context.close()
+
+
+def test_enter_runs_and_shift_enter_is_a_new_line(page, server):
+    box = page.locator("#refine-q textarea")
+    box.click()
+    box.type("first line")
+    page.keyboard.press("Shift+Enter")
+    box.type("second line")
+    assert box.input_value() == "first line\nsecond line"
+    assert chats(server) == []
+    page.keyboard.press("Enter")
+    page.locator("#refine-answer").get_by_text(COMPREHENSIVE).wait_for()
+    assert "first line\nsecond line" in (chats(server)[0].user or "")
+
+
+def test_elapsed_time_advances_and_the_run_button_is_busy_during_a_run(page, server):
+    server.reply_with(None)
+    # A first turn that holds its first token back for a while: the clock must move anyway.
+    server.enqueue(Reply(FIRST_TURN, latency=4.0))
+    server.reply_with(refine_script)
+    ask(page, "q")
+    summary = page.locator("#refine-summary")
+    summary.get_by_text("Turn 1 of 3", exact=False).wait_for()
+    page.locator("#refine-run").get_by_text("Running…").wait_for()
+    seen = summary.inner_text()
+    page.wait_for_function(
+        "(before) => {const t = document.querySelector('#refine-summary').innerText;"
+        " return t.includes('Turn 1 of 3') && t !== before}",
+        arg=seen,
+    )
+    page.locator("#refine-answer").get_by_text(COMPREHENSIVE).wait_for()
+    page.locator("#refine-run").get_by_text("Run", exact=True).wait_for()
+
+
+def test_compare_shows_whether_the_answers_agree(page, server):
+    page.get_by_role("tab", name="Compare").click()
+    ask(page, "How many r in strawberry?", tab="compare")
+    badge = page.locator("#compare-badge")
+    badge.get_by_text("answers", exact=False).wait_for()
+    # Single's reply (turn 1's format) says 3, as refine's synthesis does.
+    assert "agree" in badge.inner_text()
+    assert page.locator("#compare-single-title").inner_text().strip() == "Single answer"
+    assert page.locator("#compare-refine-title").inner_text().strip().startswith("Refine · ")
+    page.locator("#compare-refine-reasoning").get_by_text("Reasoning").click()
+    page.locator("#compare-refine").get_by_text("Spell the word", exact=False).first.wait_for()
+
+
+def test_compare_keeps_finished_work_after_stop(page, server):
+    server.reply_with(None)
+    slow = Reply(" ".join(f"slowly{i}" for i in range(300)), chunk_delay=0.05)
+    # single answers at once; refine's turn 1 finishes, then turn 2 crawls until Stop.
+    server.enqueue(FIRST_TURN, FIRST_TURN, slow)
+    page.get_by_role("tab", name="Compare").click()
+    ask(page, "q", tab="compare")
+    page.locator("#compare-refine-answer").get_by_text("slowly1 slowly2", exact=False).wait_for()
+    page.click("#compare-stop")
+    page.locator("#compare-refine-stats").get_by_text("Stopped", exact=False).wait_for()
+    refine = page.locator("#compare-refine-answer").inner_text()
+    assert "From Turn 1" in refine and "3" in refine
+    assert page.locator("#compare-single-answer").inner_text().strip() != ""
+
+
+def test_a_run_downloads_as_markdown_and_json(page, server, tmp_path):
+    import json
+
+    ask(page, "A question to take away")
+    page.locator("#refine-answer").get_by_text(COMPREHENSIVE).wait_for()
+    files = {}
+    for name in ("md", "json"):
+        button = page.locator(f"#refine-download-{name}")
+        button.wait_for()
+        with page.expect_download() as download:
+            button.click()
+        path = tmp_path / download.value.suggested_filename
+        download.value.save_as(path)
+        files[name] = path.read_text()
+    assert "A question to take away" in files["md"] and COMPREHENSIVE in files["md"]
+    saved = json.loads(files["json"])
+    assert saved["question"] == "A question to take away" and len(saved["turns"]) == 3
+    assert KEY not in files["md"] + files["json"]
+
+
+def test_history_reopens_a_run_with_its_turns(page, server):
+    ask(page, "A run to reopen later")
+    page.locator("#refine-answer").get_by_text(COMPREHENSIVE).wait_for()
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-table").get_by_text("A run to reopen later").first.click()
+    page.locator("#history-answer").get_by_text(COMPREHENSIVE).wait_for()
+    for title in ("Turn 1", "Turn 2", "Turn 3", "Synthesis"):
+        page.locator("#history-sections").get_by_text(title, exact=True).wait_for()
+    search = page.locator(".lb-history-filters").get_by_label("Search")
+    search.fill("no run says this 7c1f")
+    search.press("Enter")
+    page.locator("#history-empty").get_by_text("No saved run matches", exact=False).wait_for()
+
+
+def test_the_page_fits_a_phone_with_the_answer_on_the_first_screen(browser, url, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        ask(page, "How many r in strawberry?")
+        card = page.locator("#refine-answer")
+        card.get_by_text(COMPREHENSIVE).wait_for()
+        wider = "document.documentElement.scrollWidth > window.innerWidth"
+        assert page.evaluate(wider) is False
+        assert card.bounding_box()["y"] < 844  # the answer starts on the first screen
+        run = page.locator("#refine-run").bounding_box()
+        question = page.locator("#refine-q").bounding_box()
+        assert run["y"] > question["y"] + question["height"] - 1  # Run under the question
+        for tab in ("Steps", "Compare", "History"):
+            page.get_by_role("tab", name=tab).click()
+            assert page.evaluate(wider) is False, tab
+    finally:
+        context.close()

@@ -283,3 +283,115 @@ def test_sessions_with_the_same_key_and_model_share_one_rate_limiter():
     assert shared_limiter(one) is not shared_limiter(Settings(api_key="key-b", model="m", rpm=30))
     assert shared_limiter(one) is not shared_limiter(Settings(api_key="key-a", model="n", rpm=30))
     assert shared_limiter(one).rpm == 30
+
+
+# -- the answer card and its labels (#16) -------------------------------------------------------
+
+
+def synthesis(content: str, **parsed) -> CallFinished:
+    result = Synthesis(content=content, answer=parsed.get("concise_answer") or content, **parsed)
+    return CallFinished(kind="synthesis", index=1, result=result)
+
+
+def structured_turn(index: int, answer: str) -> CallFinished:
+    result = Turn(index=index, content=f"## Answer\n{answer}", answer=answer, structured=True)
+    return CallFinished(kind="turn", index=index, result=result)
+
+
+def test_the_card_heads_with_the_concise_answer_and_puts_the_comprehensive_one_under_it():
+    view = fold(
+        [
+            started(),
+            synthesis(
+                "...", concise_answer="Three.", comprehensive_answer="There are three r's: 3, 8, 9."
+            ),
+        ]
+    )
+    assert view.answer_markdown() == "### Three.\n\nThere are three r's: 3, 8, 9."
+    assert view.answer_label() == "**Answer**"
+
+
+def test_a_synthesis_that_missed_the_format_falls_back_to_the_last_turns_answer_labelled():
+    view = fold(
+        [
+            started(),
+            structured_turn(1, "2"),
+            structured_turn(2, "3"),
+            synthesis("I merged the turns and think it is three, roughly."),
+            finished(answer="I merged the turns and think it is three, roughly.", seconds=1.0),
+        ]
+    )
+    assert view.answer_markdown() == "3"
+    assert "Answer from Turn 2" in view.summary_markdown()
+
+
+def test_a_partial_answer_is_labelled_partial():
+    view = fold(
+        [
+            started(),
+            structured_turn(1, "3"),
+            finished("failed", error="Rate limited.", answer="3", partial=True),
+        ]
+    )
+    assert view.answer_markdown() == "3"
+    assert "**Partial answer**" in view.summary_markdown()
+    assert view.error_markdown() == "**Error:** Rate limited."
+
+
+def test_a_step_the_model_titled_step_1_is_not_titled_twice():
+    step = Step(index=1, title="Step 1", content="c", next_action="continue")
+    named = Step(index=2, title="Step 2: Check", content="c", next_action="continue")
+    view = fold(
+        [
+            started("steps"),
+            CallFinished(kind="step", index=1, result=step),
+            CallFinished(kind="step", index=2, result=named),
+        ]
+    )
+    assert [m["metadata"]["title"] for m in view.messages()] == ["Step 1", "Step 2: Check"]
+
+
+def test_terminal_advice_in_an_error_is_said_in_the_pages_words():
+    view = RunView().fail(
+        "Model 'x' is not served; available: a, b. Choose one with --model or LLAMABERRY_MODEL."
+    )
+    assert view.error_markdown().endswith("available: a, b. Pick a model in Settings.")
+
+
+def test_a_saved_run_reopens_as_the_view_a_live_run_ends_with():
+    turns = [
+        Turn(index=i, content=f"## Answer\n{i}", answer=str(i), structured=True) for i in (1, 2)
+    ]
+    run = Run(
+        mode="refine",
+        model="m",
+        provider="groq",
+        question="q",
+        status="ok",
+        answer="Two.",
+        turns=turns,
+        synthesis=Synthesis(
+            content="s", answer="Two.", concise_answer="Two.", comprehensive_answer="It is two."
+        ),
+        seconds=2.0,
+    )
+    view = RunView.from_run(run)
+    assert [m["metadata"]["title"] for m in view.messages()] == ["Turn 1", "Turn 2", "Synthesis"]
+    assert view.answer_markdown() == "### Two.\n\nIt is two."
+    assert view.summary_markdown().startswith("Done · 2 turns · 2.0s in all")
+
+
+def test_compare_says_whether_finished_answers_agree():
+    from ui.views import agreement
+
+    def answered(text: str) -> RunView:
+        view = RunView(state="ok")
+        view.answer = text
+        return view
+
+    assert agreement([answered("3"), answered("There are 3 r's.")]) == (
+        "✓ The 2 answers agree",
+        "agree",
+    )
+    assert agreement([answered("3"), answered("2")])[1] == "differ"
+    assert agreement([answered("3"), RunView(state="running")]) == ("", "")

@@ -52,25 +52,27 @@ MODELS_TIMEOUT = 15.0
 
 CSS = """
 /* The answer card: the headline answer, the comprehensive one under it, its cost beside. */
-.lb-card { border: 2px solid var(--color-accent); border-radius: var(--radius-lg);
+.block.lb-card { border: 2px solid var(--color-accent); border-radius: var(--radius-lg);
   background: var(--color-accent-soft); padding: 8px 16px; }
-.lb-card .prose h3 { font-size: 1.35rem; margin: 4px 0 8px; }
-.lb-card .prose { font-size: 1rem; line-height: 1.6; }
-.block.lb-error, .lb-error { border: 1px solid var(--error-border-color);
+.prose.lb-card { border: none; background: none; padding: 0; }
+.lb-card h3 { font-size: 1.35rem; margin: 4px 0 8px; }
+.lb-card .md { font-size: 1.05rem; line-height: 1.6; }
+.block.lb-error, .prose.lb-error { border: 1px solid var(--error-border-color);
   border-radius: var(--radius-lg); padding: 4px 16px; background: var(--error-background-fill);
   color: var(--error-text-color); }
+.prose.lb-error { border: none; padding: 0; }
 .lb-summary { color: var(--body-text-color-subdued); font-size: 0.95rem; }
 .lb-hint { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: -4px; }
-/* Turn and step sections: full width, readable type, no stray copy icon, no floating label. */
-.lb-sections .message-row, .lb-sections .message-wrap .message,
-.lb-sections .thought-group, .lb-sections .bubble, .lb-sections .message-content,
-.lb-sections .panel-full-width, .lb-sections button.message { width: 100% !important;
-  max-width: 100% !important; }
+/* Turn and step sections: full width, readable type, no stray copy icon, a label that does
+   not float over what it labels. */
+.lb-sections .message-row { padding-right: 0 !important; }
+.lb-sections .message.bot, .lb-sections .thought-group { width: 100% !important;
+  max-width: 100% !important; box-sizing: border-box; }
 .lb-sections .message-buttons, .lb-sections .message-buttons-right,
 .lb-sections .message-buttons-left { display: none !important; }
-.lb-sections .prose, .lb-sections .message-content { font-size: 0.97rem !important;
+.lb-sections .thought-group .md, .lb-sections .message-content { font-size: 0.97rem !important;
   line-height: 1.55; color: var(--body-text-color) !important; }
-.lb-sections label[data-testid="block-label"], .lb-sections .block-label { position: static !important; }
+.lb-sections label.float { position: static !important; }
 /* Compare: one card per mode and the badge saying whether their answers agree. */
 .lb-mode-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
   padding: 8px 12px; background: var(--background-fill-primary); }
@@ -79,12 +81,16 @@ CSS = """
 .lb-differ p { background: #fef3c7; color: #92400e; }
 /* On a phone: Run and Stop under the question, full width; nothing wider than the screen. */
 @media (max-width: 640px) {
-  .lb-ask { flex-direction: column !important; }
-  .lb-ask > * { width: 100% !important; min-width: 0 !important; }
+  .lb-ask, .lb-answer-row { flex-direction: column !important; }
+  .lb-ask > *, .lb-answer-row > * { width: 100% !important; min-width: 0 !important; }
   .lb-buttons { flex-direction: row !important; }
   .lb-buttons > * { flex: 1 1 0 !important; }
   .lb-sections { height: auto !important; }
-  body, .gradio-container { overflow-x: hidden; }
+  /* History on a phone: when, mode, status and the question; id, model and cost hidden. */
+  #history-table th:nth-child(1), #history-table td:nth-child(1),
+  #history-table th:nth-child(4), #history-table td:nth-child(4),
+  #history-table th:nth-child(6), #history-table td:nth-child(6),
+  #history-table th:nth-child(7), #history-table td:nth-child(7) { display: none !important; }
 }
 """
 
@@ -660,7 +666,7 @@ def _run_tab(name: str, hint: str) -> dict[str, Any]:
 
 def _answer_card(name: str) -> dict[str, Any]:
     """The answer card: the answer (with a copy button) and, beside it, how it ended and its cost."""
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_classes=["lb-answer-row"]):
         answer = gr.Markdown(
             visible=False,
             buttons=["copy"],

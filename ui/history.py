@@ -142,7 +142,7 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
             label="Run id", placeholder="pick a row, or paste an id", scale=3, min_width=160
         )
         open_button = gr.Button("Open", scale=0, min_width=80)
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_classes=["lb-answer-row"]):
         answer = gr.Markdown(
             visible=False,
             buttons=["copy"],

@@ -65,9 +65,10 @@ CSS = """
 .lb-hint { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: -4px; }
 /* Turn and step sections: full width, readable type, no stray copy icon, a label that does
    not float over what it labels. */
-.lb-sections .message-row { padding-right: 0 !important; }
-.lb-sections .message.bot, .lb-sections .thought-group { width: 100% !important;
-  max-width: 100% !important; box-sizing: border-box; }
+.lb-sections .message-row, .lb-sections .message-row .flex-wrap,
+.lb-sections .message-row .flex-wrap > div, .lb-sections .message.bot,
+.lb-sections .thought-group { width: 100% !important; max-width: 100% !important;
+  box-sizing: border-box; }
 .lb-sections .message-buttons, .lb-sections .message-buttons-right,
 .lb-sections .message-buttons-left { display: none !important; }
 .lb-sections .thought-group .md, .lb-sections .message-content { font-size: 0.97rem !important;

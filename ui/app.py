@@ -66,9 +66,10 @@ CSS = """
 /* Turn and step sections: full width, readable type, no stray copy icon, a label that does
    not float over what it labels. */
 .lb-sections .message-row, .lb-sections .message-row .flex-wrap,
-.lb-sections .message-row .flex-wrap > div, .lb-sections .message.bot,
-.lb-sections .thought-group { width: 100% !important; max-width: 100% !important;
+.lb-sections .message-row .flex-wrap > div,
+.lb-sections .message.bot { width: 100% !important; max-width: 100% !important;
   box-sizing: border-box; }
+.lb-sections .thought-group { width: auto !important; max-width: none !important; }
 .lb-sections .message-buttons, .lb-sections .message-buttons-right,
 .lb-sections .message-buttons-left { display: none !important; }
 .lb-sections .thought-group .md, .lb-sections .message-content { font-size: 0.97rem !important;
@@ -88,10 +89,11 @@ CSS = """
   .lb-buttons > * { flex: 1 1 0 !important; }
   .lb-sections { height: auto !important; }
   /* History on a phone: when, mode, status and the question; id, model and cost hidden. */
-  #history-table th:nth-child(1), #history-table td:nth-child(1),
-  #history-table th:nth-child(4), #history-table td:nth-child(4),
-  #history-table th:nth-child(6), #history-table td:nth-child(6),
-  #history-table th:nth-child(7), #history-table td:nth-child(7) { display: none !important; }
+  #history-table th:nth-child(1), #history-table .virtual-row > :nth-child(1),
+  #history-table th:nth-child(4), #history-table .virtual-row > :nth-child(4),
+  #history-table th:nth-child(6), #history-table .virtual-row > :nth-child(6),
+  #history-table th:nth-child(7), #history-table .virtual-row > :nth-child(7) {
+    display: none !important; }
 }
 """
 

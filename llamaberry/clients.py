@@ -121,35 +121,49 @@ _STRICT_KEYWORDS = frozenset(
 )
 
 
+# What a server that compiles the whole schema into a grammar (llama.cpp) also enforces: without
+# minLength a small model can close a step with an empty "content".
+_GRAMMAR_KEYWORDS = _STRICT_KEYWORDS | {"minLength", "maxLength", "minItems", "maxItems"}
+
+
 @dataclass(frozen=True)
 class JSONSchema:
-    """The shape a reply must have, sent as `response_format={"type": "json_schema", ...}`."""
+    """The shape a reply must have, sent as `response_format={"type": "json_schema", ...}`.
+
+    `schema` keeps to what strict mode takes everywhere; `grammar` adds the length limits, for
+    a server known to enforce them (llama.cpp, the `local` provider).
+    """
 
     name: str
     schema: dict[str, Any]
+    grammar: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, model: type[BaseModel], name: str) -> JSONSchema:
         """The strict-mode schema of a pydantic model: every key required, no other keys."""
-        return cls(name, _strict(model.model_json_schema()))
+        full = model.model_json_schema()
+        return cls(name, _strict(full, _STRICT_KEYWORDS), _strict(full, _GRAMMAR_KEYWORDS))
 
-    def response_format(self) -> dict[str, Any]:
-        """The `response_format` request parameter."""
+    def response_format(self, *, lengths: bool = False) -> dict[str, Any]:
+        """The `response_format` request parameter (with the length limits if `lengths`)."""
+        schema = self.grammar if lengths and self.grammar else self.schema
         return {
             "type": "json_schema",
-            "json_schema": {"name": self.name, "strict": True, "schema": self.schema},
+            "json_schema": {"name": self.name, "strict": True, "schema": schema},
         }
 
 
-def _strict(schema: dict[str, Any]) -> dict[str, Any]:
-    out = {key: value for key, value in schema.items() if key in _STRICT_KEYWORDS}
+def _strict(schema: dict[str, Any], keywords: frozenset[str]) -> dict[str, Any]:
+    out = {key: value for key, value in schema.items() if key in keywords}
     if "properties" in out:
-        out["properties"] = {key: _strict(value) for key, value in out["properties"].items()}
+        out["properties"] = {
+            key: _strict(value, keywords) for key, value in out["properties"].items()
+        }
         # Strict mode wants every property listed as required and nothing else allowed.
         out["required"] = list(out["properties"])
         out["additionalProperties"] = False
     if isinstance(out.get("items"), dict):
-        out["items"] = _strict(out["items"])
+        out["items"] = _strict(out["items"], keywords)
     return out
 
 
@@ -206,6 +220,9 @@ class ChatClient:
     # Set once the endpoint has refused a json_schema request: from then on this client asks
     # for json_object instead, so the refusal costs one request, not one per call.
     json_schema_refused: bool = False
+    # Whether the server enforces a schema's length limits (minLength...): only one known to
+    # compile the whole schema into a grammar; strict mode elsewhere refuses those keywords.
+    schema_lengths: bool = False
     # Whether idle connections are kept for the next call.
     keep_alive: bool = True
     # Set by each provider's constructor; the key lives here and nowhere else.
@@ -578,7 +595,7 @@ class ChatClient:
         if self.reasoning_effort:
             params["reasoning_effort"] = self.reasoning_effort
         if fmt == "json_schema" and schema is not None:
-            params["response_format"] = schema.response_format()
+            params["response_format"] = schema.response_format(lengths=self.schema_lengths)
         elif fmt is not None:
             params["response_format"] = {"type": "json_object"}
         return params

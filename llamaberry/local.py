@@ -199,6 +199,8 @@ class LocalClient(OpenAICompatibleClient):
     # keep-alive, so a request sent on a pooled connection in that moment fails ("server
     # disconnected"). Loopback connects cost nothing, so none is kept.
     keep_alive = False
+    # llama.cpp turns the whole JSON schema into a grammar, length limits included.
+    schema_lengths = True
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None, **kwargs: Any):
         # Not OpenAICompatibleClient's constructor: it reads OPENAI_* variables, which are for

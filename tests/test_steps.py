@@ -855,3 +855,15 @@ def test_the_terminal_shows_a_re_ask_live(cli_env, fake_server: FakeServer):
     retry = out.index("↻")
     assert "step 1 was not usable" in out[retry:]
     assert retry < out.index("Step 1: Title 1")
+
+
+async def test_a_server_that_enforces_lengths_is_sent_them(server: FakeServer, engine: Engine):
+    # llama.cpp (the local provider) compiles the whole schema to a grammar: there a non-empty
+    # title and content can be required too; strict-mode servers refuse minLength.
+    engine.client.schema_lengths = True
+    server.reply_with(Model())
+    run = await engine.steps(QUESTION)
+    assert run.ok
+    properties = server.requests[0].json_schema["properties"]
+    assert properties["title"] == properties["content"] == {"type": "string", "minLength": 1}
+    assert server.requests[0].body["response_format"]["json_schema"]["strict"] is True

@@ -70,6 +70,7 @@ CSS = """
 .lb-sections .message.bot { width: 100% !important; max-width: 100% !important;
   box-sizing: border-box; }
 .lb-sections .thought-group { width: auto !important; max-width: none !important; }
+.lb-sections .message-row { margin-left: 0 !important; margin-right: 0 !important; }
 .lb-sections .message-buttons, .lb-sections .message-buttons-right,
 .lb-sections .message-buttons-left { display: none !important; }
 .lb-sections .thought-group .md, .lb-sections .message-content { font-size: 0.97rem !important;

@@ -73,8 +73,11 @@ CSS = """
 .lb-sections .message-row { margin-left: 0 !important; margin-right: 0 !important; }
 .lb-sections .message-buttons, .lb-sections .message-buttons-right,
 .lb-sections .message-buttons-left { display: none !important; }
-.lb-sections .thought-group .md, .lb-sections .message-content { font-size: 0.97rem !important;
-  line-height: 1.55; color: var(--body-text-color) !important; }
+.lb-sections .thought-group .content, .lb-sections .thought-group .content .md,
+.lb-sections .thought-group .content .md * { font-size: 0.97rem !important; line-height: 1.55;
+  color: var(--body-text-color) !important; }
+.lb-sections .thought-group .title .md { font-size: 1rem !important;
+  color: var(--body-text-color) !important; }
 .lb-sections label.float { position: static !important; }
 /* Compare: one card per mode and the badge saying whether their answers agree. */
 .lb-mode-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);

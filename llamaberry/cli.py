@@ -1,7 +1,8 @@
 """The `llamaberry` command line.
 
 Kept light on purpose: the SDKs are imported when a request is made and gradio only by `ui`,
-so `llamaberry --help` answers at once.
+so `llamaberry --help` answers at once. The modes, their `--mode` choices and their option
+flags come from the registry (`modes.py`), loaded only when a command that takes them is used.
 """
 
 from __future__ import annotations
@@ -12,13 +13,94 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 import click
 
 from .errors import InputError, LlamaberryError
 
-MODES = ("refine", "single", "steps")
+
+class RegistryCommand(click.Command):
+    """A command with parameters read from the mode registry.
+
+    They are built the first time the command parses or shows its help, so the registry (and
+    pydantic with it) is never imported by `llamaberry --help` or by the other commands.
+    """
+
+    def __init__(self, *args: Any, registry_params: Callable[[], list[click.Parameter]], **kw: Any):
+        super().__init__(*args, **kw)
+        self._registry_params: Callable[[], list[click.Parameter]] | None = registry_params
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if self._registry_params is not None:
+            made, self._registry_params = self._registry_params(), None
+            # After the arguments, before the shared endpoint options.
+            at = next((i for i, p in enumerate(self.params) if isinstance(p, click.Option)), 0)
+            self.params[at:at] = made
+        return super().get_params(ctx)
+
+
+class RegistryGroup(RegistryCommand, click.Group):
+    """A command group with parameters read from the mode registry (see `RegistryCommand`)."""
+
+
+def mode_choice(
+    *, with_default: bool = False, **kwargs: Any
+) -> Callable[[], list[click.Parameter]]:
+    """A `--mode` option whose choices are the registered modes (and the registry's default
+    mode as its default, `with_default`)."""
+
+    def make() -> list[click.Parameter]:
+        from . import modes
+
+        if with_default:
+            kwargs.update(default=modes.DEFAULT_MODE, show_default=True)
+        return [click.Option(["--mode"], type=click.Choice(modes.names()), **kwargs)]
+
+    return make
+
+
+def mode_options(
+    *extra: Callable[[], list[click.Parameter]],
+) -> Callable[[], list[click.Parameter]]:
+    """One flag per mode option (`--turns`, `--samples`...), typed but not range-checked: the
+    option's model checks the range, so every way in gives the same error line."""
+
+    def make() -> list[click.Parameter]:
+        from . import modes, options
+
+        made = [param for factory in extra for param in factory()]
+        for name, (field, takers) in modes.option_fields().items():
+            kind = options.plain_type(field)
+            if get_origin(kind) is Literal:
+                click_type: Any = click.Choice([str(c) for c in get_args(kind)])
+            else:
+                click_type = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+            flags = [f"--{name.replace('_', '-')}"]
+            declared = field.json_schema_extra
+            short = declared.get("short_flag") if isinstance(declared, dict) else None
+            if isinstance(short, str):
+                flags.append(short)
+            help_text = (
+                f"{field.description or name} For {', '.join(takers)}: "
+                f"{options.describe(field)} [default {field.default}; "
+                f"env {options.env_name(name)}]."
+            )
+            made.append(click.Option(flags, name, type=click_type, help=help_text))
+        return made
+
+    return make
+
+
+def take_options(params: dict[str, Any]) -> dict[str, Any]:
+    """Pop the mode options a command received (the ones given) out of its parameters."""
+    from . import modes
+
+    return {
+        name: value
+        for name in modes.option_fields()
+        if (value := params.pop(name, None)) is not None
+    }
 
 
 def endpoint_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -181,11 +263,10 @@ def read_question(question: str) -> str:
 def cli() -> None:
     """llamaberry: make a fast model think harder, and measure whether it helped.
 
-    Modes: refine (reasoning turns, each critiquing the last, then a synthesis), steps
-    (validated JSON reasoning steps, then a plain answer) and single (the question asked once,
-    the baseline). Set GROQ_API_KEY to use Groq; without one, a tiny model embedded in the
-    package runs on this machine. --provider openai --base-url reaches any OpenAI-compatible
-    server; --provider local --model FILE.gguf serves a GGUF model of your own.
+    `llamaberry modes` lists the ways it can think, with their options. Set GROQ_API_KEY to
+    use Groq; without one, a tiny model embedded in the package runs on this machine.
+    --provider openai --base-url reaches any OpenAI-compatible server; --provider local --model
+    FILE.gguf serves a GGUF model of your own.
     """
     show_warnings()
 
@@ -205,38 +286,29 @@ def show_warnings() -> None:
         logger.addHandler(handler)
 
 
-@cli.command()
+@cli.command(
+    cls=RegistryCommand,
+    registry_params=mode_options(
+        mode_choice(with_default=True, help="How the model thinks (see `llamaberry modes`).")
+    ),
+)
 @click.argument("question")
-@click.option("--mode", type=click.Choice(MODES), default="refine", show_default=True)
-@click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
-@click.option("--min-steps", type=int, help="Fewest reasoning steps in steps mode [default 3].")
-@click.option("--max-steps", type=int, help="Most reasoning steps in steps mode [default 25].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of prose.")
 @endpoint_options
 @handle_errors
-def ask(
-    question: str,
-    mode: str,
-    turns: int | None,
-    min_steps: int | None,
-    max_steps: int | None,
-    as_json: bool,
-    **options: Any,
-) -> None:
+def ask(question: str, mode: str, as_json: bool, **params: Any) -> None:
     """Ask QUESTION (or - to read it from stdin) and show the thinking as it streams."""
     from .render import TerminalView
 
     question = read_question(question)
-    if turns is not None and not 1 <= turns <= 10:
-        raise InputError(f"--turns must be from 1 to 10 (got {turns}).")
-    step_bounds = {"min_steps": min_steps, "max_steps": max_steps} if mode == "steps" else {}
+    chosen = take_options(params)
 
     settled: list[Any] = []  # the run as it ended, even when it ended by an interrupt
 
     async def go():
-        async with make_engine(options, turns=turns, on_finish=settled.append) as engine:
+        async with make_engine(params, on_finish=settled.append) as engine:
             view = TerminalView(quiet=as_json)
-            async for event in engine.stream(mode, question, **step_bounds):
+            async for event in engine.stream(mode, question, **chosen):
                 view.show(event)
             return view.run
 
@@ -250,6 +322,41 @@ def ask(
         echo_json(run.public_dict())
     if run.status != "ok":
         fail(run.error or "the run failed", 1)
+
+
+@cli.command("modes")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of prose.")
+def modes_command(as_json: bool) -> None:
+    """List the modes, what each does, and its options with their ranges and defaults."""
+    from . import modes, options
+
+    listed: list[dict[str, Any]] = [
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "default": spec.default,
+            "options": {
+                name: {
+                    "description": field.description,
+                    "accepts": options.describe(field),
+                    "default": field.default,
+                    "env": options.env_name(name),
+                }
+                for name, field in spec.options.model_fields.items()
+            },
+        }
+        for spec in modes.MODES.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(listed, ensure_ascii=False))
+        return
+    for entry in listed:
+        click.echo(f"{entry['name']}: {entry['description']}")
+        for name, about in entry["options"].items():
+            click.echo(
+                f"  --{name.replace('_', '-')}: {about['description']} {about['accepts']}, "
+                f"default {about['default']} (env {about['env']})"
+            )
 
 
 @cli.command()
@@ -273,28 +380,30 @@ def models(**options: Any) -> None:
 
 
 def parse_modes(text: str | None) -> list[str] | None:
-    """'single,refine' -> ['single', 'refine']; None stays None (every mode available)."""
+    """'single,refine' -> ['single', 'refine']; None stays None (the default set)."""
+    from . import modes as registry
+
     if text is None:
         return None
     modes = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in registry.MODES]
     if unknown or not modes:
         raise InputError(
-            f"--modes takes a comma-separated list of {', '.join(MODES)} (got {text!r})."
+            f"--modes takes a comma-separated list of {', '.join(registry.MODES)} (got {text!r})."
         )
     return modes
 
 
-def available_modes(engine: Any) -> list[str]:
-    """Every mode this engine can run, the baseline first."""
-    return ["single", "refine"] + (["steps"] if hasattr(engine, "steps_stream") else [])
-
-
-@cli.group(invoke_without_command=True)
-@click.option("--mode", type=click.Choice(MODES), help="Only runs of this mode.")
+@cli.group(
+    cls=RegistryGroup,
+    invoke_without_command=True,
+    registry_params=mode_choice(help="Only runs of this mode."),
+)
 @click.option("--model", help="Only runs of this model.")
 @click.option("--search", "-s", help="Only runs whose question or answer contains this text.")
-@click.option("--status", type=click.Choice(["ok", "failed", "cancelled", "running"]))
+@click.option(
+    "--status", type=click.Choice(["ok", "failed", "cancelled", "interrupted", "running"])
+)
 @click.option("--limit", "-n", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @click.pass_context
@@ -360,10 +469,11 @@ def history_show(run_id: str, as_json: bool) -> None:
         click.echo(run_markdown(run), nl=False)
 
 
-@history.command("export")
+@history.command(
+    "export", cls=RegistryCommand, registry_params=mode_choice(help="Only runs of this mode.")
+)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "md"]), default="jsonl")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write [stdout].")
-@click.option("--mode", type=click.Choice(MODES))
 @click.option("--model")
 @click.option("--search", "-s")
 @handle_errors
@@ -385,30 +495,28 @@ def history_export(fmt: str, output: str | None, **filters: Any) -> None:
             raise InputError(f"Cannot write {output}: {error.strerror}.") from None
 
 
-@cli.command()
+@cli.command(cls=RegistryCommand, registry_params=mode_options())
 @click.argument("question")
-@click.option("--modes", help="Comma-separated modes [default: single,refine,steps].")
-@click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
+@click.option("--modes", help="Comma-separated modes [default: see `llamaberry modes`].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @endpoint_options
 @handle_errors
-def compare(
-    question: str, modes: str | None, turns: int | None, as_json: bool, **options: Any
-) -> None:
+def compare(question: str, modes: str | None, as_json: bool, **params: Any) -> None:
     """Run QUESTION through several modes at once; show answer, seconds and tokens side by side."""
     from rich.console import Console
     from rich.table import Table
 
+    from . import modes as registry
     from .compare import compare as run_compare
 
     question = read_question(question)
-    chosen = parse_modes(modes)
+    wanted = parse_modes(modes) or registry.default_names()
+    chosen = take_options(params)
 
     async def go():
-        async with make_engine(options, turns=turns) as engine:
-            wanted = chosen or available_modes(engine)
+        async with make_engine(params) as engine:
             with Console(stderr=True).status(f"Running {', '.join(wanted)} at once…"):
-                return await run_compare(engine, question, wanted)
+                return await run_compare(engine, question, wanted, **chosen)
 
     result = asyncio.run(go())
     if as_json:
@@ -447,10 +555,10 @@ def compare(
         fail(RuntimeError(f"{failed[0].label} {failed[0].status}: {failed[0].error}"), 1)
 
 
-@cli.command("eval")
+@cli.command("eval", cls=RegistryCommand, registry_params=mode_options())
 @click.argument("dataset", required=False, type=click.Path(dir_okay=False))
 @click.option("--builtin", type=click.Choice(["tricky"]), help="Use a dataset that ships with us.")
-@click.option("--modes", help="Comma-separated modes [default: every mode].")
+@click.option("--modes", help="Comma-separated modes [default: see `llamaberry modes`].")
 @click.option(
     "--concurrency",
     "-c",
@@ -467,7 +575,6 @@ def compare(
     help="Field holding a list of choices, or comma-separated fields with one each (A,B,C,D): "
     "the choices are shown lettered and scored by letter.",
 )
-@click.option("--turns", "-n", type=int, help="Reasoning turns for refine, 1 to 10 [default 3].")
 @click.option(
     "--out",
     "-o",
@@ -487,9 +594,8 @@ def eval_command(
     question_field: str,
     answer_field: str,
     choices_field: str | None,
-    turns: int | None,
     out: str | None,
-    **options: Any,
+    **params: Any,
 ) -> None:
     """Score modes on DATASET: JSON lines or a CSV with a header ({"question", "answer",
     "scorer"?} per record; other field names with --question-field and friends).
@@ -535,7 +641,11 @@ def eval_command(
         click.echo(f"warning: skipped {len(data.skipped) - 10} more bad lines.", err=True)
     if sample is not None:
         data = evaluation.sample(data, sample, seed)
-    chosen = parse_modes(modes)
+    from . import modes as registry
+
+    wanted = parse_modes(modes) or registry.default_names()
+    chosen = take_options(params)
+    registry.check_defaults(chosen)
     folder = Path(out) if out else None
     if folder is not None:
         check_writable(folder)
@@ -568,7 +678,7 @@ def eval_command(
 
     async def go():
         # history=False: the eval saves its runs itself, tagged for resuming, and off the loop.
-        async with make_engine(options, turns=turns, history=False) as engine:
+        async with make_engine(params, history=False) as engine:
             nonlocal folder
             if folder is None:
                 name = f"{data.name}-{engine.model}"
@@ -576,7 +686,6 @@ def eval_command(
                     c if c.isalnum() or c in "-." else "-" for c in name
                 )
                 check_writable(folder)
-            wanted = chosen or available_modes(engine)
             total = min(limit, len(data.items)) if limit else len(data.items)
             at_once = concurrency
             if at_once is None:
@@ -596,6 +705,7 @@ def eval_command(
                     limit=limit,
                     on_result=on_result,
                     on_warning=on_warning,
+                    **chosen,
                 )
 
     try:
@@ -663,19 +773,22 @@ def load_ui_module():
     return importlib.import_module("ui.app")
 
 
-@cli.command()
+@cli.command(cls=RegistryCommand, registry_params=mode_options())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=7860, show_default=True, help="Port to listen on.")
 @click.option("--share", is_flag=True, help="Also publish a public gradio.live link.")
 @click.option("--auth", metavar="USER:PASSWORD", help="Require this login to open the page.")
-@click.option("--turns", "-n", type=int, help="Default refine turns, 1 to 10 [default 3].")
 @endpoint_options
 @handle_errors
-def ui(
-    host: str, port: int, share: bool, auth: str | None, turns: int | None, **options: Any
-) -> None:
-    """Start the web UI (refine, steps and compare tabs) on http://HOST:PORT."""
+def ui(host: str, port: int, share: bool, auth: str | None, **params: Any) -> None:
+    """Start the web UI (a tab per mode, and compare) on http://HOST:PORT.
+
+    Mode options given here are the page's defaults."""
+    from . import modes
     from .config import Settings
+
+    defaults = take_options(params)
+    modes.check_defaults(defaults)
 
     credentials = None
     if auth is not None:
@@ -683,7 +796,7 @@ def ui(
         if not sep or not user or not password:
             raise InputError("--auth must be USER:PASSWORD, both non-empty.")
         credentials = (user, password)
-    settings = Settings.load(**{k: options.get(k) for k in ENDPOINT_KEYS}, turns=turns)
+    settings = Settings.load(**{k: params.get(k) for k in ENDPOINT_KEYS})
     if settings.embedded:
         click.echo(embedded_notice(settings.model) + ".", err=True)
     local = host in ("localhost", "::1") or host.startswith("127.")
@@ -698,13 +811,16 @@ def ui(
     app = load_ui_module()  # gradio is imported here, never by the other commands
     try:
         # The History tab lists every saved run, so it is only shown on this machine.
-        page = app.build_app(settings, show_history=local and not share)
+        page = app.build_app(settings, show_history=local and not share, options=defaults)
         app.serve(page, host=host, port=port, share=share, auth=credentials)
     except OSError as error:
         raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None
 
 
-@cli.command()
+@cli.command(
+    cls=RegistryCommand,
+    registry_params=mode_options(),
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
 @click.option(
@@ -720,7 +836,6 @@ def ui(
     show_default=True,
     help="The message field that carries the intermediate work.",
 )
-@click.option("--turns", "-n", type=int, help="Default refine turns, 1 to 10 [default 3].")
 @endpoint_options
 @handle_errors
 def serve(
@@ -728,7 +843,6 @@ def serve(
     port: int,
     serve_key: str | None,
     reasoning_field: str,
-    turns: int | None,
     **options: Any,
 ) -> None:
     """Serve every mode as a model behind an OpenAI-compatible API on http://HOST:PORT/v1.
@@ -743,9 +857,11 @@ def serve(
     except ImportError as error:  # starlette/uvicorn come with the package; say so if missing
         raise LlamaberryError(f"The server needs starlette and uvicorn: {error}") from None
 
-    settings = Settings.load(**{k: options.get(k) for k in ENDPOINT_KEYS}, turns=turns)
-    # Build the default engine now: a missing key or a bad URL fails here, not per request.
-    endpoint.Gateway(settings, history=False).engine()
+    defaults = take_options(options)
+    settings = Settings.load(**{k: options.get(k) for k in ENDPOINT_KEYS})
+    # Build the default engine now: a missing key, a bad URL or a bad option fails here, not
+    # per request.
+    endpoint.Gateway(settings, history=False, options=defaults).engine()
     local = host in ("localhost", "::1") or host.startswith("127.")
     if not local and not serve_key:
         click.echo(
@@ -770,6 +886,7 @@ def serve(
             api_key=serve_key,
             reasoning_field=reasoning_field,  # type: ignore[arg-type]
             on_ready=ready,
+            options=defaults,
         )
     except OSError as error:
         raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None

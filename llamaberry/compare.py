@@ -1,25 +1,31 @@
 """Compare: one question through several modes at once, side by side.
 
-The modes run concurrently, so the wall time is about the slowest mode's, not the sum. The
-refine run's first turn is a structured single-pass answer in its own right; it is reported as
-an extra entry, "refine turn 1", at no extra cost.
+The modes run concurrently, so the wall time is about the slowest mode's, not the sum. A mode
+may report more than one entry for its run (refine's first turn is a structured single-pass
+answer in its own right, "refine turn 1", at no extra cost): see `ModeSpec.extra_entries`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, get_args
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from .errors import InputError
+from . import modes as registry
 from .events import Event, RunFinished
 from .results import Mode, Run, Usage
 
-if TYPE_CHECKING:
-    from .engine import Engine
+
+class Runner(Protocol):
+    """What compare needs of an engine: a model name and a stream per mode."""
+
+    @property
+    def model(self) -> str: ...
+
+    def stream(self, mode: Mode, question: str, **options: Any) -> AsyncIterator[Event]: ...
 
 
 class Entry(BaseModel):
@@ -65,29 +71,25 @@ class Comparison(BaseModel):
 
 def check_modes(modes: Sequence[str]) -> list[Mode]:
     """The modes asked for, without repeats; `InputError` for an unknown one."""
-    available = get_args(Mode)
-    chosen: list[Mode] = []
-    for mode in modes:
-        if mode not in available:
-            raise InputError(f"Unknown mode '{mode}'; choose from: {', '.join(available)}.")
-        if mode not in chosen:
-            chosen.append(mode)  # type: ignore[arg-type]
-    if not chosen:
-        raise InputError("Give at least one mode to compare.")
-    return chosen
+    return registry.check(modes)
 
 
 async def compare(
-    engine: Engine,
+    engine: Runner,
     question: str,
-    modes: Sequence[str] = ("single", "refine", "steps"),
+    modes: Sequence[str] | None = None,
     *,
     on_event: Callable[[Mode, Event], None] | None = None,
+    **options: Any,
 ) -> Comparison:
-    """Run `modes` on `question` concurrently; a mode that fails is reported, not raised."""
-    chosen = check_modes(modes)
-    # Streams are created up front so a bad question fails before any request is sent.
-    streams = {mode: engine.stream(mode, question) for mode in chosen}
+    """Run `modes` on `question` concurrently; a mode that fails is reported, not raised.
+
+    `options` go to each mode that takes them (`turns` to refine, `samples` to vote...).
+    """
+    chosen = registry.check(registry.default_names() if modes is None else modes)
+    registry.check_defaults({k: v for k, v in options.items() if v is not None})
+    # Streams are created up front so a bad question or option fails before any request.
+    streams = {mode: engine.stream(mode, question, **_own(mode, options)) for mode in chosen}
 
     async def finish(mode: Mode) -> Run:
         run: Run | None = None
@@ -106,8 +108,9 @@ async def compare(
     entries: list[Entry] = []
     for run in runs:
         entries.append(_entry(run))
-        if run.mode == "refine" and run.turns:
-            entries.append(_first_turn(run))
+        extra = registry.get(run.mode).extra_entries
+        for label, result in extra(run) if extra is not None else []:
+            entries.append(_derived(run, label, result))
     return Comparison(
         question=runs[0].question,
         model=engine.model,
@@ -130,15 +133,19 @@ def _entry(run: Run) -> Entry:
     )
 
 
-def _first_turn(run: Run) -> Entry:
-    first = run.turns[0]
+def _own(mode: str, options: dict[str, Any]) -> dict[str, Any]:
+    taken = registry.get(mode).options.model_fields
+    return {k: v for k, v in options.items() if k in taken and v is not None}
+
+
+def _derived(run: Run, label: str, result: Any) -> Entry:
     return Entry(
-        label="refine turn 1",
-        mode="refine",
+        label=label,
+        mode=run.mode,
         status="ok",
-        answer=first.answer,
-        usage=first.usage,
-        seconds=first.seconds,
+        answer=getattr(result, "answer", None) or result.content,
+        usage=result.usage,
+        seconds=result.seconds,
         run_id=run.id,
         derived=True,
     )

@@ -1,4 +1,6 @@
-"""Settings: every knob, its environment variable, its default, and its allowed range.
+"""Settings: every knob of the endpoint and the engine, its environment variable, its
+default, and its allowed range. A mode's own options (refine's turns, steps' bounds...) live in
+the mode's options model instead (see `options.py`).
 
 An explicit argument wins over the environment, which wins over the default. A bad value gets
 one line that names the setting; nothing is sent.
@@ -34,7 +36,6 @@ ENVIRONMENT = {
     "provider": "LLAMABERRY_PROVIDER",
     "model": "LLAMABERRY_MODEL",
     "base_url": "LLAMABERRY_BASE_URL",
-    "turns": "LLAMABERRY_TURNS",
     "temperature": "LLAMABERRY_TEMPERATURE",
     "max_tokens": "LLAMABERRY_MAX_TOKENS",
     "reasoning_effort": "LLAMABERRY_REASONING_EFFORT",
@@ -45,9 +46,6 @@ ENVIRONMENT = {
     "max_wait": "LLAMABERRY_MAX_WAIT",
     "max_retries": "LLAMABERRY_MAX_RETRIES",
     "max_question_chars": "LLAMABERRY_MAX_QUESTION_CHARS",
-    "min_steps": "LLAMABERRY_MIN_STEPS",
-    "max_steps": "LLAMABERRY_MAX_STEPS",
-    "step_max_tokens": "LLAMABERRY_STEP_MAX_TOKENS",
     "concurrency": "LLAMABERRY_CONCURRENCY",
     "context": "LLAMABERRY_CONTEXT",
     "loop_guard": "LLAMABERRY_LOOP_GUARD",
@@ -61,7 +59,6 @@ class Settings(BaseModel):
     model: str = Field(DEFAULT_MODEL, min_length=1)
     api_key: SecretStr | None = Field(None, repr=False)
     base_url: str | None = None
-    turns: int = Field(3, ge=1, le=10)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     # Reasoning models spend hidden tokens from this budget before any visible text.
     max_tokens: int = Field(4096, ge=1, le=131072)
@@ -75,11 +72,6 @@ class Settings(BaseModel):
     max_wait: float = Field(90.0, ge=0)
     max_retries: int = Field(3, ge=0, le=10)
     max_question_chars: int = Field(20000, ge=1)
-    min_steps: int = Field(3, ge=1, le=50)
-    max_steps: int = Field(25, ge=1, le=100)
-    # A step is a paragraph, not an essay: its first ask gets this budget (or max_tokens if
-    # smaller); a step cut off by it is asked again with twice as much, up to max_tokens.
-    step_max_tokens: int = Field(1024, ge=1, le=131072)
     concurrency: int = Field(100, ge=1, le=10000)
     # The model's context window in tokens, for endpoints that do not report it (None: ask
     # the endpoint; 0: never check before sending).
@@ -133,19 +125,14 @@ class Settings(BaseModel):
             # The SDKs' own variables, resolved here so a run records the endpoint it used.
             variable = "GROQ_BASE_URL" if settings.provider == "groq" else "OPENAI_BASE_URL"
             settings.base_url = check_base_url(os.environ.get(variable) or None, variable)
-        if settings.min_steps > settings.max_steps:
-            raise InputError(
-                f"min_steps ({settings.min_steps}) is larger than max_steps ({settings.max_steps})."
-            )
         return settings
 
     def public(self) -> dict[str, Any]:
         """The settings worth recording with a run (never the key, nor credentials in a URL)."""
         return redact_data(
             self.model_dump(
-                include={"provider", "model", "base_url", "turns", "temperature", "max_tokens"}
-                | {"reasoning_effort", "min_steps", "max_steps", "step_max_tokens"}
-                | {"context", "loop_guard"}
+                include={"provider", "model", "base_url", "temperature", "max_tokens"}
+                | {"reasoning_effort", "context", "loop_guard"}
             )
         )
 

@@ -5,32 +5,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import modes
 from .clients import ChatClient, RetryPolicy, make_client
+from .compare import Comparison, compare
 from .config import Settings
-from .errors import InputError, RunFailedError
-from .events import Event, RunFinished
+from .errors import RunFailedError
+from .events import CallFinished, Event, RunFinished, RunStarted
 from .limits import RateLimiter
 from .redact import redact
-from .refine import refine as refine_mode
 from .results import Mode, Run
-from .runner import ModeBody, check_question, drive
-from .single import single as single_mode
-from .steps import steps as steps_mode
+from .runner import RunStream, check_question, drive
 from .store import Store, history_enabled
-
-if TYPE_CHECKING:
-    from .compare import Comparison
 
 log = logging.getLogger("llamaberry")
 
 
 class Engine:
-    """Runs questions through the refine, steps and single modes against one model endpoint.
+    """Runs questions through any registered mode (see `modes.py`) against one model endpoint.
 
     Every argument left as None comes from the environment (see the README), then the
-    defaults. Use it as `async with Engine() as engine:` or call `aclose()` when done.
+    defaults. Mode options given here (`turns=`, `samples=`...) are this engine's defaults for
+    the modes that take them. Use it as `async with Engine() as engine:` or call `aclose()`.
     """
 
     def __init__(
@@ -55,13 +52,13 @@ class Engine:
         on_finish: Callable[[Run], None] | None = None,
         history: bool | Store | None = None,
         limiter: RateLimiter | None = None,
+        **options: Any,
     ) -> None:
         self.settings = settings or Settings.load(
             model=model,
             provider=provider,
             api_key=api_key,
             base_url=base_url,
-            turns=turns,
             temperature=temperature,
             max_tokens=max_tokens,
             reasoning_effort=reasoning_effort,
@@ -72,6 +69,11 @@ class Engine:
             loop_guard=loop_guard,
             run_timeout=run_timeout,
         )
+        # Checked now, with the environment's values, so a bad one fails before any request.
+        self.options: dict[str, Any] = {
+            k: v for k, v in {"turns": turns, **options}.items() if v is not None
+        }
+        modes.check_defaults(self.options)
         # Pass a shared `limiter` to make several engines pace as one (same key, same limits).
         self.client = client or self._make_client(self.settings, limiter)
         # The SDK import (a few hundred ms, once per process) starts now, in the background,
@@ -111,44 +113,51 @@ class Engine:
 
     # -- streams -----------------------------------------------------------------------------
 
+    def stream(self, mode: Mode, question: str, **options: Any) -> AsyncIterator[Event]:
+        """Stream a run of `mode` by name; `options` are that mode's (see `llamaberry modes`)."""
+        return self.open(mode, question, options)
+
+    def open(
+        self,
+        mode: Mode,
+        question: str,
+        options: dict[str, Any] | None = None,
+        *,
+        eval_key: str | None = None,
+        history: Store | bool | None = True,
+    ) -> AsyncIterator[Event]:
+        """`stream` with the history's say: `eval_key` tags the saved run, `history` picks the
+        store (True: this engine's; False or None: not saved)."""
+        spec = modes.get(mode)
+        # Checked here, eagerly, so bad input fails before a generator (or a request) exists.
+        chosen = modes.options_for(mode, options or {}, self.options)
+        question = check_question(question, self.settings.max_question_chars)
+        # A key pasted into the question is blanked before it is sent, shown or saved.
+        question = redact(question)
+        store = self.history if history is True else history or None
+        return self._consume(
+            drive(self.client, self.settings, spec, question, chosen), store, eval_key
+        )
+
     def refine_stream(self, question: str, *, turns: int | None = None) -> AsyncIterator[Event]:
         """Stream the events of a refine run: `turns` turns, then the synthesis."""
-        count = self.settings.turns if turns is None else turns
-        if not isinstance(count, int) or not 1 <= count <= 10:
-            raise InputError(f"turns must be a whole number from 1 to 10 (got {count!r}).")
-        return self._stream("refine", question, lambda ctx: refine_mode(ctx, count), turns=count)
+        return self.stream("refine", question, turns=turns)
 
     def single_stream(self, question: str) -> AsyncIterator[Event]:
         """Stream the events of a single-turn run."""
-        return self._stream("single", question, single_mode)
+        return self.stream("single", question)
 
     def steps_stream(
         self, question: str, *, min_steps: int | None = None, max_steps: int | None = None
     ) -> AsyncIterator[Event]:
         """Stream the events of a steps run: validated JSON steps, then the final answer."""
-        low = self.settings.min_steps if min_steps is None else min_steps
-        high = self.settings.max_steps if max_steps is None else max_steps
-        for name, value, top in (("min_steps", low, 50), ("max_steps", high, 100)):
-            if not isinstance(value, int) or not 1 <= value <= top:
-                raise InputError(f"{name} must be a whole number from 1 to {top} (got {value!r}).")
-        if low > high:
-            raise InputError(f"min_steps ({low}) is larger than max_steps ({high}).")
-        return self._stream(
-            "steps", question, lambda ctx: steps_mode(ctx, low, high), min_steps=low, max_steps=high
-        )
-
-    def stream(self, mode: Mode, question: str, **options: Any) -> AsyncIterator[Event]:
-        """Stream a run of `mode` by name ("single", "refine" or "steps")."""
-        streams = {
-            "single": self.single_stream,
-            "refine": self.refine_stream,
-            "steps": self.steps_stream,
-        }
-        if mode not in streams:
-            raise InputError(f"Unknown mode '{mode}'; choose one of: {', '.join(streams)}.")
-        return streams[mode](question, **options)
+        return self.stream("steps", question, min_steps=min_steps, max_steps=max_steps)
 
     # -- awaitables --------------------------------------------------------------------------
+
+    async def run(self, mode: Mode, question: str, **options: Any) -> Run:
+        """Run `mode` by name and return the finished run (raises `RunFailedError`)."""
+        return await collect(self.stream(mode, question, **options))
 
     async def refine(self, question: str, *, turns: int | None = None) -> Run:
         """Run the refine mode and return the finished run (raises `RunFailedError`)."""
@@ -164,17 +173,12 @@ class Engine:
         """Run the steps mode and return the finished run (raises `RunFailedError`)."""
         return await collect(self.steps_stream(question, min_steps=min_steps, max_steps=max_steps))
 
-    async def run(self, mode: Mode, question: str, **options: Any) -> Run:
-        """Run `mode` by name and return the finished run."""
-        return await collect(self.stream(mode, question, **options))
-
     async def compare(
-        self, question: str, modes: Sequence[Mode] = ("single", "refine", "steps")
+        self, question: str, modes: Sequence[Mode] | None = None, **options: Any
     ) -> Comparison:
-        """Run `modes` on `question` concurrently and return them side by side."""
-        from .compare import compare
-
-        return await compare(self, question, modes)
+        """Run `modes` (default: compare's default set) on `question` concurrently, side by
+        side; `options` go to the modes that take them."""
+        return await compare(self, question, modes, **options)
 
     async def models(self) -> list[str]:
         """The models the endpoint serves."""
@@ -183,9 +187,10 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the connection pool (and the history database)."""
+        """Close the connection pool, and the history once its queued saves are written."""
         await self.client.aclose()
         if self.history is not None:
+            await self.history.aflush()
             self.history.close()
 
     async def __aenter__(self) -> Engine:
@@ -194,26 +199,45 @@ class Engine:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _stream(
-        self, mode: Mode, question: str, body: ModeBody, **used: Any
+    async def _consume(
+        self, stream: RunStream, store: Store | None, eval_key: str | None
     ) -> AsyncIterator[Event]:
-        # Checked here, eagerly, so bad input fails before a generator (or a request) exists.
-        question = check_question(question, self.settings.max_question_chars)
-        # A key pasted into the question is blanked before it is sent, shown or saved.
-        question = redact(question)
-        # The run records the settings it really used, per-call overrides included.
-        settings = self.settings.model_copy(update=used) if used else self.settings
-        return drive(self.client, settings, mode, question, body, self._finished)
+        """Pass the run's events on; the history (and `on_finish`) consume them on the way.
 
-    def _finished(self, run: Run) -> None:
-        if self.history is not None:
-            key = self.settings.api_key
-            try:
-                self.history.save(run, redact=key.get_secret_value() if key else None)
-            except Exception as error:  # a full disk must not cost the user their answer
-                log.warning("llamaberry: run %s not saved to history: %s", run.id, error)
-        if self.on_finish is not None:
-            self.on_finish(run)
+        The run is saved when it starts, after each call and when it ends, each time by the
+        store's writer thread, so the loop never waits on the database.
+        """
+        run = stream.run
+        key = self.settings.api_key
+        secret = key.get_secret_value() if key else None
+
+        def save() -> None:
+            if store is not None:
+                try:
+                    store.save_soon(run, eval_key=eval_key, redact=secret)
+                except Exception as error:  # serializing must not cost the user their answer
+                    log.warning("llamaberry: run %s not saved to history: %s", run.id, error)
+
+        settled = False
+        try:
+            async for event in stream:
+                if isinstance(event, RunStarted | CallFinished):
+                    save()
+                elif isinstance(event, RunFinished):
+                    settled = True
+                    save()
+                    if self.on_finish is not None:
+                        self.on_finish(run)
+                yield event
+        finally:
+            if not settled:
+                # Stopped part-way (cancelled, or the consumer closed us): let the run record
+                # that, then keep what finished.
+                await stream.aclose()
+                if run.status != "running":
+                    save()
+                    if self.on_finish is not None:
+                        self.on_finish(run)
 
 
 async def collect(events: AsyncIterator[Event]) -> Run:

@@ -1,12 +1,12 @@
 """Eval: a dataset of questions with known answers through several modes, scored and costed.
 
-Each (item, mode) pair is one run. Finished runs are tagged in the history store with a key made
-of the question, its occurrence in the dataset, the mode and every setting that changes the
-answer (model, provider, endpoint, turns, temperature, token budget, effort, step bounds) and
-the model the endpoint really serves when that is not the asked id (llama.cpp answers any id
-with its one model); a rerun of the same eval takes those runs from the store instead of paying
-for them again, and re-scores them against the dataset's current golds. Failed runs are not
-reused, so a rerun retries them.
+Each (item, mode) pair is one run, saved in the history once when it ends (off the event loop),
+tagged with a key made of the question, its occurrence in the dataset, the mode, the mode's
+options, every setting that changes the answer (model, provider, endpoint, temperature, token
+budget, effort) and the model the endpoint really serves when that is not the asked id
+(llama.cpp answers any id with its one model); a rerun of the same eval takes those runs from
+the store instead of paying for them again, and re-scores them against the dataset's current
+golds. Failed runs are not reused, so a rerun retries them.
 
 An item's seconds leave out the time its calls waited in the server's queue (reported apart as
 `queued_seconds`, where the server says, as llama.cpp does), so modes compare on the time they
@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from . import modes as registry
+from .engine import collect
 from .errors import InputError, RunFailedError, format_duration
 from .redact import redact_model
 from .results import Mode, Run
@@ -48,12 +50,9 @@ _ANSWER_SETTINGS = (
     "provider",
     "model",
     "base_url",
-    "turns",
     "temperature",
     "max_tokens",
     "reasoning_effort",
-    "min_steps",
-    "max_steps",
 )
 
 
@@ -344,8 +343,14 @@ def sample(dataset: Dataset, k: int, seed: int = 0) -> Dataset:
     return dataset.model_copy(update={"items": [dataset.items[i] for i in chosen]})
 
 
-def eval_key(engine: Engine, item: Item, mode: Mode, served: str | None = None) -> str:
-    """The store tag for this item through this mode with this engine's settings.
+def eval_key(
+    engine: Engine,
+    item: Item,
+    mode: Mode,
+    served: str | None = None,
+    options: dict | None = None,
+) -> str:
+    """The store tag for this item through this mode with this engine's settings and options.
 
     `served` is the model the endpoint really answers with; it joins the key only when it is
     not the asked id, so a single-model server that changed its model is asked afresh.
@@ -353,6 +358,8 @@ def eval_key(engine: Engine, item: Item, mode: Mode, served: str | None = None) 
     settings = engine.settings.model_dump(include=set(_ANSWER_SETTINGS), mode="json")
     if served is not None and served != settings["model"]:
         settings["served_model"] = served
+    chosen = registry.options_for(mode, options or {}, engine.options)
+    settings.update(chosen.model_dump(mode="json"))
     blob = json.dumps([item.question, item.occurrence, mode, settings], sort_keys=True)
     return "eval:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -363,26 +370,34 @@ def eval_key(engine: Engine, item: Item, mode: Mode, served: str | None = None) 
 async def evaluate(
     engine: Engine,
     dataset: Dataset,
-    modes: Sequence[Mode] = ("single", "refine"),
+    modes: Sequence[Mode] | None = None,
     *,
     concurrency: int | None = None,
     limit: int | None = None,
     store: Store | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    **options: object,
 ) -> Report:
     """Run every item through every mode (reusing finished runs from the store) and score them.
 
+    `modes` defaults to the registry's default set; `options` go to the modes that take them.
     `concurrency` defaults to what the endpoint can serve at once where it says (llama.cpp's
     slots), else 4. Cancelling it (Ctrl-C) loses nothing that finished: each run is saved as
     it ends. The runs go to `store`, else the engine's history, else the default history
     unless LLAMABERRY_HISTORY=0. A history that cannot be used costs the eval its resume,
-    never its report: `on_warning` is told once and the eval goes on unsaved.
+    never its report: `on_warning` is told once and the eval goes on unsaved. `modes`
+    defaults to the registry's default set; `options` go to the modes that take them.
     """
-    from .compare import check_modes
     from .store import Store, history_enabled
 
-    chosen = check_modes(modes)
+    chosen = registry.check(registry.default_names() if modes is None else modes)
+    given = {k: v for k, v in options.items() if v is not None}
+    registry.check_defaults(given)
+    own = {
+        mode: {k: v for k, v in given.items() if k in registry.get(mode).options.model_fields}
+        for mode in chosen
+    }
     if concurrency is None:
         concurrency = await default_concurrency(engine)
     if concurrency < 1:
@@ -411,7 +426,7 @@ async def evaluate(
     stopped: list[str] = []
 
     async def one(item: Item, mode: Mode) -> ItemResult:
-        key = eval_key(engine, item, mode, served)
+        key = eval_key(engine, item, mode, served, own[mode])
         while True:
             stored = await history.find(key)
             if stored is not None:
@@ -439,7 +454,7 @@ async def evaluate(
                         if stored is not None:
                             result = _result(item, mode, stored, reused=True)
                         else:
-                            result, run = await _run_item(engine, item, mode)
+                            result, run = await _run_item(engine, item, mode, own[mode])
                     except BaseException:
                         claims.release(key)
                         raise
@@ -472,10 +487,13 @@ async def default_concurrency(engine: Engine) -> int:
     return await engine.client.server_slots() or DEFAULT_CONCURRENCY
 
 
-async def _run_item(engine: Engine, item: Item, mode: Mode) -> tuple[ItemResult, Run | None]:
+async def _run_item(
+    engine: Engine, item: Item, mode: Mode, options: dict[str, object]
+) -> tuple[ItemResult, Run | None]:
     """Run one item through `mode`: its result, and the run to save (None when none was made)."""
     try:
-        run = await engine.run(mode, item.question)
+        # Not saved by the engine: the eval saves each run once, tagged with its key.
+        run = await collect(engine.open(mode, item.question, options, history=False))
     except RunFailedError as error:
         run = error.run
     except InputError as error:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializeAsAny
 
-from .results import CallKind, FinalAnswer, Mode, Run, Step, Synthesis, Turn
+from .results import CallKind, CallResult, Mode, Run
 
 
 class RunStarted(BaseModel):
@@ -79,12 +79,13 @@ class CallNote(BaseModel):
 
 
 class CallFinished(BaseModel):
-    """A model call finished and its reply was parsed."""
+    """A model call finished and its reply was parsed: a `Turn`, `Synthesis`, `Step`,
+    `FinalAnswer` or a newer mode's own `CallResult`."""
 
     type: Literal["call_finished"] = "call_finished"
     kind: CallKind
     index: int
-    result: Turn | Synthesis | Step | FinalAnswer
+    result: SerializeAsAny[CallResult]
 
 
 class RunFinished(BaseModel):

@@ -10,26 +10,50 @@ by step until the call fits), and the run says so.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import Field
 
 from . import prompts
 from .errors import LlamaberryError
 from .events import CallFinished
+from .options import Options
 from .parsing import parse_synthesis, parse_turn
-from .results import Message, Turn
-from .runner import RunContext, to_messages
+from .results import Message, ModeResult, Run, Synthesis, Turn
+from .runner import ModeSpec, RunContext, to_messages
 
 Prompt = Callable[[str, Sequence[str]], list[tuple[str, str]]]
 
 
-async def refine(ctx: RunContext, turns: int) -> AsyncIterator:
-    """Yield the events of a refine run with `turns` turns and a synthesis.
+class RefineOptions(Options):
+    """How many reasoning turns come before the synthesis."""
+
+    turns: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Reasoning turns before the synthesis.",
+        json_schema_extra={"short_flag": "-n"},
+    )
+
+
+class RefineResult(ModeResult):
+    """Every turn, then the synthesis that merged them."""
+
+    mode: Literal["refine"] = "refine"
+    turns: list[Turn] = Field(default_factory=list)
+    synthesis: Synthesis | None = None
+
+
+async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
+    """Yield the events of a refine run: `options.turns` turns and a synthesis.
 
     When a later turn or the synthesis fails, the run keeps the last good turn's answer as
     its (partial) answer before the error ends it: four good turns are not thrown away
     because the fifth did not fit.
     """
     try:
-        async for event in _refine(ctx, turns):
+        async for event in _refine(ctx, options.turns):
             yield event
     except LlamaberryError:
         if ctx.run.answer is None:
@@ -96,3 +120,18 @@ def _condensed(question: str, turns: Sequence[Turn], prompt: Prompt) -> list[lis
         )
         for n in prompts.CONDENSED_CHARS
     ]
+
+
+def first_turn(run: Run) -> list[tuple[str, Any]]:
+    """Turn 1 is a structured single-pass answer in its own right: compare shows it too."""
+    return [("refine turn 1", run.turns[0])] if run.turns else []
+
+
+MODE = ModeSpec(
+    name="refine",
+    description="Reasoning turns, each critiquing the ones before, then a synthesis.",
+    options=RefineOptions,
+    run=refine,
+    result=RefineResult,
+    extra_entries=first_turn,
+)

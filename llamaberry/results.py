@@ -1,20 +1,34 @@
 """The typed results every mode produces: usage, turns, steps, the synthesis, and the run.
 
 One schema serves `--json`, the history store and the UI, so these models are the contract
-between the engine and everything that consumes it.
+between the engine and everything that consumes it. A `Run` holds what every run has; its
+`result` is the mode's own result type (declared in the mode's module, see `modes.py`), tagged
+by `mode`.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 
-Mode = Literal["single", "refine", "steps"]
-Status = Literal["running", "ok", "failed", "cancelled"]
-CallKind = Literal["turn", "synthesis", "step", "answer"]
+# A mode's name, as registered in `modes.py`; which names exist is the registry's business.
+Mode = str
+# "interrupted": saved while running by a process that is gone (killed, or the power went).
+Status = Literal["running", "ok", "failed", "cancelled", "interrupted"]
+# What a call is for: "turn", "synthesis", "step", "answer", "sample", "draft"... A mode may
+# name its own kinds; consumers show them through `call_title`.
+CallKind = str
 # Which limit stopped a reply early: the completion-token budget (--max-tokens), the model's
 # context window, or a limit of the server's own it did not name.
 CutOffBy = Literal["max_tokens", "context", "server"]
@@ -101,7 +115,26 @@ class ReasoningStep(BaseModel):
     explanation: str | None = None
 
 
-class Turn(BaseModel):
+class CallResult(BaseModel):
+    """What every parsed call result has: its text, what it cost, and whether it was cut off."""
+
+    content: str = ""
+    truncated: bool = False
+    # Which limit cut the reply off, when one did; and whether the loop guard stopped it.
+    cut_off_by: CutOffBy | None = None
+    looped: bool = False
+    # What the model thought before this reply (as its endpoint sent it); never part
+    # of the content or the answer, and never sent back to the model.
+    thinking: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+
+    def heading(self) -> str:
+        """How this result is titled in a run's Markdown."""
+        return type(self).__name__
+
+
+class Turn(CallResult):
     """One reasoning turn of the refine mode (or the single reply of the single mode)."""
 
     index: int
@@ -111,17 +144,13 @@ class Turn(BaseModel):
     critique: str | None = None
     sections: dict[str, str] = Field(default_factory=dict)
     structured: bool = False
-    truncated: bool = False
-    cut_off_by: CutOffBy | None = None
-    looped: bool = False
-    # What the model thought before this reply (as its endpoint sent it); never part
-    # of the content or the answer, and never sent back to the model.
-    thinking: str = ""
-    usage: Usage = Field(default_factory=Usage)
-    seconds: float = 0.0
+
+    def heading(self) -> str:
+        """'Turn 2'."""
+        return f"Turn {self.index}"
 
 
-class Synthesis(BaseModel):
+class Synthesis(CallResult):
     """The final call of the refine mode that merges every turn into one answer."""
 
     content: str
@@ -133,29 +162,19 @@ class Synthesis(BaseModel):
     concise_answer: str | None = None
     sections: dict[str, str] = Field(default_factory=dict)
     structured: bool = False
-    truncated: bool = False
-    cut_off_by: CutOffBy | None = None
-    looped: bool = False
-    # What the model thought before this reply (as its endpoint sent it); never part
-    # of the content or the answer, and never sent back to the model.
-    thinking: str = ""
-    usage: Usage = Field(default_factory=Usage)
-    seconds: float = 0.0
+
+    def heading(self) -> str:
+        """'Synthesis'."""
+        return "Synthesis"
 
 
-class Step(BaseModel):
+class Step(CallResult):
     """One validated JSON reasoning step of the steps mode."""
 
     index: int
     title: str
     content: str
     next_action: Literal["continue", "final_answer"]
-    looped: bool = False
-    # What the model thought before this reply (as its endpoint sent it); never part
-    # of the content or the answer, and never sent back to the model.
-    thinking: str = ""
-    usage: Usage = Field(default_factory=Usage)
-    seconds: float = 0.0
     attempts: int = 1
     # How the accepted reply was asked for: "json_schema" (the step's own schema) or
     # "json_object" (any JSON, where the endpoint refuses a schema).
@@ -164,23 +183,72 @@ class Step(BaseModel):
     # next_action taken as "continue").
     repaired: bool = False
 
+    def heading(self) -> str:
+        """'Step 3: Check the units'."""
+        return f"Step {self.index}: {self.title}"
 
-class FinalAnswer(BaseModel):
+
+class FinalAnswer(CallResult):
     """The plain-text answer that closes a steps run."""
 
     content: str
-    truncated: bool = False
-    cut_off_by: CutOffBy | None = None
-    looped: bool = False
-    # What the model thought before this reply (as its endpoint sent it); never part
-    # of the content or the answer, and never sent back to the model.
-    thinking: str = ""
-    usage: Usage = Field(default_factory=Usage)
-    seconds: float = 0.0
+
+    def heading(self) -> str:
+        """'Final answer'."""
+        return "Final answer"
+
+
+class ModeResult(BaseModel):
+    """A mode's own part of a run; each mode subclasses it with `mode: Literal["its name"]`.
+
+    Subclasses register themselves by that name, so a stored or `--json` run is read back
+    into the right type (the `mode` key is the tag).
+    """
+
+    mode: str
+
+    _types: ClassVar[dict[str, type[ModeResult]]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        name = cls.model_fields["mode"].default
+        if isinstance(name, str):
+            ModeResult._types[name] = cls
+
+    @classmethod
+    def type_for(cls, mode: str) -> type[ModeResult]:
+        """The result type registered for `mode` (a catch-all for a mode this version lacks)."""
+        from . import modes  # noqa: F401  (importing the registry registers every result type)
+
+        return ModeResult._types.get(mode, UnknownResult)
+
+    def sections(self) -> list[CallResult]:
+        """The parsed calls worth showing in a run's Markdown, in order."""
+        found: list[CallResult] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            items = value if isinstance(value, list) else [value]
+            found += [item for item in items if isinstance(item, CallResult)]
+        return found
+
+
+class UnknownResult(ModeResult):
+    """The result of a mode this version does not know (a newer version saved it): kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# Where the first schema kept each mode's results, flat on the run.
+_LEGACY_KEYS = ("turns", "synthesis", "steps", "final")
 
 
 class Run(BaseModel):
-    """A whole run of one mode on one question: what finished, what it cost, how it ended."""
+    """A whole run of one mode on one question: what finished, what it cost, how it ended.
+
+    `result` is the mode's own result (`RefineResult`, `StepsResult`...). `turns`, `synthesis`,
+    `steps` and `final` read (and write) it for the modes that have them.
+    """
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     mode: Mode
@@ -200,10 +268,7 @@ class Run(BaseModel):
     # True when `answer` is the best a failed run had (a refine run's last good turn), not
     # what a finished run would have given.
     partial: bool = False
-    turns: list[Turn] = Field(default_factory=list)
-    synthesis: Synthesis | None = None
-    steps: list[Step] = Field(default_factory=list)
-    final: FinalAnswer | None = None
+    result: SerializeAsAny[ModeResult]
     calls: list[Call] = Field(default_factory=list)
     # The model's context window when it was known, and what was done to fit it or to stop
     # a looping reply, one line each, as the terminal showed them.
@@ -219,6 +284,28 @@ class Run(BaseModel):
     # The typed error that stopped the run, in this process only (never serialized).
     _exception: BaseException | None = PrivateAttr(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_result(cls, data: Any) -> Any:
+        # Runs saved before results were per mode (and callers that still pass `turns=` and
+        # friends) keep those fields flat: they move into the mode's result.
+        if isinstance(data, dict):
+            data = dict(data)
+            result = data.get("result")
+            if result is None:
+                result = {key: data.pop(key) for key in _LEGACY_KEYS if key in data}
+            if isinstance(result, dict) and "mode" not in result:
+                result = {"mode": data.get("mode"), **result}
+            data["result"] = result
+        return data
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _typed_result(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return ModeResult.type_for(str(value.get("mode"))).model_validate(value)
+        return value
+
     @property
     def exception(self) -> BaseException | None:
         """The typed error that stopped the run (kept in this process only, never saved)."""
@@ -228,6 +315,42 @@ class Run(BaseModel):
     def ok(self) -> bool:
         """True when the run finished without error."""
         return self.status == "ok"
+
+    @property
+    def turns(self) -> list[Turn]:
+        """The reasoning turns, for modes that have them (else empty)."""
+        return getattr(self.result, "turns", [])
+
+    @turns.setter
+    def turns(self, value: list[Turn]) -> None:
+        self.result.turns = value  # type: ignore[attr-defined]
+
+    @property
+    def synthesis(self) -> Synthesis | None:
+        """The synthesis call's result, for modes that end in one."""
+        return getattr(self.result, "synthesis", None)
+
+    @synthesis.setter
+    def synthesis(self, value: Synthesis | None) -> None:
+        self.result.synthesis = value  # type: ignore[attr-defined]
+
+    @property
+    def steps(self) -> list[Step]:
+        """The validated JSON steps, for modes that have them (else empty)."""
+        return getattr(self.result, "steps", [])
+
+    @steps.setter
+    def steps(self, value: list[Step]) -> None:
+        self.result.steps = value  # type: ignore[attr-defined]
+
+    @property
+    def final(self) -> FinalAnswer | None:
+        """The closing plain-text answer call, for modes that have one."""
+        return getattr(self.result, "final", None)
+
+    @final.setter
+    def final(self, value: FinalAnswer | None) -> None:
+        self.result.final = value  # type: ignore[attr-defined]
 
     def public_dict(self) -> dict[str, object]:
         """The run as `--json` shows it: everything but the raw call log."""

@@ -1,5 +1,6 @@
-"""What every mode shares: checking the question, making one streamed call into events, and
-the run's lifecycle (started, finished, failed or cancelled, with nothing that finished lost).
+"""What every mode shares: its declaration (`ModeSpec`), checking the question, making one
+streamed call into events, and the run's lifecycle (started, finished, failed or cancelled, with
+nothing that finished lost).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .clients import ChatClient, Completion, Delta, JSONSchema, Restart, Thinking
 from .config import Settings
@@ -26,7 +28,8 @@ from .events import (
 )
 from .limits import estimate_tokens
 from .loops import LoopGuard, find_loop
-from .results import Call, CallKind, Message, Mode, Run, Usage, call_title
+from .options import Options
+from .results import Call, CallKind, Message, ModeResult, Run, Usage, call_title
 
 # C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -72,6 +75,11 @@ class RunContext:
         if self.settings.context is not None:
             return self.settings.context or None  # 0 means: do not check
         return await context_window(self.client)
+
+    @property
+    def result(self) -> Any:
+        """The mode's own result in the run, filled in as the calls finish."""
+        return self.run.result
 
     async def call(
         self,
@@ -255,26 +263,71 @@ async def _closing(stream: AsyncIterator[object]) -> AsyncIterator[None]:
 ModeBody = Callable[[RunContext], AsyncIterator]
 
 
-async def drive(
+@dataclass(frozen=True)
+class ModeSpec:
+    """A mode, declared once: everything the engine, CLI, UI, compare, eval and history need.
+
+    `run(ctx, options)` yields the mode's events and fills in `ctx.result`, an instance of
+    `result`; `options` is the one model that holds (and range-checks) the mode's options.
+    `extra_entries` lets compare show more than one column for a run (refine's first turn).
+    """
+
+    name: str
+    description: str
+    options: type[Options]
+    run: Callable[[RunContext, Any], AsyncIterator]
+    result: type[ModeResult]
+    # Part of compare's and eval's default set of modes (the costly ones are asked for by name).
+    default: bool = True
+    extra_entries: Callable[[Run], list[tuple[str, Any]]] | None = None
+
+
+class RunStream:
+    """A run's events, with the `Run` they build, so a consumer such as the history can save
+    what has finished at each event."""
+
+    def __init__(self, run: Run, events: AsyncIterator) -> None:
+        self.run = run
+        self._events = events
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the run (it is recorded as cancelled) if it has not ended."""
+        await self._events.aclose()  # type: ignore[attr-defined]
+
+
+def drive(
     client: ChatClient,
     settings: Settings,
-    mode: Mode,
+    spec: ModeSpec,
     question: str,
-    body: ModeBody,
-    on_finish: Callable[[Run], None] | None = None,
-) -> AsyncIterator:
-    """Run `body` as a mode: wrap its events in RunStarted/RunFinished and settle the run.
+    options: Options,
+) -> RunStream:
+    """Run `spec` as a mode: wrap its events in RunStarted/RunFinished and settle the run.
 
     A failure ends the stream with a failed run (and its error line) rather than an exception,
     so every consumer sees what finished. Cancellation is recorded and then propagates.
     """
     run = Run(
-        mode=mode,
+        mode=spec.name,
         model=client.model,
         provider=client.provider,
         question=question,
-        settings=settings.public(),
+        # The run records the options it really used beside the endpoint's settings.
+        settings={**settings.public(), **options.model_dump(mode="json")},
+        result=spec.result(mode=spec.name),
     )
+    return RunStream(run, _lifecycle(client, settings, spec, run, options))
+
+
+async def _lifecycle(
+    client: ChatClient, settings: Settings, spec: ModeSpec, run: Run, options: Options
+) -> AsyncIterator:
     started = time.perf_counter()
 
     def settle(status: str, error: str | None = None, kind: str | None = None) -> None:
@@ -284,14 +337,12 @@ async def drive(
         run.seconds = time.perf_counter() - started
         run.usage = Usage.total([c.usage for c in run.calls])
         run.queued_seconds = sum(c.queued_seconds or 0.0 for c in run.calls)
-        if on_finish is not None:
-            on_finish(run)
 
-    yield RunStarted(run_id=run.id, mode=mode, model=run.model, question=question)
+    yield RunStarted(run_id=run.id, mode=run.mode, model=run.model, question=run.question)
     # A first run in a fresh process may wait for the SDK's import; that is not its time.
     await client.ready()
     started = time.perf_counter()
-    events = body(RunContext(client, settings, run))
+    events = spec.run(RunContext(client, settings, run), options)
     loop = asyncio.get_running_loop()
     limit = settings.run_timeout
     deadline = None if limit is None else loop.time() + limit

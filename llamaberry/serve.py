@@ -271,9 +271,12 @@ class Gateway:
         *,
         history: bool | Store | None = None,
         rate_period: float = 60.0,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.history = history
+        # Mode options (`turns`...) every engine uses when a request does not give its own.
+        self.options = dict(options or {})
         # The window the rpm/tpm limits are counted over (tests shorten it).
         self.rate_period = rate_period
         self._engines: dict[tuple[Any, ...], Engine] = {}
@@ -310,7 +313,9 @@ class Gateway:
                 settings.model,
                 RateLimiter(rpm=settings.rpm, tpm=settings.tpm, period=self.rate_period),
             )
-            self._engines[key] = Engine(settings=settings, limiter=limiter, history=self.history)
+            self._engines[key] = Engine(
+                settings=settings, limiter=limiter, history=self.history, **self.options
+            )
         return self._engines[key]
 
     async def upstream_models(self) -> list[str]:
@@ -347,9 +352,10 @@ def create_app(
     history: bool | Store | None = None,
     reasoning_field: ReasoningField = "reasoning_content",
     gateway: Gateway | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Starlette:
     """The ASGI app: /v1/chat/completions, /v1/models and /health."""
-    gateway = gateway or Gateway(settings, history=history)
+    gateway = gateway or Gateway(settings, history=history, options=options)
     modes = mode_names()
 
     def error_response(error: ServeError) -> Response:
@@ -623,11 +629,12 @@ def serve(
     api_key: str | None,
     reasoning_field: ReasoningField = "reasoning_content",
     on_ready: Callable[[str], None] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> None:
-    """Run the endpoint until interrupted."""
+    """Run the endpoint until interrupted; `options` are the modes' default options."""
     import uvicorn
 
-    app = create_app(settings, api_key=api_key, reasoning_field=reasoning_field)
+    app = create_app(settings, api_key=api_key, reasoning_field=reasoning_field, options=options)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     if on_ready is not None:

@@ -24,15 +24,16 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 import json_repair
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import prompts
 from .clients import JSONSchema, JSONValidationError
 from .errors import InvalidReplyError
 from .events import CallFinished, CallNote, CallStarted, TextDelta, TextReset, ThinkingDelta
 from .loops import find_loop
-from .results import FinalAnswer, Message, Step, Usage, cut_off_line
-from .runner import RunContext, to_messages
+from .options import Options
+from .results import FinalAnswer, Message, ModeResult, Step, Usage, cut_off_line
+from .runner import ModeSpec, RunContext, to_messages
 
 # A step may be asked for again this many times after its first reply (three tries in all).
 RETRIES_PER_STEP = 2
@@ -83,12 +84,41 @@ class _Budget:
         return True
 
 
-async def steps(ctx: RunContext, min_steps: int, max_steps: int) -> AsyncIterator:
+class StepsOptions(Options):
+    """The bounds on the chain (at least `min_steps`, at most `max_steps`) and a step's budget."""
+
+    min_steps: int = Field(3, ge=1, le=50, description="Fewest reasoning steps.")
+    max_steps: int = Field(25, ge=1, le=100, description="Most reasoning steps.")
+    # A step is a paragraph, not an essay: its first ask gets this budget (or max_tokens if
+    # smaller); a step cut off by it is asked again with twice as much, up to max_tokens.
+    step_max_tokens: int = Field(
+        1024, ge=1, le=131072, description="Completion-token budget of a step's first ask."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StepsOptions:
+        if self.min_steps > self.max_steps:
+            raise ValueError(
+                f"min_steps ({self.min_steps}) is larger than max_steps ({self.max_steps})"
+            )
+        return self
+
+
+class StepsResult(ModeResult):
+    """The validated steps, then the plain-text final answer."""
+
+    mode: Literal["steps"] = "steps"
+    steps: list[Step] = Field(default_factory=list)
+    final: FinalAnswer | None = None
+
+
+async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
     """Yield the events of a steps run: between `min_steps` and `max_steps` steps, then the
     final answer."""
+    min_steps, max_steps = options.min_steps, options.max_steps
     conversation = to_messages(prompts.steps_messages(ctx.run.question, min_steps, max_steps))
     # Shared by the run's steps: once a step needed more room, the later ones start there.
-    budget = _Budget(ctx.settings.step_max_tokens, ctx.settings.max_tokens)
+    budget = _Budget(options.step_max_tokens, ctx.settings.max_tokens)
     for index in range(1, max_steps + 1):
         async for event in _step(ctx, index, conversation, budget):
             yield event
@@ -395,3 +425,12 @@ def _plain_answer(text: str) -> str:
             if isinstance(value, str) and value.strip():
                 return value.strip()
     return text
+
+
+MODE = ModeSpec(
+    name="steps",
+    description="Validated JSON reasoning steps (after g1), then a plain-text answer.",
+    options=StepsOptions,
+    run=steps,
+    result=StepsResult,
+)

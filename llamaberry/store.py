@@ -4,16 +4,24 @@ One file per user (`$LLAMABERRY_HOME/history.db`). Each run is kept whole as its
 with a few indexed columns for listing and filtering. WAL mode and a busy timeout let the UI,
 the CLI and an eval write at once. The schema grows by migrations: a list of small named
 functions, applied in order and counted in `PRAGMA user_version`.
+
+Saving never blocks the event loop: `save_soon` snapshots the run and hands it to the store's
+own writer thread, which waits on SQLite's locks instead of the loop. A run is saved when it
+starts, after each call and when it ends, so a process that is killed keeps what finished; a
+run left "running" by a process that no longer exists reads back as "interrupted".
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +34,9 @@ HOME_ENV = "LLAMABERRY_HOME"
 # How long opening (and each write) waits for another process holding the database.
 OPEN_TIMEOUT = 10.0
 HISTORY_ENV = "LLAMABERRY_HISTORY"
+INTERRUPTED = "interrupted: the process running it ended before it finished"
+
+log = logging.getLogger("llamaberry")
 
 
 class StoreError(LlamaberryError):
@@ -93,7 +104,35 @@ def add_eval_key(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX runs_eval_key ON runs (eval_key)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [create_runs, add_eval_key]
+def nest_mode_results(db: sqlite3.Connection) -> None:
+    """Move each run's mode-specific fields (turns, synthesis, steps, final) into its `result`."""
+    rows = db.execute("SELECT id, data FROM runs").fetchall()
+    for run_id, data in rows:
+        run = json.loads(data)
+        if "result" in run:
+            continue
+        result = {"mode": run.get("mode")}
+        for key in ("turns", "synthesis", "steps", "final"):
+            if key in run:
+                result[key] = run.pop(key)
+        run["result"] = result
+        db.execute(
+            "UPDATE runs SET data = ? WHERE id = ?", (json.dumps(run, ensure_ascii=False), run_id)
+        )
+
+
+def add_pid(db: sqlite3.Connection) -> None:
+    """Record which process saved a run, so a run its dead process left "running" is told apart."""
+    db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+    db.execute("CREATE INDEX runs_status ON runs (status)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    create_runs,
+    add_eval_key,
+    nest_mode_results,
+    add_pid,
+]
 
 
 def migrate(db: sqlite3.Connection) -> int:
@@ -147,6 +186,12 @@ class Store:
         self.path = Path(path) if path is not None else default_path()
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        # The writer thread's queue: run id -> its newest unwritten row (older ones are moot).
+        self._pending: dict[str, tuple] = {}
+        self._writing = 0
+        self._changed = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._unsaved: set[str] = set()
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
@@ -182,6 +227,7 @@ class Store:
         except BaseException:
             db.close()
             raise
+        _mark_interrupted(db)
         return db
 
     def _execute(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -193,36 +239,72 @@ class Store:
                 raise StoreError(f"History database error ({self.path}): {error}") from None
 
     def save(self, run: Run, *, eval_key: str | None = None, redact: str | None = None) -> None:
-        """Insert or update `run`; `redact` is a secret to blank out should it appear anywhere."""
-        # Every key this process knows (the client's, the environment's, URL credentials) is
-        # blanked too: a run on disk outlives the session that had the key.
-        remember(redact)
-        run = redact_model(run)
-        data = run.model_dump_json()
+        """Insert or update `run` now; `redact` is a secret to blank out should it appear."""
+        self._write(_row(run, eval_key, redact))
+
+    def save_soon(
+        self, run: Run, *, eval_key: str | None = None, redact: str | None = None
+    ) -> None:
+        """Snapshot `run` and have the writer thread save it; returns at once.
+
+        Safe to call from the event loop: a locked or slow database delays the write, never
+        the caller. A failed write is logged once per run, never raised (the answer matters
+        more than its record). `flush` waits for what is queued.
+        """
+        row = _row(run, eval_key, redact)
+        with self._changed:
+            self._pending[run.id] = row
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_pending, name="llamaberry-history", daemon=True
+                )
+                self._writer.start()
+                _open_stores.add(self)
+            self._changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued save is written (or failed); False if `timeout` ran out."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: not self._pending and not self._writing, timeout=timeout
+            )
+
+    async def aflush(self) -> None:
+        """`flush` without blocking the event loop."""
+        import asyncio
+
+        await asyncio.to_thread(self.flush)
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending))
+                run_id = next(iter(self._pending))
+                row = self._pending.pop(run_id)
+                self._writing += 1
+            try:
+                self._write(row)
+            except Exception as error:
+                if run_id not in self._unsaved:  # one warning per run, not one per call
+                    self._unsaved.add(run_id)
+                    log.warning("llamaberry: run %s not saved to history: %s", run_id, error)
+            finally:
+                with self._changed:
+                    self._writing -= 1
+                    self._changed.notify_all()
+
+    def _write(self, row: tuple) -> None:
         self._execute(
             f"""
-            INSERT INTO runs ({_SUMMARY_COLUMNS}, provider, data, eval_key)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO runs ({_SUMMARY_COLUMNS}, provider, data, eval_key, pid)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (id) DO UPDATE SET
                 status = excluded.status, answer = excluded.answer, error = excluded.error,
                 total_tokens = excluded.total_tokens, seconds = excluded.seconds,
-                data = excluded.data, eval_key = COALESCE(excluded.eval_key, runs.eval_key)
+                data = excluded.data, eval_key = COALESCE(excluded.eval_key, runs.eval_key),
+                pid = excluded.pid
             """,
-            (
-                run.id,
-                run.started_at.isoformat(),
-                run.mode,
-                run.model,
-                run.status,
-                run.question,
-                run.answer,
-                run.error,
-                run.usage.total_tokens,
-                run.seconds,
-                run.provider,
-                data,
-                eval_key,
-            ),
+            row,
         )
 
     def get(self, run_id: str) -> Run:
@@ -295,6 +377,80 @@ class Store:
         self.close()
 
 
+def _row(run: Run, eval_key: str | None, secret: str | None) -> tuple:
+    """The run as one row of the runs table, every known secret blanked out everywhere."""
+    # Every key this process knows (the client's, the environment's, URL credentials) is
+    # blanked too: a run on disk outlives the session that had the key.
+    remember(secret)
+    data = run.model_dump_json()
+    # Most runs hold nothing secret: one scan of their JSON decides, without walking them.
+    if redact(data) != data:
+        run = redact_model(run)
+        data = run.model_dump_json()
+    return (
+        run.id,
+        run.started_at.isoformat(),
+        run.mode,
+        run.model,
+        run.status,
+        run.question,
+        run.answer,
+        run.error,
+        run.usage.total_tokens,
+        run.seconds,
+        run.provider,
+        data,
+        eval_key,
+        os.getpid(),
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still exists on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 checks, it sends nothing
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def _mark_interrupted(db: sqlite3.Connection) -> None:
+    """Mark runs left "running" by a process that no longer exists as interrupted."""
+    if sys.platform == "win32":
+        return  # os.kill(pid, 0) would end the process there, not check it
+    try:
+        pids = [
+            row[0] for row in db.execute("SELECT DISTINCT pid FROM runs WHERE status = 'running'")
+        ]
+        for pid in pids:
+            if pid is not None and _alive(pid):
+                continue
+            db.execute(
+                """
+                UPDATE runs SET status = 'interrupted', error = ?,
+                    data = json_set(data, '$.status', 'interrupted', '$.error', ?)
+                WHERE status = 'running' AND pid IS ?
+                """,
+                (INTERRUPTED, INTERRUPTED, pid),
+            )
+    except sqlite3.Error as error:  # a read-only or busy history still opens
+        log.debug("llamaberry: interrupted runs not marked: %s", error)
+
+
+# Stores with a writer thread: their queued saves are written before the interpreter exits.
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for store in list(_open_stores):
+        store.flush(timeout=OPEN_TIMEOUT + 5)
+
+
 def _filters(
     *,
     mode: str | None = None,
@@ -342,21 +498,9 @@ def run_markdown(run: Run) -> str:
     lines += ["", "## Question", "", run.question, ""]
     heading = "## Partial answer (the run did not finish)" if run.partial else "## Answer"
     lines += [heading, "", run.answer if run.answer is not None else "_(no answer)_", ""]
-    if run.mode != "single":
-        for turn in run.turns:
-            lines += [_section(f"Turn {turn.index}", turn.usage.total_tokens, turn.seconds)]
-            lines += ["", _demote(turn.content), ""]
-        if run.synthesis is not None:
-            s = run.synthesis
-            lines += [_section("Synthesis", s.usage.total_tokens, s.seconds), ""]
-            lines += [_demote(s.content), ""]
-        for step in run.steps:
-            title = f"Step {step.index}: {step.title}"
-            lines += [_section(title, step.usage.total_tokens, step.seconds), ""]
-            lines += [_demote(step.content), ""]
-        if run.final is not None:
-            lines += [_section("Final answer", run.final.usage.total_tokens, run.final.seconds)]
-            lines += ["", _demote(run.final.content), ""]
+    for result in run.result.sections():
+        lines += [_section(result.heading(), result.usage.total_tokens, result.seconds), ""]
+        lines += [_demote(result.content), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -32,16 +32,18 @@ def test_ask_json_prints_exactly_one_object_with_the_documented_shape(env):
     result = invoke(["ask", "How many r in strawberry?", "--json"], env)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert {"mode", "model", "question", "answer", "turns", "synthesis", "usage", "seconds"} <= set(
-        data
-    )
+    assert {"mode", "model", "question", "answer", "result", "usage", "seconds"} <= set(data)
     assert data["mode"] == "refine"
+    # The mode's own part of the run, tagged with the mode (one schema for --json and history).
+    assert data["result"]["mode"] == "refine"
+    assert {"turns", "synthesis"} <= set(data["result"])
     assert data["model"] == "openai/gpt-oss-120b"
     assert data["answer"] == 'There are 3 r\'s in "strawberry".'
-    assert [t["index"] for t in data["turns"]] == [1, 2, 3]
-    for turn in data["turns"]:
+    turns, synthesis = data["result"]["turns"], data["result"]["synthesis"]
+    assert [t["index"] for t in turns] == [1, 2, 3]
+    for turn in turns:
         assert {"index", "content", "answer", "usage", "seconds"} <= set(turn)
-    assert {"content", "answer", "usage", "seconds"} <= set(data["synthesis"])
+    assert {"content", "answer", "usage", "seconds"} <= set(synthesis)
     assert set(data["usage"]) == {
         "prompt_tokens",
         "completion_tokens",
@@ -50,8 +52,7 @@ def test_ask_json_prints_exactly_one_object_with_the_documented_shape(env):
     }
     assert (
         data["usage"]["total_tokens"]
-        == sum(t["usage"]["total_tokens"] for t in data["turns"])
-        + data["synthesis"]["usage"]["total_tokens"]
+        == sum(t["usage"]["total_tokens"] for t in turns) + synthesis["usage"]["total_tokens"]
     )
 
 
@@ -151,7 +152,7 @@ def test_a_failed_run_prints_its_partial_json_and_exits_one(env, fake_server: Fa
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert data["status"] == "failed"
-    assert [t["index"] for t in data["turns"]] == [1]
+    assert [t["index"] for t in data["result"]["turns"]] == [1]
     assert "Turn 2 failed" in result.stderr
 
 

@@ -569,9 +569,11 @@ def test_ask_steps_json_has_the_documented_shape(cli_env):
     data = json.loads(result.stdout)
     assert data["mode"] == "steps"
     assert data["answer"] == "There are 3."
-    assert {"answer", "usage", "seconds", "steps"} <= set(data)
-    assert [s["index"] for s in data["steps"]] == [1, 2, 3]
-    for step in data["steps"]:
+    assert {"answer", "usage", "seconds", "result"} <= set(data)
+    assert data["result"]["mode"] == "steps"
+    steps = data["result"]["steps"]
+    assert [s["index"] for s in steps] == [1, 2, 3]
+    for step in steps:
         assert {"index", "title", "content", "next_action", "seconds", "usage"} <= set(step)
         assert set(step["usage"]) == {
             "prompt_tokens",
@@ -579,8 +581,8 @@ def test_ask_steps_json_has_the_documented_shape(cli_env):
             "total_tokens",
             "reasoning_tokens",
         }
-    assert data["steps"][0]["title"] == "Title 1"
-    assert data["steps"][-1]["next_action"] == "final_answer"
+    assert steps[0]["title"] == "Title 1"
+    assert steps[-1]["next_action"] == "final_answer"
 
 
 def test_ask_steps_shows_each_step_then_the_thinking_time_then_the_answer(cli_env):
@@ -609,7 +611,7 @@ def test_ask_steps_bounds_come_from_the_command_line(cli_env, fake_server: FakeS
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert len(data["steps"]) == 4
+    assert len(data["result"]["steps"]) == 4
     assert data["settings"]["max_steps"] == 4  # the run records the bound it really used
 
 

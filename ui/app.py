@@ -25,9 +25,10 @@ if __package__ in (None, ""):  # run as a script: make `ui` importable as a pack
 
 import gradio as gr
 
+from llamaberry import modes as registry
 from llamaberry.config import Settings
 from llamaberry.engine import Engine
-from llamaberry.errors import InputError, LlamaberryError
+from llamaberry.errors import LlamaberryError
 from llamaberry.limits import RateLimiter
 from llamaberry.results import Mode
 from llamaberry.store import Store, history_enabled
@@ -43,7 +44,8 @@ EXAMPLES = [
     "How much does the ball cost?",
     "Write a four-line poem about patience that does not use the letter e.",
 ]
-COMPARE_MODES: tuple[Mode, ...] = ("single", "refine", "steps")
+# The compare cards, in the registry's order.
+COMPARE_MODES: tuple[Mode, ...] = tuple(registry.names())
 EFFORTS = ["default", "low", "medium", "high"]
 # How long Stop waits for a cancelled run to unwind before it draws the stopped view anyway.
 STOP_GRACE = 10.0
@@ -187,9 +189,9 @@ def run_settings(
     values: dict[str, Any] = base.model_dump()
     values["model"] = (model or "").strip() or base.model
     if turns is not None:
-        if float(turns) != int(turns):
-            raise InputError(f"turns must be a whole number from 1 to 10 (got {turns}).")
-        values["turns"] = int(turns)
+        # Checked now by refine's options model (the one place its range lives), so a bad
+        # value is the same line as from the CLI or the API; the run is given it as an option.
+        registry.options_for("refine", {"turns": turns})
     values["temperature"] = temperature
     values["reasoning_effort"] = None if effort in (None, "", "default") else effort
     if api_key and api_key.strip():
@@ -219,12 +221,20 @@ def shared_limiter(settings: Settings) -> RateLimiter:
 
 
 async def engine_events(
-    settings: Settings, mode: Mode, question: str, history: Store | None = None
+    settings: Settings,
+    mode: Mode,
+    question: str,
+    history: Store | None = None,
+    options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Any]:
-    """The events of one run on an engine of its own, closed when the run ends or is stopped."""
+    """The events of one run on an engine of its own, closed when the run ends or is stopped.
+
+    `options` are the page's mode options; each mode is given the ones it takes."""
     limiter = shared_limiter(settings)
+    fields = registry.get(mode).options.model_fields
+    own = {k: v for k, v in (options or {}).items() if k in fields and v is not None}
     async with Engine(settings=settings, history=history or False, limiter=limiter) as engine:
-        async for event in engine.stream(mode, question):
+        async for event in engine.stream(mode, question, **own):
             yield event
 
 
@@ -345,15 +355,22 @@ def build_app(
     history: Store | bool | None = None,
     show_history: bool = True,
     max_runs: int = 64,
+    options: dict[str, Any] | None = None,
 ) -> gr.Blocks:
     """Build the Blocks app; runs use `defaults` (else the environment) under the page's choices.
 
     Runs are saved to `history` (a store, or True for the default one; None follows
     LLAMABERRY_HISTORY). `show_history=False` leaves out the History tab, which lists every
     saved run to whoever opens the page. `max_runs` bounds the runs in flight across every
-    browser session.
+    browser session. `options` are the mode options' defaults (else the environment's).
     """
     base = defaults or Settings.load()
+    registry.check_defaults(options or {})
+
+    def planned_turns(turns: float | None) -> int:
+        given = {} if turns is None else {"turns": turns}
+        return registry.options_for("refine", given, options).turns  # type: ignore[attr-defined]
+
     if base.provider == "local":
         # Runs build engines of their own; holding the server keeps it up between them
         # (it stops at exit) instead of loading the model again for every run.
@@ -377,10 +394,11 @@ def build_app(
                 except LlamaberryError as error:
                     yield run_outputs(view.fail(str(error)))
                     return
-                view.planned = settings.turns if mode == "refine" else None
+                view.planned = planned_turns(turns) if mode == "refine" else None
                 view.begin()
                 yield run_outputs(view)
-                streams = {mode: lambda: engine_events(settings, mode, question, store)}
+                given = {"turns": planned_turns(turns)}
+                streams = {mode: lambda: engine_events(settings, mode, question, store, given)}
                 async with contextlib.aclosing(merge(streams, tick=TICK)) as batches:
                     async for batch in batches:
                         for _, event in batch:
@@ -411,20 +429,21 @@ def build_app(
             except LlamaberryError as error:
                 yield compare_outputs(views, f"**Error:** {page_words(str(error))}")
                 return
-            session.compare_turns = settings.turns
+            session.compare_turns = planned_turns(turns)
             for mode, view in views.items():
-                view.planned = settings.turns if mode == "refine" else None
+                view.planned = planned_turns(turns) if mode == "refine" else None
                 view.begin()
-            yield compare_outputs(views, turns=settings.turns)
+            yield compare_outputs(views, turns=planned_turns(turns))
+            given = {"turns": planned_turns(turns)}
             streams = {
-                mode: (lambda mode=mode: engine_events(settings, mode, question, store))
+                mode: (lambda mode=mode: engine_events(settings, mode, question, store, given))
                 for mode in chosen
             }
             async with contextlib.aclosing(merge(streams, tick=TICK)) as batches:
                 async for batch in batches:
                     for mode, event in batch:
                         apply(views[mode], event)
-                    yield compare_outputs(views, turns=settings.turns)
+                    yield compare_outputs(views, turns=planned_turns(turns))
         finally:
             ended.set()
 
@@ -516,7 +535,7 @@ def build_app(
                 )
                 refresh = gr.Button("Reload models", size="sm", scale=1)
             with gr.Row():
-                turns = gr.Slider(1, 10, value=base.turns, step=1, label="Refine turns")
+                turns = gr.Slider(1, 10, value=planned_turns(None), step=1, label="Refine turns")
                 temperature = gr.Slider(
                     0.0,
                     2.0,
@@ -778,10 +797,13 @@ def serve(
 
 
 def main() -> None:
-    """`python ui/app.py [options]`: the same options as `llamaberry ui`."""
-    from llamaberry.cli import cli
+    """`python ui/app.py [options]`: the same as `llamaberry ui [options]`."""
+    import runpy
 
-    cli.main(args=["ui", *sys.argv[1:]], prog_name="python ui/app.py")
+    # Run as the command line itself rather than importing it: the command line imports this
+    # module (for `llamaberry ui`), and this module never imports it back.
+    sys.argv = ["python ui/app.py", "ui", *sys.argv[1:]]
+    runpy.run_module("llamaberry", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from llamaberry import modes as registry
 from llamaberry.errors import LlamaberryError
 from llamaberry.redact import redact, redact_data
 from llamaberry.results import Run
@@ -22,7 +23,7 @@ HEADERS = ["id", "started (UTC)", "mode", "model", "status", "tokens", "seconds"
 # The question gets the room; the id stays (a click reads it) but narrow.
 WIDTHS: list[str | int] = ["10%", "13%", "7%", "13%", "8%", "8%", "8%", "33%"]
 NOTHING = "No saved run matches. Clear the search or pick another mode."
-MODES = ["all", "single", "refine", "steps"]
+MODES = ["all", *registry.names()]
 PROMPT = "Pick a run in the table (or paste its id) to reopen it."
 
 

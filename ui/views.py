@@ -414,8 +414,8 @@ class RunView:
         if self.state == "running":
             return self.progress()
         parts = [{"ok": "Done", "failed": "Failed", "cancelled": "Stopped"}[self.state]]
-        if self.mode == "steps":
-            steps = sum(1 for c in self.calls if c.kind == "step" and c.state == "done")
+        steps = sum(1 for c in self.calls if c.kind == "step" and c.state == "done")
+        if steps:
             parts.append(
                 f"{steps} steps · total thinking time {format_duration(self.thinking_seconds)}"
             )

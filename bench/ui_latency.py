@@ -96,8 +96,8 @@ def main() -> None:
     seen, painted = [], []
     with FakeServer() as server:
         server.reply_with(handler)
-        settings = Settings(api_key="bench-key", base_url=server.groq_base_url, turns=1)
-        app = build_app(settings, history=False)
+        settings = Settings(api_key="bench-key", base_url=server.groq_base_url)
+        app = build_app(settings, history=False, options={"turns": 1})
         port = free_port()
         serve(app, port=port, block=False, quiet=True)
         try:

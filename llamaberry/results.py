@@ -8,6 +8,7 @@ by `mode`.
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -219,8 +220,10 @@ class ModeResult(BaseModel):
     @classmethod
     def type_for(cls, mode: str) -> type[ModeResult]:
         """The result type registered for `mode` (a catch-all for a mode this version lacks)."""
-        from . import modes  # noqa: F401  (importing the registry registers every result type)
-
+        if mode not in ModeResult._types:
+            # Loading the registry imports every mode's module, which registers its result.
+            # By name, not by an import statement: the registry's modules import this one.
+            importlib.import_module(f"{__package__}.modes")
         return ModeResult._types.get(mode, UnknownResult)
 
     def sections(self) -> list[CallResult]:

@@ -227,7 +227,6 @@ class Store:
         except BaseException:
             db.close()
             raise
-        _mark_interrupted(db)
         return db
 
     def _execute(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -285,7 +284,9 @@ class Store:
             try:
                 self._write(row)
             except Exception as error:
-                if run_id not in self._unsaved:  # one warning per run, not one per call
+                with self._changed:
+                    superseded = run_id in self._pending  # a newer snapshot will be tried
+                if not superseded and run_id not in self._unsaved:  # one warning per run
                     self._unsaved.add(run_id)
                     log.warning("llamaberry: run %s not saved to history: %s", run_id, error)
             finally:
@@ -307,8 +308,15 @@ class Store:
             row,
         )
 
+    def _sweep(self) -> None:
+        # Runs whose process died since they were saved read as interrupted; checked on each
+        # read a person sees, since a long-lived reader (the web UI) outlives such processes.
+        with self._lock:
+            _mark_interrupted(self._connect())
+
     def get(self, run_id: str) -> Run:
         """The run with this id (or a unique prefix of it); `InputError` when there is none."""
+        self._sweep()
         run_id = run_id.strip()
         escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self._execute(
@@ -343,6 +351,7 @@ class Store:
         limit: int | None = 50,
     ) -> list[RunSummary]:
         """Runs newest first, filtered by mode, model, status and text in question or answer."""
+        self._sweep()
         where, params = _filters(mode=mode, model=model, search=search, status=status)
         sql = f"SELECT {_SUMMARY_COLUMNS} FROM runs{where} ORDER BY started_at DESC, rowid DESC"
         if limit is not None:
@@ -352,6 +361,7 @@ class Store:
 
     def runs(self, **filters: str | None) -> Iterator[Run]:
         """Whole runs, newest first, with the same filters as `list_runs`."""
+        self._sweep()
         where, params = _filters(**filters)
         rows = self._execute(
             f"SELECT data FROM runs{where} ORDER BY started_at DESC, rowid DESC", params
@@ -423,21 +433,26 @@ def _mark_interrupted(db: sqlite3.Connection) -> None:
     if sys.platform == "win32":
         return  # os.kill(pid, 0) would end the process there, not check it
     try:
-        pids = [
-            row[0] for row in db.execute("SELECT DISTINCT pid FROM runs WHERE status = 'running'")
-        ]
-        for pid in pids:
-            if pid is not None and _alive(pid):
-                continue
-            db.execute(
-                """
-                UPDATE runs SET status = 'interrupted', error = ?,
-                    data = json_set(data, '$.status', 'interrupted', '$.error', ?)
-                WHERE status = 'running' AND pid IS ?
-                """,
-                (INTERRUPTED, INTERRUPTED, pid),
-            )
-    except sqlite3.Error as error:  # a read-only or busy history still opens
+        rows = db.execute("SELECT DISTINCT pid FROM runs WHERE status = 'running'").fetchall()
+        dead = [pid for (pid,) in rows if pid is None or not _alive(pid)]
+        if not dead:
+            return
+        # A reader must not wait on a writer for this: if the database is busy, the next
+        # read marks them instead.
+        db.execute("PRAGMA busy_timeout = 100")
+        try:
+            for pid in dead:
+                db.execute(
+                    """
+                    UPDATE runs SET status = 'interrupted', error = ?,
+                        data = json_set(data, '$.status', 'interrupted', '$.error', ?)
+                    WHERE status = 'running' AND pid IS ?
+                    """,
+                    (INTERRUPTED, INTERRUPTED, pid),
+                )
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(OPEN_TIMEOUT * 1000)}")
+    except sqlite3.Error as error:  # a read-only or busy history still reads
         log.debug("llamaberry: interrupted runs not marked: %s", error)
 
 

@@ -246,6 +246,15 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any] = field(default_factory=dict)
+    # time.monotonic() when the request arrived, and when its reply was fully sent: tests read
+    # them to see which requests were in flight together.
+    received_at: float = field(default_factory=time.monotonic, compare=False)
+    _answered: list[float] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def answered_at(self) -> float | None:
+        """time.monotonic() when a successful reply was fully sent, or None (not yet, or never)."""
+        return self._answered[0] if self._answered else None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -1229,6 +1238,7 @@ class FakeServer:
             if timings is not None:
                 payload["timings"] = timings
             await _send(writer, 200, payload, keep_alive, headers)
+        request._answered.append(time.monotonic())
 
     async def _choose_reply(self, request: RecordedRequest) -> tuple[Reply | Fault, bool]:
         """Pick the reply; the flag says whether a script (not the echo fallback) chose it."""

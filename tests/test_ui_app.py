@@ -418,3 +418,30 @@ def test_without_a_model_list_the_model_box_stays_free_text(server, client):
     update = client.predict("", "my-own-model", api_name="/models")
     assert update["value"] == "my-own-model"
     assert "Could not list the endpoint's models (No API key" in update["info"]
+
+
+def test_a_bad_option_gets_the_same_line_from_the_page_the_cli_the_api_and_the_environment(
+    server, client, monkeypatch
+):
+    from llamaberry import Engine
+    from llamaberry.errors import InputError
+    from ui.app import run_settings
+
+    line = "turns must be a whole number from 1 to 10 (got 11)."
+    # The page's slider cannot send 11; what it sends goes through this check.
+    with pytest.raises(InputError) as page:
+        run_settings(Settings(api_key=KEY), None, 11, None, None, None)
+    env = {"GROQ_API_KEY": KEY, "GROQ_BASE_URL": server.groq_base_url}
+    command = CliRunner().invoke(cli, ["ask", "q", "--turns", "11"], env=env)
+    with pytest.raises(InputError) as api:
+        Engine(api_key=KEY, base_url=server.groq_base_url, history=False).stream(
+            "refine", "q", turns=11
+        )
+    monkeypatch.setenv("LLAMABERRY_TURNS", "11")
+    with pytest.raises(InputError) as environment:
+        Engine(api_key=KEY, base_url=server.groq_base_url, history=False)
+    assert str(page.value) == line
+    assert command.exit_code == 2 and command.stderr == f"error: {line}\n"
+    assert str(api.value) == line
+    assert str(environment.value) == f"{line} It comes from LLAMABERRY_TURNS."
+    assert server.requests == []

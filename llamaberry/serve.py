@@ -188,17 +188,17 @@ def failed_run_error(run: Run) -> ServeError:
 
 
 def mode_names() -> list[str]:
-    """Every mode the engine can run, as model names."""
-    from typing import get_args
+    """Every mode the engine can run, as model names (read from the registry)."""
+    from . import modes
 
-    from .results import Mode
-
-    return list(get_args(Mode))
+    return modes.names()
 
 
 def mode_options(mode: str) -> frozenset[str]:
-    """The request keys a mode takes as options."""
-    return frozenset({"refine": {"turns"}, "steps": {"min_steps", "max_steps"}}.get(mode, set()))
+    """The request keys a mode takes as options (its options model's fields)."""
+    from . import modes
+
+    return frozenset(modes.get(mode).options.model_fields)
 
 
 # A call of this kind writes the answer itself (single's reply, steps' closing call), so its

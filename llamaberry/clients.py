@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import random
@@ -876,9 +877,10 @@ def make_client(provider: str, **kwargs: Any) -> ChatClient:
     if provider == "openai":
         return OpenAICompatibleClient(**kwargs)
     if provider == "local":
-        from .local import LocalClient  # imports nothing heavy until the server starts
-
-        return LocalClient(**kwargs)
+        # By name, not by an import statement: `local` builds on this module (its client is an
+        # OpenAI-compatible one), and it imports nothing heavy until the server starts.
+        local = importlib.import_module(f"{__package__}.local")
+        return local.LocalClient(**kwargs)
     raise InputError(f"Unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}.")
 
 

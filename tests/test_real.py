@@ -169,7 +169,7 @@ def test_embedded_default_ask_says_so_and_json_names_provider_and_model(local_mo
     assert len(notice) == 1 and "GROQ_API_KEY" in notice[0] and EMBEDDED_MODEL in notice[0]
     data = json.loads(result.stdout)
     assert data["provider"] == "local" and data["model"] == EMBEDDED_MODEL
-    assert data["status"] == "ok" and data["synthesis"] is not None
+    assert data["status"] == "ok" and data["result"]["synthesis"] is not None
 
 
 async def test_models_lists_the_served_model(engine: Engine):

@@ -120,9 +120,10 @@ def test_ask_json_keeps_thinking_on_turns_and_out_of_answers(fake_server: FakeSe
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [turn["thinking"] for turn in data["turns"]] == [f"{THOUGHT} {n}" for n in (1, 2, 3)]
-    assert data["synthesis"]["thinking"] == f"{THOUGHT} 4"
-    for part in [*data["turns"], data["synthesis"]]:
+    turns, synthesis = data["result"]["turns"], data["result"]["synthesis"]
+    assert [turn["thinking"] for turn in turns] == [f"{THOUGHT} {n}" for n in (1, 2, 3)]
+    assert synthesis["thinking"] == f"{THOUGHT} 4"
+    for part in [*turns, synthesis]:
         assert "SECRET" not in part["content"] and "SECRET" not in part["answer"]
     assert "SECRET" not in data["answer"]
     assert data["usage"]["reasoning_tokens"] == 4 * len(f"{THOUGHT} 1".split())

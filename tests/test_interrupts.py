@@ -77,5 +77,6 @@ def test_ask_json_interrupted_prints_the_partial_run(fake_server: FakeServer):
     assert process.returncode == 130, err
     run = json.loads(out)
     assert run["status"] == "cancelled"
-    assert len(run["turns"]) == 1 and run["turns"][0]["answer"] == "3"
+    turns = run["result"]["turns"]
+    assert len(turns) == 1 and turns[0]["answer"] == "3"
     assert run["error"] == "cancelled before it finished"

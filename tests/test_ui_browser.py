@@ -375,7 +375,7 @@ def test_a_run_downloads_as_markdown_and_json(page, server, tmp_path):
         files[name] = path.read_text()
     assert "A question to take away" in files["md"] and COMPREHENSIVE in files["md"]
     saved = json.loads(files["json"])
-    assert saved["question"] == "A question to take away" and len(saved["turns"]) == 3
+    assert saved["question"] == "A question to take away" and len(saved["result"]["turns"]) == 3
     assert KEY not in files["md"] + files["json"]
 
 

@@ -38,7 +38,7 @@ from .errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from .events import CallStarted, RunFinished, TextDelta, TextReset
+from .events import CallStarted, RunFinished, RunStarted, TextDelta, TextReset
 from .redact import redact
 from .results import Run, call_title
 
@@ -526,8 +526,11 @@ class Reply:
     async def _events(self, events: AsyncIterator[Any]) -> AsyncIterator[tuple[str, str] | Run]:
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             async for event in events:
+                if isinstance(event, RunStarted):  # the run's id names every chunk
+                    self.id = f"chatcmpl-{event.run_id}"
+                    yield "start", ""
+                    continue
                 if isinstance(event, RunFinished):
-                    self.id = f"chatcmpl-{event.run.id}"
                     yield event.run
                     continue
                 routed = self._route(event)
@@ -594,7 +597,6 @@ class Reply:
         self, events: AsyncIterator[Any], *, include_usage: bool
     ) -> AsyncIterator[bytes]:
         """The run as server-sent chat-completion chunks, ending with `[DONE]`."""
-        yield self._chunk({"role": "assistant", "content": ""})
         run: Run | None = None
         try:
             async for item in self._events(events):
@@ -602,7 +604,9 @@ class Reply:
                     run = item
                     break
                 part, text = item
-                if part == "content":
+                if part == "start":
+                    yield self._chunk({"role": "assistant", "content": ""})
+                elif part == "content":
                     yield self._chunk({"content": text})
                 else:
                     yield self._chunk({name: text for name in self.fields})

@@ -345,10 +345,14 @@ def test_compare_shows_whether_the_answers_agree(page, server):
 
 
 def test_compare_keeps_finished_work_after_stop(page, server):
-    server.reply_with(None)
     slow = Reply(" ".join(f"slowly{i}" for i in range(300)), chunk_delay=0.05)
+
+    def crawling_second_turn(request: RecordedRequest) -> str | Reply:
+        # Chosen by what is asked, not by arrival order: single and refine's turn 1 race.
+        return slow if "## Critique" in (request.system or "") else FIRST_TURN
+
     # single answers at once; refine's turn 1 finishes, then turn 2 crawls until Stop.
-    server.enqueue(FIRST_TURN, FIRST_TURN, slow)
+    server.reply_with(crawling_second_turn)
     page.get_by_role("tab", name="Compare").click()
     ask(page, "q", tab="compare")
     page.locator("#compare-refine-answer").get_by_text("slowly1 slowly2", exact=False).wait_for()

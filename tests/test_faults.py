@@ -69,7 +69,9 @@ async def test_429_with_a_long_retry_after_fails_at_once_naming_the_limit(server
         started = time.perf_counter()
         with pytest.raises(RunFailedError) as failure:
             await engine.single("q")
-    assert time.perf_counter() - started < 1.0
+    # "At once" against the hour it was told to wait: one request and no retry (a 1 s bound
+    # flaked on a loaded 2-core machine without telling us anything more).
+    assert time.perf_counter() - started < 30.0
     assert len(server.requests) == 1
     assert failure.value.run.error == (
         "Answer failed: Rate limited on tokens per day; it resets in 1h00m."

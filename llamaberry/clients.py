@@ -383,11 +383,13 @@ class ChatClient:
         json_mode: bool = False,
         max_tokens: int | None = None,
         schema: JSONSchema | None = None,
+        temperature: float | None = None,
     ) -> AsyncIterator[StreamItem]:
         """Send `messages` and yield the reply as it arrives, retrying what is worth retrying.
 
         With `json_mode` the reply is asked to be a JSON object; with a `schema` too, one of
-        that shape (where the endpoint takes a schema; otherwise any JSON object).
+        that shape (where the endpoint takes a schema; otherwise any JSON object). `temperature`
+        overrides the client's for this call (modes that sample several replies use it).
         """
         payload = [{"role": m.role, "content": m.content} for m in messages]
         await self.ready()
@@ -408,7 +410,7 @@ class ChatClient:
             fmt = self._response_format(json_mode or schema is not None, schema)
             # Closed with the stream, so a consumer that stops reading (the loop guard) drops
             # the connection at once and the server stops writing.
-            attempt_items = self._attempt(payload, fmt, schema, max_tokens, slot)
+            attempt_items = self._attempt(payload, fmt, schema, max_tokens, slot, temperature)
             try:
                 async with contextlib.aclosing(attempt_items):
                     while True:
@@ -586,10 +588,13 @@ class ChatClient:
         fmt: ResponseFormat | None,
         schema: JSONSchema | None,
         max_tokens: int | None,
+        temperature: float | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model, "messages": payload}
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
+        if temperature is None:
+            temperature = self.temperature
+        if temperature is not None:
+            params["temperature"] = temperature
         budget = max_tokens or self.max_tokens
         if budget:
             params["max_completion_tokens"] = budget
@@ -608,8 +613,9 @@ class ChatClient:
         schema: JSONSchema | None,
         max_tokens: int | None,
         slot: Slot,
+        temperature: float | None = None,
     ) -> AsyncGenerator[StreamItem]:
-        params = self._params(payload, fmt, schema, max_tokens)
+        params = self._params(payload, fmt, schema, max_tokens, temperature)
         # JSON replies are validated whole by the provider (Groq streams neither JSON mode nor
         # structured outputs), so they are not streamed.
         stream = fmt is None

@@ -11,13 +11,15 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import refine, single, steps
+from . import drafts, refine, single, steps, vote
 from .errors import InputError
 from .options import Options, resolve
 from .runner import ModeSpec
 
 # Order matters: it is the order of compare's columns, eval's rows and every list of choices.
-MODES: dict[str, ModeSpec] = {spec.name: spec for spec in (single.MODE, refine.MODE, steps.MODE)}
+MODES: dict[str, ModeSpec] = {
+    spec.name: spec for spec in (single.MODE, refine.MODE, steps.MODE, vote.MODE, drafts.MODE)
+}
 
 # What `ask` runs when no mode is named.
 DEFAULT_MODE = "refine"

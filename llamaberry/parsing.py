@@ -26,6 +26,8 @@ SYNTHESIS_SECTIONS = {
         "analysis of turns",
         "analysis of the turns",
         "turn analysis",
+        "analysis of drafts",
+        "analysis of the drafts",
         "analysis",
     ),
     "comparison": ("comparison", "comparison of turns", "comparing the turns"),

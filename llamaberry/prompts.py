@@ -221,3 +221,68 @@ def step_retry_message(number: int, problem: str, *, brief: bool = False) -> str
     adds a reminder to keep it short, after a reply cut off by its length limit."""
     text = STEPS_RETRY.format(number=number, problem=problem)
     return f"{text}\n\n{STEPS_BRIEF}" if brief else text
+
+
+VOTE_SAMPLE = """\
+Answer the user's question. Think it through step by step first, checking any arithmetic,
+counts and units as you go.
+
+Then finish with one last line of this form and nothing after it:
+
+Answer: <your final answer>
+
+Keep that final answer short and in a form that can be compared with other answers: just the
+number (no units or working), just the letter of a multiple-choice option, just yes or no, or
+the fewest words that state it."""
+
+
+def vote_sample_messages(question: str) -> list[tuple[str, str]]:
+    """One vote sample: the question, with the last line it must end on."""
+    return [("system", VOTE_SAMPLE), ("user", question)]
+
+
+DRAFT = """\
+Write a careful, complete answer to the user's question. Reason it out in numbered steps,
+check the steps that decide the result, and finish with your answer stated plainly."""
+
+DRAFTS_SYNTHESIS = """\
+You are the editor. Several people drafted answers to the user's question independently;
+their drafts appear inside <draft> tags. They may disagree and any of them may be wrong,
+including in the same way. Judge each draft by whether its reasoning survives checking, not
+by how many drafts share its answer, and write the one best final answer.
+
+Reply in markdown with exactly these five sections, in this order:
+
+## Analysis of Drafts
+For each draft in turn, what approach it takes, what it gets right and where it goes wrong.
+
+## Comparison
+Where the drafts agree, where they part ways, and which line of reasoning holds up.
+
+## Final Reasoning
+Numbered steps (1., 2., 3., ...), each followed by a line that begins with **Explanation:**,
+leading to the final answer. Re-check the decisive steps yourself.
+
+## Comprehensive Final Answer
+The complete answer, with the detail the question needs.
+
+## Concise Answer
+At most two or three sentences giving the answer directly, in whatever format the question
+asked for (a letter, a number, a word)."""
+
+
+def draft_messages(question: str) -> list[tuple[str, str]]:
+    """One independent draft: the bare question."""
+    return [("system", DRAFT), ("user", question)]
+
+
+def drafts_synthesis_messages(question: str, drafts: Sequence[str]) -> list[tuple[str, str]]:
+    """The drafts' synthesis: the question with every draft, labelled, to be merged."""
+    labelled = "\n\n".join(
+        f'<draft number="{n}">\n{text.strip()}\n</draft>' for n, text in enumerate(drafts, 1)
+    )
+    body = (
+        f"<question>\n{question}\n</question>\n\n{labelled}\n\n"
+        f"Weigh the {len(drafts)} draft(s) above and write the final answer."
+    )
+    return [("system", DRAFTS_SYNTHESIS), ("user", body)]

@@ -68,6 +68,11 @@ class TerminalView:
         self.run: Run | None = None
         self._at_line_start = True
         self._thinking = False  # the current call's own thinking is being shown
+        # The call whose text streams to the terminal, and calls that started while it was
+        # streaming (a vote's samples, drafts): theirs is shown whole when they finish, so
+        # concurrent replies never interleave on the screen.
+        self._streaming: tuple[str, int] | None = None
+        self._held: set[tuple[str, int]] = set()
 
     def show(self, event: object) -> None:
         """Render one event."""
@@ -76,13 +81,20 @@ class TerminalView:
         if self.quiet:
             return
         if isinstance(event, RunStarted):
+            self._streaming, self._held = None, set()
             self.console.print(f"[dim]{event.mode} · {escape(event.model)}[/dim]")
         elif isinstance(event, CallStarted):
             if event.kind == "step":
                 return  # a step's rule carries its title, known only when it finishes
+            if self._streaming is not None:
+                self._held.add((event.kind, event.index))
+                return
+            self._streaming = (event.kind, event.index)
             self.console.rule(f"[bold]{call_title(event.kind, event.index)}[/bold]", align="left")
             self._at_line_start = True
             self._thinking = False
+        elif isinstance(event, ThinkingDelta | TextDelta) and self._is_held(event):
+            return
         elif isinstance(event, ThinkingDelta):
             # The model's own thinking, dimmed so it never reads as the reply.
             self.console.print(Text(event.text, style="dim italic"), end="")
@@ -112,6 +124,12 @@ class TerminalView:
         elif isinstance(event, RunFinished):
             self._summary(event.run)
 
+    def _is_held(self, event: ThinkingDelta | TextDelta) -> bool:
+        call = (event.kind, event.index)
+        if self._streaming is None and call not in self._held:
+            self._streaming = call  # a call that was not announced streams too
+        return call != self._streaming
+
     def _write(self, text: str) -> None:
         self.console.file.write(text)
         self.console.file.flush()
@@ -123,10 +141,19 @@ class TerminalView:
             self._at_line_start = True
 
     def _finished(self, event: CallFinished) -> None:
-        self._newline()
         result = event.result
+        call = (event.kind, event.index)
         title = getattr(result, "title", None)
         label = call_title(event.kind, event.index) + (f": {escape(title)}" if title else "")
+        if call in self._held:
+            # Its text was held back while another call streamed: shown whole now.
+            self._held.discard(call)
+            self._newline()
+            self.console.rule(f"[bold]{label}[/bold]", align="left")
+            self._write(result.content)
+        elif call == self._streaming:
+            self._streaming = None
+        self._newline()
         if isinstance(result, Step):
             self.console.rule(f"[bold]{label}[/bold]", align="left")
             self._write(result.content)

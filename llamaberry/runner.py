@@ -92,6 +92,7 @@ class RunContext:
         max_tokens: int | None = None,
         announce: bool = True,
         condensed: Sequence[list[Message]] = (),
+        temperature: float | None = None,
     ) -> AsyncIterator[CallStarted | TextDelta | ThinkingDelta | TextReset | CallNote]:
         """Make one call and yield its events; afterwards `self.reply` holds its `Completion`.
 
@@ -149,6 +150,8 @@ class RunContext:
             options["schema"] = schema
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
+        if temperature is not None:
+            options["temperature"] = temperature
         stream = self.client.stream(plan.messages, **options)  # type: ignore[arg-type]
         try:
             # Closed at once when the loop guard stops reading, so the connection is dropped
@@ -210,6 +213,11 @@ class RunContext:
                 "loop is kept (--no-loop-guard lets a reply run on).",
             )
 
+    def child(self) -> RunContext:
+        """A context for one of several concurrent calls: the same client, settings and run,
+        but its own `reply`, so calls in flight together do not overwrite each other's."""
+        return RunContext(self.client, self.settings, self.run)
+
     def note(
         self, kind: CallKind, index: int, note: Literal["condensed", "budget", "looped"], line: str
     ) -> CallNote:
@@ -258,6 +266,43 @@ async def _closing(stream: AsyncIterator[object]) -> AsyncIterator[None]:
         close = getattr(stream, "aclose", None)
         if close is not None:
             await close()
+
+
+async def merge(streams: Sequence[AsyncIterator[Any]]) -> AsyncIterator[Any]:
+    """Run `streams` concurrently and yield their events as they come.
+
+    The first error in any stream cancels the others and is raised here; closing or
+    cancelling the merged stream cancels them all. Either way every stream has settled (its
+    call records its partial text and error) before this generator lets go.
+    """
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[Any]) -> None:
+        try:
+            async for event in stream:
+                await queue.put(("event", event))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # handed to the consumer, which raises it
+            await queue.put(("error", error))
+        else:
+            await queue.put(("done", None))
+
+    tasks = [asyncio.create_task(pump(stream)) for stream in streams]
+    try:
+        running = len(tasks)
+        while running:
+            what, value = await queue.get()
+            if what == "event":
+                yield value
+            elif what == "done":
+                running -= 1
+            else:
+                raise value
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 ModeBody = Callable[[RunContext], AsyncIterator]
@@ -367,7 +412,10 @@ async def _lifecycle(
                 raise RunTimeoutError(message) from None
             yield event
     except LlamaberryError as error:
-        failed = next((c for c in reversed(run.calls) if c.error), None)
+        # A call that failed, rather than one cancelled because a concurrent call failed.
+        failed = next(
+            (c for c in reversed(run.calls) if c.error and c.error != "CancelledError"), None
+        ) or next((c for c in reversed(run.calls) if c.error), None)
         run._exception = error
         settle(
             "failed",

@@ -38,7 +38,7 @@ from .errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from .events import CallStarted, RunFinished, RunStarted, TextDelta, TextReset
+from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
 from .redact import redact
 from .results import Run, call_title
 
@@ -504,15 +504,34 @@ class Reply:
         self.answer_kind = ANSWER_KIND
         self.reasoning: list[str] = []
         self.content: list[str] = []
+        # Calls that started while another streamed (a vote's samples, drafts): their text is
+        # held and sent whole when they finish, so concurrent replies never interleave.
+        self._streaming: tuple[str, int] | None = None
+        self._held: dict[tuple[str, int], list[str]] = {}
 
     def _route(self, event: object) -> tuple[str, str] | None:
         """Which part of the reply an event adds to, and the text it adds."""
         if isinstance(event, CallStarted):
             if event.kind == self.answer_kind:
                 return None
-            heading = f"### {call_title(event.kind, event.index)}\n\n"
-            return "reasoning", ("\n\n" if self.reasoning else "") + heading
+            if self._streaming is not None:
+                self._held[(event.kind, event.index)] = []
+                return None
+            self._streaming = (event.kind, event.index)
+            return "reasoning", self._heading(event.kind, event.index)
+        if isinstance(event, CallFinished):
+            call = (event.kind, event.index)
+            if call == self._streaming:
+                self._streaming = None
+            held = self._held.pop(call, None)
+            if held is None:
+                return None
+            return "reasoning", self._heading(event.kind, event.index) + "".join(held)
         if isinstance(event, TextDelta):
+            held = self._held.get((event.kind, event.index))
+            if held is not None:
+                held.append(event.text)
+                return None
             return ("content" if event.kind == self.answer_kind else "reasoning"), event.text
         if isinstance(event, TextReset):
             if event.kind == self.answer_kind and not self.content:
@@ -522,6 +541,9 @@ class Reply:
         if isinstance(text, str) and text:
             return "reasoning", text
         return None
+
+    def _heading(self, kind: str, index: int) -> str:
+        return ("\n\n" if self.reasoning else "") + f"### {call_title(kind, index)}\n\n"
 
     async def _events(self, events: AsyncIterator[Any]) -> AsyncIterator[tuple[str, str] | Run]:
         async with contextlib.aclosing(events):  # type: ignore[type-var]

@@ -726,9 +726,11 @@ def _sections(name: str, label: str | None = None) -> gr.Chatbot:
 def _compare_tab() -> dict[str, Any]:
     """The compare tab: one card per mode, all run at once, and whether their answers agree."""
     controls = _ask("compare", "The same question through each mode, side by side.")
+    # Checked at first; the other cards (steps and the costly vote and drafts) start hidden.
+    checked = ["single", "refine"]
     modes = gr.CheckboxGroup(
         [(mode_name(m), m) for m in COMPARE_MODES],
-        value=["single", "refine"],
+        value=checked,
         label="Modes",
         elem_id="compare-modes",
     )
@@ -738,7 +740,7 @@ def _compare_tab() -> dict[str, Any]:
     with gr.Row(equal_height=False):
         for mode in COMPARE_MODES:
             with gr.Column(
-                visible=mode != "steps",
+                visible=mode in checked,
                 min_width=260,
                 elem_classes=["lb-mode-card"],
                 elem_id=f"compare-{mode}",

@@ -1,0 +1,121 @@
+"""The drafts mode (a mixture of drafts): `drafts` independent answers written at once, at a
+temperature above zero so they differ, then one synthesis call that is given the question and
+every draft and answers in the same five sections as refine's synthesis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import Field
+
+from . import prompts
+from .errors import LlamaberryError
+from .events import CallFinished
+from .options import Options
+from .parsing import parse_synthesis
+from .results import CallResult, ModeResult, Synthesis
+from .runner import ModeSpec, RunContext, merge, to_messages
+
+# The temperature drafts are written at when none was given: at 0 they would all be alike.
+DRAFT_TEMPERATURE = 0.8
+
+
+class DraftsOptions(Options):
+    """How many drafts the synthesis is given."""
+
+    drafts: int = Field(3, ge=1, le=10, description="Independent drafts before the synthesis.")
+
+
+class Draft(CallResult):
+    """One independent draft, as written."""
+
+    index: int
+
+    def heading(self) -> str:
+        """'Draft 2'."""
+        return f"Draft {self.index}"
+
+
+class DraftsResult(ModeResult):
+    """Every draft (by number), then the synthesis that merged them."""
+
+    mode: Literal["drafts"] = "drafts"
+    drafts: list[Draft] = Field(default_factory=list)
+    synthesis: Synthesis | None = None
+
+
+async def drafts(ctx: RunContext, options: DraftsOptions) -> AsyncIterator:
+    """Yield the events of a drafts run: the drafts at once, then the synthesis."""
+    result: DraftsResult = ctx.result
+    question = ctx.run.question
+    temperature = ctx.settings.temperature
+    if temperature is None:
+        temperature = DRAFT_TEMPERATURE
+    messages = to_messages(prompts.draft_messages(question))
+
+    async def draft(index: int) -> AsyncIterator:
+        child = ctx.child()
+        async for event in child.call("draft", index, messages, temperature=temperature):
+            yield event
+        reply = child.reply
+        assert reply is not None
+        done = Draft(
+            index=index,
+            content=reply.text,
+            truncated=reply.truncated,
+            cut_off_by=reply.cut_off_by,
+            looped=reply.looped,
+            thinking=reply.thinking,
+            usage=reply.usage,
+            seconds=reply.seconds,
+        )
+        result.drafts.append(done)
+        result.drafts.sort(key=lambda d: d.index)
+        yield CallFinished(kind="draft", index=index, result=done)
+
+    try:
+        async for event in merge([draft(i) for i in range(1, options.drafts + 1)]):
+            yield event
+    except LlamaberryError:
+        _keep_a_draft(ctx, result)
+        raise
+
+    texts = [d.content for d in result.drafts]
+    try:
+        async for event in ctx.call(
+            "synthesis", 1, to_messages(prompts.drafts_synthesis_messages(question, texts))
+        ):
+            yield event
+    except LlamaberryError:
+        _keep_a_draft(ctx, result)
+        raise
+    reply = ctx.reply
+    assert reply is not None
+    synthesis = parse_synthesis(
+        reply.text, usage=reply.usage, seconds=reply.seconds, truncated=reply.truncated
+    )
+    synthesis.cut_off_by = reply.cut_off_by
+    synthesis.looped = reply.looped
+    synthesis.thinking = reply.thinking
+    result.synthesis = synthesis
+    ctx.run.answer = synthesis.answer
+    yield CallFinished(kind="synthesis", index=1, result=synthesis)
+
+
+def _keep_a_draft(ctx: RunContext, result: DraftsResult) -> None:
+    # A failed run keeps a whole draft as its partial answer rather than nothing.
+    whole = [d for d in result.drafts if d.content.strip() and not d.truncated and not d.looped]
+    if whole and ctx.run.answer is None:
+        ctx.run.answer, ctx.run.partial = whole[0].content.strip(), True
+
+
+MODE = ModeSpec(
+    name="drafts",
+    description="Several independent drafts at once, then a synthesis that merges them.",
+    options=DraftsOptions,
+    run=drafts,
+    result=DraftsResult,
+    default=False,
+)

@@ -176,3 +176,21 @@ async def test_serve_sends_each_sample_whole_as_reasoning_and_the_winner_as_cont
         assert f"### Sample {index}" in reasoning
     assert reasoning.count("Working it out step by step.\n\nAnswer: 4") == 3
     assert joined(parts, "content") == "42"
+
+
+async def test_closing_the_stream_cancels_every_sample_in_flight(server: FakeServer):
+    from llamaberry.events import TextDelta
+
+    server.reply_with(lambda request: Reply("slow " * 200 + "\nAnswer: 1", chunk_delay=0.05))
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        stream = engine.stream("vote", "q", samples=3)
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.2)
+    # All three were sent, none was read to its end, and no sample's task outlives the run.
+    assert len(server.requests) == 3
+    assert all(r.answered_at is None for r in server.requests)
+    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not [t for t in pending if "pump" in repr(t.get_coro())]

@@ -114,6 +114,8 @@ async def test_an_unknown_mode_is_refused_before_any_request(server: FakeServer,
 async def test_compared_runs_are_all_saved(server: FakeServer, engine: Engine):
     server.reply_with(mode_script())
     result = await engine.compare(QUESTION)
+    assert engine.history is not None
+    await engine.history.aflush()  # saves are written off the event loop, by the store's thread
     with Store() as store:
         assert {r.id for r in store.list_runs()} == {run.id for run in result.runs}
 

@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from llamaberry.config import Settings
+from llamaberry.errors import InputError
 from llamaberry.serve import Gateway, create_app
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply, estimate_prompt_tokens
@@ -25,6 +26,19 @@ from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply, estima
 from .conftest import FIRST_TURN, LATER_TURN, SYNTHESIS, refine_script
 
 QUESTION = "How many r are in strawberry?"
+
+
+async def saved(run_id: str):
+    """The finished run as the history has it, once the store's writer thread has written it."""
+    for _ in range(200):
+        try:
+            run = Store().get(run_id)
+        except InputError:  # not written yet
+            run = None
+        if run is not None and run.status != "running":
+            return run
+        await asyncio.sleep(0.05)
+    return Store().get(run_id)
 
 
 def words(text: str) -> int:
@@ -190,7 +204,7 @@ async def test_every_chunk_of_a_stream_carries_the_run_id(server: FakeServer, en
     ids = {chunk.id async for chunk in stream}
     assert len(ids) == 1
     run_id = ids.pop().removeprefix("chatcmpl-")
-    assert Store().get(run_id).question == QUESTION
+    assert (await saved(run_id)).question == QUESTION
 
 
 async def test_non_streaming_refine_returns_the_answer_and_the_work_apart(
@@ -206,7 +220,7 @@ async def test_non_streaming_refine_returns_the_answer_and_the_work_apart(
     assert reply.model == "refine"
     assert reply.usage is not None
     assert reply.usage.total_tokens == sum(
-        c.usage.total_tokens for c in Store().get(reply.id.removeprefix("chatcmpl-")).calls
+        c.usage.total_tokens for c in (await saved(reply.id.removeprefix("chatcmpl-"))).calls
     )
 
 

@@ -21,6 +21,10 @@ QUESTIONS = (
     'How many times does the letter r appear in "strawberry"?',
     "Is 17 a prime number?",
     "What is the capital of France?",
+    "What is 9 times 6?",
+    "Which is larger, 0.8 or 0.75?",
+    "How many days are in a leap year?",
+    "What is half of 48?",
 )
 
 
@@ -50,7 +54,9 @@ def first_tries(run: Run) -> list[bool]:
 
 async def test_steps_asked_with_the_schema_are_valid_on_the_first_try(local_model: LocalServer):
     valid: list[bool] = []
-    async with Engine(provider="local", max_tokens=128, history=False) as engine:
+    # 24 steps, so one unlucky sample cannot swing the share; a budget a step rarely reaches,
+    # so what is measured is the schema's hold on the form, not our own cut-off.
+    async with Engine(provider="local", max_tokens=256, history=False) as engine:
         for question in QUESTIONS:
             try:
                 run = await engine.steps(question, min_steps=3, max_steps=3)
@@ -58,6 +64,6 @@ async def test_steps_asked_with_the_schema_are_valid_on_the_first_try(local_mode
                 run = failed.run
             assert {c.response_format for c in run.calls if c.kind == "step"} == {"json_schema"}
             valid += first_tries(run)
-    assert len(valid) >= 10
+    assert len(valid) >= 20
     # At least 9 in 10 steps are valid as the model first wrote them.
     assert sum(valid) / len(valid) >= 0.9, f"{sum(valid)} of {len(valid)} valid on the first try"

@@ -48,7 +48,9 @@ class _StepReply(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, strict=True)
 
-    title: str = Field(min_length=1)
+    # The maxLength is for grammar-bound servers only (it is not validated here): it makes the
+    # model close a title that runs away ("8888..." until the budget, seen on the tiny model).
+    title: str = Field(min_length=1, json_schema_extra={"maxLength": 120})
     content: str = Field(min_length=1)
     next_action: Literal["continue", "final_answer"]
 

@@ -867,5 +867,7 @@ async def test_a_server_that_enforces_lengths_is_sent_them(server: FakeServer, e
     run = await engine.steps(QUESTION)
     assert run.ok
     properties = server.requests[0].json_schema["properties"]
-    assert properties["title"] == properties["content"] == {"type": "string", "minLength": 1}
+    # ... and a runaway title is cut short by the grammar (maxLength), which strict servers refuse.
+    assert properties["title"] == {"type": "string", "minLength": 1, "maxLength": 120}
+    assert properties["content"] == {"type": "string", "minLength": 1}
     assert server.requests[0].body["response_format"]["json_schema"]["strict"] is True

@@ -113,6 +113,7 @@ async def test_a_partial_run_is_saved_to_history_as_partial(server: FakeServer, 
     async with engine_for(server, history=store, context=0) as engine:
         with pytest.raises(RunFailedError) as failure:
             await engine.refine("How many r in strawberry?", turns=5)
+        await store.aflush()  # saves are written by the store's own thread, off the loop
         saved = store.get(failure.value.run.id)
     assert (saved.status, saved.partial, saved.answer) == ("failed", True, "3 (turn 4)")
     assert saved.error_kind == "context_too_long"

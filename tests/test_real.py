@@ -360,6 +360,13 @@ def test_the_fake_plays_llama_cpp_the_way_the_real_server_does(local_model: Loca
     ) as fake:
         played = _observe(f"http://127.0.0.1:{fake.port}")
     real = _observe(local_model.base_url)
+    # llama.cpp now and then opens a stream with text instead of a role chunk (difference 10
+    # in the notes: it even happened on a prompt of its own); that first delta then says
+    # nothing about the fake, so only that one element is left out of the comparison.
+    for key in ("stream_True", "stream_False"):
+        if "role" not in real[key][0]:  # type: ignore[index]
+            real[key] = real[key][1:]  # type: ignore[index]
+            played[key] = played[key][1:]  # type: ignore[index]
     # The fake names only timings the real server sends (it leaves some out).
     assert played.pop("timing_names") <= real.pop("timing_names")  # type: ignore[operator]
     assert played == real

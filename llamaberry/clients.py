@@ -110,6 +110,18 @@ class Completion:
         """True when the reply was cut off by a limit (the budget or the context window)."""
         return self.finish_reason == "length"
 
+    def result_fields(self) -> dict[str, Any]:
+        """The fields every call result (`results.CallResult`) shares, as this reply sets them."""
+        return {
+            "content": self.text,
+            "truncated": self.truncated,
+            "cut_off_by": self.cut_off_by,
+            "looped": self.looped,
+            "thinking": self.thinking,
+            "usage": self.usage,
+            "seconds": self.seconds,
+        }
+
 
 StreamItem = Delta | Thinking | Restart | Completion
 

@@ -14,7 +14,7 @@ from . import prompts
 from .errors import LlamaberryError
 from .events import CallFinished
 from .options import Options
-from .parsing import parse_synthesis
+from .refine import synthesis_from
 from .results import CallResult, ModeResult, Synthesis
 from .runner import ModeSpec, RunContext, merge, to_messages
 
@@ -61,16 +61,7 @@ async def drafts(ctx: RunContext, options: DraftsOptions) -> AsyncIterator:
             yield event
         reply = child.reply
         assert reply is not None
-        done = Draft(
-            index=index,
-            content=reply.text,
-            truncated=reply.truncated,
-            cut_off_by=reply.cut_off_by,
-            looped=reply.looped,
-            thinking=reply.thinking,
-            usage=reply.usage,
-            seconds=reply.seconds,
-        )
+        done = Draft(index=index, **reply.result_fields())
         result.drafts.append(done)
         result.drafts.sort(key=lambda d: d.index)
         yield CallFinished(kind="draft", index=index, result=done)
@@ -93,12 +84,7 @@ async def drafts(ctx: RunContext, options: DraftsOptions) -> AsyncIterator:
         raise
     reply = ctx.reply
     assert reply is not None
-    synthesis = parse_synthesis(
-        reply.text, usage=reply.usage, seconds=reply.seconds, truncated=reply.truncated
-    )
-    synthesis.cut_off_by = reply.cut_off_by
-    synthesis.looped = reply.looped
-    synthesis.thinking = reply.thinking
+    synthesis = synthesis_from(reply)
     result.synthesis = synthesis
     ctx.run.answer = synthesis.answer
     yield CallFinished(kind="synthesis", index=1, result=synthesis)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from . import prompts
+from .clients import Completion
 from .errors import LlamaberryError
 from .events import CallFinished
 from .options import Options
@@ -85,12 +86,8 @@ async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
             yield event
         reply = ctx.reply
         assert reply is not None
-        turn = parse_turn(
-            index, reply.text, usage=reply.usage, seconds=reply.seconds, truncated=reply.truncated
-        )
-        turn.cut_off_by = reply.cut_off_by
-        turn.looped = reply.looped
-        turn.thinking = reply.thinking  # kept on the turn, never in `texts` sent onwards
+        # The thinking is kept on the turn, never in `texts` sent onwards.
+        turn = parse_turn(index, reply.text).model_copy(update=reply.result_fields())
         ctx.run.turns.append(turn)
         texts.append(reply.text)
         yield CallFinished(kind="turn", index=index, result=turn)
@@ -101,15 +98,15 @@ async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
         yield event
     reply = ctx.reply
     assert reply is not None
-    synthesis = parse_synthesis(
-        reply.text, usage=reply.usage, seconds=reply.seconds, truncated=reply.truncated
-    )
-    synthesis.cut_off_by = reply.cut_off_by
-    synthesis.looped = reply.looped
-    synthesis.thinking = reply.thinking
+    synthesis = synthesis_from(reply)
     ctx.run.synthesis = synthesis
     ctx.run.answer = synthesis.answer
     yield CallFinished(kind="synthesis", index=1, result=synthesis)
+
+
+def synthesis_from(reply: Completion) -> Synthesis:
+    """The synthesis read from its reply's sections, with what the call cost and how it ended."""
+    return parse_synthesis(reply.text).model_copy(update=reply.result_fields())
 
 
 def _condensed(question: str, turns: Sequence[Turn], prompt: Prompt) -> list[list[Message]]:

@@ -36,17 +36,7 @@ async def single(ctx: RunContext, options: SingleOptions | None = None) -> Async
         yield event
     reply = ctx.reply
     assert reply is not None
-    turn = Turn(
-        index=1,
-        content=reply.text,
-        answer=reply.text.strip(),
-        thinking=reply.thinking,
-        truncated=reply.truncated,
-        cut_off_by=reply.cut_off_by,
-        looped=reply.looped,
-        usage=reply.usage,
-        seconds=reply.seconds,
-    )
+    turn = Turn(index=1, answer=reply.text.strip(), **reply.result_fields())
     ctx.run.turns.append(turn)
     ctx.run.answer = turn.answer
     yield CallFinished(kind="answer", index=1, result=turn)

@@ -150,15 +150,7 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
         yield event
     reply = ctx.reply
     assert reply is not None
-    final = FinalAnswer(
-        content=reply.text,
-        thinking=reply.thinking,
-        truncated=reply.truncated,
-        cut_off_by=reply.cut_off_by,
-        looped=reply.looped,
-        usage=reply.usage,
-        seconds=reply.seconds,
-    )
+    final = FinalAnswer(**reply.result_fields())
     ctx.run.final = final
     answer = _plain_answer(reply.text)
     if not answer:

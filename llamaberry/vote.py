@@ -118,16 +118,10 @@ async def vote(ctx: RunContext, options: VoteOptions) -> AsyncIterator:
         found = read_answer(reply.text)
         done = Sample(
             index=index,
-            content=reply.text,
             answer=found[0] if found else None,
             key=found[1] if found else None,
             finished=len(result.samples) + 1,
-            truncated=reply.truncated,
-            cut_off_by=reply.cut_off_by,
-            looped=reply.looped,
-            thinking=reply.thinking,
-            usage=reply.usage,
-            seconds=reply.seconds,
+            **reply.result_fields(),
         )
         result.samples.append(done)
         result.votes, result.winner, result.agreement = tally(result.samples)

@@ -16,6 +16,9 @@ from pydantic import BaseModel, Field, SerializeAsAny
 
 from .results import CallKind, CallResult, Mode, Run
 
+# What a `CallNote` is about.
+NoteKind = Literal["condensed", "budget", "looped", "stopped", "fallback"]
+
 
 class RunStarted(BaseModel):
     """A run has begun."""
@@ -67,14 +70,16 @@ class CallNote(BaseModel):
     """Something the engine did to the current call that a reader should know about.
 
     `note` is "condensed" (earlier turns were shortened to fit the context window), "budget"
-    (the completion budget was lowered to fit it) or "looped" (the reply kept repeating
-    itself and was stopped); `message` says it in a line.
+    (the completion budget was lowered to fit it), "looped" (the reply kept repeating
+    itself and was stopped), "stopped" (a limit of the mode's own, such as reflect's step
+    budget, ended it) or "fallback" (the answer was not where it was asked for and was taken
+    from elsewhere, as the line says); `message` says it in a line.
     """
 
     type: Literal["call_note"] = "call_note"
     kind: CallKind
     index: int
-    note: Literal["condensed", "budget", "looped"]
+    note: NoteKind
     message: str
 
 

@@ -11,14 +11,23 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import drafts, refine, single, steps, vote
+from . import drafts, refine, reflect, single, steps, vote
 from .errors import InputError
 from .options import Options, resolve
 from .runner import ModeSpec
 
 # Order matters: it is the order of compare's columns, eval's rows and every list of choices.
+# One mode a line, so adding a mode adds a line here.
 MODES: dict[str, ModeSpec] = {
-    spec.name: spec for spec in (single.MODE, refine.MODE, steps.MODE, vote.MODE, drafts.MODE)
+    spec.name: spec
+    for spec in (
+        single.MODE,
+        refine.MODE,
+        steps.MODE,
+        vote.MODE,
+        drafts.MODE,
+        reflect.MODE,
+    )
 }
 
 # What `ask` runs when no mode is named.

@@ -286,3 +286,46 @@ def drafts_synthesis_messages(question: str, drafts: Sequence[str]) -> list[tupl
         f"Weigh the {len(drafts)} draft(s) above and write the final answer."
     )
     return [("system", DRAFTS_SYNTHESIS), ("user", body)]
+
+
+REFLECT = """\
+Work on the user's question in small steps, and stop now and then to judge how it is going.
+
+You have a budget of {budget} steps. You need not spend them all, but you cannot have more.
+
+- Write each step inside <step>...</step>: one move in your reasoning, a few sentences at most.
+  After each step write how many steps you have left, as <count>N</count>.
+- After every {every} steps, look back before going on: inside <reflection>...</reflection>
+  say what is working, what is doubtful and what you will do next. Then score your progress
+  so far inside <reward>...</reward> with one number from 0.0 to 1.0:
+  - 0.8 or higher: the approach is sound; carry on with it.
+  - 0.5 to 0.7: it is partly right; adjust it in the next steps.
+  - below 0.5: it is not working; go back and try a different approach, and say which.
+  Be honest: a high score for a shaky approach only wastes your remaining steps.
+- When you are sure of the result, or your steps are running out, write your final answer
+  inside <answer>...</answer>, stated plainly and in any format the question asks for. Then
+  write one last <reflection> on the whole solution and a final <reward>.
+
+Write nothing outside these tags."""
+
+REFLECT_CLOSE = """\
+{why} Write no more steps. Give your final answer now inside <answer>...</answer>, stated \
+plainly and in any format the question asks for, then one last <reflection> on the whole \
+solution and a final <reward> from 0.0 to 1.0."""
+
+
+def reflect_messages(question: str, budget: int, every: int) -> list[tuple[str, str]]:
+    """The reflect chain: the tags, the step budget and how often to reflect, then the question."""
+    return [("system", REFLECT.format(budget=budget, every=every)), ("user", question)]
+
+
+def reflect_close_messages(
+    question: str, budget: int, every: int, so_far: str, why: str
+) -> list[tuple[str, str]]:
+    """The call that asks a chain stopped before its answer for the answer: the chain as far
+    as it went, and why it must end now."""
+    return [
+        *reflect_messages(question, budget, every),
+        ("assistant", so_far.strip() or "(nothing yet)"),
+        ("user", REFLECT_CLOSE.format(why=why)),
+    ]

@@ -19,7 +19,7 @@ from .events import (
     TextReset,
     ThinkingDelta,
 )
-from .results import Run, Step, Usage, call_title, cut_off_line
+from .results import Run, Usage, call_title, cut_off_line
 
 
 def plural(count: int, noun: str) -> str:
@@ -154,16 +154,37 @@ class TerminalView:
         elif call == self._streaming:
             self._streaming = None
         self._newline()
-        if isinstance(result, Step):
-            self.console.rule(f"[bold]{label}[/bold]", align="left")
+        badge = result.badge()
+        if event.kind == "step":
+            # A step is shown whole when it is complete, its reward (if any) beside its title.
+            title = f"{label} · {escape(badge)}" if badge else label
+            self.console.rule(f"[bold]{title}[/bold]", align="left")
             self._write(result.content)
             self._newline()
-            tries = f" · {result.attempts} tries" if result.attempts > 1 else ""
-            self.console.print(f"[dim]{cost_line(result.usage, result.seconds)}{tries}[/dim]")
+            self._remark(result.remark())
+            attempts = getattr(result, "attempts", 1)
+            tries = f" · {attempts} tries" if attempts > 1 else ""
+            # A step read from a longer reply has no tokens of its own: its time is shown.
+            cost = (
+                cost_line(result.usage, result.seconds)
+                if result.usage.total_tokens
+                else format_duration(result.seconds)
+            )
+            self.console.print(f"[dim]{cost}{tries}[/dim]")
             return
-        self.console.print(
-            f"[dim]{label} · {cost_line(result.usage, result.seconds)}[/dim]{stopped(result)}"
+        self._remark(result.remark())
+        beside = f" · {escape(badge)}" if badge else ""
+        cost = (
+            cost_line(result.usage, result.seconds)
+            if result.usage.total_tokens
+            else format_duration(result.seconds)
         )
+        self.console.print(f"[dim]{label}{beside} · {cost}[/dim]{stopped(result)}")
+
+    def _remark(self, text: str) -> None:
+        # A reflection on what came before it: set apart, so it never reads as the reasoning.
+        if text:
+            self.console.print(Text(f"↳ {text}", style="italic"))
 
     def _summary(self, run: Run) -> None:
         self.console.print()

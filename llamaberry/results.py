@@ -106,6 +106,9 @@ class Call(BaseModel):
     # The loop guard stopped the reply; `reply` keeps the text up to the loop.
     looped: bool = False
     cut_off_by: CutOffBy | None = None
+    # The mode closed the stream before the reply ended (a limit of its own, such as
+    # reflect's step budget); `reply` is what had come, `usage` an estimate.
+    closed_early: bool = False
 
 
 class ReasoningStep(BaseModel):
@@ -133,6 +136,14 @@ class CallResult(BaseModel):
     def heading(self) -> str:
         """How this result is titled in a run's Markdown."""
         return type(self).__name__
+
+    def badge(self) -> str:
+        """A few words shown beside the result's title (a reflect step's reward), or ''."""
+        return ""
+
+    def remark(self) -> str:
+        """A line shown under the result's content (a reflect step's reflection), or ''."""
+        return ""
 
 
 class Turn(CallResult):

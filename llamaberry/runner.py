@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from .clients import ChatClient, Completion, Delta, JSONSchema, Restart, Thinking
 from .config import Settings
@@ -20,6 +20,7 @@ from .errors import InputError, LlamaberryError, RunTimeoutError
 from .events import (
     CallNote,
     CallStarted,
+    NoteKind,
     RunFinished,
     RunStarted,
     TextDelta,
@@ -93,6 +94,7 @@ class RunContext:
         announce: bool = True,
         condensed: Sequence[list[Message]] = (),
         temperature: float | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> AsyncIterator[CallStarted | TextDelta | ThinkingDelta | TextReset | CallNote]:
         """Make one call and yield its events; afterwards `self.reply` holds its `Completion`.
 
@@ -100,6 +102,9 @@ class RunContext:
         below the run's budget. `condensed` are shorter forms of `messages`, most condensed
         last, for when the whole does not fit the model's context window. A request that
         cannot fit in any form is never sent: `ContextTooLongError` is raised first.
+        `until` is asked after each piece of text has been handed on: when it says True the
+        stream is closed there and the reply is what came so far (the call is marked
+        `closed_early`), as when a mode's own limit is reached.
         """
         title = call_title(kind, index)
         window = await self.window()
@@ -168,6 +173,11 @@ class RunContext:
                                 record, guard, plan.prompt, started, "".join(thinking)
                             )
                             break
+                        if until is not None and until():
+                            self.reply = self._closed_early(
+                                record, "".join(parts), plan.prompt, started, "".join(thinking)
+                            )
+                            break
                     elif isinstance(item, Thinking):
                         thinking.append(item.text)
                         yield ThinkingDelta(kind=kind, index=index, text=item.text)
@@ -218,9 +228,7 @@ class RunContext:
         but its own `reply`, so calls in flight together do not overwrite each other's."""
         return RunContext(self.client, self.settings, self.run)
 
-    def note(
-        self, kind: CallKind, index: int, note: Literal["condensed", "budget", "looped"], line: str
-    ) -> CallNote:
+    def note(self, kind: CallKind, index: int, note: NoteKind, line: str) -> CallNote:
         """Record `line` in the run's notes and return it as an event for the call."""
         self.run.notes.append(line)
         return CallNote(kind=kind, index=index, note=note, message=line)
@@ -244,6 +252,26 @@ class RunContext:
             thinking=thinking,
         )
         self._settle(record, reply)
+        return reply
+
+    def _closed_early(
+        self, record: Call, text: str, prompt: int, started: float, thinking: str
+    ) -> Completion:
+        """The reply as far as it was read, charged with an estimate of what it spent (the
+        usage a server sends comes at the end of a stream, which was never read)."""
+        completion = estimate_tokens(text + thinking)
+        reply = Completion(
+            text=text,
+            finish_reason=None,
+            usage=Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            ),
+            seconds=time.perf_counter() - started,
+            attempts=record.attempts,
+            thinking=thinking,
+        )
+        self._settle(record, reply)
+        record.closed_early = True
         return reply
 
     @staticmethod

@@ -1,0 +1,358 @@
+"""The reflect mode (a dynamic chain of thought with reflections and self-scored rewards): the
+model reasons in small tagged steps within a step budget it is told, and every few steps
+writes a reflection and scores its own progress from 0.0 to 1.0 (high: go on; middling:
+adjust; low: go back and try another way); it ends with an answer, a last reflection and a
+last reward.
+
+The chain is one streamed call, read as it streams: each step is shown (with the reward that
+follows it) as soon as it is complete. The budget is ours to enforce, not the model's: when
+a step past it begins, the stream is closed there (a small model may write fifty steps).
+A chain that stopped before its answer (over budget, cut off by its length limit, looping)
+gets one closing call: the steps so far, and "give your answer now". A model that gives no
+<answer> at all has the text after its last step, else its last step, taken as the answer,
+and the run says so. Every reply is kept whole in `result.raw`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import Field
+
+from . import prompts
+from .errors import InvalidReplyError
+from .events import CallFinished, CallStarted, TextDelta, TextReset, ThinkingDelta
+from .options import Options
+from .parsing import Chain, ChainPart, answer_text, read_chain, read_reward
+from .results import CallResult, ModeResult, cut_off_line
+from .runner import ModeSpec, RunContext, to_messages
+
+# The call kind of the chain's calls in the run's log: "Chain 1", and "Chain 2" for the
+# closing call. The steps and the answer read from them are events of their own.
+CHAIN = "chain"
+
+# The reward thresholds the prompt states: at or above GO_ON, go on; at or above ADJUST,
+# adjust; below it, go back.
+GO_ON = 0.8
+ADJUST = 0.5
+
+Verdict = Literal["go on", "adjust", "go back"]
+# Where a run's answer came from: the <answer> tag, else (when the model wrote none) the text
+# after its last step, else its last step.
+AnswerFrom = Literal["answer", "trailing text", "last step"]
+
+
+class ReflectOptions(Options):
+    """How many steps the chain may take, and how often it stops to reflect."""
+
+    step_budget: int = Field(12, ge=1, le=50, description="Most reasoning steps (reflect).")
+    reflect_every: int = Field(
+        3, ge=1, le=20, description="Steps between reflections and rewards (reflect)."
+    )
+
+
+def verdict(reward: float | None) -> Verdict | None:
+    """What a reward tells the model to do: 'go on', 'adjust' or 'go back'."""
+    if reward is None:
+        return None
+    return "go on" if reward >= GO_ON else "adjust" if reward >= ADJUST else "go back"
+
+
+class Reflected(CallResult):
+    """A part of the chain with the reflection and the reward the model wrote after it."""
+
+    content: str = ""
+    reflection: str | None = None
+    # 0.0 to 1.0; None when the model gave none (or wrote no number).
+    reward: float | None = None
+    # The reward as the model wrote it ("0.7", "7/10", "Reward: 1.4").
+    reward_written: str | None = None
+    # It was outside 0.0 to 1.0 and was clamped into that range.
+    reward_clamped: bool = False
+    verdict: Verdict | None = None
+
+    def badge(self) -> str:
+        """'reward 0.70 · adjust', or ''."""
+        if self.reward is None:
+            return f"reward unreadable ({self.reward_written!r})" if self.reward_written else ""
+        clamped = f" (written {self.reward_written!r}, clamped)" if self.reward_clamped else ""
+        return f"reward {self.reward:.2f} · {self.verdict}{clamped}"
+
+    def remark(self) -> str:
+        """The reflection, if one was written."""
+        return self.reflection or ""
+
+
+class ReflectStep(Reflected):
+    """One step of the chain; `reflection` and `reward` are set on the steps followed by one."""
+
+    index: int
+
+    def heading(self) -> str:
+        """'Step 3 · reward 0.90 · go on'."""
+        badge = self.badge()
+        return f"Step {self.index}" + (f" · {badge}" if badge else "")
+
+
+class ReflectAnswer(Reflected):
+    """The chain's <answer>, with its final reflection and reward."""
+
+    def heading(self) -> str:
+        """'Answer · reward 0.90 · go on'."""
+        badge = self.badge()
+        return "Answer" + (f" · {badge}" if badge else "")
+
+
+class ReflectResult(ModeResult):
+    """The steps (each with any reflection and reward after it), the answer, every reply as
+    it came, and whether the step budget stopped the chain."""
+
+    mode: Literal["reflect"] = "reflect"
+    steps: list[ReflectStep] = Field(default_factory=list)
+    # The <answer> part, when the model wrote one.
+    final: ReflectAnswer | None = None
+    answer_from: AnswerFrom | None = None
+    # The chain went past its step budget and its stream was closed there.
+    budget_stopped: bool = False
+    # Each call's reply exactly as it came (the chain, then the closing call if there was one).
+    raw: list[str] = Field(default_factory=list)
+
+
+class _Reader:
+    """Reads one call's reply as it streams, and turns its parts into events as each one is
+    complete; `stop` says why the stream should be closed (None: read on)."""
+
+    def __init__(self, result: ReflectResult, budget: int) -> None:
+        self.result = result
+        self.budget = budget
+        self.first = len(result.steps) + 1  # the number this reply's first step gets
+        self.pieces: list[str] = []
+        self.chain = Chain()
+        self.announced = 0  # parts of this reply announced with CallStarted
+        self.finished = 0  # parts of this reply finished (and added to the result)
+        # When the part being written began: the end of the one before, or the first text.
+        self.began: float | None = None
+        self.thinking: list[str] = []
+        self.stop: Literal["budget", "answered"] | None = None
+
+    @property
+    def text(self) -> str:
+        """The reply so far, as it came."""
+        return "".join(self.pieces)
+
+    def feed(self, delta: str) -> list[object]:
+        """Take a piece of the reply; the events of the parts it completed."""
+        self.pieces.append(delta)
+        if self.began is None:
+            self.began = time.perf_counter()
+        # A part can only begin or end at a tag or a line's end.
+        if not any(mark in delta for mark in "<>\n"):
+            return []
+        return self._advance(read_chain(self.text, final=False))
+
+    def finish(self) -> list[object]:
+        """The reply has ended: what is left becomes complete."""
+        return self._advance(read_chain(self.text, final=True))
+
+    def think(self, text: str) -> ThinkingDelta:
+        """The model's own thinking, shown with the part it comes before."""
+        self.thinking.append(text)
+        kind, index = self._next()
+        return ThinkingDelta(kind=kind, index=index, text=text)
+
+    def reset(self, reason: str) -> list[object]:
+        """The stream started again from scratch: forget this reply's parts."""
+        events: list[object] = []
+        for offset in range(self.announced):
+            part = self.chain.parts[offset] if offset < len(self.chain.parts) else None
+            kind, index = self._name(part, offset) if part else ("step", self.first + offset)
+            events.append(TextReset(kind=kind, index=index, reason=reason))
+        del self.result.steps[self.first - 1 :]
+        if self.chain.answer is not None and self.finished:
+            self.result.final = None
+        self.pieces, self.chain, self.thinking = [], Chain(), []
+        self.announced = self.finished = 0
+        self.stop = None
+        return events
+
+    def _name(self, part: ChainPart, offset: int) -> tuple[str, int]:
+        if part.kind == "answer":
+            return "answer", 1
+        steps_before = sum(1 for p in self.chain.parts[:offset] if p.kind == "step")
+        return "step", self.first + steps_before
+
+    def _next(self) -> tuple[str, int]:
+        """The part being written, or the step that comes next."""
+        if self.announced > self.finished:
+            return self._name(self.chain.parts[self.finished], self.finished)
+        steps = sum(1 for p in self.chain.parts[: self.announced] if p.kind == "step")
+        return "step", self.first + steps
+
+    def _advance(self, chain: Chain) -> list[object]:
+        self.chain = chain
+        events: list[object] = []
+        answered = False
+        for offset, part in enumerate(chain.parts):
+            kind, index = self._name(part, offset)
+            if answered:
+                self.stop = "answered"  # the model went on after its answer
+                break
+            if kind == "step" and index > self.budget:
+                self.stop = "budget"
+                break
+            answered = kind == "answer"
+            if offset >= self.announced:
+                self.announced += 1
+                events.append(CallStarted(kind=kind, index=index))
+            if offset >= self.finished and part.complete:
+                self.finished += 1
+                events += self._finished(kind, index, part)
+        return events
+
+    def _finished(self, kind: str, index: int, part: ChainPart) -> list[object]:
+        now = time.perf_counter()
+        reward, clamped = read_reward(part.reward)
+        fields = {
+            "content": part.content,
+            "reflection": part.reflection or None,
+            "reward": reward,
+            "reward_written": part.reward.strip() if part.reward else None,
+            "reward_clamped": clamped,
+            "verdict": verdict(reward),
+            "thinking": "".join(self.thinking),
+            # From the end of the part before it: the time the model spent writing it.
+            "seconds": now - (self.began or now),
+        }
+        self.thinking, self.began = [], now
+        done: Reflected
+        if kind == "answer":
+            done = self.result.final = ReflectAnswer.model_validate(fields)
+        else:
+            done = ReflectStep.model_validate({"index": index, **fields})
+            self.result.steps.append(done)
+        # The part's text arrives whole, as it is complete: a tagged reply read piece by
+        # piece would show its tags, and half-read parts can still change.
+        return [
+            TextDelta(kind=kind, index=index, text=part.content),
+            CallFinished(kind=kind, index=index, result=done),
+        ]
+
+
+async def _read(
+    ctx: RunContext, index: int, messages: list, reader: _Reader
+) -> AsyncIterator[object]:
+    """Make chain call `index`, yielding the events of its parts as they complete."""
+    try:
+        async for event in ctx.call(
+            CHAIN, index, messages, announce=False, until=lambda: reader.stop is not None
+        ):
+            if isinstance(event, TextDelta):
+                for found in reader.feed(event.text):
+                    yield found
+            elif isinstance(event, ThinkingDelta):
+                yield reader.think(event.text)
+            elif isinstance(event, TextReset):
+                for found in reader.reset(event.reason):
+                    yield found
+            else:
+                yield event
+    finally:
+        # Whatever happens, the reply as it came is kept.
+        ctx.result.raw.append(reader.text)
+    for found in reader.finish():
+        yield found
+
+
+def _written(steps: list[ReflectStep]) -> str:
+    """The chain so far in its tags, as the closing call is given it."""
+    lines = []
+    for step in steps:
+        lines.append(f"<step>{step.content}</step>")
+        if step.reflection:
+            lines.append(f"<reflection>{step.reflection}</reflection>")
+        if step.reward_written:
+            lines.append(f"<reward>{step.reward_written}</reward>")
+    return "\n".join(lines)
+
+
+async def reflect(ctx: RunContext, options: ReflectOptions) -> AsyncIterator:
+    """Yield the events of a reflect run: the chain's steps as they complete, then its answer."""
+    result: ReflectResult = ctx.result
+    question = ctx.run.question
+    budget, every = options.step_budget, options.reflect_every
+    reader = _Reader(result, budget)
+    messages = to_messages(prompts.reflect_messages(question, budget, every))
+    async for event in _read(ctx, 1, messages, reader):
+        yield event
+    reply = ctx.reply
+    assert reply is not None
+
+    why = None
+    if reader.stop == "budget":
+        result.budget_stopped = True
+        yield ctx.note(
+            CHAIN,
+            1,
+            "stopped",
+            f"The chain went past its budget of {budget} steps, so it was stopped after "
+            f"step {budget} (--step-budget).",
+        )
+        why = f"You have used all {budget} steps of your budget."
+    elif reader.stop == "answered":
+        yield ctx.note(
+            CHAIN, 1, "stopped", "The model went on after its answer, so it was stopped there."
+        )
+    if result.final is None and why is None:
+        if reply.truncated:
+            why = f"Your reasoning was {cut_off_line(reply.cut_off_by)} before its answer."
+        elif reply.looped:
+            why = "Your reasoning began to repeat itself before its answer."
+    last = reader
+    if result.final is None and why is not None:
+        # One closing call, so a chain stopped before its answer still ends in one.
+        last = _Reader(result, budget)
+        closing = prompts.reflect_close_messages(
+            question, budget, every, _written(result.steps), why
+        )
+        async for event in _read(ctx, 2, to_messages(closing), last):
+            yield event
+        if last.stop == "budget":
+            result.budget_stopped = True
+            yield ctx.note(
+                CHAIN,
+                2,
+                "stopped",
+                "The closing call began more steps past the budget, so it was stopped there.",
+            )
+
+    if result.final is not None and result.final.content:
+        result.answer_from = "answer"
+        ctx.run.answer = result.final.content
+        return
+    trailing = answer_text(last.chain.trailing)
+    if trailing:
+        result.answer_from = "trailing text"
+        ctx.run.answer = trailing
+        line = "The model gave no <answer>; the text after its last step is taken as the answer."
+    elif result.steps:
+        result.answer_from = "last step"
+        ctx.run.answer = result.steps[-1].content
+        line = "The model gave no <answer>; its last step is taken as the answer."
+    else:
+        error = "the model gave no answer and no step (its reply is kept as it came)"
+        if ctx.run.calls:
+            ctx.run.calls[-1].error = error
+        raise InvalidReplyError(error)
+    yield ctx.note(CHAIN, len(result.raw), "fallback", line)
+
+
+MODE = ModeSpec(
+    name="reflect",
+    description="Small tagged steps with reflections and self-scored rewards, within a budget.",
+    options=ReflectOptions,
+    run=reflect,
+    result=ReflectResult,
+    default=False,
+)

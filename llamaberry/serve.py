@@ -40,7 +40,7 @@ from .errors import (
 )
 from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
 from .redact import redact
-from .results import Run, call_title
+from .results import CallResult, Run, call_title
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -524,9 +524,10 @@ class Reply:
             if call == self._streaming:
                 self._streaming = None
             held = self._held.pop(call, None)
+            after = self._after(event.result)
             if held is None:
-                return None
-            return "reasoning", self._heading(event.kind, event.index) + "".join(held)
+                return ("reasoning", after) if after else None
+            return "reasoning", self._heading(event.kind, event.index) + "".join(held) + after
         if isinstance(event, TextDelta):
             held = self._held.get((event.kind, event.index))
             if held is not None:
@@ -541,6 +542,18 @@ class Reply:
         if isinstance(text, str) and text:
             return "reasoning", text
         return None
+
+    @staticmethod
+    def _after(result: CallResult) -> str:
+        """What a result adds after its text (a reflect step's reflection and reward), as
+        reasoning, or ''."""
+        remark, badge = result.remark(), result.badge()
+        if not (remark or badge):
+            return ""
+        quoted = "\n".join(f"> {line}" for line in remark.splitlines()) if remark else ""
+        return "\n\n" + "\n\n".join(
+            part for part in (quoted, f"*{badge}*" if badge else "") if part
+        )
 
     def _heading(self, kind: str, index: int) -> str:
         return ("\n\n" if self.reasoning else "") + f"### {call_title(kind, index)}\n\n"

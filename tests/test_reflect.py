@@ -8,14 +8,14 @@ import json
 
 from click.testing import CliRunner
 
-from llamaberry import CallFinished, Engine, Run, TextDelta
+from llamaberry import CallFinished, Engine, Run, TextDelta, TextReset
 from llamaberry.cli import cli
 from llamaberry.errors import RunFailedError
-from llamaberry.eval import stage_answers
+from llamaberry.eval import evaluate, load_dataset, stage_answers
 from llamaberry.parsing import read_chain, read_reward
 from llamaberry.reflect import ReflectAnswer, ReflectResult, ReflectStep
 from llamaberry.store import Store
-from llamaberry.testing import FakeServer, RecordedRequest, Reply
+from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 
 from .conftest import SYNTHESIS, refine_script
 
@@ -280,11 +280,20 @@ async def test_a_reflect_run_reads_back_from_the_history_as_it_was(server: FakeS
     assert back.result.steps[1].reward == 0.9 and back.answer == "3"
 
 
-async def test_eval_scores_reflect_s_final_answer_as_its_stage(server: FakeServer):
-    server.enqueue(CHAIN)
+async def test_eval_scores_reflect_s_answer_and_its_final_stage(server: FakeServer, tmp_path):
+    server.reply_with(lambda request: CHAIN)
+    path = tmp_path / "two.jsonl"
+    path.write_text(
+        json.dumps({"question": "r's in strawberry?", "answer": "3"})
+        + "\n"
+        + json.dumps({"question": "r's in raspberry?", "answer": "2"})
+        + "\n"
+    )
     async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
-        run = await engine.run("reflect", "q")
-    assert stage_answers(run) == [("final", "3")]
+        report = await evaluate(engine, load_dataset(path), ("reflect",))
+    assert [(r.mode, r.correct) for r in report.results] == [("reflect", True), ("reflect", False)]
+    assert [(s.stage, s.correct) for s in report.results[0].stages] == [("final", True)]
+    assert stage_answers(await _run(server)) == [("final", "3")]
 
 
 def test_compare_runs_all_six_modes(fake_server: FakeServer):
@@ -338,3 +347,48 @@ async def test_closing_the_stream_mid_chain_cancels_the_call_and_keeps_the_steps
     assert [s.index for s in run.result.steps] == [1, 2]
     assert server.requests[0].answered_at is None
     assert run.result.raw and "round 2" in run.result.raw[0]
+
+
+async def test_serve_streams_steps_and_rewards_as_reasoning_and_the_answer_as_content(
+    server: FakeServer,
+):
+    from .test_serve import joined, start_endpoint, stream_parts
+
+    server.enqueue(Reply(CHAIN, chunk_delay=0.005))
+    async for endpoint in start_endpoint(server):
+        models = [m.id async for m in endpoint.client.models.list()]
+        parts, _ = await stream_parts(endpoint.client, "reflect", extra_body={"reflect_every": 2})
+    assert "reflect" in models
+    reasoning = joined(parts, "reasoning")
+    assert "### Step 2\n\nThe r's are at positions 3, 8 and 9." in reasoning
+    assert "> Spelling it out makes the count reliable." in reasoning
+    assert "*reward 0.90 · go on*" in reasoning
+    assert "<step>" not in reasoning
+    assert joined(parts, "content") == "3"
+
+
+async def test_a_stream_retried_from_the_start_does_not_keep_its_first_attempt_s_steps(
+    server: FakeServer,
+):
+    first_try = "<step>A first try.</step>\n<step>Another piece of it.</step>\n<step>And"
+    server.enqueue(Fault.stream_error(12, "Service overloaded", text=first_try), CHAIN)
+    events = []
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        async for event in engine.stream("reflect", "q"):
+            events.append(event)
+    resets = [e for e in events if isinstance(e, TextReset)]
+    # Every step the first try had begun is told to discard what it showed.
+    assert [(e.kind, e.index) for e in resets] == [("step", 1), ("step", 2), ("step", 3)]
+    run = events[-1].run
+    assert run.status == "ok" and run.calls[0].attempts == 2
+    assert run.result.steps[0].content == "The word is s-t-r-a-w-b-e-r-r-y."
+    assert len(run.result.steps) == 3 and run.result.raw == [CHAIN]
+
+
+async def test_a_step_begun_after_the_answer_closes_the_stream(server: FakeServer):
+    reply = Reply(CHAIN + "\n" + _runaway(30), chunk_delay=0.005, chunk_words=2)
+    run = await _run(server, reply)
+    assert run.answer == "3" and len(run.result.steps) == 3
+    assert run.calls[0].closed_early and server.requests[0].answered_at is None
+    assert any("went on after its answer" in note for note in run.notes)
+    assert len(server.requests) == 1

@@ -1,0 +1,41 @@
+"""The reflect mode on the embedded real model (SmolLM2-135M through llama.cpp).
+
+Part of the real tier (`-m real`). The tiny model seldom writes the tags it is asked for, so
+this asserts what llamaberry promises whatever the model does: the run ends in a clear state
+(an answer, with where it came from, or one line saying there was none) and every reply is
+kept as it came. A small budget keeps it short on two cores.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llamaberry import Engine, Run, RunFailedError
+from llamaberry.local import LocalServer
+from llamaberry.reflect import ReflectResult
+
+pytestmark = pytest.mark.real
+
+
+async def test_reflect_ends_in_a_clear_state_with_its_replies_kept(local_model: LocalServer):
+    async with Engine(provider="local", max_tokens=96, history=False) as engine:
+        assert engine.client.server is local_model  # type: ignore[attr-defined]
+        try:
+            run: Run = await engine.run("reflect", "What is 12 + 7?", step_budget=3)
+        except RunFailedError as failed:
+            run = failed.run
+    result = run.result
+    assert isinstance(result, ReflectResult)
+    assert 1 <= len(run.calls) <= 2 and len(result.raw) == len(run.calls)
+    # Every reply is kept as it came: the call log's text (cut where a loop began, if the
+    # loop guard stopped it) is where each raw reply starts.
+    assert all(raw.startswith(call.reply) for raw, call in zip(result.raw, run.calls, strict=True))
+    assert len(result.steps) <= 3
+    if run.status == "ok":
+        assert run.answer and result.answer_from in ("answer", "trailing text", "last step")
+        if result.answer_from != "answer":
+            assert any("no <answer>" in note for note in run.notes)
+    else:
+        assert run.status == "failed" and "no answer and no step" in (run.error or "")
+    if result.budget_stopped:
+        assert run.calls[0].closed_early and any("budget of 3 steps" in n for n in run.notes)

@@ -516,6 +516,8 @@ def run_markdown(run: Run) -> str:
     for result in run.result.sections():
         lines += [_section(result.heading(), result.usage.total_tokens, result.seconds), ""]
         lines += [_demote(result.content), ""]
+        if result.remark():  # a reflection on what came before it, set apart as a quote
+            lines += ["\n".join(f"> {line}" for line in result.remark().splitlines()), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

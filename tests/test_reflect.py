@@ -392,3 +392,15 @@ async def test_a_step_begun_after_the_answer_closes_the_stream(server: FakeServe
     assert run.calls[0].closed_early and server.requests[0].answered_at is None
     assert any("went on after its answer" in note for note in run.notes)
     assert len(server.requests) == 1
+
+
+async def test_a_reflect_run_s_markdown_has_each_step_s_reward_and_reflection(
+    server: FakeServer,
+):
+    from llamaberry.store import run_markdown
+
+    run = await _run(server, CHAIN, reflect_every=2)
+    markdown = run_markdown(run)
+    assert "## Step 2 · reward 0.90 · go on" in markdown
+    assert "> Spelling it out makes the count reliable." in markdown
+    assert "## Answer · reward 0.95 · go on" in markdown

@@ -71,7 +71,7 @@ class CallNote(BaseModel):
 
     `note` is "condensed" (earlier turns were shortened to fit the context window), "budget"
     (the completion budget was lowered to fit it), "looped" (the reply kept repeating
-    itself and was stopped), "stopped" (a limit of the mode's own, such as reflect's step
+    itself and was stopped), "stopped" (a limit of the mode's own, such as a step
     budget, ended it) or "fallback" (the answer was not where it was asked for and was taken
     from elsewhere, as the line says); `message` says it in a line.
     """

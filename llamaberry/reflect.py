@@ -15,8 +15,10 @@ and the run says so. Every reply is kept whole in `result.raw`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field
@@ -25,7 +27,6 @@ from . import prompts
 from .errors import InvalidReplyError
 from .events import CallFinished, CallStarted, TextDelta, TextReset, ThinkingDelta
 from .options import Options
-from .parsing import Chain, ChainPart, answer_text, read_chain, read_reward
 from .results import CallResult, ModeResult, cut_off_line
 from .runner import ModeSpec, RunContext, to_messages
 
@@ -118,6 +119,188 @@ class ReflectResult(ModeResult):
     budget_stopped: bool = False
     # Each call's reply exactly as it came (the chain, then the closing call if there was one).
     raw: list[str] = Field(default_factory=list)
+
+
+# -- reading the chain --------------------------------------------------------------------------
+
+# The tags the prompt asks for. `<count>` (the steps left, written by the model for
+# itself) is only taken out, so that it never shows in a step.
+_CHAIN_TAG = re.compile(
+    r"<\s*(?P<close>/)?\s*(?P<tag>step|reflection|reward|answer)\b[^<>]*>", re.IGNORECASE
+)
+_COUNT = re.compile(
+    r"<\s*count\b[^<>]*>[^<]*(?:<\s*/\s*count\s*>)?|<\s*/\s*count\s*>", re.IGNORECASE
+)
+# The same parts written as labels at the start of a line ("Step 2:", "**Reflection:**",
+# "Reward: 0.7", "Final answer:"), which small models write when they drop the tags. A
+# "Reward:" line counts even among tags; the others only in a reply with no tags at all.
+_CHAIN_LABEL = re.compile(
+    r"^[ \t]*(?:[#>*_-]+[ \t]*)*(?P<tag>step(?:[ \t]*\d+)?|reflection|reward|final answer|answer)"
+    r"[ \t]*(?:\*\*|__)?[ \t]*[:.)-][ \t]*(?:\*\*|__)?",
+    re.IGNORECASE | re.MULTILINE,
+)
+_REWARD_LABEL = re.compile(
+    r"^[ \t]*(?:[#>*_-]+[ \t]*)*(?P<tag>reward)[ \t]*(?:\*\*|__)?[ \t]*[:=-][ \t]*(?:\*\*|__)?",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ANSWER_LEAD = re.compile(
+    r"^\s*(?:[#>*_-]+\s*)*(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:.-]\s*(?:\*\*|__)?\s*",
+    re.IGNORECASE,
+)
+_REWARD_NUMBER = re.compile(
+    r"(?P<n>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
+    r"(?:(?P<percent>%)|(?:/|out\s+of)\s*(?P<scale>\d+(?:\.\d+)?))?",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class ChainPart:
+    """A step or the answer of a tagged chain, with the reflection and reward written after it."""
+
+    kind: Literal["step", "answer"]
+    content: str = ""
+    reflection: str | None = None
+    # The reward as the model wrote it; `read_reward` turns it into a number.
+    reward: str | None = None
+    # Nothing more can change it: a later part began, its reward was read whole, or the
+    # text ended.
+    complete: bool = False
+
+
+@dataclass
+class Chain:
+    """What `read_chain` found: the parts in order, and the text outside them."""
+
+    parts: list[ChainPart] = field(default_factory=list)
+    # Text after the last part that sits in no tag (a conclusion written without <answer>).
+    trailing: str = ""
+    # Whether the reply used the tags (or labels) at all.
+    tagged: bool = False
+
+    @property
+    def steps(self) -> list[ChainPart]:
+        """The step parts, in order."""
+        return [part for part in self.parts if part.kind == "step"]
+
+    @property
+    def answer(self) -> ChainPart | None:
+        """The first answer part, if there is one."""
+        return next((part for part in self.parts if part.kind == "answer"), None)
+
+
+def read_chain(text: str, *, final: bool = True) -> Chain:
+    """Read a reply into steps and an answer, each with its reflection and reward.
+
+    Tolerant: a missing closing tag ends where the next part begins, a missing opening tag
+    before `</step>` makes the text before it a step, labels stand in for tags, and a
+    reflection or reward with no part before it is left out (the raw text keeps it). With
+    `final=False` (a reply still streaming) the last part stays incomplete until its reward
+    is read whole or another part begins.
+    """
+    text = _COUNT.sub("", text)
+    markers: list[tuple[int, int, str, bool]] = []  # (start, end, tag, closing)
+    for match in _CHAIN_TAG.finditer(text):
+        markers.append(
+            (match.start(), match.end(), match.group("tag").lower(), bool(match.group("close")))
+        )
+    tagged = bool(markers)
+    labels = _REWARD_LABEL if tagged else _CHAIN_LABEL
+    for match in labels.finditer(text):
+        tag = match.group("tag").lower()
+        tag = "step" if tag.startswith("step") else "answer" if tag.endswith("answer") else tag
+        # A label is an opening with no closing: it runs to the next part (a reward to its line's end).
+        markers.append((match.start(), match.end(), f"label:{tag}", False))
+    markers.sort()
+    chain = Chain(tagged=bool(markers))
+    if not markers:
+        chain.trailing = text.strip()
+        return chain
+
+    # (tag, content start) of the element being read, if any.
+    current: tuple[str, int] | None = None
+    outside_from = 0  # where text outside any element began
+
+    def close(tag: str, body: str, whole: bool) -> None:
+        body = _CHAIN_TAG.sub("", body).strip() if tag != "reward" else body.strip()
+        if tag in ("step", "answer"):
+            chain.parts.append(ChainPart(kind=tag, content=body))  # type: ignore[arg-type]
+            return
+        last = chain.parts[-1] if chain.parts else None
+        if last is None:
+            return
+        if tag == "reflection":
+            last.reflection = f"{last.reflection}\n\n{body}" if last.reflection else body
+        elif tag == "reward":
+            last.reward = body
+            last.complete = last.complete or whole
+
+    position = 0
+    for start, end, tag, closing in markers:
+        if start < position:
+            continue  # a label inside a tag already read
+        label = tag.startswith("label:")
+        tag = tag.removeprefix("label:")
+        if current is not None:
+            open_tag, body_start = current
+            if closing and tag == open_tag:
+                close(open_tag, text[body_start:start], True)
+                current, outside_from, position = None, end, end
+                continue
+            # A new part (or a closing tag that is not ours) ends the open one.
+            close(open_tag, text[body_start:start], True)
+            current, outside_from = None, start
+        if closing:
+            if tag == "step" and text[outside_from:start].strip():
+                close("step", text[outside_from:start], True)  # its opening tag was left out
+            outside_from = position = end
+            continue
+        if label and tag == "reward":
+            line_end = text.find("\n", end)
+            if line_end < 0 and not final:
+                current = ("reward", end)  # the line may go on
+                position = end
+                continue
+            line_end = len(text) if line_end < 0 else line_end
+            close("reward", text[end:line_end], True)
+            current, outside_from, position = None, line_end, line_end
+            continue
+        current, position = (tag, end), end
+    if current is not None:
+        open_tag, body_start = current
+        close(open_tag, text[body_start:], final)
+        # An element cut off mid-way: what it had is kept, but only a final read trusts it.
+    else:
+        chain.trailing = _CHAIN_TAG.sub("", text[outside_from:]).strip()
+    for part in chain.parts[:-1]:
+        part.complete = True
+    if final and chain.parts:
+        chain.parts[-1].complete = True
+    return chain
+
+
+def answer_text(text: str) -> str:
+    """A conclusion written without tags, less an 'Answer:' label it starts with."""
+    return _ANSWER_LEAD.sub("", text.strip(), count=1).strip()
+
+
+def read_reward(written: str | None) -> tuple[float | None, bool]:
+    """A reward as a number from 0.0 to 1.0, and whether it was outside that range and clamped.
+
+    Reads '0.7', 'Reward: 0.7', '7/10', '8 out of 10' and '70%'; None when there is no number.
+    """
+    if not written:
+        return None, False
+    found = _REWARD_NUMBER.search(_REWARD_LABEL.sub("", written.strip(), count=1))
+    if not found:
+        return None, False
+    value = float(found.group("n"))
+    if found.group("percent"):
+        value /= 100
+    elif found.group("scale") and float(found.group("scale")) > 0:
+        value /= float(found.group("scale"))
+    clamped = not 0.0 <= value <= 1.0
+    return min(1.0, max(0.0, value)), clamped
 
 
 class _Reader:

@@ -106,8 +106,8 @@ class Call(BaseModel):
     # The loop guard stopped the reply; `reply` keeps the text up to the loop.
     looped: bool = False
     cut_off_by: CutOffBy | None = None
-    # The mode closed the stream before the reply ended (a limit of its own, such as
-    # reflect's step budget); `reply` is what had come, `usage` an estimate.
+    # The mode closed the stream before the reply ended (a limit of its own, such as a
+    # step budget); `reply` is what had come, `usage` an estimate.
     closed_early: bool = False
 
 
@@ -138,11 +138,11 @@ class CallResult(BaseModel):
         return type(self).__name__
 
     def badge(self) -> str:
-        """A few words shown beside the result's title (a reflect step's reward), or ''."""
+        """A few words shown beside the result's title (a self-scored reward), or ''."""
         return ""
 
     def remark(self) -> str:
-        """A line shown under the result's content (a reflect step's reflection), or ''."""
+        """A line shown under the result's content (a reflection on it), or ''."""
         return ""
 
 

@@ -545,7 +545,7 @@ class Reply:
 
     @staticmethod
     def _after(result: CallResult) -> str:
-        """What a result adds after its text (a reflect step's reflection and reward), as
+        """What a result adds after its text (a reflection and a reward), as
         reasoning, or ''."""
         remark, badge = result.remark(), result.badge()
         if not (remark or badge):

@@ -12,8 +12,7 @@ from llamaberry import CallFinished, Engine, Run, TextDelta, TextReset
 from llamaberry.cli import cli
 from llamaberry.errors import RunFailedError
 from llamaberry.eval import evaluate, load_dataset, stage_answers
-from llamaberry.parsing import read_chain, read_reward
-from llamaberry.reflect import ReflectAnswer, ReflectResult, ReflectStep
+from llamaberry.reflect import ReflectAnswer, ReflectResult, ReflectStep, read_chain, read_reward
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 

@@ -403,3 +403,23 @@ async def test_a_reflect_run_s_markdown_has_each_step_s_reward_and_reflection(
     assert "## Step 2 · reward 0.90 · go on" in markdown
     assert "> Spelling it out makes the count reliable." in markdown
     assert "## Answer · reward 0.95 · go on" in markdown
+
+
+async def test_a_chain_that_loops_is_stopped_and_asked_for_its_answer(server: FakeServer):
+    looping = Reply(
+        "<step>Spell the word.</step>\n<step>Count the letters.</step>\n",
+        repeat="I keep counting the letters again and again.\n",
+    )
+    run = await _run(server, looping, "<answer>3</answer>")
+    assert run.calls[0].looped and len(server.requests) == 2
+    assert "repeat itself" in (server.requests[1].user or "")
+    assert run.answer == "3" and run.result.steps[0].content == "Spell the word."
+
+
+def test_the_cli_says_in_one_line_when_there_is_no_answer(fake_server: FakeServer):
+    fake_server.enqueue("<reflection>Not sure.</reflection>")
+    env = {"GROQ_API_KEY": "k", "GROQ_BASE_URL": fake_server.groq_base_url}
+    result = CliRunner().invoke(cli, ["ask", "q", "--mode", "reflect"], env=env)
+    assert result.exit_code == 1
+    assert "error: Chain 1 failed: the model gave no answer and no step" in result.output
+    assert "Traceback" not in result.output

@@ -309,9 +309,9 @@ You have a budget of {budget} steps. You need not spend them all, but you cannot
 Write nothing outside these tags."""
 
 REFLECT_CLOSE = """\
-{why} Write no more steps. Give your final answer now inside <answer>...</answer>, stated \
-plainly and in any format the question asks for, then one last <reflection> on the whole \
-solution and a final <reward> from 0.0 to 1.0."""
+{why} {steps} your final answer inside <answer>...</answer>, stated plainly and in any format \
+the question asks for, then one last <reflection> on the whole solution and a final <reward> \
+from 0.0 to 1.0."""
 
 
 def reflect_messages(question: str, budget: int, every: int) -> list[tuple[str, str]]:
@@ -320,12 +320,17 @@ def reflect_messages(question: str, budget: int, every: int) -> list[tuple[str, 
 
 
 def reflect_close_messages(
-    question: str, budget: int, every: int, so_far: str, why: str
+    question: str, budget: int, every: int, so_far: str, why: str, left: int
 ) -> list[tuple[str, str]]:
     """The call that asks a chain stopped before its answer for the answer: the chain as far
-    as it went, and why it must end now."""
+    as it went, why it stopped, and how many steps it may still take (`left`) first."""
+    steps = (
+        "Write no more steps: give"
+        if left <= 0
+        else f"Take at most {left} more step{'s' if left > 1 else ''}, as few as you need, then give"
+    )
     return [
         *reflect_messages(question, budget, every),
         ("assistant", so_far.strip() or "(nothing yet)"),
-        ("user", REFLECT_CLOSE.format(why=why)),
+        ("user", REFLECT_CLOSE.format(why=why, steps=steps)),
     ]

@@ -492,12 +492,15 @@ async def reflect(ctx: RunContext, options: ReflectOptions) -> AsyncIterator:
             why = f"Your reasoning was {cut_off_line(reply.cut_off_by)} before its answer."
         elif reply.looped:
             why = "Your reasoning began to repeat itself before its answer."
+        if why is not None:
+            used = len(result.steps)
+            why += f" You have used {used} of your {budget} steps."
     last = reader
     if result.final is None and why is not None:
         # One closing call, so a chain stopped before its answer still ends in one.
         last = _Reader(result, budget)
         closing = prompts.reflect_close_messages(
-            question, budget, every, _written(result.steps), why
+            question, budget, every, _written(result.steps), why, budget - len(result.steps)
         )
         async for event in _read(ctx, 2, to_messages(closing), last):
             yield event

@@ -171,6 +171,7 @@ async def test_a_runaway_chain_is_stopped_at_its_budget_and_its_stream_closed(
     # The closing call is given the steps in budget and told why it must answer now.
     closing_request = server.requests[1]
     assert "used all 5 steps" in (closing_request.user or "")
+    assert "Write no more steps: give your final answer" in (closing_request.user or "")
     given = closing_request.messages[-2]["content"]
     assert "round 5" in given and "round 6" not in given
     assert run.answer == "3" and result.final is not None and result.final.reward == 0.4
@@ -182,6 +183,8 @@ async def test_a_chain_cut_off_by_its_length_limit_gets_a_closing_call(server: F
     run = await _run(server, cut, "<answer>3</answer>")
     assert len(server.requests) == 2
     assert "cut off" in (server.requests[1].user or "")
+    # It may finish the thought within what is left of its budget, and is told how much that is.
+    assert "used 2 of your 12 steps. Take at most 10 more steps" in (server.requests[1].user or "")
     assert run.answer == "3" and not run.result.budget_stopped
     assert [s.content for s in run.result.steps] == ["Spell it out.", "Positions 3, 8"]
     assert len(run.result.raw) == 2

@@ -120,6 +120,11 @@ class ReflectResult(ModeResult):
     # Each call's reply exactly as it came (the chain, then the closing call if there was one).
     raw: list[str] = Field(default_factory=list)
 
+    def confidence(self) -> float | None:
+        """The model's own last reward on its answer (None when it gave none, or no <answer>),
+        so eval can check the self-scored reward against correctness."""
+        return self.final.reward if self.final is not None else None
+
 
 # -- reading the chain --------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ async def test_each_step_keeps_the_reflection_and_reward_that_follow_it(server: 
     assert result.final is not None and result.final.reward == 0.95
     assert result.final.reflection == "Checked letter by letter; confident."
     assert result.answer_from == "answer" and not result.budget_stopped
+    assert result.confidence() == 0.95  # the last reward, on the answer
     assert result.raw == [CHAIN]  # the reply exactly as it came
     # The step budget and how often to reflect are in what the model was told.
     system = server.requests[0].system or ""
@@ -126,6 +127,7 @@ async def test_without_an_answer_tag_the_trailing_text_is_the_answer_and_it_says
     run = await _run(server, "<step>Count them: 3.</step>\nAnswer: 3 r's")
     assert run.status == "ok" and run.answer == "3 r's"
     assert run.result.answer_from == "trailing text" and run.result.final is None
+    assert run.result.confidence() is None
     assert any("no <answer>" in note and "after its last step" in note for note in run.notes)
     assert len(server.requests) == 1  # the model ended on its own: no closing call
 

@@ -137,10 +137,11 @@ _COUNT = re.compile(
     r"<\s*count\b[^<>]*>[^<]*(?:<\s*/\s*count\s*>)?|<\s*/\s*count\s*>", re.IGNORECASE
 )
 # The same parts written as labels at the start of a line ("Step 2:", "**Reflection:**",
-# "Reward: 0.7", "Final answer:"), which small models write when they drop the tags. A
+# "Reward: 0.7", "Final answer:"), which small models write when they drop the tags (a step
+# by its number, so that "Step-by-step, ..." stays prose). A
 # "Reward:" line counts even among tags; the others only in a reply with no tags at all.
 _CHAIN_LABEL = re.compile(
-    r"^[ \t]*(?:[#>*_-]+[ \t]*)*(?P<tag>step(?:[ \t]*\d+)?|reflection|reward|final answer|answer)"
+    r"^[ \t]*(?:[#>*_-]+[ \t]*)*(?P<tag>step[ \t]*\d+|reflection|reward|final answer|answer)"
     r"[ \t]*(?:\*\*|__)?[ \t]*[:.)-][ \t]*(?:\*\*|__)?",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -154,7 +155,7 @@ _ANSWER_LEAD = re.compile(
 )
 _REWARD_NUMBER = re.compile(
     r"(?P<n>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
-    r"(?:(?P<percent>%)|(?:/|out\s+of)\s*(?P<scale>\d+(?:\.\d+)?))?",
+    r"(?:(?P<percent>%)|\(?\s*(?:/|out\s+of)\s*(?P<scale>\d+(?:\.\d+)?))?",
     re.IGNORECASE,
 )
 

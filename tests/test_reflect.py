@@ -92,6 +92,8 @@ def test_labels_stand_in_for_tags_when_a_model_drops_them():
     chain = read_chain("Step 1: add them\nReflection: fine so far\nReward: 7/10\nAnswer: 12")
     assert [(p.kind, p.content) for p in chain.parts] == [("step", "add them"), ("answer", "12")]
     assert chain.parts[0].reflection == "fine so far" and chain.parts[0].reward == "7/10"
+    prose = read_chain("Step-by-step, the sum is 12.")
+    assert prose.parts == [] and prose.trailing == "Step-by-step, the sum is 12."
 
 
 def test_rewards_are_read_in_the_forms_models_write_them():
@@ -99,6 +101,7 @@ def test_rewards_are_read_in_the_forms_models_write_them():
     assert read_reward("Reward: 0.7") == (0.7, False)
     assert read_reward("7/10") == (0.7, False)
     assert read_reward("8 out of 10") == (0.8, False)
+    assert read_reward("a reward of 8 (out of 10)") == (0.8, False)
     assert read_reward("70%") == (0.7, False)
     assert read_reward("1.4") == (1.0, True)  # out of range: clamped, and flagged
     assert read_reward("-0.2") == (0.0, True)

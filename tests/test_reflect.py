@@ -8,7 +8,7 @@ import json
 
 from click.testing import CliRunner
 
-from llamaberry import CallFinished, Engine, Run, TextDelta, TextReset
+from llamaberry import CallFinished, Engine, Run, RunFinished, TextDelta, TextReset
 from llamaberry.cli import cli
 from llamaberry.errors import RunFailedError
 from llamaberry.eval import evaluate, load_dataset, stage_answers
@@ -431,3 +431,33 @@ def test_the_cli_says_in_one_line_when_there_is_no_answer(fake_server: FakeServe
     assert result.exit_code == 1
     assert "error: Chain 1 failed: the model gave no answer and no step" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_a_reasoning_model_s_thinking_goes_with_the_step_it_comes_before(
+    server: FakeServer,
+):
+    from llamaberry import ThinkingDelta
+
+    server.enqueue(Reply(CHAIN, reasoning="Let me spell the word first."))
+    thinking: list[tuple[str, int]] = []
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        async for event in engine.stream("reflect", "q"):
+            if isinstance(event, ThinkingDelta):
+                thinking.append((event.kind, event.index))
+            elif isinstance(event, RunFinished):
+                run = event.run
+    assert thinking and set(thinking) == {("step", 1)}
+    assert run.result.steps[0].thinking == "Let me spell the word first."
+    assert all("spell the word first" not in s.content for s in run.result.steps)
+    assert run.answer == "3"
+
+
+def test_the_terminal_says_when_the_budget_stopped_the_chain(fake_server: FakeServer):
+    fake_server.enqueue(_runaway(20), "<answer>3</answer>")
+    env = {"GROQ_API_KEY": "k", "GROQ_BASE_URL": fake_server.groq_base_url}
+    result = CliRunner().invoke(
+        cli, ["ask", "q", "--mode", "reflect", "--step-budget", "2"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "went past its budget of 2 steps" in result.stdout
+    assert "Step 3" not in result.stdout

@@ -172,6 +172,8 @@ class ChainPart:
     # Nothing more can change it: a later part began, its reward was read whole, or the
     # text ended.
     complete: bool = False
+    # Where it begins in the text read.
+    start: int = 0
 
 
 @dataclass
@@ -195,22 +197,25 @@ class Chain:
         return next((part for part in self.parts if part.kind == "answer"), None)
 
 
-def read_chain(text: str, *, final: bool = True) -> Chain:
+def read_chain(text: str, *, final: bool = True, tagged: bool | None = None) -> Chain:
     """Read a reply into steps and an answer, each with its reflection and reward.
 
     Tolerant: a missing closing tag ends where the next part begins, a missing opening tag
     before `</step>` makes the text before it a step, labels stand in for tags, and a
     reflection or reward with no part before it is left out (the raw text keeps it). With
     `final=False` (a reply still streaming) the last part stays incomplete until its reward
-    is read whole or another part begins.
+    is read whole or another part begins. `tagged` says whether the reply uses tags (None:
+    whether this text has any), for a reader that parses the end of a longer reply.
     """
-    text = _COUNT.sub("", text)
+    # Blanked rather than removed, so every position found is a position in `text`.
+    text = _COUNT.sub(lambda match: " " * len(match.group()), text)
     markers: list[tuple[int, int, str, bool]] = []  # (start, end, tag, closing)
     for match in _CHAIN_TAG.finditer(text):
         markers.append(
             (match.start(), match.end(), match.group("tag").lower(), bool(match.group("close")))
         )
-    tagged = bool(markers)
+    if tagged is None:
+        tagged = bool(markers)
     labels = _REWARD_LABEL if tagged else _CHAIN_LABEL
     for match in labels.finditer(text):
         tag = match.group("tag").lower()
@@ -223,14 +228,14 @@ def read_chain(text: str, *, final: bool = True) -> Chain:
         chain.trailing = text.strip()
         return chain
 
-    # (tag, content start) of the element being read, if any.
-    current: tuple[str, int] | None = None
+    # (tag, where its content starts, where its marker starts) of the element being read.
+    current: tuple[str, int, int] | None = None
     outside_from = 0  # where text outside any element began
 
-    def close(tag: str, body: str, whole: bool) -> None:
+    def close(tag: str, begin: int, body: str, whole: bool) -> None:
         body = _CHAIN_TAG.sub("", body).strip() if tag != "reward" else body.strip()
         if tag in ("step", "answer"):
-            chain.parts.append(ChainPart(kind=tag, content=body))  # type: ignore[arg-type]
+            chain.parts.append(ChainPart(kind=tag, content=body, start=begin))  # type: ignore[arg-type]
             return
         last = chain.parts[-1] if chain.parts else None
         if last is None:
@@ -248,34 +253,35 @@ def read_chain(text: str, *, final: bool = True) -> Chain:
         label = tag.startswith("label:")
         tag = tag.removeprefix("label:")
         if current is not None:
-            open_tag, body_start = current
+            open_tag, body_start, begin = current
             if closing and tag == open_tag:
-                close(open_tag, text[body_start:start], True)
+                close(open_tag, begin, text[body_start:start], True)
                 current, outside_from, position = None, end, end
                 continue
             # A new part (or a closing tag that is not ours) ends the open one.
-            close(open_tag, text[body_start:start], True)
+            close(open_tag, begin, text[body_start:start], True)
             current, outside_from = None, start
         if closing:
             if tag == "step" and text[outside_from:start].strip():
-                close("step", text[outside_from:start], True)  # its opening tag was left out
+                # Its opening tag was left out.
+                close("step", outside_from, text[outside_from:start], True)
             outside_from = position = end
             continue
         if label and tag == "reward":
             line_end = text.find("\n", end)
             if line_end < 0 and not final:
-                current = ("reward", end)  # the line may go on
+                current = ("reward", end, start)  # the line may go on
                 position = end
                 continue
             line_end = len(text) if line_end < 0 else line_end
-            close("reward", text[end:line_end], True)
+            close("reward", start, text[end:line_end], True)
             current, outside_from, position = None, line_end, line_end
             continue
-        current, position = (tag, end), end
+        current, position = (tag, end, start), end
     if current is not None:
-        open_tag, body_start = current
-        close(open_tag, text[body_start:], final)
+        open_tag, body_start, begin = current
         # An element cut off mid-way: what it had is kept, but only a final read trusts it.
+        close(open_tag, begin, text[body_start:], final)
     else:
         chain.trailing = _CHAIN_TAG.sub("", text[outside_from:]).strip()
     for part in chain.parts[:-1]:
@@ -311,39 +317,46 @@ def read_reward(written: str | None) -> tuple[float | None, bool]:
 
 class _Reader:
     """Reads one call's reply as it streams, and turns its parts into events as each one is
-    complete; `stop` says why the stream should be closed (None: read on)."""
+    complete; `stop` says why the stream should be closed (None: read on).
+
+    Only the end of the reply is read again as it grows: from the last finished part on, as
+    nothing before it can change. Read whole each time, a fifty-step reply would cost its
+    length again for every tag.
+    """
 
     def __init__(self, result: ReflectResult, budget: int) -> None:
         self.result = result
         self.budget = budget
         self.first = len(result.steps) + 1  # the number this reply's first step gets
-        self.pieces: list[str] = []
-        self.chain = Chain()
-        self.announced = 0  # parts of this reply announced with CallStarted
-        self.finished = 0  # parts of this reply finished (and added to the result)
+        self._clear()
+
+    def _clear(self) -> None:
+        self.text = ""  # the reply so far, as it came
+        self.chain = Chain()  # the last read of the reply's end
+        self.base = 0  # where in `text` that read begins
+        self.kinds: list[str] = []  # "step" or "answer", per part announced so far
+        self.finished = 0  # parts finished (and added to the result)
+        self.answer_at: int | None = None  # which part is the answer, once it began
+        # Whether the reply uses tags: once it has, labels alone never make a part.
+        self.tagged: bool | None = None
         # When the part being written began: the end of the one before, or the first text.
         self.began: float | None = None
         self.thinking: list[str] = []
         self.stop: Literal["budget", "answered"] | None = None
 
-    @property
-    def text(self) -> str:
-        """The reply so far, as it came."""
-        return "".join(self.pieces)
-
     def feed(self, delta: str) -> list[object]:
         """Take a piece of the reply; the events of the parts it completed."""
-        self.pieces.append(delta)
+        self.text += delta
         if self.began is None:
             self.began = time.perf_counter()
         # A part can only begin or end at a tag or a line's end.
         if not any(mark in delta for mark in "<>\n"):
             return []
-        return self._advance(read_chain(self.text, final=False))
+        return self._advance(final=False)
 
     def finish(self) -> list[object]:
         """The reply has ended: what is left becomes complete."""
-        return self._advance(read_chain(self.text, final=True))
+        return self._advance(final=True)
 
     def think(self, text: str) -> ThinkingDelta:
         """The model's own thinking, shown with the part it comes before."""
@@ -353,51 +366,59 @@ class _Reader:
 
     def reset(self, reason: str) -> list[object]:
         """The stream started again from scratch: forget this reply's parts."""
-        events: list[object] = []
-        for offset in range(self.announced):
-            part = self.chain.parts[offset] if offset < len(self.chain.parts) else None
-            kind, index = self._name(part, offset) if part else ("step", self.first + offset)
-            events.append(TextReset(kind=kind, index=index, reason=reason))
+        events: list[object] = [
+            TextReset(kind=kind, index=index, reason=reason)
+            for kind, index in (self._name(offset) for offset in range(len(self.kinds)))
+        ]
         del self.result.steps[self.first - 1 :]
-        if self.chain.answer is not None and self.finished:
+        if self.answer_at is not None and self.answer_at < self.finished:
             self.result.final = None
-        self.pieces, self.chain, self.thinking = [], Chain(), []
-        self.announced = self.finished = 0
-        self.stop = None
+        self._clear()
         return events
 
-    def _name(self, part: ChainPart, offset: int) -> tuple[str, int]:
-        if part.kind == "answer":
+    def _name(self, offset: int) -> tuple[str, int]:
+        """The kind and number of the part announced at `offset`."""
+        if self.kinds[offset] == "answer":
             return "answer", 1
-        steps_before = sum(1 for p in self.chain.parts[:offset] if p.kind == "step")
-        return "step", self.first + steps_before
+        return "step", self.first + self.kinds[:offset].count("step")
 
     def _next(self) -> tuple[str, int]:
         """The part being written, or the step that comes next."""
-        if self.announced > self.finished:
-            return self._name(self.chain.parts[self.finished], self.finished)
-        steps = sum(1 for p in self.chain.parts[: self.announced] if p.kind == "step")
-        return "step", self.first + steps
+        if len(self.kinds) > self.finished:
+            return self._name(self.finished)
+        return "step", self.first + self.kinds.count("step")
 
-    def _advance(self, chain: Chain) -> list[object]:
-        self.chain = chain
+    def _advance(self, *, final: bool) -> list[object]:
+        window = self.text[self.base :]
+        if not self.tagged and _CHAIN_TAG.search(window):
+            self.tagged = True
+        chain = self.chain = read_chain(window, final=final, tagged=self.tagged)
+        # The window begins with the last finished part (if any): its place among all parts.
+        skipped = max(self.finished - 1, 0) if self.base else 0
+        steps = self.kinds[:skipped].count("step")
         events: list[object] = []
-        answered = False
-        for offset, part in enumerate(chain.parts):
-            kind, index = self._name(part, offset)
-            if answered:
+        for number, part in enumerate(chain.parts):
+            offset = skipped + number
+            if self.answer_at is not None and offset > self.answer_at:
                 self.stop = "answered"  # the model went on after its answer
                 break
-            if kind == "step" and index > self.budget:
+            steps += part.kind == "step"
+            index = self.first + steps - 1 if part.kind == "step" else 1
+            if part.kind == "step" and index > self.budget:
                 self.stop = "budget"
                 break
-            answered = kind == "answer"
-            if offset >= self.announced:
-                self.announced += 1
-                events.append(CallStarted(kind=kind, index=index))
+            if offset >= len(self.kinds):
+                self.kinds.append(part.kind)
+                if part.kind == "answer":
+                    self.answer_at = offset
+                events.append(CallStarted(kind=part.kind, index=index))
             if offset >= self.finished and part.complete:
                 self.finished += 1
-                events += self._finished(kind, index, part)
+                events += self._finished(part.kind, index, part)
+        # Next time, read from the last finished part on.
+        last = self.finished - 1 - skipped
+        if self.finished and 0 <= last < len(chain.parts):
+            self.base += chain.parts[last].start
         return events
 
     def _finished(self, kind: str, index: int, part: ChainPart) -> list[object]:

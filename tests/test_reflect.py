@@ -461,3 +461,24 @@ def test_the_terminal_says_when_the_budget_stopped_the_chain(fake_server: FakeSe
     assert result.exit_code == 0, result.output
     assert "went past its budget of 2 steps" in result.stdout
     assert "Step 3" not in result.stdout
+
+
+async def test_read_as_it_streams_a_long_chain_comes_out_as_read_whole(server: FakeServer):
+    # Only the end of the reply is read again as it grows; the parts must not differ.
+    long_chain = (
+        "".join(
+            f"<step>Round {n}: one more careful move.</step>\n<count>{40 - n}</count>\n"
+            + (
+                f"<reflection>Going fine at {n}.</reflection>\nReward: {n % 10}/10\n"
+                if n % 3
+                else ""
+            )
+            for n in range(1, 40)
+        )
+        + "<answer>42</answer>\n<reflection>Done.</reflection><reward>0.8</reward>"
+    )
+    run = await _run(server, Reply(long_chain, chunk_words=1), step_budget=50)
+    whole = read_chain(long_chain)
+    got = [(s.content, s.reflection, s.reward_written) for s in run.result.steps]
+    assert got == [(p.content, p.reflection, p.reward) for p in whole.steps]
+    assert len(got) == 39 and run.answer == "42" and run.result.final.reward == 0.8

@@ -45,6 +45,10 @@ class DraftsResult(ModeResult):
     drafts: list[Draft] = Field(default_factory=list)
     synthesis: Synthesis | None = None
 
+    def side_by_side(self) -> list[tuple[str, str]]:
+        """Each draft, by number; a scorer reads the answer its end states."""
+        return [(f"draft {d.index}", d.content) for d in self.drafts]
+
 
 async def drafts(ctx: RunContext, options: DraftsOptions) -> AsyncIterator:
     """Yield the events of a drafts run: the drafts at once, then the synthesis."""

@@ -102,6 +102,11 @@ class ItemResult(BaseModel):
     run_id: str | None
     reused: bool
     stages: list[StageScore] = []
+    # Every answer the run drew side by side (vote's samples, drafts' drafts), scored; the share
+    # of them that was right; and the mode's own confidence in its answer (vote's agreement).
+    samples: list[StageScore] = []
+    sample_accuracy: float | None = None
+    confidence: float | None = None
 
 
 class StageSummary(BaseModel):
@@ -125,6 +130,45 @@ class Flips(BaseModel):
     right_to_wrong: list[int]
     wrong_to_right: list[int]
     wrong_to_other_wrong: list[int]
+
+
+class SampleSummary(BaseModel):
+    """Over a mode's scored items with side-by-side answers (vote's samples, drafts' drafts):
+    how often one such answer alone was right (the share right, averaged over items), how often
+    any of them was, and how often the mode's own answer (majority, synthesis) was.
+
+    Every interval is over items, not answers: the answers to one question are not independent,
+    so counting each as its own trial would overstate how much is known. A share in [0, 1] never
+    varies more than a right/wrong mark with the same mean, so this errs on the wide side."""
+
+    mode: Mode
+    items: int
+    answers: int
+    sample_accuracy: float
+    sample_low: float
+    sample_high: float
+    any_right: int
+    any_accuracy: float
+    any_low: float
+    any_high: float
+    correct: int
+    accuracy: float
+    low: float
+    high: float
+
+
+class ConfidenceBucket(BaseModel):
+    """A mode's items whose own confidence (vote's agreement) fell in one band, and how often
+    its answer was right there: a confidence worth reading rises with accuracy."""
+
+    mode: Mode
+    bucket: str
+    items: int
+    mean_confidence: float
+    correct: int
+    accuracy: float
+    low: float
+    high: float
 
 
 class ModeSummary(BaseModel):
@@ -169,6 +213,8 @@ class Report(BaseModel):
     head_to_head: list[HeadToHead]
     stages: list[StageSummary] = []
     flips: list[Flips] = []
+    samples: list[SampleSummary] = []
+    confidence: list[ConfidenceBucket] = []
     # Why the eval stopped before sending every item (a long rate-limit reset), if it did.
     stopped: str | None = None
     # Things the reader must know about how it ran: the history was unusable, not saved...
@@ -652,16 +698,17 @@ def stage_answers(run: Run) -> list[tuple[str, str]]:
     return found
 
 
-def _stages(run: Run, item: Item) -> list[StageScore]:
-    stages = []
-    for stage, answer in stage_answers(run):
+def _scored(answers: list[tuple[str, str]], item: Item) -> list[StageScore]:
+    scores = []
+    for stage, answer in answers:
         verdict = score(answer, item.answer, item.scorer)
-        stages.append(StageScore(stage=stage, correct=verdict.correct, predicted=verdict.predicted))
-    return stages
+        scores.append(StageScore(stage=stage, correct=verdict.correct, predicted=verdict.predicted))
+    return scores
 
 
 def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
     verdict = score(run.answer, item.answer, item.scorer) if run.ok else None
+    samples = _scored(run.result.side_by_side(), item) if run.ok else []
     return ItemResult(
         item=item.index,
         mode=mode,
@@ -679,15 +726,19 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         queued_seconds=round(run.queued_seconds, 3),
         run_id=run.id,
         reused=reused,
-        stages=_stages(run, item) if run.ok else [],
+        stages=_scored(stage_answers(run), item) if run.ok else [],
+        samples=samples,
+        sample_accuracy=sum(s.correct for s in samples) / len(samples) if samples else None,
+        confidence=run.result.confidence() if run.ok else None,
     )
 
 
 # -- the report ---------------------------------------------------------------------------------
 
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a proportion (95% by default)."""
+def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (95% by default); `correct` may be a mean
+    share times n (a fraction of an item)."""
     if n == 0:
         return 0.0, 1.0
     p = correct / n
@@ -789,6 +840,74 @@ def _stage_figures(
     return summaries, flips
 
 
+# Bands of a mode's own confidence, highest first: (lowest value in the band, its name).
+CONFIDENCE_BANDS = ((1.0, "100%"), (0.8, "80–99%"), (0.6, "60–79%"), (0.0, "below 60%"))
+
+
+def confidence_band(value: float) -> str:
+    """The name of the band a confidence falls in ("80–99%")."""
+    # A hair of slack: 4/5 must land in 80–99% however the division rounded.
+    return next(name for low, name in CONFIDENCE_BANDS if value >= low - 1e-9)
+
+
+def _sample_figures(
+    modes: Sequence[Mode], results: list[ItemResult]
+) -> tuple[list[SampleSummary], list[ConfidenceBucket]]:
+    """Per mode: its side-by-side answers alone against its own answer, and its accuracy by
+    its own confidence."""
+    summaries: list[SampleSummary] = []
+    buckets: list[ConfidenceBucket] = []
+    for mode in modes:
+        scored = [r for r in results if r.mode == mode and r.correct is not None]
+        drawn = [r for r in scored if r.samples and r.sample_accuracy is not None]
+        if drawn:
+            n = len(drawn)
+            share = sum(r.sample_accuracy or 0.0 for r in drawn) / n
+            any_right = sum(any(s.correct for s in r.samples) for r in drawn)
+            right = sum(r.correct is True for r in drawn)
+            summaries.append(
+                SampleSummary(
+                    mode=mode,
+                    items=n,
+                    answers=sum(len(r.samples) for r in drawn),
+                    sample_accuracy=share,
+                    sample_low=wilson(share * n, n)[0],
+                    sample_high=wilson(share * n, n)[1],
+                    any_right=any_right,
+                    any_accuracy=any_right / n,
+                    any_low=wilson(any_right, n)[0],
+                    any_high=wilson(any_right, n)[1],
+                    correct=right,
+                    accuracy=right / n,
+                    low=wilson(right, n)[0],
+                    high=wilson(right, n)[1],
+                )
+            )
+        for _, band in CONFIDENCE_BANDS:
+            inside = [
+                r
+                for r in scored
+                if r.confidence is not None and confidence_band(r.confidence) == band
+            ]
+            if not inside:
+                continue
+            right = sum(r.correct is True for r in inside)
+            low, high = wilson(right, len(inside))
+            buckets.append(
+                ConfidenceBucket(
+                    mode=mode,
+                    bucket=band,
+                    items=len(inside),
+                    mean_confidence=sum(r.confidence or 0.0 for r in inside) / len(inside),
+                    correct=right,
+                    accuracy=right / len(inside),
+                    low=low,
+                    high=high,
+                )
+            )
+    return summaries, buckets
+
+
 def _differ(a: str | None, b: str | None) -> bool:
     from .scoring import normalize
 
@@ -842,6 +961,7 @@ def build_report(
         pair.verdict = _verdict(pair)
         pairs.append(pair)
     stages, flips = _stage_figures(modes, results)
+    samples, confidence = _sample_figures(modes, results)
     ordered = sorted(results, key=lambda r: (r.item, list(modes).index(r.mode)))
     return Report(
         dataset=dataset,
@@ -852,6 +972,8 @@ def build_report(
         head_to_head=pairs,
         stages=stages,
         flips=flips,
+        samples=samples,
+        confidence=confidence,
     )
 
 
@@ -923,6 +1045,51 @@ def report_markdown(report: Report) -> str:
                 f"| {_ids(f.wrong_to_right)} | {_ids(f.wrong_to_other_wrong)} |"
             )
         lines += ["", "Items are numbered from 0 in dataset order (the `item` of results.jsonl)."]
+    if report.samples:
+        lines += [
+            "",
+            "### Each answer drawn on its own",
+            "",
+            "| mode | answers per item | one answer alone | 95% interval | any answer right "
+            "| 95% interval | the mode's answer | 95% interval |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for a in report.samples:
+            lines.append(
+                f"| {a.mode} | {a.answers / a.items:.3g} | {a.sample_accuracy:.1%} "
+                f"| {a.sample_low:.1%} – {a.sample_high:.1%} | {a.any_accuracy:.1%} "
+                f"| {a.any_low:.1%} – {a.any_high:.1%} | {a.accuracy:.1%} "
+                f"| {a.low:.1%} – {a.high:.1%} |"
+            )
+        lines += [
+            "",
+            "One answer alone: the share of a mode's side-by-side answers (vote's samples, "
+            "drafts' drafts) that were right, averaged over items. Any answer right: items where "
+            "at least one was (what a perfect picker would get). The mode's answer: vote's "
+            "majority, drafts' synthesis. Intervals are over items, since the answers to one "
+            "question are not independent.",
+        ]
+    if report.confidence:
+        lines += [
+            "",
+            "### Right answers by the mode's own confidence",
+            "",
+            "| mode | confidence | items | mean confidence | right | accuracy | 95% interval |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for b in report.confidence:
+            lines.append(
+                f"| {b.mode} | {b.bucket} | {b.items} | {b.mean_confidence:.0%} | {b.correct} "
+                f"| {b.accuracy:.1%} | {b.low:.1%} – {b.high:.1%} |"
+            )
+        lines += [
+            "",
+            *_confidence_lines(report.confidence),
+            "",
+            "A mode's confidence is its own: vote's is its agreement, the winning answer's share "
+            "of the samples that gave a readable answer. A confidence worth reading is right more "
+            "often where it is higher.",
+        ]
     if any(s.failures for s in report.summaries):
         lines += ["", "Failed runs are not scored; rerun the same command to retry them."]
     if report.stopped:
@@ -930,6 +1097,29 @@ def report_markdown(report: Report) -> str:
     for warning in report.warnings:
         lines += ["", f"Note: {warning}"]
     return "\n".join(lines) + "\n"
+
+
+def _confidence_lines(buckets: list[ConfidenceBucket], high: float = 0.8) -> list[str]:
+    """Per mode, in words: how often its answer was right when it was sure and when it was not
+    (vote's confidence is its agreement: the winner's share of the readable samples)."""
+    lines = []
+    for mode in dict.fromkeys(b.mode for b in buckets):
+        mine = [b for b in buckets if b.mode == mode]
+        parts = []
+        for where, group in (
+            (f"where its confidence was at least {high:.0%}", [b for b in mine if _sure(b, high)]),
+            (f"where it was below {high:.0%}", [b for b in mine if not _sure(b, high)]),
+        ):
+            items, right = sum(b.items for b in group), sum(b.correct for b in group)
+            if items:
+                parts.append(f"{right} of {items} items ({right / items:.0%}) {where}")
+        lines.append(f"{mode}: right on {', and on '.join(parts)}.")
+    return lines
+
+
+def _sure(bucket: ConfidenceBucket, high: float) -> bool:
+    # Bands never straddle `high` (it is a band's edge), so the band's mean tells its side.
+    return bucket.mean_confidence >= high - 1e-9
 
 
 def _ids(items: list[int], shown: int = 12) -> str:

@@ -237,6 +237,17 @@ class ModeResult(BaseModel):
             importlib.import_module(f"{__package__}.modes")
         return ModeResult._types.get(mode, UnknownResult)
 
+    def side_by_side(self) -> list[tuple[str, str]]:
+        """The answers this result drew independently and at once (vote's samples, drafts'
+        drafts), each named for a reader ("sample 2"), so eval can score every one. Empty for
+        a mode whose answers come one after another."""
+        return []
+
+    def confidence(self) -> float | None:
+        """How sure the mode is of its own answer, from 0 to 1, where it says (vote: its
+        agreement), so eval can check that confidence against correctness."""
+        return None
+
     def sections(self) -> list[CallResult]:
         """The parsed calls worth showing in a run's Markdown, in order."""
         found: list[CallResult] = []

@@ -60,6 +60,15 @@ class VoteResult(ModeResult):
     # The winner's count over the samples with a readable answer (None when none had one).
     agreement: float | None = None
 
+    def side_by_side(self) -> list[tuple[str, str]]:
+        """Each sample's answer as the vote read it, by sample number ("" when it gave none)."""
+        ordered = sorted(self.samples, key=lambda s: s.index)
+        return [(f"sample {s.index}", s.answer or "") for s in ordered]
+
+    def confidence(self) -> float | None:
+        """The agreement: the winner's share of the samples with a readable answer."""
+        return self.agreement
+
 
 def read_answer(text: str) -> tuple[str, str] | None:
     """The answer a sample gives, as (shown, key): numbers compare by value (42 == 42.0 ==

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -38,7 +39,15 @@ from .errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from .events import CallFinished, CallStarted, RunFinished, RunStarted, TextDelta, TextReset
+from .events import (
+    CallFinished,
+    CallStarted,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    TextReset,
+    ThinkingDelta,
+)
 from .redact import redact
 from .results import CallResult, Run, call_title
 
@@ -490,6 +499,33 @@ class SSEResponse(StreamingResponse):
         super().__init__(content, headers={"cache-control": "no-cache"})
 
 
+def _retrying(event: TextReset) -> str:
+    return f"\n\n*(retrying: {event.reason})*\n\n"
+
+
+@dataclass
+class _Held:
+    """What a call that runs beside the streaming one has sent so far, to go out whole."""
+
+    retried: str = ""
+    thinking: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def add(self, event: TextDelta | ThinkingDelta | TextReset) -> None:
+        """Keep a piece of thinking or text; a retry throws away what came before it."""
+        if isinstance(event, TextReset):
+            self.thinking.clear()
+            self.text.clear()
+            self.retried = _retrying(event).lstrip()
+        else:
+            (self.thinking if isinstance(event, ThinkingDelta) else self.text).append(event.text)
+
+    def block(self) -> str:
+        """The call's thinking, a blank line, then its reply."""
+        thinking, text = "".join(self.thinking), "".join(self.text)
+        return self.retried + (f"{thinking}\n\n{text}" if thinking else text)
+
+
 class Reply:
     """Turns one run's events into chat-completion chunks, or into one completion."""
 
@@ -504,10 +540,13 @@ class Reply:
         self.answer_kind = ANSWER_KIND
         self.reasoning: list[str] = []
         self.content: list[str] = []
-        # Calls that started while another streamed (a vote's samples, drafts): their text is
-        # held and sent whole when they finish, so concurrent replies never interleave.
+        # Calls that started while another streamed (a vote's samples, drafts): their thinking
+        # and text are held and sent as one block under the call's heading when it finishes,
+        # so concurrent calls never interleave, not even in the upstream model's thinking.
         self._streaming: tuple[str, int] | None = None
-        self._held: dict[tuple[str, int], list[str]] = {}
+        self._held: dict[tuple[str, int], _Held] = {}
+        # The call whose thinking was the last thing sent: its reply starts after a blank line.
+        self._thinking: tuple[str, int] | None = None
 
     def _route(self, event: object) -> tuple[str, str] | None:
         """Which part of the reply an event adds to, and the text it adds."""
@@ -515,7 +554,7 @@ class Reply:
             if event.kind == self.answer_kind:
                 return None
             if self._streaming is not None:
-                self._held[(event.kind, event.index)] = []
+                self._held[(event.kind, event.index)] = _Held()
                 return None
             self._streaming = (event.kind, event.index)
             return "reasoning", self._heading(event.kind, event.index)
@@ -527,18 +566,30 @@ class Reply:
             after = self._after(event.result)
             if held is None:
                 return ("reasoning", after) if after else None
-            return "reasoning", self._heading(event.kind, event.index) + "".join(held) + after
-        if isinstance(event, TextDelta):
+            return "reasoning", self._heading(event.kind, event.index) + held.block() + after
+        if isinstance(event, TextDelta | ThinkingDelta | TextReset):
             held = self._held.get((event.kind, event.index))
             if held is not None:
-                held.append(event.text)
+                held.add(event)
                 return None
-            return ("content" if event.kind == self.answer_kind else "reasoning"), event.text
+        if isinstance(event, ThinkingDelta):
+            call = (event.kind, event.index)
+            # The answer's thinking has no heading of its own: keep it off the last call's text.
+            gap = "\n\n" if call != self._thinking and event.kind == self.answer_kind else ""
+            self._thinking = call
+            return "reasoning", (gap if self.reasoning else "") + event.text
+        if isinstance(event, TextDelta):
+            after_thinking = self._thinking == (event.kind, event.index)
+            self._thinking = None
+            if event.kind == self.answer_kind:
+                return "content", event.text
+            return "reasoning", ("\n\n" if after_thinking else "") + event.text
         if isinstance(event, TextReset):
+            self._thinking = None
             if event.kind == self.answer_kind and not self.content:
                 return None
-            return "reasoning", f"\n\n*(retrying: {event.reason})*\n\n"
-        text = getattr(event, "text", None)  # the upstream model's own thinking, for example
+            return "reasoning", _retrying(event)
+        text = getattr(event, "text", None)  # an event of a newer kind that carries text
         if isinstance(text, str) and text:
             return "reasoning", text
         return None

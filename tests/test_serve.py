@@ -4,13 +4,15 @@ upstream. Everything goes over real sockets: client -> uvicorn -> engine -> SDK 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import openai
@@ -194,6 +196,79 @@ async def test_single_streams_the_reply_as_content_with_no_reasoning(
     assert joined(parts, "content") == "There are three r's."
     assert usage is not None and usage.completion_tokens_details.reasoning_tokens == 0
     assert len(server.requests) == 1
+
+
+def thinking_together(count: int, reply: Callable[[RecordedRequest, int], str]):
+    """A handler for calls made at once: every request is held until `count` have arrived,
+    then the k-th to arrive thinks "k-th thought: ..." word by word, all of them streaming
+    at the same time, and replies `reply(request, k)`."""
+    arrived = asyncio.Event()
+    seen: list[RecordedRequest] = []
+
+    async def handler(request: RecordedRequest) -> Reply:
+        seen.append(request)
+        k = len(seen)
+        if k == count:
+            arrived.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), 10)
+        thought = f"thought {k}: " + " ".join(f"w{k}.{n}" for n in range(12))
+        return Reply(reply(request, k), reasoning=thought, chunk_delay=0.005)
+
+    return handler
+
+
+def call_blocks(reasoning: str, heading: str) -> dict[int, tuple[str, str]]:
+    """Each `### <heading> N` block of the reasoning: N -> (its thinking, its reply)."""
+    blocks = re.findall(
+        rf"### {heading} (\d+)\n\n(thought \d+: [^\n]*)\n\n(.*?)(?=\n\n###|$)",
+        reasoning,
+        flags=re.S,
+    )
+    return {int(n): (thought, text) for n, thought, text in blocks}
+
+
+async def test_vote_sends_each_sample_s_thinking_whole_under_its_own_heading(
+    server: FakeServer, endpoint: Endpoint
+):
+    server.reply_with(thinking_together(3, lambda request, k: f"Counting.\n\nAnswer: {k % 2}"))
+    parts, _ = await stream_parts(endpoint.client, "vote", extra_body={"samples": 3})
+    reasoning = joined(parts, "reasoning")
+    blocks = call_blocks(reasoning, "Sample")
+    assert sorted(blocks) == [1, 2, 3]
+    # Each sample's thinking is one unbroken run of its own words, then its reply.
+    thoughts = sorted(thought for thought, _ in blocks.values())
+    assert thoughts == [
+        f"thought {k}: " + " ".join(f"w{k}.{n}" for n in range(12)) for k in (1, 2, 3)
+    ]
+    for thought, text in blocks.values():
+        k = int(thought.split()[1].rstrip(":"))
+        assert text == f"Counting.\n\nAnswer: {k % 2}"
+    assert joined(parts, "content") == "1"
+
+
+async def test_drafts_send_each_draft_s_thinking_whole_then_the_synthesis_s(
+    server: FakeServer, endpoint: Endpoint
+):
+    def reply(request: RecordedRequest, k: int) -> str:
+        if "<draft" in (request.user or ""):
+            return "## Analysis of Drafts\nAll agree.\n\n## Concise Answer\nThree."
+        return f"Draft text {k}."
+
+    # Three drafts at once, then the synthesis on its own (the fourth request).
+    server.reply_with(thinking_together(3, reply))
+    parts, _ = await stream_parts(endpoint.client, "drafts", extra_body={"drafts": 3})
+    reasoning = joined(parts, "reasoning")
+    blocks = call_blocks(reasoning, "Draft")
+    assert sorted(blocks) == [1, 2, 3]
+    for thought, text in blocks.values():
+        k = int(thought.split()[1].rstrip(":"))
+        assert thought == f"thought {k}: " + " ".join(f"w{k}.{n}" for n in range(12))
+        assert text == f"Draft text {k}."
+    synthesis = reasoning[reasoning.index("### Synthesis") :]
+    assert synthesis.startswith("### Synthesis\n\nthought 4: w4.0 ")
+    assert "w4.11\n\n## Analysis of Drafts" in synthesis
+    assert joined(parts, "content") == "Three."
 
 
 async def test_every_chunk_of_a_stream_carries_the_run_id(server: FakeServer, endpoint: Endpoint):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from llamaberry import Engine
-from llamaberry.testing import FakeServer, RecordedRequest
+from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
 FIRST_TURN = """## Reasoning
 1. Spell the word: s-t-r-a-w-b-e-r-r-y.
@@ -54,6 +59,38 @@ def refine_script(request: RecordedRequest) -> str:
         index = (request.user or "").count('<turn number="') + 1
         return LATER_TURN.format(previous=index - 1, index=index)
     return FIRST_TURN
+
+
+def together(
+    count: int, reply: Callable[[RecordedRequest, int], str | Reply]
+) -> Callable[[RecordedRequest], Awaitable[str | Reply]]:
+    """A fake-server handler for calls made at once: every request is held until `count` have
+    arrived (or 10 s pass), so calls sent one after another could never all be in flight
+    together; then the k-th to arrive (from 1) is answered `reply(request, k)`."""
+    arrived = asyncio.Event()
+    seen: list[RecordedRequest] = []
+
+    async def handler(request: RecordedRequest) -> str | Reply:
+        seen.append(request)
+        k = len(seen)
+        if k == count:
+            arrived.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), 10)
+        return reply(request, k)
+
+    return handler
+
+
+def sums(path: Path, items: int) -> Path:
+    """Write a JSONL dataset of `items` sums ("What is i + i?", answer 2i); return its path."""
+    path.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
+            for i in range(items)
+        )
+    )
+    return path
 
 
 @pytest.fixture

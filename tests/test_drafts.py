@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 
 import pytest
@@ -13,27 +11,19 @@ from llamaberry import Engine
 from llamaberry.cli import cli
 from llamaberry.testing import FakeServer, RecordedRequest
 
-from .conftest import SYNTHESIS, refine_script
+from .conftest import SYNTHESIS, refine_script, together
 
 
 def drafts_script(count: int):
     """Drafts are held until all `count` have arrived (or 10 s pass), so sent one after
     another they could not all be in flight together; the synthesis gets refine's reply."""
-    arrived = asyncio.Event()
-    drafts: list[RecordedRequest] = []
 
-    async def handler(request: RecordedRequest) -> str:
+    def reply(request: RecordedRequest, k: int) -> str:
         if "<draft" in (request.user or ""):
             return SYNTHESIS
-        drafts.append(request)
-        number = len(drafts)
-        if number == count:
-            arrived.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), 10)
-        return f"Draft text number {number}: there are 3 r's."
+        return f"Draft text number {k}: there are 3 r's."
 
-    return handler
+    return together(count, reply)
 
 
 async def test_the_drafts_overlap_then_one_synthesis_gets_every_draft(server: FakeServer):

@@ -21,6 +21,8 @@ from llamaberry.eval import (
 )
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
+from .conftest import sums
+
 ITEMS = 10
 # Per item, the five samples' answers as offsets from the right sum (0 = right): the k-th
 # sample of an item to arrive gets the k-th offset, so counts (not which sample) are fixed.
@@ -75,14 +77,7 @@ def scripted():
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    path = tmp_path / "sums.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
-            for i in range(ITEMS)
-        )
-    )
-    return path
+    return sums(tmp_path / "sums.jsonl", ITEMS)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from llamaberry.eval import (
 )
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
+from .conftest import sums
+
 ITEMS = 10
 TURN_ONE_WRONG = {8, 9}  # turn 1 gets every other item right
 BROKEN_BY_TURN_TWO = {0, 1, 2, 3}  # turn 2 talks itself out of these right answers
@@ -64,14 +66,7 @@ def turn_two_breaks_turn_one(request: RecordedRequest) -> Reply:
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    path = tmp_path / "sums.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
-            for i in range(ITEMS)
-        )
-    )
-    return path
+    return sums(tmp_path / "sums.jsonl", ITEMS)
 
 
 @pytest.fixture

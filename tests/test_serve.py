@@ -4,7 +4,6 @@ upstream. Everything goes over real sockets: client -> uvicorn -> engine -> SDK 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from llamaberry.serve import Gateway, create_app
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply, estimate_prompt_tokens
 
-from .conftest import FIRST_TURN, LATER_TURN, SYNTHESIS, refine_script
+from .conftest import FIRST_TURN, LATER_TURN, SYNTHESIS, refine_script, together
 
 QUESTION = "How many r are in strawberry?"
 
@@ -199,23 +198,14 @@ async def test_single_streams_the_reply_as_content_with_no_reasoning(
 
 
 def thinking_together(count: int, reply: Callable[[RecordedRequest, int], str]):
-    """A handler for calls made at once: every request is held until `count` have arrived,
-    then the k-th to arrive thinks "k-th thought: ..." word by word, all of them streaming
-    at the same time, and replies `reply(request, k)`."""
-    arrived = asyncio.Event()
-    seen: list[RecordedRequest] = []
+    """Calls made at once, each thinking as it streams: the k-th to arrive thinks
+    "thought k: ..." word by word, all of them at the same time, then replies `reply(request, k)`."""
 
-    async def handler(request: RecordedRequest) -> Reply:
-        seen.append(request)
-        k = len(seen)
-        if k == count:
-            arrived.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), 10)
+    def answer(request: RecordedRequest, k: int) -> Reply:
         thought = f"thought {k}: " + " ".join(f"w{k}.{n}" for n in range(12))
         return Reply(reply(request, k), reasoning=thought, chunk_delay=0.005)
 
-    return handler
+    return together(count, answer)
 
 
 def call_blocks(reasoning: str, heading: str) -> dict[int, tuple[str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 from click.testing import CliRunner
@@ -14,24 +13,14 @@ from llamaberry.errors import RunFailedError
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 from llamaberry.vote import Sample, read_answer, tally
 
+from .conftest import together
+
 
 def gated(server: FakeServer, answers: list[str]):
     """A handler that holds every request until `len(answers)` have arrived (or 10 s pass),
     then answers the k-th to arrive with `answers[k]`: sent one after another, they could
     never all be in flight together."""
-    arrived = asyncio.Event()
-    seen: list[RecordedRequest] = []
-
-    async def handler(request: RecordedRequest) -> str:
-        seen.append(request)
-        position = len(seen) - 1
-        if len(seen) == len(answers):
-            arrived.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), 10)
-        return f"Working it out.\n\nAnswer: {answers[position]}"
-
-    return handler
+    return together(len(answers), lambda request, k: f"Working it out.\n\nAnswer: {answers[k - 1]}")
 
 
 async def test_the_samples_are_in_flight_together_and_the_majority_wins(server: FakeServer):

@@ -146,10 +146,14 @@ class TerminalView:
         title = getattr(result, "title", None)
         label = call_title(event.kind, event.index) + (f": {escape(title)}" if title else "")
         if call in self._held:
-            # Its text was held back while another call streamed: shown whole now.
+            # Its thinking and text were held back while another call streamed: shown whole
+            # now, the thinking dimmed and a blank line before the reply, as a live call's.
             self._held.discard(call)
             self._newline()
             self.console.rule(f"[bold]{label}[/bold]", align="left")
+            if result.thinking:
+                self.console.print(Text(result.thinking, style="dim italic"))
+                self._write("\n")
             self._write(result.content)
         elif call == self._streaming:
             self._streaming = None

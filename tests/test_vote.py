@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from click.testing import CliRunner
@@ -145,6 +146,29 @@ def test_the_terminal_shows_each_sample_whole_not_interleaved(fake_server: FakeS
     assert result.stdout.count("Working it out step by step.\n\nAnswer: 42") == 3
     for index in (1, 2, 3):
         assert f"Sample {index}" in result.stdout
+
+
+def test_the_terminal_shows_each_sample_s_thinking_whole_before_its_reply(
+    fake_server: FakeServer,
+):
+    arrivals = itertools.count(1)
+
+    def thinking(request: RecordedRequest) -> Reply:
+        k = next(arrivals)
+        thought = f"thought {k}: " + " ".join(f"w{k}.{n}" for n in range(12))
+        return Reply(f"Reply {k}.\n\nAnswer: 42", reasoning=thought, chunk_delay=0.01)
+
+    fake_server.reply_with(thinking)
+    env = {"GROQ_API_KEY": "k", "GROQ_BASE_URL": fake_server.groq_base_url}
+    result = CliRunner().invoke(
+        cli, ["ask", "q", "--mode", "vote", "--samples", "3"], env=env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    # Streamed at the same time, each sample's thinking is still shown in one piece, then a
+    # blank line and that sample's own reply.
+    for k in (1, 2, 3):
+        thought = f"thought {k}: " + " ".join(f"w{k}.{n}" for n in range(12))
+        assert f"{thought}\n\nReply {k}.\n\nAnswer: 42" in result.stdout
 
 
 async def test_serve_sends_each_sample_whole_as_reasoning_and_the_winner_as_content(

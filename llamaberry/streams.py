@@ -1,9 +1,10 @@
 """Reading a chat-completions reply off the wire into our own small `Chunk` type.
 
 The SDKs turn every streamed chunk into a pydantic object, which was most of the client's CPU
-at a hundred concurrent runs. The engine reads the raw server-sent events instead (through the
-SDK's `with_streaming_response`, which keeps the SDK's auth, base URL, headers and typed HTTP
-errors) and keeps only the handful of fields it uses, parsed with orjson.
+at a hundred concurrent runs. The engine reads the raw server-sent events instead (the request
+goes out with the SDK's base URL, auth and headers through its HTTP client's connection pool,
+and a refused one raises the SDK's typed error; see `_Wire` in clients.py) and keeps only the
+handful of fields it uses, parsed with orjson.
 """
 
 from __future__ import annotations

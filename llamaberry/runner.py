@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .clients import ChatClient, Completion, Delta, JSONSchema, Restart, Thinking
+from .clients import ChatClient, Completion, Deadline, Delta, JSONSchema, Restart, Thinking
 from .config import Settings
 from .context import context_window, cut_off_by, fit
 from .errors import InputError, LlamaberryError, RunTimeoutError
@@ -419,12 +419,16 @@ async def _lifecycle(
     loop = asyncio.get_running_loop()
     limit = settings.run_timeout
     deadline = None if limit is None else loop.time() + limit
+    bound = None if deadline is None else Deadline(deadline)
     try:
         while True:
             try:
-                # Per event, so a slow consumer's time is not charged to the run.
-                async with asyncio.timeout_at(deadline):
+                if bound is None:
                     event = await anext(events)
+                else:
+                    # Per event, so a slow consumer's time is not charged to the run.
+                    with bound:
+                        event = await anext(events)
             except StopAsyncIteration:
                 break
             except TimeoutError:
@@ -455,4 +459,7 @@ async def _lifecycle(
         raise
     else:
         settle("ok")
+    finally:
+        if bound is not None:
+            bound.cancel()
     yield RunFinished(run=run)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from click.testing import CliRunner
 
 from llamaberry import Engine, RunFailedError
 from llamaberry.cli import cli
+from llamaberry.clients import Deadline
 from llamaberry.testing import FakeServer, Fault, Reply
 
 from .conftest import FIRST_TURN, refine_script
@@ -77,3 +80,47 @@ def test_the_cli_takes_run_timeout_from_the_option_and_the_environment(fake_serv
     for result in (by_option, by_variable):
         assert result.exit_code == 1
         assert "(--run-timeout)" in result.stderr
+
+
+async def test_a_cancel_from_elsewhere_inside_a_deadline_stays_a_cancel():
+    bound = Deadline(asyncio.get_running_loop().time() + 10)
+
+    async def waits() -> None:
+        with bound:
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(waits())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    bound.cancel()
+
+
+async def test_a_deadline_that_passes_during_an_await_raises_timeout_and_stays_expired():
+    bound = Deadline(asyncio.get_running_loop().time() + 0.05)
+    with pytest.raises(TimeoutError), bound:
+        await asyncio.sleep(5)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # nothing left pending on the task
+    with pytest.raises(TimeoutError), bound:  # once passed, the next await is stopped at once
+        await asyncio.sleep(5)
+
+
+async def test_a_run_bound_that_passes_while_the_consumer_holds_an_event_stops_the_call(
+    server, provider
+):
+    # The consumer dwells 1.2 s on the first piece, so the run's 1 s bound passes while it
+    # holds it; the next piece is 0.3 s away. The call then under way is the one stopped.
+    server.reply_with(lambda request: Reply(" ".join(["tok"] * 8), chunk_delay=0.3))
+    async with engine_for(server, provider, run_timeout=1.0) as engine:
+        run, held = None, False
+        async for event in engine.single_stream("q"):
+            if event.type == "text_delta" and not held:
+                held = True
+                await asyncio.sleep(1.2)
+            if event.type == "run_finished":
+                run = event.run
+    assert run is not None and run.status == "failed" and run.error_kind == "timeout"
+    assert run.error.startswith("Answer failed: the run took longer than its 1s bound")
+    assert run.calls[0].reply.startswith("tok")

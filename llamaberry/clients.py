@@ -243,7 +243,7 @@ class Deadline:
         self._fired = False
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
-        self._handle = asyncio.get_running_loop().call_at(when, self._expire)
+        self._handle: asyncio.Handle = asyncio.get_running_loop().call_at(when, self._expire)
 
     def _expire(self) -> None:
         self.expired = True

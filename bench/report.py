@@ -264,8 +264,14 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
             "",
             "## Throughput under a limit",
             "",
-            f"The server answers 429 past {tp['rpm']} requests in any sliding 60 s window; an "
-            f"engine with rpm={tp['rpm']} runs refine back to back from {tp['workers']} tasks "
+            f"The server answers 429 past {tp['rpm']} requests in any sliding "
+            f"{tp.get('window', 60):.0f} s window; an "
+            + (
+                f"engine with rpm={tp['rpm']} "
+                if tp.get("window", 60) == 60
+                else f"engine paced to {tp['rpm']} per {tp['window']:.0f} s (--quick) "
+            )
+            + f"runs refine back to back from {tp['workers']} tasks "
             f"for {tp['seconds']:.0f} s (server latency {tp['latency_ms']:.0f} ms). The most "
             "a client can have admitted in that time is one full window per window started "
             f"({tp['allowance']}). Roll-over lag: how long after the server would first have "

@@ -90,6 +90,7 @@ async def _serve(args: argparse.Namespace) -> None:
         latency=args.latency,
         chunk_delay=args.chunk_delay,
         rpm_limit=args.rpm or None,
+        limit_window=args.window,
     )
     async with server:
         print(json.dumps({"port": server.port}), flush=True)
@@ -113,6 +114,7 @@ class ServerProcess:
         latency: float = 0.0,
         chunk_delay: float = 0.0,
         rpm: int | None = None,
+        window: float = 60.0,
         steps: int = 3,
         chunk_words: int = 1,
     ) -> None:
@@ -120,6 +122,7 @@ class ServerProcess:
             f"--latency={latency}",
             f"--chunk-delay={chunk_delay}",
             f"--rpm={rpm or 0}",
+            f"--window={window}",
             f"--steps={steps}",
             f"--chunk-words={chunk_words}",
         ]
@@ -180,6 +183,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--rpm", type=int, default=0)
+    parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--chunk-words", type=int, default=1)
     asyncio.run(_serve(parser.parse_args()))

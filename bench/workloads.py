@@ -17,6 +17,7 @@ import httpx
 from llamaberry import Engine, TextDelta, Usage
 from llamaberry.clients import POOL_SIZE, ChatClient, Completion, Delta
 from llamaberry.config import DEFAULT_MODEL, Settings
+from llamaberry.limits import RateLimiter
 from llamaberry.prompts import first_turn_messages, later_turn_messages, synthesis_messages
 from llamaberry.testing import RecordedRequest
 
@@ -28,9 +29,12 @@ MAX_TOKENS = 4096  # the engine's default completion budget, sent by both sides
 OnFirstText = Callable[[float], None]
 
 
-def make_engine(base_url: str, concurrency: int, rpm: int | None = None) -> Engine:
-    """An engine for the bench: groq provider, no retries hidden, history off if it exists."""
-    extra = {}
+def make_engine(
+    base_url: str, concurrency: int, rpm: int | None = None, window: float = 60.0
+) -> Engine:
+    """An engine for the bench: groq provider, no retries hidden, history off if it exists.
+    `window` is the rate limit's window in seconds (a minute, as `rpm` says, unless shortened)."""
+    extra: dict[str, object] = {}
     # The history store (when present) writes every finished run; a bench of the engine's
     # own cost must leave it out.
     if "history" in inspect.signature(Engine).parameters:
@@ -39,7 +43,9 @@ def make_engine(base_url: str, concurrency: int, rpm: int | None = None) -> Engi
     settings = Settings.load(
         api_key="bench", base_url=base_url, provider="groq", rpm=rpm, concurrency=concurrency
     )
-    return Engine(settings=settings, **extra)
+    if rpm and window != 60.0:
+        extra["limiter"] = RateLimiter(rpm=rpm, period=window)
+    return Engine(settings=settings, **extra)  # type: ignore[arg-type]
 
 
 def make_raw_client(base_url: str, concurrency: int) -> groq.AsyncGroq:

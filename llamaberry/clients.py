@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import functools
@@ -293,7 +294,7 @@ class ChatClient:
     _base_url: str | None
     # Where chat completions are posted, below the SDK's base URL, and the name of the httpx
     # module the SDK is built on (groq: httpx; openai: its fork httpx2).
-    _chat_path = "chat/completions"
+    _chat_path = "/chat/completions"
     _http_name = "httpx"
 
     def __init__(
@@ -879,7 +880,7 @@ class GroqClient(ChatClient):
     """Groq's hosted models through `groq.AsyncGroq`."""
 
     provider = "groq"
-    _chat_path = "openai/v1/chat/completions"
+    _chat_path = "/openai/v1/chat/completions"
 
     def __init__(self, *, api_key: str | None, base_url: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -971,18 +972,22 @@ class _Wire:
     """How a call goes out through one SDK client's connection pool, without the SDK's
     per-request machinery.
 
-    The SDK still decides everything a request carries (its base URL, auth and platform
-    headers, on top of its HTTP client's own) and still makes the typed error of a refused
-    one; what is skipped is the work it repeats for every request to arrive at the same
-    answer: a pydantic options model, the typed-dict transform of the body, the headers and
-    URL merged again, and the HTTP client's cookie, redirect and auth steps (none of which a
-    chat-completions call uses). Together about a millisecond of CPU a call at a hundred
-    concurrent runs, as much as everything else the engine does with the reply.
+    The SDK builds one request for the chat-completions path when the pool opens: its URL,
+    its auth and platform headers on top of its HTTP client's own, its timeouts. Every call
+    then sends that request's URL and headers with its own body, straight to the transport the
+    SDK's HTTP client would pick for the URL (proxies included), and a refused call still
+    raises the SDK's typed error. What is skipped is the work the SDK and httpx repeat for
+    every request to arrive at the same answer: a pydantic options model, the typed-dict
+    transform of the body, the headers and URL merged again, and the HTTP client's cookie,
+    redirect and auth steps. Together about a millisecond of CPU a call at a hundred
+    concurrent runs, as much as everything else the engine does with the reply. (An SDK whose
+    key could change between requests, a key provider, would be read once per pool: the
+    engine gives it a fixed key.)
     """
 
     sdk: Any
     http: Any  # the httpx module the SDK is built on
-    transport: Any  # the one the SDK's HTTP client picks for this URL (proxies included)
+    transport: Any
     url: Any
     headers: Any
     extensions: dict[str, Any]
@@ -991,21 +996,27 @@ class _Wire:
     @classmethod
     def of(cls, sdk: Any, http: Any, path: str) -> _Wire:
         """The wire of `sdk`, for requests to `path` below its base URL."""
+        models = importlib.import_module(type(sdk).__module__.split(".")[0] + "._models")
+        options = models.FinalRequestOptions.construct(method="post", url=path, json_data={})
+        template = sdk._build_request(options)
+        headers = http.Headers(template.headers)
+        del headers["content-length"]  # each call's own body sets its own
+        if "x-stainless-async" in headers:  # worked out where the pool opened, maybe a thread
+            headers["x-stainless-async"] = "async:asyncio"
+        url = template.url
+        if url.username or url.password:
+            # As the HTTP client's own auth step does: credentials in the base URL (a gateway's
+            # basic auth) are sent as basic auth, in place of the key's header.
+            pair = f"{url.username}:{url.password}".encode()
+            headers["authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         client = sdk._client  # the HTTP client we handed the SDK (see `_build_sdk`)
-        base = sdk.base_url  # the SDK gives it a trailing slash
-        url = base.copy_with(raw_path=base.raw_path + path.encode())
-        headers = http.Headers(client.headers)
-        # `Omit` values are the SDK's way of leaving a header out.
-        headers.update({k: v for k, v in sdk.default_headers.items() if isinstance(v, str)})
-        headers["x-stainless-retry-count"] = "0"
-        timeout = sdk.timeout
         return cls(
             sdk=sdk,
             http=http,
             transport=client._transport_for_url(url),
             url=url,
             headers=headers,
-            extensions={"timeout": timeout.as_dict()},
+            extensions=dict(template.extensions),
             log=logging.getLogger(http.__name__),
         )
 

@@ -125,3 +125,44 @@ async def test_calls_one_after_another_reuse_one_connection(server: FakeServer, 
             await e.single("hi")
     assert len(server.requests) == 3
     assert server.connections_opened == 1
+
+
+async def test_calls_carry_the_sdks_own_url_key_and_headers(server: FakeServer, provider: str):
+    # Sent past the SDK's per-request machinery, a call still goes where, and as, the SDK
+    # would send it: its path below the base URL, the key, its user agent and platform headers.
+    async with Engine(provider=provider, api_key="k-1", base_url=base_url(server, provider)) as e:
+        await e.single("hi")
+    sent = server.requests[-1]
+    assert sent.path.endswith("/chat/completions")
+    assert sent.headers["authorization"] == "Bearer k-1"
+    agent = "AsyncGroq/Python" if provider == "groq" else "AsyncOpenAI/Python"
+    assert sent.headers["user-agent"].startswith(agent)
+    assert sent.headers["x-stainless-lang"] == "python"
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.body["stream"] is True and sent.body["messages"][-1]["content"]
+
+
+async def test_a_refused_call_raises_the_sdks_typed_error_before_it_is_translated(
+    server: FakeServer, provider: str
+):
+    server.enqueue(Fault.status(401))
+    async with Engine(provider=provider, api_key="k", base_url=base_url(server, provider)) as e:
+        stream = e.client.stream([], max_tokens=5)
+        with pytest.raises(Exception) as refused:
+            async for _ in stream:
+                pass
+    # Our error, made from the SDK's AuthenticationError (its status and body kept).
+    assert type(refused.value).__name__ == "AuthenticationError"
+    assert refused.value.status_code == 401
+    assert type(refused.value.__context__).__module__.startswith(provider)
+
+
+async def test_credentials_in_the_base_url_go_as_basic_auth_as_the_http_client_sends_them(
+    server: FakeServer, provider: str
+):
+    # A gateway's basic auth written into the base URL: httpx's client sends it in place of
+    # the key's header, and so must a call sent past that client.
+    url = base_url(server, provider).replace("://", "://user:pass@")
+    async with Engine(provider=provider, api_key="k", base_url=url, history=False) as e:
+        await e.single("hi")
+    assert server.requests[-1].headers["authorization"] == "Basic dXNlcjpwYXNz"

@@ -1041,6 +1041,10 @@ class _Wire:
                 response.status_code,
                 response.reason_phrase,
             )
+        if response.is_redirect:
+            # Rare (a proxy sending http to https, say): the SDK's HTTP client follows it.
+            await response.aclose()
+            response = await self.sdk._client.send(request, stream=True)
         if response.status_code >= 400:
             try:
                 await response.aread()

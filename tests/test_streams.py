@@ -166,3 +166,17 @@ async def test_credentials_in_the_base_url_go_as_basic_auth_as_the_http_client_s
     async with Engine(provider=provider, api_key="k", base_url=url, history=False) as e:
         await e.single("hi")
     assert server.requests[-1].headers["authorization"] == "Basic dXNlcjpwYXNz"
+
+
+async def test_a_redirected_call_is_followed_as_the_sdks_http_client_follows_it(
+    server: FakeServer, provider: str
+):
+    url = base_url(server, provider).rstrip("/") + (
+        "/openai/v1/chat/completions" if provider == "groq" else "/chat/completions"
+    )
+    server.enqueue(Fault.status(307, body="moved", headers={"location": url}), "fine")
+    async with Engine(provider=provider, api_key="k", base_url=base_url(server, provider)) as e:
+        run = await e.single("hi")
+    assert run.answer == "fine"
+    assert len(server.requests) == 2
+    assert run.calls[0].attempts == 1  # followed, not failed and retried

@@ -87,8 +87,8 @@ def test_a_key_typed_in_the_page_of_an_embedded_ui_switches_that_run_to_groq():
 
     base = Settings.load()
     assert base.embedded
-    chosen = run_settings(base, base.model, None, None, None, "typed-key")
+    chosen = run_settings(base, base.model, None, None, "typed-key")
     assert chosen.provider == "groq" and chosen.model == DEFAULT_MODEL
     assert chosen.max_tokens == 4096
-    untouched = run_settings(base, base.model, None, None, None, "")
+    untouched = run_settings(base, base.model, None, None, "")
     assert untouched.provider == "local" and untouched.model == EMBEDDED_MODEL

@@ -17,17 +17,24 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
+import gradio as gr
 import pytest
 from click.testing import CliRunner
 from gradio_client import Client
+from pydantic import Field
 
 from llamaberry.cli import cli
 from llamaberry.config import Settings
+from llamaberry.events import CallFinished
+from llamaberry.options import Options
+from llamaberry.results import CallResult, ModeResult
+from llamaberry.runner import ModeSpec, RunContext, to_messages
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 from ui.app import build_app, serve
 
-from .conftest import FIRST_TURN, refine_script
+from .conftest import FIRST_TURN, SYNTHESIS, refine_script
 
 KEY = "session-key-7f3a9c"
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,9 +93,10 @@ def other(url: str) -> Iterator[Client]:
         yield built
 
 
-def settings_args(key: str = KEY, model: str = "openai/gpt-oss-120b", turns: int = 3):
-    """The Settings panel's values, in the order the run endpoints take them."""
-    return [model, turns, 1.0, "default", key]
+def settings_args(key: str = KEY, model: str = "openai/gpt-oss-120b"):
+    """The Settings panel's values, in the order the run endpoints take them (each mode's
+    options follow, named as its options model names them)."""
+    return [model, 1.0, "default", key]
 
 
 def unwrap(outputs) -> tuple:
@@ -99,9 +107,9 @@ def unwrap(outputs) -> tuple:
     )
 
 
-def predict(client: Client, *args, api_name: str) -> tuple:
+def predict(client: Client, *args, api_name: str, **options) -> tuple:
     """Run an endpoint to the end and return its last outputs, unwrapped."""
-    return unwrap(client.predict(*args, api_name=api_name))
+    return unwrap(client.predict(*args, api_name=api_name, **options))
 
 
 def text(message: dict) -> str:
@@ -139,7 +147,7 @@ def test_refine_streams_each_turn_then_the_synthesis_and_sets_the_answer_apart(s
     server.enqueue(Reply(FIRST_TURN, chunk_delay=0.01))
     server.reply_with(refine_script)
     job = client.submit("How many r in strawberry?", *settings_args(), api_name="/refine")
-    answer, chat, summary, error = unwrap(job.result(timeout=30))
+    answer, chat, summary, error, _ = unwrap(job.result(timeout=30))
 
     assert chat_titles(chat) == ["Turn 1", "Turn 2", "Turn 3", "Synthesis"]
     assert all(m["metadata"]["status"] == "done" for m in chat)
@@ -164,8 +172,8 @@ def test_refine_streams_each_turn_then_the_synthesis_and_sets_the_answer_apart(s
     assert all(no_secret(o) for o in job.outputs())
 
 
-def test_turns_from_the_settings_panel_are_used(server, client):
-    _, chat, _, _ = predict(client, "q", *settings_args(turns=1), api_name="/refine")
+def test_turns_from_the_refine_tab_options_are_used(server, client):
+    _, chat, _, _, _ = predict(client, "q", *settings_args(), turns=1, api_name="/refine")
     assert chat_titles(chat) == ["Turn 1", "Synthesis"]
 
 
@@ -177,7 +185,7 @@ def test_stop_closes_the_run_at_once_and_keeps_the_finished_turn(server, client)
     wait_for(job, lambda o: len(o[1]) == 2 and text(o[1][1]).startswith("word"))
 
     job.cancel()
-    answer, chat, summary, error = predict(client, api_name="/stop_refine")
+    answer, chat, summary, error, _ = predict(client, api_name="/stop_refine")
 
     assert chat_titles(chat) == ["Turn 1", "Turn 2 (stopped)"]
     assert text(chat[0]) == FIRST_TURN
@@ -193,7 +201,7 @@ def test_stop_closes_the_run_at_once_and_keeps_the_finished_turn(server, client)
 
 
 def test_no_key_is_one_readable_line_in_the_page(server, client):
-    answer, chat, _, error = predict(client, "q", *settings_args(key=""), api_name="/refine")
+    answer, chat, _, error, _ = predict(client, "q", *settings_args(key=""), api_name="/refine")
     assert error.startswith("**Error:** No API key")
     assert "\n" not in error and "Traceback" not in error
     assert chat == [] and not answer
@@ -203,7 +211,7 @@ def test_no_key_is_one_readable_line_in_the_page(server, client):
 def test_a_rate_limit_part_way_keeps_the_finished_turn(server, client):
     server.reply_with(None)
     server.enqueue(FIRST_TURN, Fault.status(429, headers={"retry-after": "3600"}))
-    _, chat, summary, error = predict(client, "q", *settings_args(), api_name="/refine")
+    _, chat, summary, error, _ = predict(client, "q", *settings_args(), api_name="/refine")
     assert error.startswith("**Error:** Turn 2 failed: Rate limited")
     assert text(chat[0]) == FIRST_TURN
     assert chat_titles(chat) == ["Turn 1", "Turn 2 (failed)"]
@@ -212,7 +220,7 @@ def test_a_rate_limit_part_way_keeps_the_finished_turn(server, client):
 
 def test_an_unknown_model_names_it_and_lists_what_is_available(server, client):
     args = settings_args(model="llama-9-imaginary")
-    _, _, _, error = predict(client, "q", *args, api_name="/refine")
+    _, _, _, error, _ = predict(client, "q", *args, api_name="/refine")
     assert "Model 'llama-9-imaginary' is not available here" in error
     assert "openai/gpt-oss-20b" in error
 
@@ -232,7 +240,7 @@ def test_a_wrong_key_is_rejected_and_never_echoed(server, client):
 
 
 def test_an_empty_question_is_a_readable_error(server, client):
-    _, _, _, error = predict(client, "   ", *settings_args(), api_name="/refine")
+    _, _, _, error, _ = predict(client, "   ", *settings_args(), api_name="/refine")
     assert error == "**Error:** The question is empty."
 
 
@@ -265,8 +273,8 @@ def waits_for_company(count: int):
 
 def test_two_browser_sessions_run_at_once_and_see_only_their_own_run(server, client, other):
     server.reply_with(waits_for_company(2))
-    a = client.submit("question A", *settings_args(turns=1), api_name="/refine")
-    b = other.submit("question B", *settings_args(turns=1), api_name="/refine")
+    a = client.submit("question A", *settings_args(), turns=1, api_name="/refine")
+    b = other.submit("question B", *settings_args(), turns=1, api_name="/refine")
     chat_a, chat_b = unwrap(a.result(timeout=30))[1], unwrap(b.result(timeout=30))[1]
     # Each session's Stop sees its own run only.
     stopped_b = predict(other, api_name="/stop_refine")[1]
@@ -276,8 +284,8 @@ def test_two_browser_sessions_run_at_once_and_see_only_their_own_run(server, cli
 
 
 def test_a_key_typed_in_one_session_is_not_used_by_another(server, client, other):
-    ok = predict(client, "q", *settings_args(turns=1), api_name="/refine")
-    refused = predict(other, "q", *settings_args(key="", turns=1), api_name="/refine")
+    ok = predict(client, "q", *settings_args(), turns=1, api_name="/refine")
+    refused = predict(other, "q", *settings_args(key=""), turns=1, api_name="/refine")
     assert ok[3] in (None, "") and ok[0].startswith("### There are 3")
     assert refused[3].startswith("**Error:** No API key")
 
@@ -300,7 +308,7 @@ def steps_script(request: RecordedRequest) -> str:
 
 def test_steps_tab_shows_each_step_with_its_title_and_time_then_the_answer(server, client):
     server.reply_with(steps_script)
-    answer, chat, summary, error = predict(client, "q", *settings_args(), api_name="/steps")
+    answer, chat, summary, error, _ = predict(client, "q", *settings_args(), api_name="/steps")
     assert chat_titles(chat) == ["Step 1: Title 1", "Step 2: Title 2", "Step 3: Title 3"]
     assert [text(m) for m in chat[:3]] == [f"Reasoning of step {i}." for i in (1, 2, 3)]
     assert all(m["metadata"]["duration"] >= 0 for m in chat)
@@ -312,7 +320,12 @@ def test_steps_tab_shows_each_step_with_its_title_and_time_then_the_answer(serve
 def test_compare_runs_the_chosen_modes_at_once_side_by_side(server, client):
     server.reply_with(waits_for_company(2))
     outputs = predict(
-        client, "question C", ["single", "refine"], *settings_args(turns=1), api_name="/compare"
+        client,
+        "question C",
+        ["single", "refine"],
+        *settings_args(),
+        refine_turns=1,
+        api_name="/compare",
     )
     single, refine = outputs[0:4], outputs[4:8]
     badge, error = outputs[-2:]
@@ -425,12 +438,11 @@ def test_a_bad_option_gets_the_same_line_from_the_page_the_cli_the_api_and_the_e
 ):
     from llamaberry import Engine
     from llamaberry.errors import InputError
-    from ui.app import run_settings
 
     line = "turns must be a whole number from 1 to 10 (got 11)."
-    # The page's slider cannot send 11; what it sends goes through this check.
-    with pytest.raises(InputError) as page:
-        run_settings(Settings(api_key=KEY), None, 11, None, None, None)
+    # What the page's turns control sends goes through refine's options model, not gradio's
+    # own bounds check (which words it differently).
+    page = predict(client, "q", *settings_args(), turns=11, api_name="/refine")[3]
     env = {"GROQ_API_KEY": KEY, "GROQ_BASE_URL": server.groq_base_url}
     command = CliRunner().invoke(cli, ["ask", "q", "--turns", "11"], env=env)
     with pytest.raises(InputError) as api:
@@ -440,8 +452,223 @@ def test_a_bad_option_gets_the_same_line_from_the_page_the_cli_the_api_and_the_e
     monkeypatch.setenv("LLAMABERRY_TURNS", "11")
     with pytest.raises(InputError) as environment:
         Engine(api_key=KEY, base_url=server.groq_base_url, history=False)
-    assert str(page.value) == line
+    assert page == f"**Error:** {line}"
     assert command.exit_code == 2 and command.stderr == f"error: {line}\n"
     assert str(api.value) == line
     assert str(environment.value) == f"{line} It comes from LLAMABERRY_TURNS."
     assert server.requests == []
+
+
+# -- vote, drafts, and a mode the page has never heard of -------------------------------------
+
+
+def voting(answers: list[str], spacing: float = 0.0):
+    """The k-th sample to arrive answers `answers[k]`, `k * spacing` seconds late (so they
+    come back one by one, in that order); anything else gets refine's replies."""
+    seen: list[RecordedRequest] = []
+
+    def handler(request: RecordedRequest) -> str | Reply:
+        if "Answer: <your final answer>" not in (request.system or ""):
+            return refine_script(request)
+        seen.append(request)
+        k = len(seen) - 1
+        return Reply(f"Working it out, way {k + 1}.\n\nAnswer: {answers[k]}", latency=k * spacing)
+
+    return handler
+
+
+def test_vote_shows_every_sample_the_tally_and_the_agreement(server, client):
+    server.reply_with(voting(["42", "41", "42", "forty-two", "41"], spacing=0.3))
+    job = client.submit("Six times seven?", *settings_args(), samples=5, api_name="/vote")
+    answer, chat, summary, error, details = unwrap(job.result(timeout=30))
+
+    assert not error
+    assert answer == "### 42"
+    titles = chat_titles(chat)
+    assert [t.split(" · ")[0] for t in titles] == [f"Sample {i}" for i in range(1, 6)]
+    said = sorted(t.split(" · answer ")[1] for t in titles)
+    assert said == ["41", "41", "42", "42", "forty-two (counted as 42)"]
+    # Each sample's reasoning is there, folded.
+    assert all(m["metadata"]["status"] == "done" and "Working it out" in text(m) for m in chat)
+    assert "**Agreement 60%**: 3 of 5 answers are **42**, a majority, not a consensus." in details
+    assert "| 42 ✓ | ●●● 3 |" in details and "| 41 | ●● 2 |" in details
+    assert "Tie" not in details
+    assert summary.startswith("Done · 5 samples · agreement 60% · ")
+    # The tally was counted live, as the samples came back.
+    counting = [o[4] for o in map(unwrap, job.outputs()) if "**Counting**" in (o[4] or "")]
+    assert any("1 of 5 samples back" in c for c in counting)
+    assert len(server.requests) == 5
+
+
+def test_a_vote_tie_says_which_rule_settled_it(server, client):
+    server.reply_with(voting(["41", "42"], spacing=1.5))
+    answer, _, summary, _, details = predict(
+        client, "q", *settings_args(), samples=2, api_name="/vote"
+    )
+    assert answer == "### 41"
+    assert summary.startswith("Done · 2 samples · agreement 50% · ")
+    assert "**Agreement 50%**: 1 of 2 answers are **41**, no majority" in details
+    assert (
+        "*Tie*: 41 and 42 have 1 vote each. The rule: the answer that reached 1 first wins, "
+        "counting samples in the order they finished, so 41."
+    ) in details
+
+
+def drafting(request: RecordedRequest) -> str:
+    """Drafts say which they are; the synthesis (given every draft) answers in its sections."""
+    if "<draft" in (request.user or ""):
+        return SYNTHESIS
+    return f"A draft that counts the r's: 3. ({len(request.user or '')} characters asked)"
+
+
+def test_drafts_shows_each_draft_folded_then_the_synthesis_as_the_answer(server, client):
+    server.reply_with(drafting)
+    answer, chat, summary, error, details = predict(
+        client, "How many r in strawberry?", *settings_args(), drafts=2, api_name="/drafts"
+    )
+    assert not error and not details
+    assert chat_titles(chat) == ["Draft 1", "Draft 2", "Synthesis"]
+    assert all(m["metadata"]["status"] == "done" for m in chat)
+    assert text(chat[0]).startswith("A draft that counts")
+    assert answer == (
+        '### There are 3 r\'s in "strawberry".\n\n'
+        'The word "strawberry" contains the letter r three times.'
+    )
+    assert summary.startswith("Done · 2 drafts · ")
+    synthesis = [r for r in server.requests if "<draft" in (r.user or "")]
+    assert len(synthesis) == 1 and len(server.requests) == 3
+
+
+@pytest.mark.parametrize("mode", ["vote", "drafts"])
+def test_stop_closes_a_run_of_concurrent_calls_and_marks_each(server, client, mode):
+    server.reply_with(None)
+    server.reply_with(lambda request: Reply(" ".join(["word"] * 300), chunk_delay=0.05))
+    options = {"samples": 2} if mode == "vote" else {"drafts": 2}
+    job = client.submit("q", *settings_args(), api_name=f"/{mode}", **options)
+    wait_for(job, lambda o: len(o[1]) == 2 and all("word" in text(m) for m in o[1]))
+
+    job.cancel()
+    answer, chat, summary, error, _ = predict(client, api_name=f"/stop_{mode}")
+
+    assert summary.startswith("Stopped")
+    assert [t.endswith("(stopped)") for t in chat_titles(chat)] == [True, True]
+    assert not answer and not error
+    sent = len(server.requests)
+    time.sleep(0.5)
+    assert sent == len(server.requests) == 2  # no synthesis, nothing after Stop
+
+
+def test_compare_runs_vote_and_drafts_with_the_options_of_their_tabs(server, client):
+    from llamaberry import modes
+
+    def handler(request: RecordedRequest) -> str | Reply:
+        if "Answer: <your final answer>" in (request.system or ""):
+            return "So.\n\nAnswer: 3"
+        return drafting(request)
+
+    server.reply_with(handler)
+    outputs = predict(
+        client,
+        "How many r in strawberry?",
+        ["vote", "drafts"],
+        *settings_args(),
+        vote_samples=3,
+        drafts_drafts=2,
+        api_name="/compare",
+    )
+    card = {mode: outputs[4 * i : 4 * i + 4] for i, mode in enumerate(modes.names())}
+    assert card["vote"][0] == "### Vote · 3 samples"
+    assert card["drafts"][0] == "### Drafts · 2 drafts"
+    assert card["vote"][1] == "### 3"
+    assert "**Agreement 100%**" in card["vote"][3]  # the tally heads its reasoning
+    assert card["drafts"][1].startswith('### There are 3 r\'s in "strawberry".')
+    assert outputs[-2] == "✓ The 2 answers agree"
+    assert len(server.requests) == 3 + 2 + 1
+
+
+def test_a_bad_option_on_any_tab_is_the_options_model_s_one_line(server, client):
+    error = predict(client, "q", *settings_args(), samples=0, api_name="/vote")[3]
+    assert error == "**Error:** samples must be a whole number from 1 to 20 (got 0)."
+    error = predict(client, "q", *settings_args(), min_steps=30, api_name="/steps")[3]
+    assert error == "**Error:** min_steps (30) is larger than max_steps (25)."
+    outputs = predict(
+        client, "q", ["drafts"], *settings_args(), drafts_drafts=11, api_name="/compare"
+    )
+    assert outputs[-1] == "**Error:** drafts must be a whole number from 1 to 10 (got 11)."
+    assert server.requests == []
+
+
+class EchoOptions(Options):
+    """A mode made up for this test: the question echoed back a few times."""
+
+    repeats: int = Field(2, ge=1, le=4, description="How many times the model is asked.")
+
+
+class Echo(CallResult):
+    index: int
+
+
+class EchoResult(ModeResult):
+    mode: Literal["echo"] = "echo"
+    echoes: list[Echo] = Field(default_factory=list)
+
+
+async def echo(ctx: RunContext, options: EchoOptions):
+    """Ask the question `repeats` times, one after another; the last reply is the answer."""
+    for index in range(1, options.repeats + 1):
+        messages = to_messages([("user", ctx.run.question)])
+        async for event in ctx.call("echo", index, messages):
+            yield event
+        reply = ctx.reply
+        done = Echo(index=index, content=reply.text, usage=reply.usage, seconds=reply.seconds)
+        ctx.result.echoes.append(done)
+        yield CallFinished(kind="echo", index=index, result=done)
+    ctx.run.answer = ctx.result.echoes[-1].content
+
+
+def test_a_mode_added_to_the_registry_gets_a_tab_runs_and_is_compared_and_kept(
+    fake, monkeypatch, tmp_path
+):
+    from llamaberry import modes
+    from llamaberry.store import Store
+    from ui.history import history_rows, open_run
+
+    spec = ModeSpec("echo", "The question, echoed.", EchoOptions, echo, EchoResult, default=False)
+    monkeypatch.setitem(modes.MODES, "echo", spec)
+    fake.reset()
+    fake.reply_with(lambda request: f"echo of {request.user}")
+    store = Store(tmp_path / "history.db")
+    app = build_app(Settings(base_url=fake.groq_base_url, max_retries=0), history=store)
+    tabs = {b.label: b for b in app.blocks.values() if isinstance(b, gr.Tab)}
+    assert "Echo" in tabs
+    port = free_port()
+    serve(app, host="127.0.0.1", port=port, block=False, quiet=True)
+    try:
+        with contextlib.closing(Client(f"http://127.0.0.1:{port}/", verbose=False)) as page:
+            answer, chat, summary, error, details = predict(
+                page, "hello", *settings_args(), repeats=3, api_name="/echo"
+            )
+            bad = predict(page, "hello", *settings_args(), repeats=9, api_name="/echo")[3]
+            compared = predict(
+                page, "hello", ["single", "echo"], *settings_args(), api_name="/compare"
+            )
+    finally:
+        app.close()
+    # The generic view: the answer, one section per call titled by its kind, the cost.
+    assert not error and not details
+    assert answer == "echo of hello"
+    assert chat_titles(chat) == ["Echo 1", "Echo 2", "Echo 3"]
+    assert all(text(m) == "echo of hello" for m in chat)
+    assert summary.startswith("Done · ") and "tokens" in summary
+    assert bad == "**Error:** repeats must be a whole number from 1 to 4 (got 9)."
+    echo_card = compared[4 * modes.names().index("echo") :][:4]
+    assert echo_card[0] == "### Echo" and echo_card[1] == "echo of hello"
+    # The history lists it and reopens it in the same view.
+    store.flush()
+    rows = [row for row in history_rows(store, mode="echo") if row[4] == "ok"]
+    assert len(rows) == 2
+    view, why = open_run(store, rows[0][0])
+    assert view is not None and not why
+    # The newest is compare's, at the tab's default of 2 repeats.
+    assert [m["metadata"]["title"] for m in view.messages()] == ["Echo 1", "Echo 2"]
+    assert view.answer_markdown() == "echo of hello"

@@ -18,7 +18,7 @@ from llamaberry.store import Store
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
 from .conftest import FIRST_TURN, SYNTHESIS, refine_script
-from .test_ui_app import launched
+from .test_ui_app import drafting, launched, voting
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -105,6 +105,17 @@ def chats(server: FakeServer) -> list[RecordedRequest]:
 def ask(page, question: str, tab: str = "refine") -> None:
     page.fill(f"#{tab}-q textarea", question)
     page.click(f"#{tab}-run")
+
+
+def open_tab(page, name: str) -> None:
+    """Click the tab called `name`, from the "More tabs" menu where the screen is too narrow
+    for every tab (as on a phone)."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.count() and tab.is_visible():
+        tab.click()
+        return
+    page.get_by_label("More tabs").click()
+    page.locator(".overflow-dropdown").get_by_role("button", name=name, exact=True).click()
 
 
 def section(page, title: str, tab: str = "refine"):
@@ -412,8 +423,54 @@ def test_the_page_fits_a_phone_with_the_answer_on_the_first_screen(browser, url,
         run = page.locator("#refine-run").bounding_box()
         question = page.locator("#refine-q").bounding_box()
         assert run["y"] > question["y"] + question["height"] - 1  # Run under the question
-        for tab in ("Steps", "Compare", "History"):
-            page.get_by_role("tab", name=tab).click()
+        for tab in ("Single answer", "Steps", "Vote", "Drafts", "Compare", "History"):
+            open_tab(page, tab)
             assert page.evaluate(wider) is False, tab
     finally:
         context.close()
+
+
+# -- every mode of the registry has its tab (#12) -------------------------------------------
+
+
+def test_the_vote_tab_shows_every_sample_the_tally_and_the_agreement(page, server):
+    server.reply_with(voting(["42", "41", "42", "forty-two", "41"], spacing=0.2))
+    open_tab(page, "Vote")
+    ask(page, "What is six times seven?", tab="vote")
+    details = page.locator("#vote-details")
+    details.get_by_text("Agreement 60%", exact=False).wait_for()
+    assert "3 of 5 answers are 42, a majority, not a consensus." in details.inner_text()
+    rows = [" ".join(r.split()) for r in details.locator("tbody tr").all_inner_texts()]
+    assert rows == ["42 ✓ ●●● 3", "41 ●● 2"]
+    assert page.locator("#vote-answer").inner_text().strip() == "42"
+    sections = page.locator("#vote-sections")
+    for number in range(1, 6):
+        sections.get_by_text(f"Sample {number} · answer ", exact=False).wait_for()
+    assert "5 samples · agreement 60%" in page.locator("#vote-summary").inner_text()
+
+
+def test_the_drafts_tab_shows_each_draft_then_the_synthesised_answer(page, server):
+    server.reply_with(drafting)
+    open_tab(page, "Drafts")
+    ask(page, "How many r in strawberry?", tab="drafts")
+    page.locator("#drafts-answer").get_by_text(COMPREHENSIVE).wait_for()
+    for title in ("Draft 1", "Draft 2", "Draft 3", "Synthesis"):
+        section(page, title, tab="drafts").wait_for()
+    assert "3 drafts" in page.locator("#drafts-summary").inner_text()
+    section(page, "Draft 2", tab="drafts").click()
+    page.locator("#drafts-sections").get_by_text(
+        "A draft that counts", exact=False
+    ).first.wait_for()
+
+
+def test_options_the_mode_refuses_are_one_line_in_the_page(page, server):
+    open_tab(page, "Steps")
+    page.locator("#steps-options").get_by_text("Options").click()
+    box = page.locator("#steps-min_steps input[type='number']")
+    box.fill("30")
+    box.press("Tab")
+    ask(page, "q", tab="steps")
+    error = page.locator("#steps-error")
+    error.get_by_text("min_steps (30) is larger than max_steps (25).", exact=False).wait_for()
+    assert error.inner_text().count("\n") == 0
+    assert chats(server) == []

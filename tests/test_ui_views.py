@@ -395,3 +395,55 @@ def test_compare_says_whether_finished_answers_agree():
     )
     assert agreement([answered("3"), answered("2")])[1] == "differ"
     assert agreement([answered("3"), RunView(state="running")]) == ("", "")
+
+
+async def test_saved_vote_and_drafts_runs_reopen_as_their_live_views_ended():
+    from .test_ui_app import drafting, voting
+
+    async with FakeServer() as server:
+        server.reply_with(voting(["7", "seven", "8"]))
+        async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+            vote = fold([e async for e in engine.stream("vote", "q", samples=3)])
+            server.reply_with(drafting)
+            drafts = fold([e async for e in engine.stream("drafts", "q", drafts=2)])
+    for live in (vote, drafts):
+        assert live.run is not None
+        reopened = RunView.from_run(live.run)
+        assert reopened.messages() == live.messages()
+        assert reopened.answer_markdown() == live.answer_markdown()
+        assert reopened.details_markdown() == live.details_markdown()
+    assert [m["metadata"]["title"].split(" · ")[0] for m in vote.messages()] == [
+        "Sample 1",
+        "Sample 2",
+        "Sample 3",
+    ]
+    assert "**Agreement 67%**: 2 of 3 answers are **7**" in vote.details_markdown()
+    assert [m["metadata"]["title"] for m in drafts.messages()] == [
+        "Draft 1",
+        "Draft 2",
+        "Synthesis",
+    ]
+
+
+def test_a_mode_with_no_view_of_its_own_gets_the_answer_and_one_section_per_call():
+    from llamaberry.results import CallResult
+
+    view = fold(
+        [
+            started("ponder"),
+            CallStarted(kind="thought", index=1),
+            TextDelta(kind="thought", index=1, text="hmm"),
+            CallFinished(kind="thought", index=1, result=CallResult(content="hmm, 4")),
+            RunFinished(
+                run=Run(
+                    mode="ponder", model="m", provider="groq", question="q", status="ok", answer="4"
+                )
+            ),
+        ]
+    )
+    assert view.mode == "ponder"
+    assert [m["metadata"]["title"] for m in view.messages()] == ["Thought 1"]
+    assert view.messages()[0]["content"] == "hmm, 4"
+    assert view.answer_markdown() == "4"
+    assert view.details_markdown() == ""
+    assert view.summary_markdown().startswith("Done · ")

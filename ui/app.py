@@ -1,4 +1,5 @@
-"""The llamaberry web UI: refine, steps and compare tabs over the engine's event streams.
+"""The llamaberry web UI: a tab per mode of the registry, compare and history, over the
+engine's event streams.
 
 Start it with `uv run llamaberry ui` or `uv run python ui/app.py` (same options). The page only
 renders events (see `ui/views.py`); every run builds its own engine from the settings on the page
@@ -10,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 # Before gradio is imported: it reads this once, at import time.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -24,16 +26,18 @@ if __package__ in (None, ""):  # run as a script: make `ui` importable as a pack
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gradio as gr
+from pydantic.fields import FieldInfo
 
 from llamaberry import modes as registry
 from llamaberry.config import Settings
 from llamaberry.engine import Engine
 from llamaberry.errors import LlamaberryError
 from llamaberry.limits import RateLimiter
+from llamaberry.options import Options, bounds, describe, plain_type
 from llamaberry.results import Mode
 from llamaberry.store import Store, history_enabled
 from ui.history import build_history_tab, export_run
-from ui.views import RunView, agreement, mode_name, page_words, shown
+from ui.views import RunView, agreement, mode_name, mode_view, page_words, shown
 
 log = logging.getLogger("llamaberry.ui")
 
@@ -44,8 +48,8 @@ EXAMPLES = [
     "How much does the ball cost?",
     "Write a four-line poem about patience that does not use the letter e.",
 ]
-# The compare cards, in the registry's order.
-COMPARE_MODES: tuple[Mode, ...] = tuple(registry.names())
+# Largest span of whole numbers drawn as a slider; a wider range gets a number box.
+SLIDER_SPAN = 100
 EFFORTS = ["default", "low", "medium", "high"]
 # How long Stop waits for a cancelled run to unwind before it draws the stopped view anyway.
 STOP_GRACE = 10.0
@@ -64,6 +68,9 @@ CSS = """
   color: var(--error-text-color); }
 .prose.lb-error { border: none; padding: 0; }
 .lb-summary { color: var(--body-text-color-subdued); font-size: 0.95rem; }
+.lb-about p { margin: 0; color: var(--body-text-color-subdued); }
+.lb-details { border-left: 3px solid var(--color-accent); padding-left: 12px; }
+.lb-details table { width: auto; min-width: 260px; }
 .lb-hint { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: -4px; }
 /* Turn and step sections: full width, readable type, no stray copy icon, a label that does
    not float over what it labels. */
@@ -148,8 +155,8 @@ class Session:
     def __init__(self) -> None:
         self.views: dict[str, RunView] = {}
         self.ended: dict[str, asyncio.Event] = {}
-        # Refine turns of the latest comparison, for its card's title after Stop.
-        self.compare_turns: int | None = None
+        # Each mode's options in the latest comparison, for its card's title after Stop.
+        self.compare_options: dict[str, dict[str, Any]] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Session:
         # gr.State copies its initial value for each new browser session: start empty.
@@ -180,7 +187,6 @@ class Failure:
 def run_settings(
     base: Settings,
     model: str | None,
-    turns: float | None,
     temperature: float | None,
     effort: str | None,
     api_key: str | None,
@@ -188,10 +194,6 @@ def run_settings(
     """The settings for one run: the page's choices over the app's defaults."""
     values: dict[str, Any] = base.model_dump()
     values["model"] = (model or "").strip() or base.model
-    if turns is not None:
-        # Checked now by refine's options model (the one place its range lives), so a bad
-        # value is the same line as from the CLI or the API; the run is given it as an option.
-        registry.options_for("refine", {"turns": turns})
     values["temperature"] = temperature
     values["reasoning_effort"] = None if effort in (None, "", "default") else effort
     if api_key and api_key.strip():
@@ -314,27 +316,31 @@ def idle() -> Any:
 
 
 def run_outputs(view: RunView) -> tuple[Any, ...]:
-    """Answer, sections, summary and error of a refine or steps tab."""
-    error, answer = view.error_markdown(), view.answer_markdown()
+    """Answer, sections, summary, error and the mode's own details of a mode's tab."""
+    error, answer, details = view.error_markdown(), view.answer_markdown(), view.details_markdown()
     return (
         gr.update(value=answer, visible=bool(answer)),
         view.messages(),
         view.summary_markdown(),
         gr.update(value=error, visible=bool(error)),
+        gr.update(value=details, visible=bool(details)),
     )
 
 
 def compare_outputs(
-    views: dict[str, RunView], error: str = "", turns: int | None = None
+    modes: Sequence[Mode],
+    views: dict[str, RunView],
+    error: str = "",
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Any, ...]:
     """Each compare card's title, answer, stats and reasoning, then the badge and error line."""
     values: list[Any] = []
-    for mode in COMPARE_MODES:
+    for mode in modes:
         view = views.get(mode)
         if view is None:
             values += [gr.skip()] * 4
             continue
-        title = f"### {mode_name(mode, turns if mode == 'refine' else None)}"
+        title = f"### {mode_name(mode, (options or {}).get(mode))}"
         failed = ["lb-summary", "lb-error"] if view.state == "failed" else ["lb-summary"]
         stats = gr.update(value=view.stats_markdown(), elem_classes=failed)
         values += [title, view.live_markdown(), stats, view.reasoning_markdown()]
@@ -366,10 +372,9 @@ def build_app(
     """
     base = defaults or Settings.load()
     registry.check_defaults(options or {})
-
-    def planned_turns(turns: float | None) -> int:
-        given = {} if turns is None else {"turns": turns}
-        return registry.options_for("refine", given, options).turns  # type: ignore[attr-defined]
+    option_defaults = dict(options or {})
+    # Every mode of the registry as it is now: a tab each, and a card each in compare.
+    compare_modes: tuple[Mode, ...] = tuple(registry.names())
 
     if base.provider == "local":
         # Runs build engines of their own; holding the server keeps it up between them
@@ -381,24 +386,37 @@ def build_app(
         history = history_enabled()
     store = history if isinstance(history, Store) else Store() if history else None
 
-    def settings_for(model, turns, temperature, effort, api_key) -> Settings:
-        return run_settings(base, model, turns, temperature, effort, api_key)
+    def settings_for(model, temperature, effort, api_key) -> Settings:
+        return run_settings(base, model, temperature, effort, api_key)
 
-    def runner(tab: str, mode: Mode):
-        async def run(question, model, turns, temperature, effort, api_key, session):
-            view = RunView()
-            ended = session.begin(tab, view)
+    def mode_options(mode: str, values: Sequence[Any]) -> dict[str, Any]:
+        """The page's values for `mode`'s options, checked by its options model (the one
+        place their ranges live, so a bad value reads as it does from the CLI or the API)."""
+        given = dict(zip(registry.get(mode).options.model_fields, values, strict=True))
+        given = {name: value for name, value in given.items() if value is not None}
+        return registry.options_for(mode, given, option_defaults).model_dump()
+
+    def planned(mode: str, chosen: Mapping[str, Any]) -> int | None:
+        counted = mode_view(mode).counted
+        value = chosen.get(counted[0]) if counted else None
+        return int(value) if isinstance(value, int | float) else None
+
+    def runner(mode: Mode):
+        async def run(question, model, temperature, effort, api_key, *rest):
+            *values, session = rest
+            view = RunView(mode=mode)
+            ended = session.begin(mode, view)
             try:
                 try:
-                    settings = settings_for(model, turns, temperature, effort, api_key)
+                    settings = settings_for(model, temperature, effort, api_key)
+                    chosen = mode_options(mode, values)
                 except LlamaberryError as error:
                     yield run_outputs(view.fail(str(error)))
                     return
-                view.planned = planned_turns(turns) if mode == "refine" else None
+                view.planned = planned(mode, chosen)
                 view.begin()
                 yield run_outputs(view)
-                given = {"turns": planned_turns(turns)}
-                streams = {mode: lambda: engine_events(settings, mode, question, store, given)}
+                streams = {mode: lambda: engine_events(settings, mode, question, store, chosen)}
                 async with contextlib.aclosing(merge(streams, tick=TICK)) as batches:
                     async for batch in batches:
                         for _, event in batch:
@@ -407,69 +425,82 @@ def build_app(
             finally:
                 ended.set()
 
-        run.__doc__ = f"Stream a {mode} run into the {tab.capitalize()} tab."
-        return run
+        run.__doc__ = f"Stream a {mode} run into its tab."
+        return named(run, list(registry.get(mode).options.model_fields))
 
-    async def run_compare(question, modes, model, turns, temperature, effort, api_key, session):
+    # Compare takes every mode's options, in this order, from the controls on each mode's tab.
+    compare_fields = [
+        (m, name) for m in compare_modes for name in registry.get(m).options.model_fields
+    ]
+
+    async def compare_chosen(question, modes, model, temperature, effort, api_key, *rest):
         """Run the chosen modes at once and stream each into its card."""
-        chosen = [m for m in COMPARE_MODES if m in (modes or [])]
-        views = {mode: RunView() for mode in chosen}
+        *values, session = rest
+        chosen = [m for m in compare_modes if m in (modes or [])]
+        views = {mode: RunView(mode=mode) for mode in chosen}
         compare = RunView()  # stands for the whole comparison when Stop is pressed
         ended = session.begin("compare", compare)
         session.views.update({f"compare:{m}": v for m, v in views.items()})
-        for stale in COMPARE_MODES:
+        for stale in compare_modes:
             if stale not in chosen:
                 session.views.pop(f"compare:{stale}", None)
         try:
             if not chosen:
-                yield compare_outputs(views, "**Error:** choose at least one mode to compare.")
+                yield compare_outputs(
+                    compare_modes, views, "**Error:** choose at least one mode to compare."
+                )
                 return
             try:
-                settings = settings_for(model, turns, temperature, effort, api_key)
+                settings = settings_for(model, temperature, effort, api_key)
+                given: dict[str, list[Any]] = {mode: [] for mode in compare_modes}
+                for (mode, _), value in zip(compare_fields, values, strict=True):
+                    given[mode].append(value)
+                options_of = {mode: mode_options(mode, given[mode]) for mode in chosen}
             except LlamaberryError as error:
-                yield compare_outputs(views, f"**Error:** {page_words(str(error))}")
+                yield compare_outputs(compare_modes, views, f"**Error:** {page_words(str(error))}")
                 return
-            session.compare_turns = planned_turns(turns)
+            session.compare_options = options_of
             for mode, view in views.items():
-                view.planned = planned_turns(turns) if mode == "refine" else None
+                view.planned = planned(mode, options_of[mode])
                 view.begin()
-            yield compare_outputs(views, turns=planned_turns(turns))
-            given = {"turns": planned_turns(turns)}
+            yield compare_outputs(compare_modes, views, options=options_of)
             streams = {
-                mode: (lambda mode=mode: engine_events(settings, mode, question, store, given))
+                mode: (
+                    lambda mode=mode: engine_events(
+                        settings, mode, question, store, options_of[mode]
+                    )
+                )
                 for mode in chosen
             }
             async with contextlib.aclosing(merge(streams, tick=TICK)) as batches:
                 async for batch in batches:
                     for mode, event in batch:
                         apply(views[mode], event)
-                    yield compare_outputs(views, turns=planned_turns(turns))
+                    yield compare_outputs(compare_modes, views, options=options_of)
         finally:
             ended.set()
 
-    async def stop_tab(tab: str, session: Session) -> tuple[Any, ...]:
-        view = await session.settled(tab)
-        if view is None:
-            return tuple(gr.skip() for _ in range(4))
-        return run_outputs(view.stop())
+    run_compare = named(compare_chosen, [f"{mode}_{name}" for mode, name in compare_fields])
 
-    async def stop_refine(session):
-        """Show the stopped refine run: finished turns stay, the running one is marked."""
-        return await stop_tab("refine", session)
+    def stopper(mode: Mode):
+        async def stop(session):
+            view = await session.settled(mode)
+            if view is None:
+                return tuple(gr.skip() for _ in range(5))
+            return run_outputs(view.stop())
 
-    async def stop_steps(session):
-        """Show the stopped steps run."""
-        return await stop_tab("steps", session)
+        stop.__doc__ = f"Show the stopped {mode} run: what finished stays, the rest is marked."
+        return stop
 
     async def stop_compare(session):
         """Show the stopped comparison, card by card: what finished stays."""
         await session.settled("compare")
         views = {
             mode: session.views[f"compare:{mode}"].stop()
-            for mode in COMPARE_MODES
+            for mode in compare_modes
             if f"compare:{mode}" in session.views
         }
-        return compare_outputs(views, turns=session.compare_turns)
+        return compare_outputs(compare_modes, views, options=session.compare_options)
 
     def downloads(tab: str):
         def files(session):
@@ -490,7 +521,7 @@ def build_app(
         """Fill the model list from the endpoint; leave it as free text when that fails."""
         current = (current or "").strip() or base.model
         try:
-            settings = run_settings(base, current, None, None, None, api_key)
+            settings = run_settings(base, current, None, None, api_key)
             async with Engine(settings=settings, history=False) as engine:
                 names = await asyncio.wait_for(engine.models(), MODELS_TIMEOUT)
         except Exception as error:
@@ -535,7 +566,6 @@ def build_app(
                 )
                 refresh = gr.Button("Reload models", size="sm", scale=1)
             with gr.Row():
-                turns = gr.Slider(1, 10, value=planned_turns(None), step=1, label="Refine turns")
                 temperature = gr.Slider(
                     0.0,
                     2.0,
@@ -554,17 +584,20 @@ def build_app(
                 placeholder="Your own key, used for this browser session only",
                 info="Sent with each run and then forgotten: never logged, stored or shown.",
             )
-        settings_inputs = [model, turns, temperature, effort, api_key]
+        settings_inputs = [model, temperature, effort, api_key]
 
+        tabs: dict[str, dict[str, Any]] = {}
+        # The default mode's tab comes first (it is what a newcomer should try), then the
+        # others in the registry's order.
+        order = [registry.DEFAULT_MODE, *(m for m in compare_modes if m != registry.DEFAULT_MODE)]
         with gr.Tabs():
-            with gr.Tab("Refine", id="refine"):
-                refine = _run_tab(
-                    "refine", "Ask anything; each turn critiques the last and answers again."
-                )
-            with gr.Tab("Steps", id="steps"):
-                steps = _run_tab("steps", "The model reasons in titled steps, then answers.")
+            for mode in order:
+                spec = registry.get(mode)
+                with gr.Tab(mode_name(mode), id=mode):
+                    values = registry.options_for(mode, {}, option_defaults).model_dump()
+                    tabs[mode] = _run_tab(mode, spec.description, spec.options, values)
             with gr.Tab("Compare", id="compare"):
-                compare = _compare_tab()
+                compare = _compare_tab(compare_modes)
             if show_history:
                 with gr.Tab("History", id="history") as history_tab:
                     if store is None:
@@ -581,40 +614,46 @@ def build_app(
         # The sections show their own spinners; Gradio's overlay would hide what streamed.
         limit = {"concurrency_limit": max_runs, "concurrency_id": "runs", "show_progress": "hidden"}
         quick = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
-        for name, tab, run_fn, stop_fn in (
-            ("refine", refine, runner("refine", "refine"), stop_refine),
-            ("steps", steps, runner("steps", "steps"), stop_steps),
-        ):
-            outputs = [tab["answer"], tab["sections"], tab["summary"], tab["error"]]
-            inputs = [tab["question"], *settings_inputs, session]
+        for name, tab in tabs.items():
+            outputs = [tab["answer"], tab["sections"], tab["summary"], tab["error"], tab["details"]]
+            inputs = [tab["question"], *settings_inputs, *tab["options"], session]
             triggers = [tab["run"].click, tab["question"].submit]
             gr.on(triggers, busy, None, [tab["run"], *tab["downloads"]], **quick)
-            run_event = gr.on(triggers, run_fn, inputs, outputs, api_name=name, **limit)
+            run_event = gr.on(triggers, runner(name), inputs, outputs, api_name=name, **limit)
             offer = downloads(name)
             run_event.then(idle, None, tab["run"], **quick).then(
                 offer, [session], tab["downloads"], **quick
             )
             stop_run(tab["stop"], run_event)
             tab["stop"].click(
-                stop_fn, [session], outputs, api_name=f"stop_{name}", concurrency_limit=None
+                stopper(name), [session], outputs, api_name=f"stop_{name}", concurrency_limit=None
             ).then(idle, None, tab["run"], **quick).then(
                 offer, [session], tab["downloads"], **quick
             )
             # The bin on the sections clears the whole run: answer, summary and error too.
             tab["sections"].clear(
-                lambda: (gr.update(value="", visible=False), "", gr.update(visible=False)),
+                lambda: (
+                    gr.update(value="", visible=False),
+                    "",
+                    gr.update(visible=False),
+                    gr.update(visible=False),
+                ),
                 None,
-                [tab["answer"], tab["summary"], tab["error"]],
+                [tab["answer"], tab["summary"], tab["error"], tab["details"]],
                 **quick,
             )
 
         compare_out = [*compare["outputs"], compare["badge"], compare["error"]]
         compare_triggers = [compare["run"].click, compare["question"].submit]
         gr.on(compare_triggers, busy_compare, None, compare["run"], **quick)
+        compare_options = [
+            tabs[mode]["options"][list(registry.get(mode).options.model_fields).index(name)]
+            for mode, name in compare_fields
+        ]
         compare_run = gr.on(
             compare_triggers,
             run_compare,
-            [compare["question"], compare["modes"], *settings_inputs, session],
+            [compare["question"], compare["modes"], *settings_inputs, *compare_options, session],
             compare_out,
             api_name="compare",
             **limit,
@@ -625,7 +664,7 @@ def build_app(
             stop_compare, [session], compare_out, api_name="stop_compare", concurrency_limit=None
         ).then(idle, None, compare["run"], **quick)
         compare["modes"].change(
-            lambda modes: [gr.update(visible=m in (modes or [])) for m in COMPARE_MODES],
+            lambda modes: [gr.update(visible=m in (modes or [])) for m in compare_modes],
             compare["modes"],
             compare["columns"],
             api_visibility="private",
@@ -637,6 +676,19 @@ def build_app(
         refresh.click(load_models, [api_key, model], [model], api_visibility="private")
         api_key.submit(load_models, [api_key, model], [model], api_visibility="private")
     return app
+
+
+def named(run: Callable[..., Any], options: list[str]) -> Callable[..., Any]:
+    """`run` with its option parameters named, so the page's API names them (`turns=3`)
+    instead of numbering them; gradio passes them in order either way."""
+    signature = inspect.signature(run)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_POSITIONAL]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for name in [*options, "session"]
+    ]
+    run.__signature__ = signature.replace(parameters=[*fixed, *extra])  # type: ignore[attr-defined]
+    return run
 
 
 def stop_run(button: gr.Button, run_event: Any) -> None:
@@ -667,13 +719,25 @@ def _ask(name: str, hint: str) -> dict[str, Any]:
     return {"question": question, "run": run, "stop": stop}
 
 
-def _run_tab(name: str, hint: str) -> dict[str, Any]:
-    """A refine or steps tab: question, Run/Stop, the answer card, the sections, downloads."""
-    controls = _ask(name, hint)
+def _run_tab(
+    name: str, description: str, options: type[Options], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A mode's tab: what the mode does, question, Run/Stop, its options, the answer card,
+    the mode's own details, the sections, downloads."""
+    gr.Markdown(description, elem_classes=["lb-about"], elem_id=f"{name}-about")
+    controls = _ask(name, "Ask anything.")
+    option_controls = []
+    if options.model_fields:
+        with gr.Accordion("Options", open=False, elem_id=f"{name}-options"), gr.Row():
+            option_controls = [
+                option_control(name, option, field, values.get(option))
+                for option, field in options.model_fields.items()
+            ]
     error = gr.Markdown(visible=False, elem_classes=["lb-error"], elem_id=f"{name}-error")
     card = _answer_card(name)
+    details = gr.Markdown(visible=False, elem_classes=["lb-details"], elem_id=f"{name}-details")
     gr.Examples(EXAMPLES, inputs=[controls["question"]], label="Examples")
-    sections = _sections(name)
+    sections = _sections(name, mode_view(name).sections)
     with gr.Row():
         markdown = gr.DownloadButton(
             "Download Markdown", visible=False, size="sm", elem_id=f"{name}-download-md"
@@ -684,10 +748,56 @@ def _run_tab(name: str, hint: str) -> dict[str, Any]:
     return {
         **controls,
         **card,
+        "options": option_controls,
+        "details": details,
         "sections": sections,
         "error": error,
         "downloads": [markdown, json_file],
     }
+
+
+def unchecked(control: gr.Slider | gr.Number) -> Any:
+    """`control` with its value passed on as sent, for the mode's options model to check.
+
+    Gradio's own bounds check would answer an out-of-range value (from the page's API, or
+    typed in the box beside a slider) in its own words first; the options model is the one
+    place ranges are checked, so the page says what the CLI and the API say. (A subclass
+    would do it too, but gradio writes a stub file beside any module that defines one.)
+    """
+
+    def preprocess(payload: float | None) -> float | int | None:
+        return None if payload is None else gr.Number.round_to_precision(payload, control.precision)
+
+    control.preprocess = preprocess  # type: ignore[method-assign]
+    return control
+
+
+def option_control(mode: str, name: str, field: FieldInfo, value: Any) -> Any:
+    """The control for one option, drawn from its field: a slider over a small whole-number
+    range, a number box for a wide or open one, a checkbox for yes/no, a list for choices."""
+    kind = plain_type(field)
+    label = name.replace("_", " ").capitalize()
+    # The field says which mode it belongs to for the CLI's shared help; on its tab that is known.
+    about = (field.description or "").replace(f" ({mode}).", ".")
+    info = f"{about} {describe(field).capitalize()}.".strip()
+    common: dict[str, Any] = {
+        "label": label,
+        "info": info,
+        "elem_id": f"{mode}-{name}",
+        "min_width": 160,
+    }
+    if kind is bool:
+        return gr.Checkbox(value=bool(value), **common)
+    if get_origin(kind) is Literal:
+        return gr.Dropdown(list(get_args(kind)), value=value, **common)
+    if kind in (int, float):
+        low, high = bounds(field)
+        whole = kind is int
+        if low is not None and high is not None and (not whole or high - low <= SLIDER_SPAN):
+            step = 1 if whole else (high - low) / 100
+            return unchecked(gr.Slider(low, high, value=value, step=step, **common))
+        return unchecked(gr.Number(value=value, precision=0 if whole else None, **common))
+    return gr.Textbox(value=None if value is None else str(value), **common)
 
 
 def _answer_card(name: str) -> dict[str, Any]:
@@ -707,10 +817,10 @@ def _answer_card(name: str) -> dict[str, Any]:
     return {"answer": answer, "summary": summary}
 
 
-def _sections(name: str, label: str | None = None) -> gr.Chatbot:
-    """The turns or steps of a run, one section per call."""
+def _sections(name: str, label: str) -> gr.Chatbot:
+    """The calls of a run (its turns, steps, samples...), one section per call."""
     return gr.Chatbot(
-        label=label or ("Turns" if name.startswith("refine") else "Steps"),
+        label=label,
         height=560,
         sanitize_html=True,
         render_markdown=True,
@@ -723,13 +833,19 @@ def _sections(name: str, label: str | None = None) -> gr.Chatbot:
     )
 
 
-def _compare_tab() -> dict[str, Any]:
+def _compare_tab(compare_modes: Sequence[Mode]) -> dict[str, Any]:
     """The compare tab: one card per mode, all run at once, and whether their answers agree."""
-    controls = _ask("compare", "The same question through each mode, side by side.")
-    # Checked at first; the other cards (steps and the costly vote and drafts) start hidden.
-    checked = ["single", "refine"]
+    gr.Markdown(
+        "The same question through each mode at once, side by side. Each mode runs with the "
+        "options set on its own tab.",
+        elem_classes=["lb-about"],
+    )
+    controls = _ask("compare", "Ask anything.")
+    # Checked at first: the baseline (the registry lists it first) and the default mode; the
+    # others, the costly ones among them, are a tick away.
+    checked = [m for m in compare_modes if m in (compare_modes[0], registry.DEFAULT_MODE)]
     modes = gr.CheckboxGroup(
-        [(mode_name(m), m) for m in COMPARE_MODES],
+        [(mode_name(m), m) for m in compare_modes],
         value=checked,
         label="Modes",
         elem_id="compare-modes",
@@ -738,7 +854,7 @@ def _compare_tab() -> dict[str, Any]:
     badge = gr.Markdown(visible=False, elem_classes=["lb-badge"], elem_id="compare-badge")
     columns, outputs = [], []
     with gr.Row(equal_height=False):
-        for mode in COMPARE_MODES:
+        for mode in compare_modes:
             with gr.Column(
                 visible=mode in checked,
                 min_width=260,

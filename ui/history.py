@@ -23,7 +23,6 @@ HEADERS = ["id", "started (UTC)", "mode", "model", "status", "tokens", "seconds"
 # The question gets the room; the id stays (a click reads it) but narrow.
 WIDTHS: list[str | int] = ["10%", "13%", "7%", "13%", "8%", "8%", "8%", "33%"]
 NOTHING = "No saved run matches. Clear the search or pick another mode."
-MODES = ["all", *registry.names()]
 PROMPT = "Pick a run in the table (or paste its id) to reopen it."
 
 
@@ -99,16 +98,18 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
             return (
                 gr.update(value="", visible=False),
                 why,
-                [],
+                gr.update(value="", visible=False),
+                gr.update(value=[], label="Calls"),
                 gr.update(visible=False),
                 gr.update(visible=False),
             )
-        answer = view.answer_markdown()
+        answer, details = view.answer_markdown(), view.details_markdown()
         markdown, json_file = _export(view)
         return (
             gr.update(value=answer, visible=bool(answer)),
             view.summary_markdown() + (f"\n\n{view.error_markdown()}" if view.error else ""),
-            view.messages(),
+            gr.update(value=details, visible=bool(details)),
+            gr.update(value=view.messages(), label=view.look.sections),
             gr.update(value=markdown, visible=markdown is not None),
             gr.update(value=json_file, visible=json_file is not None),
         )
@@ -125,7 +126,8 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
         search = gr.Textbox(
             label="Search", placeholder="text in a question or answer", scale=3, min_width=180
         )
-        mode = gr.Dropdown(MODES, value="all", label="Mode", scale=1, min_width=100)
+        modes = ["all", *registry.names()]
+        mode = gr.Dropdown(modes, value="all", label="Mode", scale=1, min_width=100)
         reload = gr.Button("Refresh", scale=0, min_width=90)
     table = gr.Dataframe(
         headers=HEADERS,
@@ -155,15 +157,16 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
         summary = gr.Markdown(
             PROMPT, elem_classes=["lb-summary"], elem_id="history-summary", scale=1, min_width=200
         )
+    details = gr.Markdown(visible=False, elem_classes=["lb-details"], elem_id="history-details")
     sections = gr.Chatbot(
-        label="Turns and steps",
+        label="Calls",
         height=560,
         sanitize_html=True,
         render_markdown=True,
         group_consecutive_messages=False,
         buttons=[],
         feedback_options=None,
-        placeholder="The run's turns or steps appear here.",
+        placeholder="The run's calls (turns, steps, samples...) appear here.",
         elem_id="history-sections",
         elem_classes=["lb-sections"],
     )
@@ -178,7 +181,7 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
     inputs = [mode, search]
     for trigger in (reload.click, search.submit, mode.change):
         trigger(listed, inputs, [table, empty], show_progress="hidden")
-    shown_parts = [answer, summary, sections, markdown, json_file]
+    shown_parts = [answer, summary, details, sections, markdown, json_file]
     table.select(pick, [table], [run_id, *shown_parts], show_progress="hidden")
     for trigger in (open_button.click, run_id.submit):
         trigger(reopen, [run_id], shown_parts, show_progress="hidden")

@@ -1,15 +1,18 @@
 """Pure functions from a run's events to what the web page shows.
 
 `RunView` folds the engine's events into plain data; its methods render that data as Chatbot
-messages (one collapsible section per call) and Markdown. Nothing here imports gradio or does
-I/O, so every rule about what a person sees is tested without a browser.
+messages (one collapsible section per call) and Markdown. Every mode gets that generic view
+(the answer card, then one section per call); what a mode shows beyond it (vote's tally, the
+"Turn 2 of 3" of refine) is its entry in `MODE_VIEWS`, the one table here that names modes.
+Nothing here imports gradio or does I/O, so every rule about what a person sees is tested
+without a browser.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +29,9 @@ from llamaberry.events import (
 )
 from llamaberry.redact import redact
 from llamaberry.results import (
-    CallKind,
+    CallResult,
     FinalAnswer,
     Run,
-    Step,
     Synthesis,
     Turn,
     Usage,
@@ -53,7 +55,8 @@ class CallView:
     state: str = "running"  # running | done | stopped | failed
     seconds: float | None = None
     tokens: int | None = None
-    step_title: str | None = None
+    # A title the call's result gives itself (a step's), shown after 'Step 3: '.
+    own_title: str | None = None
     retry: str | None = None
     truncated: bool = False
     cut_off_by: str | None = None
@@ -66,14 +69,24 @@ class CallView:
     # The parsed answer of a finished turn (the fallback when the synthesis misses its format).
     answer: str | None = None
     structured: bool = False
+    # The parsed result once the call finished (a mode's view may show more of it).
+    result: CallResult | None = None
+    # How the mode this call belongs to draws it (its title, whether it folds), and the
+    # run it is part of (a title may depend on the other calls: a vote counts them).
+    look: ModeView | None = None
+    run_view: RunView | None = field(default=None, repr=False, compare=False)
 
     @property
     def title(self) -> str:
-        """'Turn 2', 'Synthesis', 'Step 3: Check the units', 'Answer'."""
+        """'Turn 2', 'Synthesis', 'Step 3: Check the units', 'Sample 2 · answer 42'."""
         base = call_title(self.kind, self.index)
-        own = _own_title(self.step_title, self.index)
+        own = _own_title(self.own_title, self.index)
         if own:
             base = f"{base}: {own}"
+        titled = self.look.title if self.look else None
+        named = titled(self.run_view, self) if titled and self.run_view else None
+        if named:
+            base = named
         if self.state == "stopped":
             base += " (stopped)"
         elif self.state == "failed":
@@ -85,9 +98,10 @@ class CallView:
         metadata: dict[str, Any] = {"title": self.title}
         if self.state == "running":
             metadata["status"] = "pending"
-        elif self.kind != "step":
-            # Turns are long: they fold once finished. Steps are short and stay open (as g1
-            # shows them); a section without a status is drawn open with no spinner.
+        elif not (self.look and self.kind in self.look.open_kinds):
+            # Turns and samples are long: they fold once finished. A mode's short calls
+            # (steps, as g1 shows them) stay open; a section without a status is drawn open
+            # with no spinner.
             metadata["status"] = "done"
         if self.seconds is not None:
             # A call of a few ms still took time: never shown as 0.0s.
@@ -138,7 +152,8 @@ class RunView:
     source: str | None = None
     error: str | None = None
     run: Run | None = None
-    # Refine turns asked for, so progress can say "Turn 2 of 3".
+    # How many of the mode's counted calls were asked for (refine's turns, vote's samples),
+    # so progress can say "Turn 2 of 3" or "2 of 5 samples done".
     planned: int | None = None
     started: float | None = None
     ended: float | None = None
@@ -147,26 +162,38 @@ class RunView:
 
     @classmethod
     def from_run(cls, run: Run) -> RunView:
-        """The view of a saved run, the same a live one ends with (History reopens runs so)."""
+        """The view of a saved run, the same a live one ends with (History reopens runs so).
+
+        Every parsed call in the run's result becomes a section, in the order its fields
+        declare them (turns then the synthesis, samples by number...).
+        """
         view = cls(mode=run.mode, model=run.model, state="running")
-        if run.mode == "refine":
-            view.planned = len(run.turns)
-        results: list[tuple[CallKind, Any]] = [("turn", turn) for turn in run.turns]
-        if run.mode == "single":
-            results = [("answer", turn) for turn in run.turns]
-        if run.synthesis is not None:
-            results.append(("synthesis", run.synthesis))
-        results += [("step", step) for step in run.steps]
-        if run.final is not None:
-            results.append(("answer", run.final))
-        for kind, result in results:
-            index = getattr(result, "index", 1)
-            view.calls.append(
-                CallView(kind, index, thinking=getattr(result, "thinking", None) or "")
-            )
-            view._finish_call(CallFinished(kind=kind, index=index, result=result))
+        look = view.look
+        for name in type(run.result).model_fields:
+            value = getattr(run.result, name)
+            items = [
+                i
+                for i in (value if isinstance(value, list) else [value])
+                if isinstance(i, CallResult)
+            ]
+            if all(isinstance(getattr(i, "index", None), int) for i in items):
+                # Concurrent calls are kept in the order they finished; shown by number.
+                items.sort(key=lambda i: getattr(i, "index", 0))
+            kinds = {c.kind for c in run.calls}
+            kind = look.kinds.get(name) or _field_kind(name, kinds, isinstance(value, list))
+            for result in items:
+                index = getattr(result, "index", 1)
+                view.calls.append(
+                    CallView(kind, index, thinking=result.thinking or "", look=look, run_view=view)
+                )
+                view._finish_call(CallFinished(kind=kind, index=index, result=result))
         view._finish_run(run)
         return view
+
+    @property
+    def look(self) -> ModeView:
+        """How this run's mode is drawn beyond the generic view."""
+        return mode_view(self.mode)
 
     def apply(self, event: object) -> RunView:
         """Fold one engine event into the view and return the view."""
@@ -174,7 +201,7 @@ class RunView:
             self.mode, self.model, self.state = event.mode, event.model, "running"
             self.begin()
         elif isinstance(event, CallStarted):
-            self.calls.append(CallView(event.kind, event.index))
+            self.calls.append(CallView(event.kind, event.index, look=self.look, run_view=self))
         elif isinstance(event, TextDelta):
             call = self._call(event.kind, event.index)
             # A step's raw JSON is shown parsed when it finishes, not as it arrives.
@@ -234,7 +261,7 @@ class RunView:
             if call.kind == kind and call.index == index:
                 return call
         # Steps may announce a call only once it succeeds; show it from its first sign of life.
-        call = CallView(kind, index)
+        call = CallView(kind, index, look=self.look, run_view=self)
         self.calls.append(call)
         return call
 
@@ -242,16 +269,16 @@ class RunView:
         call = self._call(event.kind, event.index)
         result = event.result
         call.state = "done"
+        call.result = result
         call.seconds = result.seconds
         call.tokens = result.usage.total_tokens
         call.retry = None
         call.truncated = bool(getattr(result, "truncated", False))
         call.cut_off_by = getattr(result, "cut_off_by", None)
-        if isinstance(result, Step):
-            call.step_title = result.title
-            call.text = result.content
-        elif isinstance(result, Turn | Synthesis | FinalAnswer):
-            call.text = result.content
+        # Any mode's parsed call: its text as parsed (a step's content, not its raw JSON).
+        call.text = result.content
+        own = getattr(result, "title", None)
+        call.own_title = own if isinstance(own, str) else None
         if isinstance(result, Turn):
             call.answer, call.structured = result.answer, result.structured
         if isinstance(result, Synthesis):
@@ -327,7 +354,7 @@ class RunView:
 
     @property
     def thinking_seconds(self) -> float:
-        """Time spent on reasoning steps (the steps mode's 'total thinking time')."""
+        """Time spent on reasoning steps ('total thinking time' of a chain of steps)."""
         return sum(c.seconds or 0.0 for c in self.calls if c.kind == "step")
 
     @property
@@ -362,7 +389,8 @@ class RunView:
             return ""
         answer = shown(self.answer.strip())
         if not self.detail:
-            return answer
+            # A mode whose answer is short by design (vote's winner) heads the card with it.
+            return f"### {answer}" if self.look.headline and _headline(answer) else answer
         if _headline(answer):
             return f"### {answer}\n\n{shown(self.detail)}"
         return f"{answer}\n\n{shown(self.detail)}"
@@ -390,13 +418,19 @@ class RunView:
 
     def progress(self) -> str:
         """Where a running run stands: 'Turn 2 of 3 · 12s · 340 tokens so far'."""
-        current = next((c for c in reversed(self.calls) if c.state == "running"), None)
+        running = [c for c in self.calls if c.state == "running"]
+        current = running[-1] if running else None
+        counted = self.look.counted[1] if self.look.counted else None
         if current is None:
             doing = "Starting"
-        elif current.kind == "turn" and self.planned:
-            doing = f"Turn {current.index} of {self.planned}"
-        elif current.kind == "step":
-            doing = f"Step {current.index}"
+        elif sum(1 for c in running if c.kind == current.kind) > 1:
+            # Calls made at once (vote's samples, drafts' drafts): how many are back.
+            done = sum(1 for c in self.calls if c.kind == current.kind and c.state == "done")
+            kind = sum(1 for c in self.calls if c.kind == current.kind)
+            total = self.planned if current.kind == counted and self.planned else kind
+            doing = f"{done} of {total} {current.kind}s done"
+        elif current.kind == counted and self.planned:
+            doing = f"{call_title(current.kind, current.index)} of {self.planned}"
         else:
             doing = call_title(current.kind, current.index)
         if current is not None and current.retry:
@@ -409,26 +443,29 @@ class RunView:
 
     def summary_markdown(self) -> str:
         """Beside the answer: progress while it runs, then how it ended and what it cost."""
-        if self.state == "idle":
+        if self.state == "idle" or (self.state == "failed" and self.started is None):
+            # Not begun (or refused before it began: the error line says why).
             return ""
         if self.state == "running":
             return self.progress()
         parts = [{"ok": "Done", "failed": "Failed", "cancelled": "Stopped"}[self.state]]
-        steps = sum(1 for c in self.calls if c.kind == "step" and c.state == "done")
-        if steps:
-            parts.append(
-                f"{steps} steps · total thinking time {format_duration(self.thinking_seconds)}"
-            )
-        elif self.mode == "refine":
-            turns = sum(1 for c in self.calls if c.kind == "turn" and c.state == "done")
-            if turns:
-                parts.append(f"{turns} turn{'s' if turns != 1 else ''}")
+        if self.look.summary is not None:
+            parts += self.look.summary(self)
+        elif self.look.counted:
+            kind = self.look.counted[1]
+            done = sum(1 for c in self.calls if c.kind == kind and c.state == "done")
+            if done:
+                parts.append(f"{done} {kind}{'s' if done != 1 else ''}")
         seconds = self.seconds if self.seconds is not None else self.elapsed
         if seconds is not None:
             parts.append(f"{format_duration(seconds)} in all")
         parts.append(_tokens(self.usage if self.run else Usage(total_tokens=self.tokens_so_far)))
         line = " · ".join(parts)
         return f"{line}\n\n{self.answer_label()}" if self.answer and self.source else line
+
+    def details_markdown(self) -> str:
+        """What the mode shows under the answer card beyond the generic view (vote's tally)."""
+        return self.look.details(self) if self.look.details is not None else ""
 
     def live_markdown(self) -> str:
         """For a compare card: the answer when known, else the call now streaming, else the
@@ -458,7 +495,8 @@ class RunView:
             if call.kind == "answer" and self.answer:
                 continue
             parts.append(f"**{shown(call.title)}**\n\n{shown(call.text) or WAITING}")
-        return "\n\n---\n\n".join(parts)
+        details = self.details_markdown()
+        return "\n\n---\n\n".join([details, *parts] if details else parts)
 
 
 # Errors written for the terminal, as the page says them.
@@ -525,14 +563,13 @@ def _tokens(usage: Usage) -> str:
     return f"{usage.total_tokens:,} tokens"
 
 
-MODE_NAMES = {"single": "Single answer", "refine": "Refine", "steps": "Steps"}
-
-
-def mode_name(mode: str, turns: int | None = None) -> str:
-    """A mode as a person names it: 'Single answer', 'Refine · 3 turns', 'Steps'."""
-    name = MODE_NAMES.get(mode, mode.replace("_", " ").capitalize())
-    if mode == "refine" and turns:
-        name += f" · {turns} turn{'s' if turns != 1 else ''}"
+def mode_name(mode: str, options: Mapping[str, Any] | None = None) -> str:
+    """A mode as a person names it: 'Single answer', 'Refine · 3 turns', 'Vote · 5 samples'."""
+    look = mode_view(mode)
+    name = look.label or mode.replace("_", " ").capitalize()
+    if look.counted and options and options.get(look.counted[0]):
+        count = int(options[look.counted[0]])
+        name += f" · {count} {look.counted[1]}{'s' if count != 1 else ''}"
     return name
 
 
@@ -561,3 +598,176 @@ def agreement(views: Iterable[RunView]) -> tuple[str, str]:
     if len({answer_key(a) for a in answers}) == 1:
         return f"✓ The {len(answers)} answers agree", "agree"
     return f"≠ The answers differ ({len(answers)} modes)", "differ"
+
+
+# -- what each mode shows beyond the generic view --------------------------------------------
+
+# A saved result's fields whose call kind their name does not say.
+_FIELD_KINDS = {"final": "answer"}
+
+
+def _field_kind(name: str, kinds: set[str], many: bool) -> str:
+    """The call kind a result's field holds: the run's call kind it names ("turns" holds
+    "turn" calls, "echoes" "echo", "replies" "reply"), else what `_FIELD_KINDS` says."""
+    for kind in sorted(kinds, key=len, reverse=True):
+        plurals = {kind, f"{kind}s", f"{kind}es", f"{kind[:-1]}ies" if kind.endswith("y") else kind}
+        if name in plurals:
+            return kind
+    return _FIELD_KINDS.get(name) or (name.removesuffix("s") if many else name)
+
+
+@dataclass(frozen=True)
+class ModeView:
+    """How one mode's run is drawn beyond the generic view (the answer card, then one section
+    per call titled 'Kind N', folded once done). Every part is optional: a mode with no entry
+    in `MODE_VIEWS` gets the generic view, so a new mode shows in the page unchanged."""
+
+    # How a person names the mode ('Single answer'); else its name, capitalised.
+    label: str | None = None
+    # The option that sets how many calls of which kind a run makes ("turns", "turn"): the
+    # compare card says 'Refine · 3 turns' and progress 'Turn 2 of 3'.
+    counted: tuple[str, str] | None = None
+    # The title of the sections that hold the calls.
+    sections: str = "Calls"
+    # Call kinds whose sections stay open once done (short ones, read as a chain).
+    open_kinds: frozenset[str] = frozenset()
+    # The answer is short by design (a voted answer): it heads the card.
+    headline: bool = False
+    # The parts of the summary line after 'Done' ('3 steps · total thinking time 1.2s').
+    summary: Callable[[RunView], list[str]] | None = None
+    # Markdown under the answer card (vote's tally).
+    details: Callable[[RunView], str] | None = None
+    # A call's own title ('Sample 2 · answer 42'), given its run; None keeps 'Kind N'.
+    title: Callable[[RunView, CallView], str | None] | None = None
+    # Where a saved result's field does not name its call kind ({"turns": "answer"}).
+    kinds: Mapping[str, str] = field(default_factory=dict)
+
+
+def _steps_summary(view: RunView) -> list[str]:
+    steps = sum(1 for c in view.calls if c.kind == "step" and c.state == "done")
+    if not steps:
+        return []
+    return [f"{steps} steps · total thinking time {format_duration(view.thinking_seconds)}"]
+
+
+def _sample_title(view: RunView, call: CallView) -> str | None:
+    if call.state != "done" or call.result is None:
+        return None
+    answer, key = getattr(call.result, "answer", None), getattr(call.result, "key", None)
+    if not answer:
+        return f"{call_title(call.kind, call.index)} · no answer it could read"
+    # The tally names each answer as first written; say so where this sample wrote it
+    # another way ("three", counted as 3).
+    same = [
+        c.result
+        for c in view.calls
+        if c.kind == call.kind and c.result is not None and getattr(c.result, "key", None) == key
+    ]
+    first = min(same, key=lambda r: getattr(r, "finished", 0), default=call.result)
+    counted = getattr(first, "answer", answer)
+    said = f"answer {answer}" + (f" (counted as {counted})" if counted != answer else "")
+    return f"{call_title(call.kind, call.index)} · {said}"
+
+
+def _confidence(count: int, readable: int) -> str:
+    """The agreement ratio in words a person can act on."""
+    if readable == 1:
+        return "only one readable answer, so no agreement to measure"
+    if count == readable:
+        return f"all {readable} agree: high confidence"
+    ratio = count / readable
+    if ratio >= 0.8:
+        return "high confidence"
+    if ratio > 0.5:
+        return "a majority, not a consensus"
+    return "no majority: low confidence, the samples disagree"
+
+
+def vote_details(view: RunView) -> str:
+    """The tally of a vote run: votes per answer, the winner, the agreement and any tie."""
+    from llamaberry.vote import tally
+
+    samples = [c.result for c in view.calls if c.kind == "sample" and c.result is not None]
+    if not samples:
+        return ""
+    # The run's own count once it has finished; the same rule over what is back until then.
+    result = view.run.result if view.run is not None else None
+    if getattr(result, "votes", None):
+        votes, winner = dict(result.votes), result.winner  # type: ignore[union-attr]
+    else:
+        votes, winner, _ = tally(samples)  # type: ignore[arg-type]
+    readable = sum(votes.values())
+    unread = len(samples) - readable
+    lines = []
+    if winner is not None and votes:
+        count = votes[winner]
+        share = round(100 * count / readable)
+        if view.finished:
+            lines.append(
+                f"**Agreement {share}%**: {count} of {readable} answers are "
+                f"**{shown(winner)}**, {_confidence(count, readable)}."
+            )
+        else:
+            planned = view.planned or len([c for c in view.calls if c.kind == "sample"])
+            lines.append(
+                f"**Counting**: {len(samples)} of {planned} samples back; "
+                f"**{shown(winner)}** leads with {count}."
+            )
+    lines += ["", "| Answer | Votes |", "| --- | --- |"]
+    for answer, count in votes.items():
+        mark = " ✓" if answer == winner and view.finished else ""
+        lines.append(f"| {_cell(answer)}{mark} | {'●' * count} {count} |")
+    top = max(votes.values(), default=0)
+    tied = [a for a, c in votes.items() if c == top]
+    if len(tied) > 1 and winner is not None:
+        others = ", ".join(_cell(a) for a in tied if a != winner)
+        lines += [
+            "",
+            f"*Tie*: {_cell(winner)} and {others} have {top} vote{'s' if top != 1 else ''} "
+            f"each. The rule: the answer that reached {top} first wins, counting samples in "
+            f"the order they finished, so {_cell(winner)}.",
+        ]
+    if unread:
+        lines += [
+            "",
+            f"{unread} sample{'s' if unread != 1 else ''} gave no answer that could be read "
+            "and did not vote.",
+        ]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Text fit for a Markdown table cell: one line, no column breaks."""
+    return shown(" ".join(text.split())).replace("|", "\\|")
+
+
+def _vote_summary(view: RunView) -> list[str]:
+    samples = sum(1 for c in view.calls if c.kind == "sample" and c.state == "done")
+    parts = [f"{samples} sample{'s' if samples != 1 else ''}"] if samples else []
+    agreement = getattr(view.run.result, "agreement", None) if view.run else None
+    if agreement is not None:
+        parts.append(f"agreement {round(100 * agreement)}%")
+    return parts
+
+
+# The only place in ui/ that names modes: how each is drawn beyond the generic view.
+MODE_VIEWS: dict[str, ModeView] = {
+    "single": ModeView(label="Single answer", kinds={"turns": "answer"}, sections="Reply"),
+    "refine": ModeView(counted=("turns", "turn"), sections="Turns"),
+    "steps": ModeView(sections="Steps", open_kinds=frozenset({"step"}), summary=_steps_summary),
+    "vote": ModeView(
+        counted=("samples", "sample"),
+        sections="Samples",
+        headline=True,
+        summary=_vote_summary,
+        details=vote_details,
+        title=_sample_title,
+    ),
+    "drafts": ModeView(counted=("drafts", "draft"), sections="Drafts and synthesis"),
+}
+GENERIC = ModeView()
+
+
+def mode_view(mode: str) -> ModeView:
+    """How `mode`'s runs are drawn: its entry in `MODE_VIEWS`, else the generic view."""
+    return MODE_VIEWS.get(mode, GENERIC)

@@ -672,3 +672,71 @@ def test_a_mode_added_to_the_registry_gets_a_tab_runs_and_is_compared_and_kept(
     # The newest is compare's, at the tab's default of 2 repeats.
     assert [m["metadata"]["title"] for m in view.messages()] == ["Echo 1", "Echo 2"]
     assert view.answer_markdown() == "echo of hello"
+
+
+# -- reflect -------------------------------------------------------------------------------------
+
+CHAIN = """<step>The word is s-t-r-a-w-b-e-r-r-y.</step>
+<step>The r's are at positions 3, 8 and 9.</step>
+<reflection>Spelling it out makes the count reliable.</reflection>
+<reward>0.6</reward>
+<step>Three positions, so three r's.</step>
+<answer>3</answer>
+<reflection>Checked letter by letter; confident.</reflection>
+<reward>0.9</reward>"""
+
+
+def test_reflect_shows_each_step_with_its_reward_and_reflection_then_the_answer(server, client):
+    server.reply_with(None)
+    server.enqueue(Reply(CHAIN, chunk_delay=0.02, chunk_words=2))
+    job = client.submit(
+        "How many r's in strawberry?",
+        *settings_args(),
+        step_budget=6,
+        reflect_every=2,
+        api_name="/reflect",
+    )
+    answer, chat, summary, error, details = unwrap(job.result(timeout=30))
+
+    assert not error
+    assert answer == "3"
+    assert chat_titles(chat) == [
+        "Step 1",
+        "Step 2 · ▰▰▰▰▰▰▱▱▱▱ reward 0.60 · adjust",
+        "Step 3",
+    ]
+    # Steps stay open, each with its text; a reflection sits under the step it follows.
+    assert all("status" not in m["metadata"] for m in chat)
+    assert text(chat[1]) == (
+        "The r's are at positions 3, 8 and 9.\n\n"
+        "> **Reflection:** Spelling it out makes the count reliable."
+    )
+    assert "**Rewards**, the model's own score of its progress (0 to 1): 0.60 → 0.90 (answer)" in (
+        details
+    )
+    assert (
+        "**Final reflection** ▰▰▰▰▰▰▰▰▰▱ reward 0.90 · go on: Checked letter by letter; confident."
+    ) in details
+    assert summary.startswith("Done · 3 steps · last reward 0.90 · ")
+    # The steps came one by one as the chain streamed, not all at the end.
+    seen = {len(o[1]) for o in map(unwrap, job.outputs()) if o[1]}
+    assert {1, 2, 3} <= seen
+
+
+def test_reflect_says_when_its_step_budget_stopped_it(server, client):
+    server.reply_with(None)
+    runaway = "".join(f"<step>Thinking about it, round {n}.</step>\n" for n in range(1, 40))
+    closing = "<answer>3</answer><reflection>Ran long.</reflection><reward>0.4</reward>"
+    server.enqueue(Reply(runaway, chunk_delay=0.005, chunk_words=2), closing)
+    answer, chat, summary, error, details = predict(
+        client, "q", *settings_args(), step_budget=3, api_name="/reflect"
+    )
+    assert not error and answer == "3"
+    assert chat_titles(chat) == ["Step 1", "Step 2", "Step 3"]
+    assert summary.startswith("Done · 3 steps · last reward 0.40 · ")
+    assert (
+        "*The chain went past its budget of 3 steps, so it was stopped after step 3 "
+        "(the Step budget option).*"
+    ) in details
+    assert "**Final reflection** ▰▰▰▰▱▱▱▱▱▱ reward 0.40 · go back: Ran long." in details
+    assert len(server.requests) == 2

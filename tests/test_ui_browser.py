@@ -18,7 +18,7 @@ from llamaberry.store import Store
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
 from .conftest import FIRST_TURN, SYNTHESIS, refine_script
-from .test_ui_app import drafting, launched, voting
+from .test_ui_app import CHAIN, drafting, launched, voting
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -423,7 +423,7 @@ def test_the_page_fits_a_phone_with_the_answer_on_the_first_screen(browser, url,
         run = page.locator("#refine-run").bounding_box()
         question = page.locator("#refine-q").bounding_box()
         assert run["y"] > question["y"] + question["height"] - 1  # Run under the question
-        for tab in ("Single answer", "Steps", "Vote", "Drafts", "Compare", "History"):
+        for tab in ("Single answer", "Steps", "Vote", "Drafts", "Reflect", "Compare", "History"):
             open_tab(page, tab)
             assert page.evaluate(wider) is False, tab
     finally:
@@ -474,3 +474,16 @@ def test_options_the_mode_refuses_are_one_line_in_the_page(page, server):
     error.get_by_text("min_steps (30) is larger than max_steps (25).", exact=False).wait_for()
     assert error.inner_text().count("\n") == 0
     assert chats(server) == []
+
+
+def test_the_reflect_tab_shows_each_reward_beside_its_step(page, server):
+    server.reply_with(None)
+    server.enqueue(CHAIN)
+    open_tab(page, "Reflect")
+    ask(page, "How many r's in strawberry?", tab="reflect")
+    page.locator("#reflect-details").get_by_text("Final reflection", exact=False).wait_for()
+    sections = page.locator("#reflect-sections")
+    sections.get_by_text("Step 2 · ▰▰▰▰▰▰▱▱▱▱ reward 0.60 · adjust").wait_for()
+    sections.get_by_text("Spelling it out makes the count reliable.").wait_for()
+    assert page.locator("#reflect-answer").inner_text().strip() == "3"
+    assert "0.60 → 0.90 (answer)" in page.locator("#reflect-details").inner_text()

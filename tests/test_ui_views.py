@@ -397,8 +397,8 @@ def test_compare_says_whether_finished_answers_agree():
     assert agreement([answered("3"), RunView(state="running")]) == ("", "")
 
 
-async def test_saved_vote_and_drafts_runs_reopen_as_their_live_views_ended():
-    from .test_ui_app import drafting, voting
+async def test_saved_vote_drafts_and_reflect_runs_reopen_as_their_live_views_ended():
+    from .test_ui_app import CHAIN, drafting, voting
 
     async with FakeServer() as server:
         server.reply_with(voting(["7", "seven", "8"]))
@@ -406,7 +406,9 @@ async def test_saved_vote_and_drafts_runs_reopen_as_their_live_views_ended():
             vote = fold([e async for e in engine.stream("vote", "q", samples=3)])
             server.reply_with(drafting)
             drafts = fold([e async for e in engine.stream("drafts", "q", drafts=2)])
-    for live in (vote, drafts):
+            server.reply_with(lambda request: CHAIN)
+            reflect = fold([e async for e in engine.stream("reflect", "q", reflect_every=2)])
+    for live in (vote, drafts, reflect):
         assert live.run is not None
         reopened = RunView.from_run(live.run)
         assert reopened.messages() == live.messages()

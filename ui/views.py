@@ -87,6 +87,9 @@ class CallView:
         named = titled(self.run_view, self) if titled and self.run_view else None
         if named:
             base = named
+        elif self.result is not None and self.result.badge():
+            # A few words a result wants beside its title (a self-scored reward).
+            base = f"{base} · {self.result.badge()}"
         if self.state == "stopped":
             base += " (stopped)"
         elif self.state == "failed":
@@ -107,7 +110,9 @@ class CallView:
             # A call of a few ms still took time: never shown as 0.0s.
             metadata["duration"] = max(round(self.seconds, 2), 0.01 if self.seconds > 0 else 0.0)
         notes = []
-        if self.tokens is not None:
+        if self.tokens:
+            # None or 0: not counted for this call apart (a reflect step is part of one
+            # streamed call, which carries the tokens).
             notes.append(f"{self.tokens:,} tokens")
         if self.truncated:
             notes.append(cut_off_line(self.cut_off_by))
@@ -119,6 +124,14 @@ class CallView:
         body = self.text
         if not body:
             body = THINKING if self.state == "running" else WAITING
+        remark = self.result.remark() if self.result is not None else ""
+        if remark:
+            # A line a result wants under its content (a reflection on it), set apart.
+            named = self.look.remark if self.look and self.look.remark else ""
+            lines = remark.splitlines()
+            if named:
+                lines[0] = f"**{named}:** {lines[0]}"
+            body += "\n\n" + "\n".join(f"> {line}" for line in lines)
         metadata["title"] = shown(metadata["title"])
         if "log" in metadata:
             metadata["log"] = shown(metadata["log"])
@@ -157,6 +170,9 @@ class RunView:
     planned: int | None = None
     started: float | None = None
     ended: float | None = None
+    # What the engine did to the run as a whole (a step budget that stopped it, an answer
+    # taken from elsewhere), one line each: notes about no call the page shows.
+    notes: list[str] = field(default_factory=list)
 
     # -- folding events ----------------------------------------------------------------------
 
@@ -187,6 +203,17 @@ class RunView:
                     CallView(kind, index, thinking=result.thinking or "", look=look, run_view=view)
                 )
                 view._finish_call(CallFinished(kind=kind, index=index, result=result))
+        # The run's notes about calls it does not show as sections (a step budget that
+        # stopped the chain); notes about a shown call were drawn in its section live.
+        shown_calls = {(c.kind, c.index) for c in view.calls}
+        view.notes = [
+            line
+            for line in run.notes
+            if not any(
+                f"{call_title(k, i)} " in line or line.startswith(call_title(k, i))
+                for k, i in shown_calls
+            )
+        ]
         view._finish_run(run)
         return view
 
@@ -218,7 +245,11 @@ class RunView:
             call.streamed = 0
             call.retry = event.reason
         elif isinstance(event, CallNote):
-            self._call(event.kind, event.index).notes.append(event.message)
+            known = self._known(event.kind, event.index)
+            if known is None:
+                self.notes.append(event.message)
+            else:
+                known.notes.append(event.message)
         elif isinstance(event, CallFinished):
             self._finish_call(event)
         elif isinstance(event, RunFinished):
@@ -255,6 +286,9 @@ class RunView:
     def _end(self) -> None:
         if self.ended is None:
             self.ended = time.monotonic()
+
+    def _known(self, kind: str, index: int) -> CallView | None:
+        return next((c for c in reversed(self.calls) if c.kind == kind and c.index == index), None)
 
     def _call(self, kind: str, index: int) -> CallView:
         for call in reversed(self.calls):
@@ -465,7 +499,9 @@ class RunView:
 
     def details_markdown(self) -> str:
         """What the mode shows under the answer card beyond the generic view (vote's tally)."""
-        return self.look.details(self) if self.look.details is not None else ""
+        if self.look.details is not None:
+            return self.look.details(self)
+        return notes_markdown(self)
 
     def live_markdown(self) -> str:
         """For a compare card: the answer when known, else the call now streaming, else the
@@ -510,7 +546,13 @@ def page_words(message: str) -> str:
     """An error line with its terminal advice (flags, env vars) put in the page's terms."""
     for terminal, page in _PAGE_WORDS:
         message = message.replace(terminal, page)
-    return message
+    # A mode option's flag is an option on the mode's tab: "(--step-budget)" reads as
+    # "(the Step budget option)".
+    return re.sub(
+        r"--([a-z][a-z-]*)",
+        lambda flag: f"the {flag.group(1).replace('-', ' ').capitalize()} option",
+        message,
+    )
 
 
 def _own_title(title: str | None, index: int) -> str | None:
@@ -639,8 +681,15 @@ class ModeView:
     details: Callable[[RunView], str] | None = None
     # A call's own title ('Sample 2 · answer 42'), given its run; None keeps 'Kind N'.
     title: Callable[[RunView, CallView], str | None] | None = None
+    # What a result's remark is, said before it ("Reflection").
+    remark: str | None = None
     # Where a saved result's field does not name its call kind ({"turns": "answer"}).
     kinds: Mapping[str, str] = field(default_factory=dict)
+
+
+def notes_markdown(view: RunView) -> str:
+    """The run's own notes (not about any one section), one line each."""
+    return "\n\n".join(f"*{shown(page_words(line))}*" for line in view.notes)
 
 
 def _steps_summary(view: RunView) -> list[str]:
@@ -750,6 +799,61 @@ def _vote_summary(view: RunView) -> list[str]:
     return parts
 
 
+def _meter(reward: float) -> str:
+    """A reward from 0 to 1 as a ten-cell bar: '▰▰▰▰▰▰▰▱▱▱'."""
+    full = round(max(0.0, min(1.0, reward)) * 10)
+    return "▰" * full + "▱" * (10 - full)
+
+
+def _rewarded(view: RunView) -> list[tuple[CallView, float]]:
+    """The calls that carry a self-scored reward, with it, in order."""
+    found = []
+    for call in view.calls:
+        reward = getattr(call.result, "reward", None)
+        if isinstance(reward, int | float):
+            found.append((call, float(reward)))
+    return found
+
+
+def _reward_title(view: RunView, call: CallView) -> str | None:
+    reward = getattr(call.result, "reward", None)
+    if call.result is None or not isinstance(reward, int | float):
+        return None
+    return f"{call_title(call.kind, call.index)} · {_meter(reward)} {call.result.badge()}"
+
+
+def reflect_details(view: RunView) -> str:
+    """A reflect run beyond its steps: the trail of rewards, the final reflection and
+    reward, and why the chain stopped where it did."""
+    lines = []
+    trail = _rewarded(view)
+    if trail:
+        marks = " → ".join(
+            f"{reward:.2f}" + (" (answer)" if call.kind == "answer" else "")
+            for call, reward in trail
+        )
+        lines.append(f"**Rewards**, the model's own score of its progress (0 to 1): {marks}")
+    final = next((c for c in view.calls if c.kind == "answer" and c.result is not None), None)
+    if final is not None and final.result is not None and final.result.remark():
+        reward = getattr(final.result, "reward", None)
+        scored = f" {_meter(reward)} {final.result.badge()}" if reward is not None else ""
+        lines.append(f"**Final reflection**{scored}: {shown(final.result.remark())}")
+    budget_stopped = getattr(view.run.result, "budget_stopped", False) if view.run else False
+    if budget_stopped and not any("budget" in line for line in view.notes):
+        lines.append("*The step budget stopped the chain; its answer was asked for at once.*")
+    notes = notes_markdown(view)
+    return "\n\n".join([*lines, notes] if notes else lines)
+
+
+def _reflect_summary(view: RunView) -> list[str]:
+    steps = sum(1 for c in view.calls if c.kind == "step" and c.state == "done")
+    parts = [f"{steps} step{'s' if steps != 1 else ''}"] if steps else []
+    trail = _rewarded(view)
+    if trail:
+        parts.append(f"last reward {trail[-1][1]:.2f}")
+    return parts
+
+
 # The only place in ui/ that names modes: how each is drawn beyond the generic view.
 MODE_VIEWS: dict[str, ModeView] = {
     "single": ModeView(label="Single answer", kinds={"turns": "answer"}, sections="Reply"),
@@ -764,6 +868,14 @@ MODE_VIEWS: dict[str, ModeView] = {
         title=_sample_title,
     ),
     "drafts": ModeView(counted=("drafts", "draft"), sections="Drafts and synthesis"),
+    "reflect": ModeView(
+        sections="Steps, reflections and rewards",
+        remark="Reflection",
+        open_kinds=frozenset({"step"}),
+        summary=_reflect_summary,
+        details=reflect_details,
+        title=_reward_title,
+    ),
 }
 GENERIC = ModeView()
 

@@ -542,7 +542,9 @@ def test_drafts_shows_each_draft_folded_then_the_synthesis_as_the_answer(server,
 @pytest.mark.parametrize("mode", ["vote", "drafts"])
 def test_stop_closes_a_run_of_concurrent_calls_and_marks_each(server, client, mode):
     server.reply_with(None)
-    server.reply_with(lambda request: Reply(" ".join(["word"] * 300), chunk_delay=0.05))
+    # Slow, sparse pieces: still streaming at Stop, without redrawing the page so often that a
+    # loaded machine cannot answer the cancel in time.
+    server.reply_with(lambda request: Reply(" ".join(["word"] * 100), chunk_delay=0.2))
     options = {"samples": 2} if mode == "vote" else {"drafts": 2}
     job = client.submit("q", *settings_args(), api_name=f"/{mode}", **options)
     wait_for(job, lambda o: len(o[1]) == 2 and all("word" in text(m) for m in o[1]))
@@ -740,3 +742,24 @@ def test_reflect_says_when_its_step_budget_stopped_it(server, client):
     ) in details
     assert "**Final reflection** ▰▰▰▰▱▱▱▱▱▱ reward 0.40 · go back: Ran long." in details
     assert len(server.requests) == 2
+
+
+def test_stop_ends_a_reflect_chain_and_keeps_its_finished_steps(server, client):
+    server.reply_with(None)
+    runaway = "".join(f"<step>Thinking about it, round {n}.</step>\n" for n in range(1, 40))
+    server.enqueue(Reply(runaway, chunk_delay=0.05, chunk_words=2))
+    job = client.submit("q", *settings_args(), step_budget=30, api_name="/reflect")
+    wait_for(job, lambda o: len(o[1]) >= 3)
+
+    job.cancel()
+    _, chat, summary, error, _ = predict(client, api_name="/stop_reflect")
+
+    assert summary.startswith("Stopped") and not error
+    titles = chat_titles(chat)
+    assert titles[:2] == ["Step 1", "Step 2"]
+    assert text(chat[0]) == "Thinking about it, round 1."
+    # Nothing is left spinning: a step that was being written is marked stopped.
+    assert all(m["metadata"].get("status") != "pending" for m in chat)
+    assert all(t.startswith("Step ") for t in titles)
+    time.sleep(0.5)
+    assert len(server.requests) == 1  # no closing call after Stop

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 
@@ -50,17 +52,44 @@ async def engine(server: FakeServer):
         yield built
 
 
+def mode_of(request: RecordedRequest) -> str:
+    """Which mode sent `request`, told apart the way `mode_script` tells them apart."""
+    if request.json_mode:
+        return "steps"
+    if request.system is None:
+        return "single"
+    return "refine" if "## " in request.system else "steps"
+
+
 async def test_modes_run_concurrently(server: FakeServer, engine: Engine):
-    # Each mode takes about 0.6 s in calls: single 1 x 0.6, refine 2 x 0.3, steps 4 x 0.15.
-    server.reply_with(mode_script(latency={"single": 0.6, "refine": 0.3, "steps": 0.15}))
-    await engine.models()  # the SDK loads on first use; keep its import out of the timing
+    # Every call is held until each of the three modes has a call at the server. Run one after
+    # another, the first mode's call would wait out the gate alone and be answered before the
+    # other modes sent anything; the order of arrivals and answers shows which happened, on a
+    # machine of any speed (a wall-clock bound did not, on a busy 2-core box).
+    answer = mode_script()
+    seen: set[str] = set()
+    all_in_flight = asyncio.Event()
+
+    async def gated(request: RecordedRequest) -> Reply | Fault:
+        seen.add(mode_of(request))
+        if seen == {"single", "refine", "steps"}:
+            all_in_flight.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in_flight.wait(), 10)
+        all_in_flight.set()  # timed out: let the rest through, the order below then fails
+        return answer(request)
+
+    server.reply_with(gated)
     started = time.perf_counter()
     result = await engine.compare(QUESTION, modes=("single", "refine", "steps"))
     wall = time.perf_counter() - started
     assert [e.status for e in result.entries] == ["ok"] * 4
-    # Run one after another they would take 1.8 s; together, about the slowest mode's 0.6 s.
-    assert 0.6 <= wall < 1.2
-    assert result.seconds == pytest.approx(wall, abs=0.1)
+    firsts = [next(r for r in server.requests if mode_of(r) == m) for m in sorted(seen)]
+    assert len(firsts) == 3
+    # Every mode's first call reached the server before any of them was answered.
+    assert max(r.received_at for r in firsts) < min(r.answered_at or 0 for r in firsts)
+    # The comparison reports its own wall time, which spans each mode's run.
+    assert max(run.seconds for run in result.runs) <= result.seconds <= wall
 
 
 async def test_every_mode_is_reported_with_answer_tokens_and_seconds(

@@ -25,12 +25,15 @@ def test_request_pacing_is_asyncio_throttle_with_a_roll_over_margin():
 def test_the_margin_covers_the_send_to_count_lag_and_costs_under_two_percent_in_a_minute():
     assert rollover_margin(60.0) == 1.0
     assert rollover_margin(60.0) / 60.0 < 0.02
-    assert rollover_margin(1.0) >= 0.1  # the lag does not shrink with the window
+    # The lag does not shrink with the window, and a loaded machine spreads it by over 0.1 s.
+    assert rollover_margin(1.0) >= 0.3
 
 
 async def test_calls_across_several_window_roll_overs_draw_no_429():
     # The server allows 4 requests in any 1 s window and answers the fifth with a 429; with
-    # retries off, a single collision at a roll-over would fail a run.
+    # retries off, a single collision at a roll-over would fail a run. Without the margin every
+    # run of this test draws one; with the old 0.1 s floor one in ten did on a loaded 2-core
+    # machine, where client and server share one event loop and its send-to-count lag.
     arrivals: list[float] = []
     async with FakeServer(rpm_limit=4, limit_window=1.0, latency=0.02) as server:
         server.reply_with(lambda request: arrivals.append(time.perf_counter()) or "ok")

@@ -32,7 +32,7 @@ from llamaberry.options import Options
 from llamaberry.results import CallResult, ModeResult
 from llamaberry.runner import ModeSpec, RunContext, to_messages
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
-from ui.app import build_app, serve
+from ui.app import build_app, merge, serve
 
 from .conftest import FIRST_TURN, SYNTHESIS, refine_script
 
@@ -195,6 +195,36 @@ def test_stop_closes_the_run_at_once_and_keeps_the_finished_turn(server, client)
     sent = len(server.requests)
     time.sleep(0.5)
     assert sent == len(server.requests) == 2  # no synthesis, nothing after Stop
+
+
+async def test_a_stop_that_lands_with_an_event_still_cancels_every_stream():
+    # Stop cancels the task reading `merge`. On Python 3.11 `asyncio.wait_for` dropped a cancel
+    # that arrived in the same loop turn as the next event: the page drew "Stopped" after its
+    # grace while the run streamed on and asked for its next turn.
+    closed = asyncio.Event()
+    reader: asyncio.Task[None] | None = None
+
+    async def stream():
+        try:
+            yield "an event"
+            assert reader is not None
+            reader.cancel()  # Stop, pressed just as the event was handed on
+            await asyncio.Event().wait()
+        finally:
+            closed.set()
+
+    async def read() -> None:
+        async with contextlib.aclosing(merge({"refine": stream}, tick=1.0)) as batches:
+            async for _ in batches:
+                pass
+
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.wait({reader}, timeout=10)  # not `await reader`: that would cancel it
+        assert reader.cancelled()
+        assert closed.is_set()  # the stream was closed, so its HTTP response is too
+    finally:
+        reader.cancel()
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -271,7 +271,10 @@ async def merge(
     try:
         while running:
             try:
-                batch = [await asyncio.wait_for(queue.get(), tick)]
+                # Not asyncio.wait_for: on Python 3.11 it drops a cancel (Stop) that arrives in
+                # the same loop turn as the next event, and the run would stream on.
+                async with asyncio.timeout(tick):
+                    batch = [await queue.get()]
             except TimeoutError:
                 yield []
                 continue

@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from llamaberry.clients import POOL_SIZE
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -237,7 +239,7 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
             f"N refine runs started at once, server latency {conc['latency_ms']:.0f} ms per "
             "call; every (variant, N) in a fresh client process after one warm-up run; the "
             "connection pool is sized N for all. `raw` is one plain `AsyncGroq`; `raw_pooled` "
-            "is the raw SDK with its N connections spread over pools of 32 as the engine "
+            f"is the raw SDK with its N connections spread over pools of {POOL_SIZE} as the engine "
             "spreads them (see below). Wall is the median over the repetitions; "
             "CPU is the client's user + system time per run; memory per run is (peak RSS - "
             "RSS before the batch) / N. Server CPU is the fake server's, in its own process.",
@@ -492,7 +494,7 @@ def plot(figures: dict[str, Any], path: Path) -> None:
         for name, label, style in (
             ("engine", "llamaberry engine", "o-"),
             ("raw", "raw groq.AsyncGroq, one pool", "s--"),
-            ("raw_pooled", "raw groq.AsyncGroq, pools of 32", "^:"),
+            ("raw_pooled", f"raw groq.AsyncGroq, pools of {POOL_SIZE}", "^:"),
         ):
             axis.plot(levels, [value(row[name]) for row in rows], style, label=label)
         axis.set_xscale("log")

@@ -58,6 +58,19 @@ OPENAI_API_URL = "https://api.openai.com/v1"
 # request, so one pool of N connections costs O(N^2) per request; at a few hundred concurrent
 # runs that outweighs everything else. Pools of at most this many connections keep it flat.
 POOL_SIZE = 8
+# A new connection must be made within this many seconds when little else is going on...
+CONNECT_TIMEOUT = 10.0
+# ...and this much longer for every call in flight: one event loop opening a burst of connections
+# (a thousand runs started at once) serves them one by one, each a socket and, on a real
+# endpoint, a TLS handshake of its own; on a busy machine the last waited past 10 s and was
+# retried (194 of 4000 calls at load 13), though nothing was wrong with the endpoint.
+CONNECT_TIMEOUT_PER_CALL = 0.05
+
+
+def connect_timeout(in_flight: int, timeout: float) -> float:
+    """Seconds a call may take to open a connection with `in_flight` calls under way (itself
+    included), never more than the call's whole `timeout`."""
+    return min(timeout, CONNECT_TIMEOUT + CONNECT_TIMEOUT_PER_CALL * max(0, in_flight - 1))
 
 
 @dataclass(frozen=True)
@@ -324,6 +337,7 @@ class ChatClient:
         self._sdks: list[Any] = []  # SDK clients, one small connection pool each
         self._wires: list[_Wire] = []  # how a call is sent through each of them
         self._busy: list[int] = []  # calls in flight on each
+        self._in_flight = 0  # on all of them
         self._models: list[str] | None = None
         # Set once the endpoint has answered 404 for this model: later calls fail at once.
         self._model_missing = False
@@ -352,7 +366,7 @@ class ChatClient:
             api_key=self._api_key,
             base_url=self._base_url,
             max_retries=0,
-            timeout=http.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            timeout=http.Timeout(self.timeout, connect=connect_timeout(1, self.timeout)),
             http_client=http_client(
                 limits=http.Limits(
                     max_connections=connections,
@@ -703,9 +717,12 @@ class ChatClient:
         pool = self._pool()
         busy = self._busy
         busy[pool] += 1
+        self._in_flight += 1
         sent = time.perf_counter()
         try:
-            response = await self._wires[pool].send(params, stream)
+            response = await self._wires[pool].send(
+                params, stream, connect=connect_timeout(self._in_flight, self.timeout)
+            )
             try:
                 headers = dict(response.headers)
                 self.limiter.observe(headers)
@@ -789,6 +806,7 @@ class ChatClient:
             raise translated from None
         finally:
             busy[pool] -= 1
+            self._in_flight -= 1
 
     # -- error handling ----------------------------------------------------------------------
 
@@ -800,6 +818,8 @@ class ChatClient:
         if status is None and not in_stream:
             if name in ("InvalidURL", "UnsupportedProtocol"):  # not worth a retry
                 return ProviderError(f"{self.provider}: the base URL is not usable: {error}")
+            if name == "ConnectTimeout":
+                return ProviderTimeoutError(f"Could not connect to {self._where()} in time.")
             if "Timeout" in name:
                 return ProviderTimeoutError(self._timed_out())
             transport = type(error).__module__.startswith(("httpx", "httpcore", "h11"))
@@ -1020,15 +1040,20 @@ class _Wire:
             log=logging.getLogger(http.__name__),
         )
 
-    async def send(self, body: dict[str, Any], stream: bool) -> Any:
+    async def send(self, body: dict[str, Any], stream: bool, connect: float) -> Any:
         """Post `body` as JSON and return the response, its body unread; a refused request
-        raises the SDK's typed error for its status, as the SDK itself would."""
+        raises the SDK's typed error for its status, as the SDK itself would. A new connection
+        must be made within `connect` seconds."""
+        timeouts = self.extensions.get("timeout")
+        extensions = self.extensions
+        if isinstance(timeouts, dict) and timeouts.get("connect") != connect:
+            extensions = {**extensions, "timeout": {**timeouts, "connect": connect}}
         request = self.http.Request(
             "POST",
             self.url,
             headers=self.headers,
             content=orjson.dumps({**body, "stream": stream}),
-            extensions=self.extensions,
+            extensions=extensions,
         )
         response = await self.transport.handle_async_request(request)
         response.request = request

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from llamaberry import Engine, RunFailedError
 from llamaberry.cli import cli
-from llamaberry.clients import Deadline
+from llamaberry.clients import Deadline, connect_timeout
 from llamaberry.testing import FakeServer, Fault, Reply
 
 from .conftest import FIRST_TURN, refine_script
@@ -124,3 +124,12 @@ async def test_a_run_bound_that_passes_while_the_consumer_holds_an_event_stops_t
     assert run is not None and run.status == "failed" and run.error_kind == "timeout"
     assert run.error.startswith("Answer failed: the run took longer than its 1s bound")
     assert run.calls[0].reply.startswith("tok")
+
+
+def test_the_connect_timeout_grows_with_the_calls_in_flight_up_to_the_call_timeout():
+    # A lone call to a host that never answers still fails its connect in 10 s; a burst of a
+    # thousand connects from one event loop gets the time one loop needs to open them.
+    assert connect_timeout(1, 120.0) == 10.0
+    assert connect_timeout(1000, 120.0) == pytest.approx(10.0 + 0.05 * 999)
+    assert connect_timeout(5000, 120.0) == 120.0
+    assert connect_timeout(1, 3.0) == 3.0

@@ -482,3 +482,29 @@ async def test_read_as_it_streams_a_long_chain_comes_out_as_read_whole(server: F
     got = [(s.content, s.reflection, s.reward_written) for s in run.result.steps]
     assert got == [(p.content, p.reflection, p.reward) for p in whole.steps]
     assert len(got) == 39 and run.answer == "42" and run.result.final.reward == 0.8
+
+
+async def test_the_budget_comes_from_the_engine_or_the_environment_like_any_option(
+    server: FakeServer, monkeypatch
+):
+    from llamaberry import InputError
+
+    server.reply_with(lambda request: CHAIN)
+    monkeypatch.setenv("LLAMABERRY_REFLECT_EVERY", "4")
+    async with Engine(
+        api_key="k", base_url=server.groq_base_url, history=False, step_budget=7
+    ) as engine:
+        run = await engine.run("reflect", "q")
+        assert run.settings["step_budget"] == 7 and run.settings["reflect_every"] == 4
+        assert "budget of 7 steps" in (server.requests[0].system or "")
+        monkeypatch.setenv("LLAMABERRY_REFLECT_EVERY", "0")
+        try:
+            await engine.run("reflect", "q")
+        except InputError as error:
+            line = str(error)
+        else:
+            raise AssertionError("a bad LLAMABERRY_REFLECT_EVERY was taken")
+    assert line == (
+        "reflect_every must be a whole number from 1 to 20 (got 0). "
+        "It comes from LLAMABERRY_REFLECT_EVERY."
+    )

@@ -300,6 +300,10 @@ async def test_eval_scores_reflect_s_answer_and_its_final_stage(server: FakeServ
         report = await evaluate(engine, load_dataset(path), ("reflect",))
     assert [(r.mode, r.correct) for r in report.results] == [("reflect", True), ("reflect", False)]
     assert [(s.stage, s.correct) for s in report.results[0].stages] == [("final", True)]
+    # The last reward on the answer is the mode's own confidence, checked against correctness.
+    assert [r.confidence for r in report.results] == [0.95, 0.95]
+    [band] = [b for b in report.confidence if b.mode == "reflect"]
+    assert (band.bucket, band.items, band.correct) == ("80–99%", 2, 1)
     assert stage_answers(await _run(server)) == [("final", "3")]
 
 

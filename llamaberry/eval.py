@@ -1139,19 +1139,22 @@ def write_results(report: Report, path: Path) -> None:
 
 
 def draw_chart(report: Report, path: Path) -> None:
-    """Save a PNG: accuracy after each turn (95% intervals) beside the single baseline, and
-    accuracy against mean tokens, one point per mode."""
+    """Save a PNG: accuracy after each turn (95% intervals) beside the single baseline; for
+    modes that draw answers side by side, one alone against the mode's answer and any right;
+    and accuracy against mean tokens, one point per mode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     staged = list(dict.fromkeys(t.mode for t in report.stages))
-    colours: dict[str, str] = {m: f"C{i}" for i, m in enumerate(report.modes)}  # both panels
-    panels = 2 if staged else 1
+    colours: dict[str, str] = {m: f"C{i}" for i, m in enumerate(report.modes)}  # every panel
+    panels = 1 + bool(staged) + bool(report.samples)
     figure, axes_list = plt.subplots(1, panels, figsize=(6 * panels, 4.2), dpi=120, squeeze=False)
     if staged:
         _draw_turns(axes_list[0][0], report, staged, colours)
+    if report.samples:
+        _draw_samples(axes_list[0][panels - 2], report, colours)
     axes = axes_list[0][-1]
     for s in report.summaries:
         if s.accuracy is None or s.mean_tokens is None:
@@ -1181,6 +1184,45 @@ def draw_chart(report: Report, path: Path) -> None:
     plt.close(figure)
 
 
+def _draw_baseline(axes: Any, report: Report) -> None:
+    """Single's accuracy as a dashed line over its 95% band, where single ran."""
+    baseline = next((s for s in report.summaries if s.mode == "single"), None)
+    if baseline is not None and baseline.accuracy is not None:
+        axes.axhspan(baseline.low or 0.0, baseline.high or 0.0, color="grey", alpha=0.15)
+        axes.axhline(
+            baseline.accuracy, color="grey", linestyle="--", label="single (baseline, 95% band)"
+        )
+
+
+def _draw_samples(axes: Any, report: Report, colours: dict[str, str]) -> None:
+    """Per mode that draws answers side by side: one answer alone, the mode's own answer and
+    any answer right, each with its 95% interval over items, over the single baseline."""
+    names = ["one answer alone", "the mode's answer", "any answer right"]
+    _draw_baseline(axes, report)
+    for offset, a in enumerate(report.samples):
+        shift = (offset - (len(report.samples) - 1) / 2) * 0.12  # side by side, not on top
+        figures = [
+            (a.sample_accuracy, a.sample_low, a.sample_high),
+            (a.accuracy, a.low, a.high),
+            (a.any_accuracy, a.any_low, a.any_high),
+        ]
+        xs = [i + shift for i in range(len(names))]
+        ys = [value for value, _, _ in figures]
+        below = [max(0.0, value - low) for value, low, _ in figures]
+        above = [max(0.0, high - value) for value, _, high in figures]
+        # No value labels: side by side they would overlap; the report has the figures.
+        axes.errorbar(
+            xs, ys, yerr=[below, above], fmt="o", capsize=4, label=a.mode, color=colours[a.mode]
+        )
+    axes.set_xticks(range(len(names)), names)
+    axes.set_xlim(-0.5, len(names) - 0.5)
+    axes.set_ylim(-0.05, 1.05)
+    axes.set_ylabel("accuracy (95% interval)")
+    axes.set_title("each answer drawn against the mode's")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left", fontsize="small")
+
+
 def _draw_turns(axes: Any, report: Report, staged: list[Mode], colours: dict[str, str]) -> None:
     """Accuracy after each stage of the modes that have stages, over the single baseline."""
     names: list[str] = []
@@ -1188,12 +1230,7 @@ def _draw_turns(axes: Any, report: Report, staged: list[Mode], colours: dict[str
         if t.stage not in names:
             names.append(t.stage)
     positions = {name: i for i, name in enumerate(names)}
-    baseline = next((s for s in report.summaries if s.mode == "single"), None)
-    if baseline is not None and baseline.accuracy is not None:
-        axes.axhspan(baseline.low or 0.0, baseline.high or 0.0, color="grey", alpha=0.15)
-        axes.axhline(
-            baseline.accuracy, color="grey", linestyle="--", label="single (baseline, 95% band)"
-        )
+    _draw_baseline(axes, report)
     for offset, mode in enumerate(staged):
         mine = [t for t in report.stages if t.mode == mode]
         shift = (offset - (len(staged) - 1) / 2) * 0.08  # side by side, not on top

@@ -13,6 +13,7 @@ import pytest
 from llamaberry import Engine
 from llamaberry.eval import (
     confidence_band,
+    draw_chart,
     evaluate,
     load_dataset,
     report_markdown,
@@ -171,3 +172,13 @@ async def test_single_draws_nothing_side_by_side(report):
     assert all(r.samples == [] and r.sample_accuracy is None for r in single)
     assert all(r.confidence is None for r in single)
     assert {s.mode for s in report.samples} == {"vote", "drafts"}
+
+
+async def test_the_chart_shows_each_answer_drawn_against_the_mode_s(report, tmp_path: Path):
+    path = tmp_path / "chart.png"
+    draw_chart(report, path)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+    assert width > height * 2  # two panels: each answer against the mode's, and by cost

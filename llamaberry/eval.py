@@ -1087,8 +1087,8 @@ def report_markdown(report: Report) -> str:
             *_confidence_lines(report.confidence),
             "",
             "A mode's confidence is its own: vote's is its agreement, the winning answer's share "
-            "of the samples that gave a readable answer. A confidence worth reading is right more "
-            "often where it is higher.",
+            "of the samples that gave a readable answer; reflect's is the reward the model gave "
+            "its own answer. A confidence worth reading is right more often where it is higher.",
         ]
     if any(s.failures for s in report.summaries):
         lines += ["", "Failed runs are not scored; rerun the same command to retry them."]

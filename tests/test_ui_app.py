@@ -673,6 +673,8 @@ def test_a_mode_added_to_the_registry_gets_a_tab_runs_and_is_compared_and_kept(
     app = build_app(Settings(base_url=fake.groq_base_url, max_retries=0), history=store)
     tabs = {b.label: b for b in app.blocks.values() if isinstance(b, gr.Tab)}
     assert "Echo" in tabs
+    intro = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "intro")
+    assert ", Echo; **Compare**" in intro.value
     port = free_port()
     serve(app, host="127.0.0.1", port=port, block=False, quiet=True)
     try:

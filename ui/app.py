@@ -543,11 +543,19 @@ def build_app(
         choices = names if current in names else [current, *names]
         return gr.update(choices=choices, value=current, info="Models the endpoint serves.")
 
+    # The default mode's tab comes first (it is what a newcomer should try), then the others
+    # in the registry's order.
+    order = [registry.DEFAULT_MODE, *(m for m in compare_modes if m != registry.DEFAULT_MODE)]
+
     with gr.Blocks(title="llamaberry", analytics_enabled=False) as app:
         session = gr.State(Session())
         gr.Markdown(
             "# llamaberry\nA fast model, given several passes at your question. "
-            "Watch it think, then compare it with a single answer."
+            "Watch it think, then compare it with a single answer.\n\n"
+            # On a phone most tabs sit behind a menu: this line says they are there.
+            f"One tab per way of thinking: {', '.join(mode_name(m) for m in order)}; "
+            "**Compare** runs them side by side.",
+            elem_id="intro",
         )
         if base.embedded:
             gr.Markdown(
@@ -590,9 +598,6 @@ def build_app(
         settings_inputs = [model, temperature, effort, api_key]
 
         tabs: dict[str, dict[str, Any]] = {}
-        # The default mode's tab comes first (it is what a newcomer should try), then the
-        # others in the registry's order.
-        order = [registry.DEFAULT_MODE, *(m for m in compare_modes if m != registry.DEFAULT_MODE)]
         with gr.Tabs():
             for mode in order:
                 spec = registry.get(mode)

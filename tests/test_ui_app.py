@@ -675,6 +675,11 @@ def test_a_mode_added_to_the_registry_gets_a_tab_runs_and_is_compared_and_kept(
     assert "Echo" in tabs
     intro = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "intro")
     assert ", Echo; **Compare**" in intro.value
+    # Its options fold is drawn from its options model, titled with the values a run will use.
+    folded = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "echo-options")
+    assert folded.label == "Options · repeats 2"
+    slider = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "echo-repeats")
+    assert (slider.minimum, slider.maximum, slider.value) == (1, 4, 2)
     port = free_port()
     serve(app, host="127.0.0.1", port=port, block=False, quiet=True)
     try:

@@ -469,6 +469,9 @@ def test_options_the_mode_refuses_are_one_line_in_the_page(page, server):
     box = page.locator("#steps-min_steps input[type='number']")
     box.fill("30")
     box.press("Tab")
+    # The fold's title says what the run will use.
+    folded = page.locator("#steps-options")
+    folded.get_by_text("Options · min steps 30, max steps 25", exact=False).wait_for()
     ask(page, "q", tab="steps")
     error = page.locator("#steps-error")
     error.get_by_text("min_steps (30) is larger than max_steps (25).", exact=False).wait_for()

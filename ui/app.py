@@ -734,13 +734,25 @@ def _run_tab(
     the mode's own details, the sections, downloads."""
     gr.Markdown(description, elem_classes=["lb-about"], elem_id=f"{name}-about")
     controls = _ask(name, "Ask anything.")
-    option_controls = []
+    option_controls: list[Any] = []
     if options.model_fields:
-        with gr.Accordion("Options", open=False, elem_id=f"{name}-options"), gr.Row():
+        names = list(options.model_fields)
+        title = options_title(names, [values.get(option) for option in names])
+        with gr.Accordion(title, open=False, elem_id=f"{name}-options") as folded, gr.Row():
             option_controls = [
                 option_control(name, option, field, values.get(option))
                 for option, field in options.model_fields.items()
             ]
+        # The folded title says what the next run will use, so it need not be opened to know.
+        for control in option_controls:
+            control.change(
+                lambda *chosen: gr.update(label=options_title(names, chosen)),
+                option_controls,
+                folded,
+                queue=False,
+                api_visibility="private",
+                show_progress="hidden",
+            )
     error = gr.Markdown(visible=False, elem_classes=["lb-error"], elem_id=f"{name}-error")
     card = _answer_card(name)
     details = gr.Markdown(visible=False, elem_classes=["lb-details"], elem_id=f"{name}-details")
@@ -778,6 +790,16 @@ def unchecked(control: gr.Slider | gr.Number) -> Any:
 
     control.preprocess = preprocess  # type: ignore[method-assign]
     return control
+
+
+def options_title(names: Sequence[str], values: Sequence[Any]) -> str:
+    """The Options fold's title with the values set: 'Options · turns 3'."""
+    shown = []
+    for option, value in zip(names, values, strict=True):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        shown.append(f"{option.replace('_', ' ')} {'—' if value is None else value}")
+    return "Options · " + ", ".join(shown)
 
 
 def option_control(mode: str, name: str, field: FieldInfo, value: Any) -> Any:

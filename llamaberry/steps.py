@@ -41,6 +41,12 @@ RETRIES_PER_STEP = 2
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 # The model's rejected reply is shown back to it, but a runaway one is not worth resending whole.
 _MAX_ECHO = 2000
+# The longest title and content a grammar-bound server (llama.cpp) lets the model write. The
+# content is "a paragraph or two" (about 100 words); at the densest text measured on the tiny
+# model (1.4 characters a token: digits, symbols) a whole step then still fits the local
+# provider's default budget of 512 tokens, so the grammar closes a runaway step, not the budget.
+TITLE_LIMIT = 120
+CONTENT_LIMIT = 600
 
 
 class _StepReply(BaseModel):
@@ -48,10 +54,11 @@ class _StepReply(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, strict=True)
 
-    # The maxLength is for grammar-bound servers only (it is not validated here): it makes the
-    # model close a title that runs away ("8888..." until the budget, seen on the tiny model).
-    title: str = Field(min_length=1, json_schema_extra={"maxLength": 120})
-    content: str = Field(min_length=1)
+    # The maxLengths are for grammar-bound servers only (they are not validated here): they make
+    # the model close a field that runs away instead of writing until the budget cuts the JSON
+    # off ("8888..." titles, counting loops and drift in content, seen on the tiny model).
+    title: str = Field(min_length=1, json_schema_extra={"maxLength": TITLE_LIMIT})
+    content: str = Field(min_length=1, json_schema_extra={"maxLength": CONTENT_LIMIT})
     next_action: Literal["continue", "final_answer"]
 
     @field_validator("next_action", mode="before")

@@ -42,7 +42,8 @@ without structured outputs: every ``json_schema`` request is refused with 400 na
 
 A reply longer than the request's ``max_completion_tokens`` (or ``max_tokens``) is cut at
 that many words, reasoning first, and ends with ``finish_reason: "length"``, as a real
-server's would.
+server's would. The ``"llamacpp"`` flavor first holds a JSON reply to its schema's
+``maxLength`` limits (a longer string is closed at the limit), as llama.cpp's grammar does.
 
 Token accounting is deterministic, so tests can assert on it:
 
@@ -387,6 +388,26 @@ def _strict_schema_problem(schema: Any, path: str = "schema") -> str | None:
     if isinstance(schema.get("items"), dict):
         return _strict_schema_problem(schema["items"], f"{path}.items")
     return None
+
+
+def _held_to_schema(reply: Reply, schema: dict[str, Any]) -> Reply:
+    """The reply as llama.cpp's grammar lets the model write it: a string property of the
+    schema's top-level object that would run past its ``maxLength`` is closed there."""
+    try:
+        data = json.loads(reply.text)
+    except ValueError:
+        return reply
+    properties = schema.get("properties")
+    if not isinstance(data, dict) or not isinstance(properties, dict):
+        return reply
+    held = dict(data)
+    for key, value in data.items():
+        limit = properties.get(key, {}).get("maxLength") if isinstance(key, str) else None
+        if isinstance(value, str) and isinstance(limit, int) and len(value) > limit:
+            held[key] = value[:limit]
+    if held == data:
+        return reply
+    return dataclasses.replace(reply, text=json.dumps(held, ensure_ascii=False))
 
 
 def _cut_to_budget(reply: Reply, budget: int | None) -> Reply:
@@ -1147,6 +1168,8 @@ class FakeServer:
         # A reply scripted to end in "length" plays one cut off by the request's budget, so it
         # is charged the whole budget, as a real server's would be.
         scripted_cut = reply.finish_reason == "length" and reply.usage is None
+        if llamacpp and request.json_schema is not None:
+            reply = _held_to_schema(reply, request.json_schema)
         reply = self._shape(request, reply, prompt_tokens)
 
         if (

@@ -414,6 +414,27 @@ async def test_a_reply_longer_than_its_budget_is_cut_off(server: FakeServer) -> 
     assert fits.choices[0].message.content == "one two three"
 
 
+async def test_llama_cpp_closes_a_json_string_at_its_schemas_max_length() -> None:
+    # llama.cpp compiles the schema to a grammar, so the model cannot write past a maxLength:
+    # the string is closed there and the object goes on. Other servers take what is scripted.
+    schema = {
+        "type": "object",
+        "properties": {"title": {"type": "string", "maxLength": 5}, "n": {"type": "integer"}},
+        "required": ["title", "n"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "t", "strict": True, "schema": schema}}
+    runaway = json.dumps({"title": "8888888888", "n": 1})
+    for flavor, title in (("llamacpp", "88888"), ("openai", "8888888888")):
+        async with FakeServer(flavor=flavor) as server:
+            server.enqueue(runaway)
+            completion = await openai_client(server).chat.completions.create(
+                model=MODEL, messages=HELLO, response_format=fmt
+            )
+        content = completion.choices[0].message.content
+        assert json.loads(content or "") == {"title": title, "n": 1}, flavor
+
+
 async def test_json_validation_can_be_switched_off() -> None:
     async with FakeServer(json_validation=False) as server:
         server.enqueue("plain")

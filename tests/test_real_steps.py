@@ -12,7 +12,7 @@ import json
 import pytest
 
 from llamaberry import Engine, Run, RunFailedError
-from llamaberry.local import LocalServer
+from llamaberry.local import LOCAL_MAX_TOKENS, LocalServer
 
 pytestmark = pytest.mark.real
 
@@ -43,32 +43,34 @@ def valid_as_written(reply: str) -> bool:
     )
 
 
-def first_tries(run: Run) -> list[bool]:
-    """For each step the run asked for, whether its first reply was valid as written."""
-    seen: dict[int, bool] = {}
+def first_replies(run: Run) -> list[str]:
+    """For each step the run asked for, its first reply as the model wrote it."""
+    seen: dict[int, str] = {}
     for call in run.calls:
         if call.kind == "step" and call.index not in seen:
-            seen[call.index] = valid_as_written(call.reply)
+            seen[call.index] = call.reply
     return list(seen.values())
 
 
-async def test_steps_asked_with_the_schema_are_mostly_valid_on_the_first_try(
+async def test_steps_asked_with_the_schema_are_valid_on_the_first_try(
     local_model: LocalServer,
 ):
-    # Issue 18 asks for 9 in 10. Alone this test sees 24 of 24; after the rest of the real
-    # tier has run on the same server it has seen 20 and 21 of 24, the misses being the tiny
-    # model running a field away to the budget. So it pins what holds, three in four, and the
-    # 9-in-10 target stays open on the issue rather than being claimed here.
-    valid: list[bool] = []
-    # 24 steps, so one unlucky sample cannot swing the share; a budget a step rarely reaches,
-    # so what is measured is the schema's hold on the form, not our own cut-off.
-    async with Engine(provider="local", max_tokens=256, history=False) as engine:
+    # Issue 18 asks for 9 in 10. The misses the tiny model makes, sampled at the server's own
+    # temperature, are fields that run away (drift, counting loops) until the budget cuts the
+    # JSON off; the grammar closes the title and content at their maxLength first, and the
+    # budget is the local provider's default, which a whole bounded step fits.
+    replies: list[str] = []
+    # 24 steps, so one unlucky sample cannot swing the share.
+    async with Engine(provider="local", max_tokens=LOCAL_MAX_TOKENS, history=False) as engine:
         for question in QUESTIONS:
             try:
                 run = await engine.steps(question, min_steps=3, max_steps=3)
             except RunFailedError as failed:
                 run = failed.run
             assert {c.response_format for c in run.calls if c.kind == "step"} == {"json_schema"}
-            valid += first_tries(run)
-    assert len(valid) >= 20
-    assert sum(valid) / len(valid) >= 0.75, f"{sum(valid)} of {len(valid)} valid on the first try"
+            replies += first_replies(run)
+    assert len(replies) >= 20
+    misses = [reply[:160] for reply in replies if not valid_as_written(reply)]
+    valid = len(replies) - len(misses)
+    # The misses are shown, so a failure in CI says how the model went wrong.
+    assert valid / len(replies) >= 0.9, f"{valid} of {len(replies)} valid; misses: {misses}"

@@ -869,5 +869,27 @@ async def test_a_server_that_enforces_lengths_is_sent_them(server: FakeServer, e
     properties = server.requests[0].json_schema["properties"]
     # ... and a runaway title is cut short by the grammar (maxLength), which strict servers refuse.
     assert properties["title"] == {"type": "string", "minLength": 1, "maxLength": 120}
-    assert properties["content"] == {"type": "string", "minLength": 1}
+    assert properties["content"] == {"type": "string", "minLength": 1, "maxLength": 600}
     assert server.requests[0].body["response_format"]["json_schema"]["strict"] is True
+
+
+async def test_a_grammar_bound_server_closes_a_runaway_step_before_its_budget():
+    # The tiny real model's misses were contents that ran on (counting, drifting) until the
+    # budget cut the JSON off. On llama.cpp the grammar closes the content at its maxLength,
+    # so the step arrives whole and valid as written, not cut off and mended or re-asked.
+    counting = "Counting the days: " + ", ".join(f"year {n} has 365 days" for n in range(400))
+    async with FakeServer(flavor="llamacpp") as server:
+        server.enqueue(
+            json.dumps({"title": "Days", "content": counting, "next_action": "continue"})
+        )
+        server.reply_with(Model(final_at=None))
+        async with Engine(
+            provider="openai", api_key="k", base_url=server.openai_base_url, max_tokens=512
+        ) as engine:
+            engine.client.schema_lengths = True  # as the local provider's client says
+            run = await engine.steps(QUESTION, min_steps=2, max_steps=2)
+    assert run.ok, run.error
+    first = run.steps[0]
+    assert (first.attempts, first.repaired) == (1, False)
+    assert counting.startswith(first.content) and len(first.content) <= 600
+    assert run.calls[0].finish_reason == "stop"

@@ -173,13 +173,44 @@ class JSONSchema:
         full = model.model_json_schema()
         return cls(name, _strict(full, _STRICT_KEYWORDS), _strict(full, _GRAMMAR_KEYWORDS))
 
-    def response_format(self, *, lengths: bool = False) -> dict[str, Any]:
-        """The `response_format` request parameter (with the length limits if `lengths`)."""
+    def response_format(
+        self, *, lengths: bool = False, budget: int | None = None
+    ) -> dict[str, Any]:
+        """The `response_format` request parameter (with the length limits if `lengths`,
+        lowered where needed so the whole object fits a reply of `budget` tokens)."""
         schema = self.grammar if lengths and self.grammar else self.schema
+        if lengths and budget:
+            schema = _fit_lengths(schema, budget)
         return {
             "type": "json_schema",
             "json_schema": {"name": self.name, "strict": True, "schema": schema},
         }
+
+
+# Tokens a reply's keys, quotes and spacing take besides its string values.
+_OBJECT_OVERHEAD = 48
+
+
+def _fit_lengths(schema: dict[str, Any], budget: int) -> dict[str, Any]:
+    """`schema` with its top-level string `maxLength`s scaled down together so that, at one
+    character a token (digits and symbols, the densest text a small model runs away with),
+    the whole object still closes within `budget` tokens: the grammar ends a runaway field,
+    not the budget, which would cut the JSON off."""
+    properties = schema.get("properties") or {}
+    limits = {
+        key: value["maxLength"]
+        for key, value in properties.items()
+        if isinstance(value, dict) and isinstance(value.get("maxLength"), int)
+    }
+    room = max(budget - _OBJECT_OVERHEAD, len(limits))
+    total = sum(limits.values())
+    if not limits or total <= room:
+        return schema
+    fitted = dict(properties)
+    for key, limit in limits.items():
+        low = properties[key].get("minLength", 0)
+        fitted[key] = {**properties[key], "maxLength": max(limit * room // total, low, 1)}
+    return {**schema, "properties": fitted}
 
 
 def _strict(schema: dict[str, Any], keywords: frozenset[str]) -> dict[str, Any]:
@@ -694,7 +725,9 @@ class ChatClient:
         if self.reasoning_effort:
             params["reasoning_effort"] = self.reasoning_effort
         if fmt == "json_schema" and schema is not None:
-            params["response_format"] = schema.response_format(lengths=self.schema_lengths)
+            params["response_format"] = schema.response_format(
+                lengths=self.schema_lengths, budget=budget
+            )
         elif fmt is not None:
             params["response_format"] = {"type": "json_object"}
         return params

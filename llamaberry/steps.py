@@ -41,10 +41,9 @@ RETRIES_PER_STEP = 2
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 # The model's rejected reply is shown back to it, but a runaway one is not worth resending whole.
 _MAX_ECHO = 2000
-# The longest title and content a grammar-bound server (llama.cpp) lets the model write. The
-# content is "a paragraph or two" (about 100 words); at the densest text measured on the tiny
-# model (1.4 characters a token: digits, symbols) a whole step then still fits the local
-# provider's default budget of 512 tokens, so the grammar closes a runaway step, not the budget.
+# The longest title and content a grammar-bound server (llama.cpp) lets the model write: the
+# content is "a paragraph or two", about 100 words. A smaller step budget lowers both, so that a
+# whole step fits it even at one character a token (see `JSONSchema.response_format`).
 TITLE_LIMIT = 120
 CONTENT_LIMIT = 600
 

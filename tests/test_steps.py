@@ -24,6 +24,7 @@ from llamaberry import (
     Usage,
 )
 from llamaberry.cli import cli
+from llamaberry.steps import STEP_SCHEMA
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 
 QUESTION = 'How many times does the letter r appear in "strawberry"?'
@@ -891,5 +892,27 @@ async def test_a_grammar_bound_server_closes_a_runaway_step_before_its_budget():
     assert run.ok, run.error
     first = run.steps[0]
     assert (first.attempts, first.repaired) == (1, False)
-    assert counting.startswith(first.content) and len(first.content) <= 600
+    limit = server.requests[0].json_schema["properties"]["content"]["maxLength"]
+    assert counting.startswith(first.content) and len(first.content) <= limit
     assert run.calls[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("budget", [512, 200, 64])
+async def test_the_length_limits_shrink_to_fit_a_small_step_budget(budget: int):
+    # Digits and symbols run about one character a token on a small model: the title and
+    # content limits together (and the keys around them) must fit the step's budget, or a
+    # runaway is cut off by the budget after all.
+    async with FakeServer(flavor="llamacpp") as server:
+        server.reply_with(Model())
+        async with Engine(
+            provider="openai", api_key="k", base_url=server.openai_base_url, max_tokens=budget
+        ) as engine:
+            engine.client.schema_lengths = True
+            await engine.steps(QUESTION)
+    properties = server.requests[0].json_schema["properties"]
+    title, content = properties["title"]["maxLength"], properties["content"]["maxLength"]
+    assert 1 <= title < 120 and 1 <= content < 600
+    assert title + content + 48 <= budget
+    # The strict form (what Groq and OpenAI get) has no lengths to fit.
+    strict = STEP_SCHEMA.response_format()["json_schema"]["schema"]
+    assert "maxLength" not in strict["properties"]["title"]

@@ -378,26 +378,49 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
 
 NOTES = """## Notes
 
-- This machine is shared with other engineers' test suites and servers: the load average was
-  8 to 15 on 2 cores during the latest runs (see the top of this file), so wall times are
-  inflated and CPU figures noisy. Compare the engine and the raw SDK within one run (they
-  alternate in the same minutes), not against figures from another day.
-- The figures above come from three runs on the same day, because a section failed and the
-  code moved between them: overhead, throughput, streaming, start-up and UI latency at
-  20:46 UTC (stream reader landed), concurrency at 21:20, cold start at 21:33 and throughput
-  at 21:37 UTC (thinking work landed; all read streams the same way). `--report-from` joined
-  them. The 20:46 throughput run reached 83% of the allowance; at 21:37 this code and the
-  code from before #15 ran it side by side: 100% (900 of 900) against 83.9% (755), so the
-  shortfall was the machine's load, not the client. Likewise `llamaberry --help` (1.08 s
-  here, 0.10 s on a quiet machine): timed side by side at load 6.5, this code took 0.49 to
-  0.66 s and the code from before #15 0.44 to 0.55 s; nothing new is on its import path.
-- At 1000 runs on this loaded machine about 9% of the engine's calls (356 of 4000 in a
-  check run) hit its 10 s connect timeout and were retried: a burst of 1000 connects to one
-  busy server process waits that long for some of them. Its CPU per run stays below the raw
-  SDK's, but its wall time suffers from the retries; the raw baseline here never times out
-  (its own 5 s connect timeout made the section fail twice). Whether the engine's connect
-  timeout should grow with the number of runs in flight is left open.
-- Replies are now read off the wire by the engine itself (issue #15): the SDK still sends the
+- This machine is shared with other engineers' test suites, browsers and model servers: the
+  load average on its 2 cores is at the top of this file, and was 7 to 15 for most of the
+  day. Wall times are inflated by it and CPU figures move with it (the same code measured
+  7.3 ms and 12.8 ms of CPU per run an hour apart). Compare the engine and the raw SDK within
+  one run, where they alternate in the same minutes, not against figures from another run.
+- Calls now go past the SDK's per-request machinery (issue #15, second pass). When a pool
+  opens, the SDK builds one chat-completions request (its URL, auth and platform headers on
+  top of its HTTP client's, its timeouts); every call sends that URL and those headers with
+  its own body straight to the transport the SDK's HTTP client would pick for the URL, and a
+  refused call still raises the SDK's typed error (`_Wire` in `llamaberry/clients.py`).
+  Skipped per call: the SDK's options model, its body transform and header merge, and the
+  HTTP client's cookie, redirect and auth steps (a redirect is still followed, through the
+  SDK's client). In one process, 100 concurrent runs alternating with the raw SDK on the
+  same pools, load 7 to 9: 10.4 to 10.8 ms of CPU per run before, 7.7 to 8.3 ms after
+  (0.68x to 0.72x of the raw SDK before, 0.53x to 0.54x after).
+- The call and run timeouts are kept by one timer each (`Deadline`) instead of an
+  `asyncio.timeout` per streamed item, which scheduled and cancelled a timer about 60 times
+  a run. Same A/B, load about 10: 7.8 to 8.0 ms before, 7.3 to 7.4 ms after (0.45x to 0.48x).
+  At 1000 runs, in one process, two repetitions each, load 13: 14.6 to 14.9 ms against the
+  raw SDK's 27.0 to 28.0 ms (0.54x); a quarter of the engine's is the garbage collector walking
+  the heap of a thousand runs in flight (3.5 ms a run for the engine, 3.9 ms for the raw SDK).
+- A call's connect timeout now grows with the calls in flight: 10 s, plus 50 ms for every
+  other call, at most the call's timeout. A thousand runs started at once make one event
+  loop open a thousand connections (on a real endpoint each with a TLS handshake); on this
+  loaded machine 194 of 4000 calls (load 13) waited past the fixed 10 s and were retried,
+  with a message that blamed the provider ("did not answer within 120s"). After: 0 of 4000
+  at load 8 to 9, and 1000 runs took 42 s instead of 84 to 97 s in the runs before (load 10
+  to 14, so part of that is the load). A connect timeout now says it was the connect. The
+  fake server is not what they waited for: it runs in its own process and used 2.4 s of CPU
+  in those 42 s.
+- 100 runs within 1.5x one run's wall time is a matter of client CPU on this machine. One
+  run is four calls of 200 ms, about 0.85 s; 1.5x allows 1.28 s. 100 runs need 100 x 7 to
+  8 ms = 0.7 to 0.8 s of one core for the client (it is one Python thread) plus about 0.2 s
+  for the fake server, and the four calls of each run are in sequence, so most of that CPU
+  lands on the critical path: measured at load 0.5 (earlier code, 8.4 ms a run) 100 runs took
+  1.37 s (1.6x). At load L the client gets about 2 / (L + 1) of a core, so at load 7 the
+  1.2 to 1.4 CPU-seconds they took then (CPU per run grows with the load too) stretch to 4 to
+  5 s (measured 3.8 to 4.4 s, 5.1x). The target can be met
+  only when the client has a core to itself, and only just.
+- `--quick` counts throughput in a 20 s window (the server's and the engine's alike: the same
+  roll-over, a third of the wait) and does not time the UI launch (10 to 40 s here, no
+  target).
+- Earlier in issue #15: replies are read off the wire by the engine itself: the SDK sent the
   request (auth, base URL, headers, typed HTTP errors) through `with_streaming_response`, and
   `llamaberry/streams.py` splits the server-sent events and parses each with orjson into a
   small `Chunk` of the five fields the engine reads, instead of the SDK's pydantic object per
@@ -424,10 +447,6 @@ NOTES = """## Notes
   server sends it; a fresh process with the raw SDK takes tens of milliseconds more, spent
   setting up the SDK's response and chunk models on the first chunk. The slowest samples of
   both come from the machine's load, not the path (the figure is a wall-clock interval).
-- 100 runs within 1.5x one run's wall time is still a matter of CPU: 100 runs at about 11 ms
-  each need about 1.1 s of one core within the 1.2 s the target allows (one run takes 0.8 s),
-  so it can be met only when the client has a core nearly to itself, which this shared
-  machine rarely gives it.
 - Earlier notes, from before the engine read streams itself (kept for the history of the
   figures):
 - Missed: 100 runs within 1.5x one run's wall time. The client is CPU-bound, not waiting:

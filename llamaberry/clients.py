@@ -1053,7 +1053,7 @@ class _Wire:
         options = models.FinalRequestOptions.construct(method="post", url=path, json_data={})
         template = sdk._build_request(options)
         headers = http.Headers(template.headers)
-        del headers["content-length"]  # each call's own body sets its own
+        headers.pop("content-length", None)  # each call's own body sets its own
         if "x-stainless-async" in headers:  # worked out where the pool opened, maybe a thread
             headers["x-stainless-async"] = "async:asyncio"
         url = template.url

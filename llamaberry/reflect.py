@@ -8,7 +8,8 @@ The chain is one streamed call, read as it streams: each step is shown (with the
 follows it) as soon as it is complete. The budget is ours to enforce, not the model's: when
 a step past it begins, the stream is closed there (a small model may write fifty steps).
 A chain that stopped before its answer (over budget, cut off by its length limit, looping)
-gets one closing call: the steps so far, and "give your answer now". A model that gives no
+gets one closing call: the steps so far, how many of the budget they used, and "give your
+answer" (after at most the steps left, none once the budget is spent). A model that gives no
 <answer> at all has the text after its last step, else its last step, taken as the answer,
 and the run says so. Every reply is kept whole in `result.raw`.
 """

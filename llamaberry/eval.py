@@ -34,7 +34,7 @@ from . import modes as registry
 from .engine import collect
 from .errors import InputError, RunFailedError, format_duration
 from .redact import redact_model
-from .results import Mode, Run
+from .results import Mode, ModeResult, Run
 from .scoring import SCORERS, Scorer, infer_scorer, parse_gold, score
 
 if TYPE_CHECKING:
@@ -1063,10 +1063,10 @@ def report_markdown(report: Report) -> str:
             )
         lines += [
             "",
-            "One answer alone: the share of a mode's side-by-side answers (vote's samples, "
-            "drafts' drafts) that were right, averaged over items. Any answer right: items where "
-            "at least one was (what a perfect picker would get). The mode's answer: vote's "
-            "majority, drafts' synthesis. Intervals are over items, since the answers to one "
+            "One answer alone: the share of a mode's side-by-side answers (the ones it drew "
+            "independently, at once) that were right, averaged over items. Any answer right: "
+            "items where at least one was (what a perfect picker would get). The mode's answer: "
+            "the one it settled on from them. Intervals are over items, since the answers to one "
             "question are not independent.",
         ]
     if report.confidence:
@@ -1086,9 +1086,12 @@ def report_markdown(report: Report) -> str:
             "",
             *_confidence_lines(report.confidence),
             "",
-            "A mode's confidence is its own: vote's is its agreement, the winning answer's share "
-            "of the samples that gave a readable answer; reflect's is the reward the model gave "
-            "its own answer. A confidence worth reading is right more often where it is higher.",
+            "A mode's confidence is its own: "
+            + "; ".join(
+                f"{mode}'s is {ModeResult.type_for(mode).confidence_means}"
+                for mode in dict.fromkeys(b.mode for b in report.confidence)
+            )
+            + ". A confidence worth reading is right more often where it is higher.",
         ]
     if any(s.failures for s in report.summaries):
         lines += ["", "Failed runs are not scored; rerun the same command to retry them."]

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -120,6 +120,8 @@ class ReflectResult(ModeResult):
     budget_stopped: bool = False
     # Each call's reply exactly as it came (the chain, then the closing call if there was one).
     raw: list[str] = Field(default_factory=list)
+
+    confidence_means: ClassVar[str] = "the reward the model gave its own answer"
 
     def confidence(self) -> float | None:
         """The model's own last reward on its answer (None when it gave none, or no <answer>),

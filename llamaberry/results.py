@@ -219,6 +219,10 @@ class ModeResult(BaseModel):
 
     mode: str
 
+    # What `confidence()` means for this mode, in a few plain words for eval's report
+    # ("its agreement, the winner's share of the readable samples"); empty when it has none.
+    confidence_means: ClassVar[str] = ""
+
     _types: ClassVar[dict[str, type[ModeResult]]] = {}
 
     @classmethod

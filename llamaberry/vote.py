@@ -12,7 +12,7 @@ gave a readable answer.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -64,6 +64,10 @@ class VoteResult(ModeResult):
         """Each sample's answer as the vote read it, by sample number ("" when it gave none)."""
         ordered = sorted(self.samples, key=lambda s: s.index)
         return [(f"sample {s.index}", s.answer or "") for s in ordered]
+
+    confidence_means: ClassVar[str] = (
+        "its agreement, the winning answer's share of the samples that gave a readable answer"
+    )
 
     def confidence(self) -> float | None:
         """The agreement: the winner's share of the samples with a readable answer."""

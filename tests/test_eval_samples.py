@@ -143,6 +143,11 @@ async def test_the_majority_is_checked_against_its_agreement(report):
     )
     assert "| vote | 5 | 78.0% |" in markdown
     assert "| drafts | 3 | 73.3% |" in markdown
+    # What the confidence is comes from the result type of each mode in the table.
+    assert (
+        "A mode's confidence is its own: vote's is its agreement, the winning answer's share of "
+        "the samples that gave a readable answer. A confidence worth" in markdown
+    )
 
 
 async def test_sample_figures_are_recomputed_from_results_jsonl(report, tmp_path: Path):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from llamaberry import CallFinished, Engine, Run, RunFinished, TextDelta, TextReset
 from llamaberry.cli import cli
 from llamaberry.errors import RunFailedError
-from llamaberry.eval import evaluate, load_dataset, stage_answers
+from llamaberry.eval import evaluate, load_dataset, report_markdown, stage_answers
 from llamaberry.reflect import ReflectAnswer, ReflectResult, ReflectStep, read_chain, read_reward
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
@@ -304,6 +304,10 @@ async def test_eval_scores_reflect_s_answer_and_its_final_stage(server: FakeServ
     assert [r.confidence for r in report.results] == [0.95, 0.95]
     [band] = [b for b in report.confidence if b.mode == "reflect"]
     assert (band.bucket, band.items, band.correct) == ("80–99%", 2, 1)
+    assert (
+        "A mode's confidence is its own: reflect's is the reward the model gave its own answer."
+        in report_markdown(report)
+    )
     assert stage_answers(await _run(server)) == [("final", "3")]
 
 

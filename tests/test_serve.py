@@ -498,15 +498,25 @@ async def test_fifty_concurrent_streams_complete_within_the_upstream_rpm(server:
         return Reply("Three.")
 
     server.reply_with(answer)
-    rpm, period = 20, 2.0  # a short window keeps the test short; 2 s absorbs a loaded machine
+    rpm, period = 20, 2.0  # a short window keeps the test short
     async for endpoint in start_endpoint(server, rate_period=period, rpm=rpm):
         results = await asyncio.gather(
             *(stream_parts(endpoint.client, "single") for _ in range(50))
         )
     assert all(joined(parts, "content") == "Three." for parts, _ in results)
     assert len(arrivals) == 50
-    busiest = max(sum(1 for t in arrivals if start <= t < start + period) for start in arrivals)
-    assert busiest <= rpm
+    # The limiter lets a window's worth go at once, then waits out the window: the calls reach
+    # the server in bursts, a window apart. Counted by bursts (split at a lull of half a window)
+    # rather than in a sliding window: on a loaded 2-core machine a burst took over a second to
+    # get out of this one process, so its tail ran into the next burst's head although the
+    # limiter had released them a window apart. Unpaced or unshared, all 50 come as one burst.
+    bursts: list[list[float]] = []
+    for t in sorted(arrivals):
+        if bursts and t - bursts[-1][-1] < period / 2:
+            bursts[-1].append(t)
+        else:
+            bursts.append([t])
+    assert [len(burst) for burst in bursts if len(burst) > rpm] == []
 
 
 async def test_with_a_key_set_a_request_without_it_gets_401_and_nothing_goes_upstream(

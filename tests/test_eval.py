@@ -400,6 +400,20 @@ def test_cli_eval_builtin_with_a_limit(fake_server: FakeServer, tmp_path: Path):
     assert len(fake_server.requests) == 2
 
 
+def saved_count() -> int:
+    """Runs in the history another process is writing (0 while it cannot be read yet)."""
+    try:
+        store = Store()
+    except Exception:
+        return 0
+    try:
+        return store.count()
+    except Exception:
+        return 0
+    finally:
+        store.close()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a process group")
 def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeServer, tmp_path):
     dataset = tmp_path / "sums.jsonl"
@@ -427,10 +441,12 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeSer
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
-    deadline = time.monotonic() + 30
-    while len(fake_server.requests) < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)  # the three quick items finish and are saved
+    # Ctrl-C once the three quick items are saved and the fourth hangs: waited for in the
+    # history the process writes, not slept for (it can take longer on a loaded machine).
+    deadline = time.monotonic() + 60
+    while len(fake_server.requests) < 4 or saved_count() < 3:
+        assert time.monotonic() < deadline, "the three quick items were never saved"
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130

@@ -288,8 +288,11 @@ async def test_cancelling_a_run_closes_the_stream_and_records_it_cancelled(serve
         started = time.perf_counter()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert time.perf_counter() - started < 0.5
+        # The reply had about 24 s left to stream: a cancel that waited for it would take
+        # that long. 5 s, not 0.5 s, so a loaded 2-core machine's scheduling is no failure.
+        assert time.perf_counter() - started < 5
         await asyncio.sleep(0.2)
+    assert server.requests[0].answered_at is None  # the reply was cut off, not sent in full
     assert len(server.requests) == 1  # no further calls were made
     assert [r.status for r in finished] == ["cancelled"]
     assert finished[0].calls[0].reply  # the partial text of the cancelled call is kept

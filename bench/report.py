@@ -383,6 +383,14 @@ NOTES = """## Notes
   day. Wall times are inflated by it and CPU figures move with it (the same code measured
   7.3 ms and 12.8 ms of CPU per run an hour apart). Compare the engine and the raw SDK within
   one run, where they alternate in the same minutes, not against figures from another run.
+- The figures above join two runs of 22 November: `--quick` at 00:32 UTC (100 s to run,
+  load 3.3 falling to 2.7) and the full concurrency section (1 to 1000 runs) at 00:34 UTC
+  (load 2.5 to 2.4), joined with `--report-from`. Another full concurrency run ten minutes
+  earlier (load 8.7 falling to 3.9) gave at 100 runs 6.6 ms of CPU per run against the raw
+  SDK's 13.8 ms on the same pools (0.48x) and 1.72 s against one run's 0.83 s (2.07x); at
+  1000 runs 8.5 ms against 16.4 ms (0.52x). The `--quick` run's own 100-run batch (one
+  repetition) gave 8.6 ms against 13.9 ms (0.62x) and 2.54 s (3.06x). So CPU per run sits
+  around half the raw SDK's, on either side of the line from run to run.
 - Calls now go past the SDK's per-request machinery (issue #15, second pass). When a pool
   opens, the SDK builds one chat-completions request (its URL, auth and platform headers on
   top of its HTTP client's, its timeouts); every call sends that URL and those headers with
@@ -412,8 +420,8 @@ NOTES = """## Notes
   run is four calls of 200 ms, about 0.85 s; 1.5x allows 1.28 s. 100 runs need 100 x 7 to
   8 ms = 0.7 to 0.8 s of one core for the client (it is one Python thread) plus about 0.2 s
   for the fake server, and the four calls of each run are in sequence, so most of that CPU
-  lands on the critical path: measured at load 0.5 (earlier code, 8.4 ms a run) 100 runs took
-  1.37 s (1.6x). At load L the client gets about 2 / (L + 1) of a core, so at load 7 the
+  lands on the critical path: in the concurrency table above (load 2.5) 100 runs took 1.37 s
+  against one run's 0.82 s (1.67x). At load L the client gets about 2 / (L + 1) of a core, so at load 7 the
   1.2 to 1.4 CPU-seconds they took then (CPU per run grows with the load too) stretch to 4 to
   5 s (measured 3.8 to 4.4 s, 5.1x). The target can be met
   only when the client has a core to itself, and only just.

@@ -72,9 +72,13 @@ async def context_window(client: ChatClient) -> int | None:
 
 async def _discover(client: ChatClient) -> int | None:
     try:
-        window = await asyncio.wait_for(_from_model_list(client), _DISCOVERY_TIMEOUT)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel (Ctrl-C) that
+        # lands in the same loop turn as the answer, and the run would go on.
+        async with asyncio.timeout(_DISCOVERY_TIMEOUT):
+            window = await _from_model_list(client)
         if window is None and client.provider != "groq":
-            window = await asyncio.wait_for(_from_server(client), _DISCOVERY_TIMEOUT)
+            async with asyncio.timeout(_DISCOVERY_TIMEOUT):
+                window = await _from_server(client)
     except Exception as error:  # the window is a nicety: never fail a run for want of it
         log.debug("llamaberry: could not learn the context window: %s", error)
         return None

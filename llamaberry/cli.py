@@ -12,8 +12,8 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any, Literal, NoReturn, get_args, get_origin
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, NoReturn, TypeVar, get_args, get_origin
 
 import click
 
@@ -239,6 +239,55 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+T = TypeVar("T")
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, woken by a Ctrl-C whichever of the process's threads takes it."""
+    return asyncio.run(_woken_by_signals(main))
+
+
+async def _woken_by_signals(main: Coroutine[Any, Any, T]) -> T:
+    # A Ctrl-C is sent to the process, and the kernel hands it to whichever thread gets to it
+    # first: on a busy machine now and then rich's refresh thread or an executor's, while the
+    # main thread sleeps in the event loop's select(). Python runs the handler (asyncio's,
+    # which cancels the run) only in the main thread, once that thread runs again: with every
+    # call waiting on a silent server, not before the next timer (a call's 120 s timeout).
+    # The wakeup fd is written by whichever thread takes the signal, and wakes the loop.
+    import signal
+    import socket
+
+    if sys.platform == "win32":  # one thread takes Ctrl-C there; the proactor has no add_reader
+        return await main
+    loop = asyncio.get_running_loop()
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        reader.close()
+        writer.close()
+        return await main
+    loop.add_reader(reader.fileno(), _drain, reader)
+    try:
+        return await main
+    finally:
+        signal.set_wakeup_fd(previous)
+        loop.remove_reader(reader.fileno())
+        reader.close()
+        writer.close()
+
+
+def _drain(reader: Any) -> None:
+    # Only the wake-up matters: the signal's own handler runs in the main thread now.
+    try:
+        while reader.recv(4096):
+            pass
+    except OSError:  # BlockingIOError once empty
+        pass
+
+
 def clip(text: str, lines: int = 8, chars: int = 600) -> str:
     """A long answer cut to fit a table cell; --json and the history keep it whole."""
     kept = "\n".join(text.strip().splitlines()[:lines])[:chars]
@@ -313,7 +362,7 @@ def ask(question: str, mode: str, as_json: bool, **params: Any) -> None:
             return view.run
 
     try:
-        run = asyncio.run(go())
+        run = run_async(go())
     except KeyboardInterrupt:
         if as_json and settled:  # a script still gets what finished, as a failed run gives it
             echo_json(settled[-1].public_dict())
@@ -369,7 +418,7 @@ def models(**options: Any) -> None:
         async with make_engine(options) as engine:
             return engine.model, await engine.models()
 
-    current, names = asyncio.run(go())
+    current, names = run_async(go())
     for name in names:
         click.echo(f"{'*' if name == current else ' '} {name}")
     if current not in names:
@@ -518,7 +567,7 @@ def compare(question: str, modes: str | None, as_json: bool, **params: Any) -> N
             with Console(stderr=True).status(f"Running {', '.join(wanted)} at once…"):
                 return await run_compare(engine, question, wanted, **chosen)
 
-    result = asyncio.run(go())
+    result = run_async(go())
     if as_json:
         echo_json(result.public_dict())
     else:
@@ -709,7 +758,7 @@ def eval_command(
                 )
 
     try:
-        report = asyncio.run(go())
+        report = run_async(go())
     except KeyboardInterrupt:
         done = sum(t[1] + t[2] for t in tallies.values())
         click.echo(

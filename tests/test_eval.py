@@ -469,6 +469,68 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeSer
     assert "| single | 100.0% |" in rerun.stdout.decode()
 
 
+# Runs the CLI with one more thread that, once told (a file appears), takes a SIGINT itself.
+# A process-wide Ctrl-C is handled by whichever of its threads the kernel picks; on a busy
+# machine that is sometimes not the main thread, asleep in the event loop's select().
+_SIGINT_ON_A_THREAD = """
+import os, signal, sys, threading, time
+from llamaberry.cli import main
+
+def interrupt(go):
+    while not os.path.exists(go):
+        time.sleep(0.05)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+threading.Thread(target=interrupt, args=(sys.argv[1],), daemon=True).start()
+sys.argv = ["llamaberry", *sys.argv[2:]]
+main()
+"""
+
+
+def test_ctrl_c_taken_by_another_thread_still_stops_the_eval(fake_server: FakeServer, tmp_path):
+    dataset = tmp_path / "sums.jsonl"
+    dataset.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
+            for i in range(2)
+        )
+    )
+
+    def answer(request: RecordedRequest):
+        if "1 + 1" in request.user:
+            return Fault.hang()
+        return Reply("The answer is 0.")
+
+    fake_server.reply_with(answer)
+    env = {
+        **os.environ,
+        "GROQ_API_KEY": "test-key",
+        "GROQ_BASE_URL": fake_server.groq_base_url,
+        "PYTHONFAULTHANDLER": "1",
+    }
+    go = tmp_path / "go"
+    command = [sys.executable, "-c", _SIGINT_ON_A_THREAD, str(go), "eval", str(dataset)]
+    command += ["--modes", "single", "--out", str(tmp_path / "out"), "--timeout", "600"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while len(fake_server.requests) < 2 or saved_count() < 1:
+        assert time.monotonic() < deadline, "the quick item was never saved"
+        time.sleep(0.05)
+    go.touch()
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # The call's timeout is 600 s: nothing else wakes the event loop before then.
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=30)
+        raise AssertionError(f"eval ignored Ctrl-C for 30 s:\n{err.decode()[-6000:]}") from None
+    assert process.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    assert "the same command resumes" in err.decode()
+
+
 async def test_a_question_the_engine_refuses_fails_only_its_item(
     server: FakeServer, engine: Engine, tmp_path: Path
 ):

@@ -1217,13 +1217,7 @@ def _draw_samples(axes: Any, report: Report, colours: dict[str, str]) -> None:
         axes.errorbar(
             xs, ys, yerr=[below, above], fmt="o", capsize=4, label=a.mode, color=colours[a.mode]
         )
-    axes.set_xticks(range(len(names)), names)
-    axes.set_xlim(-0.5, len(names) - 0.5)
-    axes.set_ylim(-0.05, 1.05)
-    axes.set_ylabel("accuracy (95% interval)")
-    axes.set_title("each answer drawn against the mode's")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower left", fontsize="small")
+    _finish_axes(axes, names, "each answer drawn against the mode's")
 
 
 def _draw_turns(axes: Any, report: Report, staged: list[Mode], colours: dict[str, str]) -> None:
@@ -1248,10 +1242,15 @@ def _draw_turns(axes: Any, report: Report, staged: list[Mode], colours: dict[str
             axes.annotate(
                 f"{t.accuracy:.0%}", (x, t.accuracy), xytext=(6, -12), textcoords="offset points"
             )
+    _finish_axes(axes, names, "accuracy after each turn")
+
+
+def _finish_axes(axes: Any, names: list[str], title: str) -> None:
+    """Stage names along x, accuracy 0-1 up y, the title, a light grid and the legend."""
     axes.set_xticks(range(len(names)), names)
     axes.set_xlim(-0.5, len(names) - 0.5)
     axes.set_ylim(-0.05, 1.05)
     axes.set_ylabel("accuracy (95% interval)")
-    axes.set_title("accuracy after each turn")
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower left", fontsize="small")

@@ -238,40 +238,42 @@ class RunContext:
     ) -> Completion:
         """The reply as far as the loop, charged with what it spent before it was stopped."""
         assert guard.loop is not None
-        spent = guard.text
-        completion = estimate_tokens(spent)
-        reply = Completion(
-            text=spent[: guard.loop.kept],
-            finish_reason=None,
-            usage=Usage(
-                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-            ),
-            seconds=time.perf_counter() - started,
-            attempts=record.attempts,
-            looped=True,
-            thinking=thinking,
+        spent = estimate_tokens(guard.text)
+        return self._cut_short(
+            record, guard.text[: guard.loop.kept], spent, prompt, started, thinking, looped=True
         )
-        self._settle(record, reply)
-        return reply
 
     def _closed_early(
         self, record: Call, text: str, prompt: int, started: float, thinking: str
     ) -> Completion:
         """The reply as far as it was read, charged with an estimate of what it spent (the
         usage a server sends comes at the end of a stream, which was never read)."""
-        completion = estimate_tokens(text + thinking)
+        spent = estimate_tokens(text + thinking)
+        reply = self._cut_short(record, text, spent, prompt, started, thinking)
+        record.closed_early = True
+        return reply
+
+    def _cut_short(
+        self,
+        record: Call,
+        text: str,
+        spent: int,
+        prompt: int,
+        started: float,
+        thinking: str,
+        looped: bool = False,
+    ) -> Completion:
+        # A stream we stopped reading never sent its usage: `spent` is our estimate.
         reply = Completion(
             text=text,
             finish_reason=None,
-            usage=Usage(
-                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-            ),
+            usage=Usage(prompt_tokens=prompt, completion_tokens=spent, total_tokens=prompt + spent),
             seconds=time.perf_counter() - started,
             attempts=record.attempts,
+            looped=looped,
             thinking=thinking,
         )
         self._settle(record, reply)
-        record.closed_early = True
         return reply
 
     @staticmethod

@@ -400,6 +400,19 @@ def test_cli_eval_builtin_with_a_limit(fake_server: FakeServer, tmp_path: Path):
     assert len(fake_server.requests) == 2
 
 
+def stopped_by_ctrl_c(process: subprocess.Popen) -> str:
+    """The stderr of `process` once it has ended after a Ctrl-C. If it is still running 30 s
+    on, SIGABRT makes faulthandler print where every thread was stuck (the process runs with
+    PYTHONFAULTHANDLER=1), the process is not left behind, and the test fails with that."""
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=30)
+        raise AssertionError(f"eval ignored Ctrl-C for 30 s:\n{err.decode()[-6000:]}") from None
+    return err.decode()
+
+
 def saved_count() -> int:
     """Runs in the history another process is writing (0 while it cannot be read yet)."""
     try:
@@ -449,17 +462,10 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeSer
         assert time.monotonic() < deadline, "the three quick items were never saved"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)
-    try:
-        _, err = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        # Seen twice in full runs under load, never alone: SIGABRT makes faulthandler print
-        # where every thread of the process was stuck, and the process is not left behind.
-        process.send_signal(signal.SIGABRT)
-        _, err = process.communicate(timeout=30)
-        raise AssertionError(f"eval ignored Ctrl-C for 30 s:\n{err.decode()[-6000:]}") from None
+    err = stopped_by_ctrl_c(process)
     assert process.returncode == 130
-    assert "Traceback" not in err.decode()
-    assert "the same command resumes" in err.decode()
+    assert "Traceback" not in err
+    assert "the same command resumes" in err
 
     stuck["on"] = False
     asked = len(fake_server.requests)
@@ -519,16 +525,11 @@ def test_ctrl_c_taken_by_another_thread_still_stops_the_eval(fake_server: FakeSe
         assert time.monotonic() < deadline, "the quick item was never saved"
         time.sleep(0.05)
     go.touch()
-    try:
-        _, err = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        # The call's timeout is 600 s: nothing else wakes the event loop before then.
-        process.send_signal(signal.SIGABRT)
-        _, err = process.communicate(timeout=30)
-        raise AssertionError(f"eval ignored Ctrl-C for 30 s:\n{err.decode()[-6000:]}") from None
-    assert process.returncode == 130, err.decode()
-    assert "Traceback" not in err.decode()
-    assert "the same command resumes" in err.decode()
+    # The call's timeout is 600 s: nothing else wakes the event loop before then.
+    err = stopped_by_ctrl_c(process)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "the same command resumes" in err
 
 
 async def test_a_question_the_engine_refuses_fails_only_its_item(

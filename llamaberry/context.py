@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,7 +155,7 @@ class Fit:
 
 
 def fit(
-    forms: Sequence[list[Message]],
+    forms: Iterable[list[Message]],
     window: int | None,
     budget: int,
     *,
@@ -169,11 +169,19 @@ def fit(
     form leaves that, the most condensed one goes out if it leaves room for a short reply. Otherwise nothing can
     be sent, and `ContextTooLongError` says why before anything is.
     """
+    # The condensed forms may be built lazily: most calls fit whole and never ask for them.
+    forms = iter(forms)
+    whole = next(forms)
+    prompt = estimate_prompt(whole)
     if not window:
-        return Fit(list(forms[0]), 0, None, estimate_prompt(forms[0]), None)
+        return Fit(list(whole), 0, None, prompt, None)
     want = min(budget, max(256, window // 4))
     floor = min(budget, 64)
-    sized = [(level, form, estimate_prompt(form)) for level, form in enumerate(forms)]
+    room = window - prompt
+    if room >= want:
+        return Fit(list(whole), 0, None if room >= budget else room, prompt, window)
+    sized = [(0, whole, prompt)]
+    sized += [(level, form, estimate_prompt(form)) for level, form in enumerate(forms, 1)]
     # Most of a reply's worth of room for the fullest form that leaves it, else half of it.
     for enough in (want, want // 2):
         for level, form, prompt in sized:
@@ -184,7 +192,7 @@ def fit(
     room = window - prompt
     if room >= floor:
         return Fit(list(form), level, room, prompt, window)
-    condensed = " even with the earlier turns condensed" if len(forms) > 1 else ""
+    condensed = " even with the earlier turns condensed" if len(sized) > 1 else ""
     raise ContextTooLongError(
         f"{title} cannot fit the model's {window:,}-token context window{condensed}: its "
         f"prompt alone is about {prompt:,} tokens. Shorten the question, use fewer --turns, "

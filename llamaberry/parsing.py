@@ -9,6 +9,7 @@ kept beside whatever was parsed, and every answer falls back to the whole reply.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .results import ReasoningStep, Synthesis, Turn, Usage
@@ -46,6 +47,10 @@ _ATX = re.compile(r"^\s{0,3}#{1,6}\s*(?P<title>.+?)\s*#*\s*$")
 _BOLD = re.compile(r"^\s{0,3}(?:\*\*|__)(?P<title>[^*_]+?)(?:\*\*|__)\s*(?P<rest>.*)$")
 _NUMBERING = re.compile(r"^(?:\d+|[ivx]+|[a-e])[.)]\s+", re.IGNORECASE)
 _OUTER_FENCE = re.compile(r"^\s*```[\w-]*\n(?P<body>.*)\n```\s*$", re.DOTALL)
+_PARENTHESES = re.compile(r"\([^)]*\)")
+_NOT_WORD = re.compile(r"[^\w\s]")
+# What a heading starts with once its indent is stripped: `#`, or `**` / `__` around bold words.
+_HEADING_START = ("#", "**", "__")
 
 _STEP_START = re.compile(
     r"^\s{0,3}(?:#{1,6}\s*)?(?:\*\*|__)?\s*(?:step\s+)?(?P<n>\d+)\s*[.):]\s*(?:\*\*|__)?\s*(?P<text>.*)$",
@@ -57,12 +62,14 @@ _EXPLANATION = re.compile(
 )
 
 
+# Cached: the same few headings ('## Answer', '**Explanation:**') come back in every reply.
+@functools.lru_cache(maxsize=1024)
 def normalise(title: str) -> str:
     """Reduce a heading to lower-case words: '**2. New  Reasoning:**' -> 'new reasoning'."""
     title = title.strip().strip("*_` ").strip()
     title = _NUMBERING.sub("", title)
-    title = re.sub(r"\([^)]*\)", " ", title)  # '## Concise Answer (2-3 sentences)'
-    title = re.sub(r"[^\w\s]", " ", title.lower())
+    title = _PARENTHESES.sub(" ", title)  # '## Concise Answer (2-3 sentences)'
+    title = _NOT_WORD.sub(" ", title.lower())
     return " ".join(title.split())
 
 
@@ -95,6 +102,9 @@ def split_sections(text: str, known: dict[str, tuple[str, ...]]) -> dict[str, st
 
 
 def _heading(line: str, lookup: dict[str, str]) -> tuple[str, str] | None:
+    # Most lines are prose: one look at their first characters rules out both patterns.
+    if not line.lstrip().startswith(_HEADING_START):
+        return None
     for pattern in (_ATX, _BOLD):
         match = pattern.match(line)
         if not match:

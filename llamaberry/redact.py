@@ -72,9 +72,13 @@ def secrets() -> list[str]:
 
 def redact(text: str) -> str:
     """`text` with every known key and every URL's credentials replaced by [redacted]."""
+    return _redact(text, secrets()) if text else text
+
+
+def _redact(text: str, known: list[str]) -> str:
     if not text:
         return text
-    for secret in secrets():
+    for secret in known:
         if secret in text:
             text = text.replace(secret, REDACTED)
     if (
@@ -86,12 +90,17 @@ def redact(text: str) -> str:
 
 def redact_data(value: T) -> T:
     """`value` (strings, lists, tuples and dicts of them, nested) with every string redacted."""
+    # The secrets are gathered once for the whole value, not once per string in it.
+    return _redact_data(value, secrets())
+
+
+def _redact_data(value: T, known: list[str]) -> T:
     if isinstance(value, str):
-        return redact(value)  # type: ignore[return-value]
+        return _redact(value, known)  # type: ignore[return-value]
     if isinstance(value, dict):
-        return {redact_data(k): redact_data(v) for k, v in value.items()}  # type: ignore[return-value]
+        return {_redact_data(k, known): _redact_data(v, known) for k, v in value.items()}  # type: ignore[return-value]
     if isinstance(value, list | tuple):
-        return type(value)(redact_data(v) for v in value)  # type: ignore[return-value]
+        return type(value)(_redact_data(v, known) for v in value)  # type: ignore[return-value]
     return value
 
 

@@ -9,7 +9,7 @@ by step until the call fits), and the run says so.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -77,8 +77,9 @@ async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
     question = ctx.run.question
     texts: list[str] = []
     for index in range(1, turns + 1):
+        condensed: Iterable[list[Message]] = ()
         if index == 1:
-            messages, condensed = to_messages(prompts.first_turn_messages(question)), []
+            messages = to_messages(prompts.first_turn_messages(question))
         else:
             messages = to_messages(prompts.later_turn_messages(question, texts))
             condensed = _condensed(question, ctx.run.turns, prompts.condensed_later_turn_messages)
@@ -109,14 +110,13 @@ def synthesis_from(reply: Completion) -> Synthesis:
     return parse_synthesis(reply.text).model_copy(update=reply.result_fields())
 
 
-def _condensed(question: str, turns: Sequence[Turn], prompt: Prompt) -> list[list[Message]]:
-    """The condensed forms of a call over `turns`, from the fullest to the shortest."""
-    return [
-        to_messages(
+def _condensed(question: str, turns: Sequence[Turn], prompt: Prompt) -> Iterator[list[Message]]:
+    """The condensed forms of a call over `turns`, from the fullest to the shortest, each
+    built only when the call asks for it (when the fuller ones do not fit)."""
+    for n in prompts.CONDENSED_CHARS:
+        yield to_messages(
             prompt(question, [prompts.condense_turn(t.critique, t.answer, n) for t in turns])
         )
-        for n in prompts.CONDENSED_CHARS
-    ]
 
 
 def first_turn(run: Run) -> list[tuple[str, Any]]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,7 @@ class RunContext:
         schema: JSONSchema | None = None,
         max_tokens: int | None = None,
         announce: bool = True,
-        condensed: Sequence[list[Message]] = (),
+        condensed: Iterable[list[Message]] = (),
         temperature: float | None = None,
         until: Callable[[], bool] | None = None,
     ) -> AsyncIterator[CallStarted | TextDelta | ThinkingDelta | TextReset | CallNote]:
@@ -100,7 +101,8 @@ class RunContext:
 
         `schema` asks for a JSON reply of that shape, `max_tokens` bounds this call's reply
         below the run's budget. `condensed` are shorter forms of `messages`, most condensed
-        last, for when the whole does not fit the model's context window. A request that
+        last, for when the whole does not fit the model's context window (an iterator is
+        only read that far). A request that
         cannot fit in any form is never sent: `ContextTooLongError` is raised first.
         `until` is asked after each piece of text has been handed on: when it says True the
         stream is closed there and the reply is what came so far (the call is marked
@@ -110,7 +112,7 @@ class RunContext:
         window = await self.window()
         self.run.context_window = window
         budget = max_tokens or self.settings.max_tokens
-        plan = fit([messages, *condensed], window, budget, title=title)
+        plan = fit(itertools.chain([messages], condensed), window, budget, title=title)
         # The budget sent: the call's own, or less where the context window leaves less room.
         max_tokens = plan.max_tokens if plan.max_tokens is not None else max_tokens
         json_reply = json_mode or schema is not None

@@ -110,9 +110,11 @@ class LoopGuard:
         self._length += len(text)
         if self.loop is None and self._length - self._checked_at >= _EVERY:
             self._checked_at = self._length
-            joined = "".join(self._parts)
-            self._parts = [joined]
-            self.loop = find_loop(joined)
+            # Shorter text holds no loop (see `find_loop`), so it is not joined to look.
+            if self._length >= MIN_SPAN:
+                joined = "".join(self._parts)
+                self._parts = [joined]
+                self.loop = find_loop(joined)
         return self.loop
 
     @property

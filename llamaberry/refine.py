@@ -53,9 +53,39 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
     its (partial) answer before the error ends it: four good turns are not thrown away
     because the fifth did not fit.
     """
+    # One generator, not a wrapper around another: every streamed event passes through each.
     try:
-        async for event in _refine(ctx, options.turns):
+        question = ctx.run.question
+        texts: list[str] = []
+        for index in range(1, options.turns + 1):
+            condensed: Iterable[list[Message]] = ()
+            if index == 1:
+                messages = to_messages(prompts.first_turn_messages(question))
+            else:
+                messages = to_messages(prompts.later_turn_messages(question, texts))
+                condensed = _condensed(
+                    question, ctx.run.turns, prompts.condensed_later_turn_messages
+                )
+            async for event in ctx.call("turn", index, messages, condensed=condensed):
+                yield event
+            reply = ctx.reply
+            assert reply is not None
+            # The thinking is kept on the turn, never in `texts` sent onwards.
+            turn = parse_turn(index, reply.text).model_copy(update=reply.result_fields())
+            ctx.run.turns.append(turn)
+            texts.append(reply.text)
+            yield CallFinished(kind="turn", index=index, result=turn)
+
+        messages = to_messages(prompts.synthesis_messages(question, texts))
+        condensed = _condensed(question, ctx.run.turns, prompts.condensed_synthesis_messages)
+        async for event in ctx.call("synthesis", 1, messages, condensed=condensed):
             yield event
+        reply = ctx.reply
+        assert reply is not None
+        synthesis = synthesis_from(reply)
+        ctx.run.synthesis = synthesis
+        ctx.run.answer = synthesis.answer
+        yield CallFinished(kind="synthesis", index=1, result=synthesis)
     except LlamaberryError:
         if ctx.run.answer is None:
             fallback = best_turn_answer(ctx.run.turns)
@@ -71,38 +101,6 @@ def best_turn_answer(turns: list[Turn]) -> str | None:
     whole = [turn for turn in usable if not turn.truncated and not turn.looped]
     chosen = whole or usable
     return chosen[-1].answer if chosen else None
-
-
-async def _refine(ctx: RunContext, turns: int) -> AsyncIterator:
-    question = ctx.run.question
-    texts: list[str] = []
-    for index in range(1, turns + 1):
-        condensed: Iterable[list[Message]] = ()
-        if index == 1:
-            messages = to_messages(prompts.first_turn_messages(question))
-        else:
-            messages = to_messages(prompts.later_turn_messages(question, texts))
-            condensed = _condensed(question, ctx.run.turns, prompts.condensed_later_turn_messages)
-        async for event in ctx.call("turn", index, messages, condensed=condensed):
-            yield event
-        reply = ctx.reply
-        assert reply is not None
-        # The thinking is kept on the turn, never in `texts` sent onwards.
-        turn = parse_turn(index, reply.text).model_copy(update=reply.result_fields())
-        ctx.run.turns.append(turn)
-        texts.append(reply.text)
-        yield CallFinished(kind="turn", index=index, result=turn)
-
-    messages = to_messages(prompts.synthesis_messages(question, texts))
-    condensed = _condensed(question, ctx.run.turns, prompts.condensed_synthesis_messages)
-    async for event in ctx.call("synthesis", 1, messages, condensed=condensed):
-        yield event
-    reply = ctx.reply
-    assert reply is not None
-    synthesis = synthesis_from(reply)
-    ctx.run.synthesis = synthesis
-    ctx.run.answer = synthesis.answer
-    yield CallFinished(kind="synthesis", index=1, result=synthesis)
 
 
 def synthesis_from(reply: Completion) -> Synthesis:

@@ -367,8 +367,9 @@ class RunStream:
         self.run = run
         self._events = events
 
-    def __aiter__(self) -> RunStream:
-        return self
+    def __aiter__(self) -> AsyncIterator:
+        # The events themselves, so a loop over the stream pays no wrapper per event.
+        return self._events
 
     async def __anext__(self) -> Any:
         return await self._events.__anext__()

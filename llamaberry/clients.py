@@ -47,6 +47,8 @@ from .results import CutOffBy, Message, Usage
 from .streams import StreamErrorEvent, ThinkTags, read_chunks, split_thinking, whole_reply
 
 if TYPE_CHECKING:
+    import ssl
+
     from pydantic import BaseModel
 
 log = logging.getLogger("llamaberry")
@@ -848,6 +850,19 @@ class ChatClient:
         status = getattr(error, "status_code", None)
         name = type(error).__name__
         in_stream = isinstance(error, StreamErrorEvent)
+        refused = _certificate_refusal(error)
+        if refused is not None:  # not retried: a certificate that failed will fail again
+            reason = str(refused.verify_message or refused.reason or "").rstrip(".")
+            fix = (
+                "it names another host, so check the host in the base URL."
+                if refused.verify_code in _NAME_MISMATCH
+                else "if the endpoint uses a private CA, set SSL_CERT_FILE to that CA's PEM file."
+            )
+            return ProviderError(
+                f"Could not verify the TLS certificate of {self._where()}"
+                + (f" ({reason})" if reason else "")
+                + f"; {fix}"
+            )
         if status is None and not in_stream:
             if name in ("InvalidURL", "UnsupportedProtocol"):  # not worth a retry
                 return ProviderError(f"{self.provider}: the base URL is not usable: {error}")
@@ -1130,7 +1145,15 @@ _CONTEXT_WORDS = (
 def _ssl_context(http: Any) -> Any:
     """One verified TLS context per HTTP library, shared by every pool: building one reads the
     CA bundle (about 25 ms), which each SDK client would otherwise do for itself."""
-    return http.create_ssl_context()
+    try:
+        return http.create_ssl_context()
+    except OSError as error:  # ssl.SSLError too: a CA file that is missing or not PEM
+        variable = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "SSL_CERT_DIR"
+        where = os.environ.get(variable, "")
+        reason = error.strerror or str(error)
+        raise InputError(
+            f"Could not load CA certificates from {variable} ({where}): {reason}."
+        ) from None
 
 
 def _usage(reported: Mapping[str, Any] | None, text: str, payload: list[dict[str, str]]) -> Usage:
@@ -1193,6 +1216,27 @@ def _refuses_schema(error: Exception) -> bool:
     param = _find(getattr(error, "body", None), "param")
     text = f"{param} {message}".lower().replace("_", " ")
     return "response format" in text or "json schema" in text
+
+
+def _certificate_refusal(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The ssl error saying the server's certificate was not trusted, when `error` comes down
+    to one: the SDKs wrap it twice (APIConnectionError from httpx's ConnectError, raised from
+    httpcore's, whose context is the ssl error); a plain asyncio connection raises it as is."""
+    import ssl  # only on an error: the CLI's start-up does not pay for it
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+# OpenSSL's verify codes for a certificate that names another host (X509_V_ERR_HOSTNAME_MISMATCH,
+# _EMAIL_MISMATCH, _IP_ADDRESS_MISMATCH): trusting another CA would not help.
+_NAME_MISMATCH = frozenset({62, 63, 64})
 
 
 def _error_details(error: Exception) -> tuple[str, str]:

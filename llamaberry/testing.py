@@ -27,6 +27,16 @@ Example::
 With llamaberry installed, pytest also gets a ``fake_server`` fixture that yields a
 running thread-mode ``FakeServer()``.
 
+``FakeServer(tls=True)`` serves HTTPS instead, with a certificate for ``127.0.0.1`` and
+``localhost`` signed by a throwaway CA made for this server (it needs the ``trustme`` package).
+The base URLs then start with ``https://``, and ``ca_file`` is the path of the CA's PEM file,
+which a client must trust: ``SSL_CERT_FILE=<ca_file>`` for a process (httpx honours it), or
+``ssl.create_default_context(cafile=server.ca_file)`` in code. ``tls=["localhost"]`` issues
+the certificate for those names only, so a client connecting to ``127.0.0.1`` sees a name
+mismatch. Each recorded request's ``tls`` names the TLS version it arrived over, and
+``handshakes_failed`` counts the connections whose handshake failed (a client that does not
+trust the certificate); ``connections_opened`` counts those too.
+
 Each chat request is answered by the first of: the ``enqueue`` queue (FIFO), the
 ``reply_with`` handler, the ``default`` given at construction, and finally an echo of the
 last user message (``"echo: <text>"``, or ``{"echo": "<text>"}`` in JSON mode). Handlers
@@ -93,11 +103,16 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
+import shutil
+import ssl
+import tempfile
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -251,6 +266,8 @@ class RecordedRequest:
     # them to see which requests were in flight together.
     received_at: float = field(default_factory=time.monotonic, compare=False)
     _answered: list[float] = field(default_factory=list, compare=False, repr=False)
+    # The TLS version the request came over ("TLSv1.3"), or None for plain HTTP.
+    tls: str | None = field(default=None, compare=False)
 
     @property
     def answered_at(self) -> float | None:
@@ -648,6 +665,23 @@ class _Rejection:
 # --------------------------------------------------------------------------- server
 
 
+def _certificate(names: Sequence[str]) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context with a certificate for ``names`` from a new throwaway CA, and the
+    path of that CA's PEM file (in a fresh temporary directory)."""
+    try:
+        import trustme  # only HTTPS needs it, so plain-HTTP users need not install it
+    except ImportError:
+        raise ImportError(
+            "FakeServer(tls=...) needs the trustme package: pip install trustme"
+        ) from None
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    ca_file = os.path.join(tempfile.mkdtemp(prefix="llamaberry-fake-ca-"), "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    return context, ca_file
+
+
 class FakeServer:
     """An in-process fake Groq/OpenAI chat-completions server; see the module docstring."""
 
@@ -668,6 +702,7 @@ class FakeServer:
         served_model: str | None = None,
         slots: int | None = None,
         flavor: Flavor = "groq",
+        tls: bool | Sequence[str] = False,
     ) -> None:
         self.served_model = served_model
         self.models: list[str] = (
@@ -701,6 +736,8 @@ class FakeServer:
         self._slot_gate: asyncio.Semaphore | None = None
         # How many TCP connections clients have opened: reused keep-alive connections count once.
         self.connections_opened = 0
+        # With tls: how many of them ended in a failed handshake (the client did not trust us).
+        self.handshakes_failed = 0
 
         # One lock guards everything the test thread and the server loop both touch.
         self._lock = threading.Lock()
@@ -717,6 +754,17 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread_stop: asyncio.Event | None = None
+
+        # HTTPS: the server's TLS context, and the PEM file of the CA a client must trust.
+        self._tls: ssl.SSLContext | None = None
+        self.ca_file: str | None = None
+        if isinstance(tls, str):
+            raise TypeError("tls takes True or a list of names, not one string")
+        if tls:
+            names = ("127.0.0.1", "localhost") if tls is True else tuple(tls)
+            self._tls, self.ca_file = _certificate(names)
+            # The CA file outlives stop(), so a client may still read it; gone with the server.
+            weakref.finalize(self, shutil.rmtree, os.path.dirname(self.ca_file), True)
 
     # ----------------------------------------------------------------- scripting API
 
@@ -775,12 +823,16 @@ class FakeServer:
     @property
     def groq_base_url(self) -> str:
         """Base URL for ``groq.Groq``/``groq.AsyncGroq``."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
         """Base URL for ``openai.OpenAI``/``openai.AsyncOpenAI``."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self._scheme}://127.0.0.1:{self.port}/v1"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self._tls is not None else "http"
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -866,6 +918,14 @@ class FakeServer:
         self._connections.add(task)
         self.connections_opened += 1
         try:
+            if self._tls is not None:
+                # The handshake here rather than in start_server, so a client that refuses the
+                # certificate is seen (and counted) instead of vanishing inside asyncio.
+                try:
+                    await writer.start_tls(self._tls)
+                except (OSError, asyncio.IncompleteReadError):  # ssl.SSLError is an OSError
+                    self.handshakes_failed += 1
+                    return
             while True:
                 try:
                     request = await _read_request(reader, writer)
@@ -894,11 +954,13 @@ class FakeServer:
             parsed = json.loads(request.body) if request.body else {}
         except ValueError:
             parsed = None
+        tls = writer.get_extra_info("ssl_object")
         recorded = RecordedRequest(
             request.method,
             request.path,
             request.headers,
             parsed if isinstance(parsed, dict) else {},
+            tls=tls.version() if tls is not None else None,
         )
         keep_alive = request.keep_alive
         path, method = request.path, request.method

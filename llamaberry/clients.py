@@ -45,6 +45,7 @@ from .limits import RateLimiter, Slot, estimate_tokens, parse_duration
 from .redact import remember
 from .results import CutOffBy, Message, Usage
 from .streams import StreamErrorEvent, ThinkTags, read_chunks, split_thinking, whole_reply
+from .wire import Pool, Transport
 
 if TYPE_CHECKING:
     import ssl
@@ -294,7 +295,7 @@ class Deadline:
 
     def _expire(self) -> None:
         self.expired = True
-        if self._task is not None:  # inside an await: interrupt it
+        if self._task is not None and not self._fired:  # inside an await: interrupt it, once
             self._fired = True
             self._task.cancel()
 
@@ -309,6 +310,8 @@ class Deadline:
         if self.expired:
             # Passed while the caller held the last item: interrupt this await at its first
             # pause, as `asyncio.timeout` would, so the work under way learns it was stopped.
+            # (An await that did not pause, its item already at hand, left its call pending.)
+            self._handle.cancel()
             self._handle = asyncio.get_running_loop().call_soon(self._expire)
         return self
 
@@ -401,6 +404,15 @@ class ChatClient:
             max_retries=0,
             timeout=http.Timeout(self.timeout, connect=connect_timeout(1, self.timeout)),
             http_client=http_client(
+                # Requests go over our own HTTP/1.1 client (see wire.py). The limits and TLS
+                # context are also for the HTTP client's own transports: those it makes for a
+                # proxy named in the environment.
+                transport=Transport(
+                    http,
+                    ssl_context=_ssl_context(http),
+                    limit=connections,
+                    keep_alive=connections if self.keep_alive else 0,
+                ),
                 limits=http.Limits(
                     max_connections=connections,
                     max_keepalive_connections=connections if self.keep_alive else 0,
@@ -1037,19 +1049,19 @@ def make_client(provider: str, **kwargs: Any) -> ChatClient:
 
 @dataclass(slots=True)
 class _Wire:
-    """How a call goes out through one SDK client's connection pool, without the SDK's
-    per-request machinery.
+    """How a call goes out through one SDK client, without the SDK's per-request machinery.
 
     The SDK builds one request for the chat-completions path when the pool opens: its URL,
     its auth and platform headers on top of its HTTP client's own, its timeouts. Every call
-    then sends that request's URL and headers with its own body, straight to the transport the
-    SDK's HTTP client would pick for the URL (proxies included), and a refused call still
-    raises the SDK's typed error. What is skipped is the work the SDK and httpx repeat for
-    every request to arrive at the same answer: a pydantic options model, the typed-dict
-    transform of the body, the headers and URL merged again, and the HTTP client's cookie,
-    redirect and auth steps. Together about a millisecond of CPU a call at a hundred
-    concurrent runs, as much as everything else the engine does with the reply. (An SDK whose
-    key could change between requests, a key provider, would be read once per pool: the
+    then sends that request's URL and headers with its own body, and a refused call still
+    raises the SDK's typed error. What is skipped is the work the SDK and its HTTP stack repeat
+    for every request to arrive at the same answer: a pydantic options model, the typed-dict
+    transform of the body, the headers and URL merged again, the HTTP client's cookie,
+    redirect and auth steps, and a general-purpose HTTP/1.1 and connection-pool layer under
+    them. Calls go over our own lean HTTP/1.1 client (`wire.Pool`) when the SDK's HTTP client
+    would send them plainly to the endpoint, as it does unless told otherwise; through a proxy,
+    over HTTP/2 or a Unix socket, they go to the transport that client would pick. (An SDK
+    whose key could change between requests, a key provider, would be read once per pool: the
     engine gives it a fixed key.)
     """
 
@@ -1060,6 +1072,8 @@ class _Wire:
     headers: Any
     extensions: dict[str, Any]
     log: logging.Logger  # the HTTP library's own, where it notes every request at INFO
+    pool: Pool | None  # our own HTTP/1.1 client, where the SDK's would send plainly
+    head: bytes  # with `pool`: the request line and headers, all but the body's length
 
     @classmethod
     def of(cls, sdk: Any, http: Any, path: str) -> _Wire:
@@ -1078,53 +1092,100 @@ class _Wire:
             pair = f"{url.username}:{url.password}".encode()
             headers["authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         client = sdk._client  # the HTTP client we handed the SDK (see `_build_sdk`)
+        transport = client._transport_for_url(url)
+        pool = transport.pool_for(url) if isinstance(transport, Transport) else None
+        head = b""
+        if pool is not None:
+            # Our client reads only what it asked for: replies uncompressed.
+            lines = [b"POST " + url.raw_path + b" HTTP/1.1\r\n"]
+            for name, value in headers.raw:
+                if name.lower() == b"accept-encoding":
+                    value = b"identity"
+                lines.append(name + b": " + value + b"\r\n")
+            head = b"".join(lines)
         return cls(
             sdk=sdk,
             http=http,
-            transport=client._transport_for_url(url),
+            transport=transport,
             url=url,
             headers=headers,
             extensions=dict(template.extensions),
             log=logging.getLogger(http.__name__),
+            pool=pool,
+            head=head,
         )
 
     async def send(self, body: dict[str, Any], stream: bool, connect: float) -> Any:
         """Post `body` as JSON and return the response, its body unread; a refused request
         raises the SDK's typed error for its status, as the SDK itself would. A new connection
         must be made within `connect` seconds."""
+        content = orjson.dumps({**body, "stream": stream})
+        if self.pool is None:
+            return await self._send_by_transport(content, connect)
+        response: Any = await self.pool.send(
+            b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(content), content), connect
+        )
+        self._log(response)
+        if response.is_redirect or response.status_code >= 400:
+            try:
+                received = await response.aread()
+            finally:
+                await response.aclose()
+            request = self._request(content, connect)
+            if response.is_redirect:
+                # Rare (a proxy sending http to https, say): the SDK's HTTP client follows it.
+                response = await self.sdk._client.send(request, stream=True)
+                if response.status_code >= 400:
+                    await self._refuse(response)
+                return response
+            raise self.sdk._make_status_error_from_response(
+                self.http.Response(
+                    response.status_code,
+                    headers=response.raw_headers,
+                    content=received,
+                    request=request,
+                )
+            )
+        return response
+
+    async def _send_by_transport(self, content: bytes, connect: float) -> Any:
+        request = self._request(content, connect)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        self._log(response)
+        if response.is_redirect:
+            await response.aclose()
+            response = await self.sdk._client.send(request, stream=True)
+        if response.status_code >= 400:
+            await self._refuse(response)
+        return response
+
+    def _request(self, content: bytes, connect: float) -> Any:
         timeouts = self.extensions.get("timeout")
         extensions = self.extensions
         if isinstance(timeouts, dict) and timeouts.get("connect") != connect:
             extensions = {**extensions, "timeout": {**timeouts, "connect": connect}}
-        request = self.http.Request(
-            "POST",
-            self.url,
-            headers=self.headers,
-            content=orjson.dumps({**body, "stream": stream}),
-            extensions=extensions,
+        return self.http.Request(
+            "POST", self.url, headers=self.headers, content=content, extensions=extensions
         )
-        response = await self.transport.handle_async_request(request)
-        response.request = request
+
+    async def _refuse(self, response: Any) -> None:
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        raise self.sdk._make_status_error_from_response(response)
+
+    def _log(self, response: Any) -> None:
         if self.log.isEnabledFor(logging.INFO):  # the line the HTTP client would have logged
             self.log.info(
                 'HTTP Request: %s %s "%s %d %s"',
-                request.method,
-                request.url,
+                "POST",
+                self.url,
                 response.http_version,
                 response.status_code,
                 response.reason_phrase,
             )
-        if response.is_redirect:
-            # Rare (a proxy sending http to https, say): the SDK's HTTP client follows it.
-            await response.aclose()
-            response = await self.sdk._client.send(request, stream=True)
-        if response.status_code >= 400:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            raise self.sdk._make_status_error_from_response(response)
-        return response
 
 
 # -- helpers -----------------------------------------------------------------------------------

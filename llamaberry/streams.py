@@ -2,8 +2,8 @@
 
 The SDKs turn every streamed chunk into a pydantic object, which was most of the client's CPU
 at a hundred concurrent runs. The engine reads the raw server-sent events instead (the request
-goes out with the SDK's base URL, auth and headers through its HTTP client's connection pool,
-and a refused one raises the SDK's typed error; see `_Wire` in clients.py) and keeps only the
+goes out with the SDK's base URL, auth and headers over our own HTTP/1.1 client, and a refused
+one raises the SDK's typed error; see `_Wire` in clients.py and wire.py) and keeps only the
 handful of fields it uses, parsed with orjson.
 """
 

@@ -188,7 +188,9 @@ class Reply:
             raise ValueError("repeat must contain a word")
 
 
-FaultKind: TypeAlias = Literal["status", "drop", "drop_after", "truncate", "hang", "stream_error"]
+FaultKind: TypeAlias = Literal[
+    "status", "drop", "drop_after", "truncate", "hang", "stream_error", "raw"
+]
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,8 @@ class Fault:
     after: int = 0
     text: str = _PARTIAL_TEXT
     as_event: bool = False
+    data: bytes = b""
+    keep_open: bool = False
 
     @classmethod
     def status(
@@ -252,6 +256,13 @@ class Fault:
     def hang(cls) -> Fault:
         """Accept the request and never answer it."""
         return cls("hang")
+
+    @classmethod
+    def raw(cls, data: bytes, *, close: bool = True) -> Fault:
+        """Answer with exactly these bytes (status line, headers and body as written, for
+        HTTP framing a client must cope with), then close the connection unless `close` is
+        False."""
+        return cls("raw", data=data, keep_open=not close)
 
 
 @dataclass(frozen=True)
@@ -1513,6 +1524,13 @@ class FakeServer:
             steps.append(prefix + _sse(fault.body))
             await self._stream(writer, steps, headers, self.chunk_delay, keep_alive)
             return keep_alive
+
+        if fault.kind == "raw":
+            writer.write(fault.data)
+            await writer.drain()
+            if fault.keep_open:
+                return True
+            raise _Drop
 
         if fault.kind == "hang":
             # Parked until the client gives up (EOF) or stop() cancels this task.

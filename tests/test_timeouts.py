@@ -133,3 +133,19 @@ def test_the_connect_timeout_grows_with_the_calls_in_flight_up_to_the_call_timeo
     assert connect_timeout(1000, 120.0) == pytest.approx(10.0 + 0.05 * 999)
     assert connect_timeout(5000, 120.0) == 120.0
     assert connect_timeout(1, 3.0) == 3.0
+
+
+async def test_a_passed_deadline_stops_the_next_pausing_await_as_a_timeout_after_ones_that_did_not():
+    # The deadline passes while the caller holds an item. The next await finds its item at hand
+    # and never pauses; the one after pauses, and is stopped once, as a timeout, not a cancel.
+    deadline = Deadline(asyncio.get_running_loop().time() + 0.05)
+    await asyncio.sleep(0.1)
+
+    async def at_hand() -> int:
+        return 1
+
+    with deadline:
+        assert await at_hand() == 1
+    with pytest.raises(TimeoutError), deadline:
+        await asyncio.sleep(5)
+    deadline.cancel()

@@ -673,8 +673,11 @@ def test_a_mode_added_to_the_registry_gets_a_tab_runs_and_is_compared_and_kept(
     app = build_app(Settings(base_url=fake.groq_base_url, max_retries=0), history=store)
     tabs = {b.label: b for b in app.blocks.values() if isinstance(b, gr.Tab)}
     assert "Echo" in tabs
-    intro = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "intro")
-    assert ", Echo; **Compare**" in intro.value
+    # It comes after the registry's other modes, before Compare, in a tab bar that wraps rather
+    # than hiding tabs behind a menu (the phone browser test checks every tab is in sight).
+    assert list(tabs).index("Echo") == list(tabs).index("Compare") - 1
+    bar = next(b for b in app.blocks.values() if isinstance(b, gr.Tabs))
+    assert bar.overflow_behavior == "wrap"
     # Its options fold is drawn from its options model, titled with the values a run will use.
     folded = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "echo-options")
     assert folded.label == "Options · repeats 2"

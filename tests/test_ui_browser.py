@@ -13,9 +13,11 @@ from urllib.parse import urlparse
 
 import pytest
 
+from llamaberry import modes as registry
 from llamaberry.config import Settings
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
+from ui.views import mode_name
 
 from .conftest import FIRST_TURN, SYNTHESIS, refine_script
 from .test_ui_app import CHAIN, drafting, launched, voting
@@ -33,6 +35,7 @@ CHROMIUM_ARGS = [
 ]
 KEY = "server-key-51d2e0"
 PAGE_KEY = "typed-in-page-9b44c1"
+PHONE = {"width": 390, "height": 844}
 
 pytestmark = [
     pytest.mark.browser,
@@ -490,3 +493,80 @@ def test_the_reflect_tab_shows_each_reward_beside_its_step(page, server):
     sections.get_by_text("Spelling it out makes the count reliable.").wait_for()
     assert page.locator("#reflect-answer").inner_text().strip() == "3"
     assert "0.60 → 0.90 (answer)" in page.locator("#reflect-details").inner_text()
+
+
+# -- on a phone, every tab in sight and a History table that reads as words -------------------
+
+
+def tabs() -> dict[str, str]:
+    """Every tab of the page, label to the element its panel shows first: the registry's modes
+    (the default first, as the page orders them), then Compare and History."""
+    order = [registry.DEFAULT_MODE, *(m for m in registry.names() if m != registry.DEFAULT_MODE)]
+    return {
+        **{mode_name(mode): f"#{mode}-q" for mode in order},
+        "Compare": "#compare-q",
+        "History": "#history-table",
+    }
+
+
+@pytest.fixture
+def phone(browser, url: str, server: FakeServer):
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    opened = context.new_page()
+    opened.set_default_timeout(60_000)
+    opened.goto(url)
+    opened.wait_for_selector("#refine-q textarea")
+    yield opened
+    context.close()
+
+
+def test_on_a_phone_every_tab_is_on_the_first_screen_and_opens_with_one_tap(phone):
+    assert not phone.get_by_label("More tabs").is_visible()
+    for label in tabs():
+        tab = phone.get_by_role("tab", name=label, exact=True)
+        assert tab.is_visible(), f"{label} is not in the tab bar"
+        box = tab.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], label
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], label
+    for label, first in tabs().items():
+        # A click that lands on anything but the tab (a menu over it, say) fails here.
+        phone.get_by_role("tab", name=label, exact=True).click()
+        assert phone.get_by_role("tab", name=label, exact=True).get_attribute("aria-selected")
+        phone.locator(first).first.wait_for()
+    assert phone.evaluate("document.documentElement.scrollWidth > window.innerWidth") is False
+
+
+LINES = """(element) => {
+  // How many lines the element's text takes: the line boxes of its text, told apart by top.
+  const tops = new Set();
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    if (!text.textContent.trim()) continue;
+    const range = document.createRange();
+    range.selectNodeContents(text);
+    for (const box of range.getClientRects()) if (box.width > 0) tops.add(Math.round(box.top));
+  }
+  return tops.size;
+}"""
+
+
+def test_on_a_phone_the_history_table_headers_and_words_are_not_broken(phone):
+    ask(phone, "A question to find again on a phone")
+    phone.locator("#refine-answer").get_by_text(COMPREHENSIVE).wait_for()
+    open_tab(phone, "History")
+    table = phone.locator("#history-table")
+    table.get_by_text("A question to find again on a phone").locator(
+        "visible=true"
+    ).first.wait_for()
+    headers = table.locator("th .header").locator("visible=true")
+    names = [" ".join(name.split()) for name in headers.all_inner_texts()]
+    for name in ("mode", "status", "question"):
+        assert name in names
+    for index, name in enumerate(names):
+        assert headers.nth(index).evaluate(LINES) == 1, f"the {name!r} header takes several lines"
+    row = table.locator(".virtual-row").locator("visible=true").first
+    for cell in row.locator(".body-cell").locator("visible=true").all():
+        word = cell.inner_text().strip()
+        if word and " " not in word:  # one word, such as the mode or the status: one line
+            assert cell.evaluate(LINES) == 1, f"{word!r} is broken over lines"
+    assert phone.evaluate("document.documentElement.scrollWidth > window.innerWidth") is False

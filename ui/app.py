@@ -36,7 +36,7 @@ from llamaberry.limits import RateLimiter
 from llamaberry.options import Options, bounds, describe, plain_type
 from llamaberry.results import Mode
 from llamaberry.store import Store, history_enabled
-from ui.history import build_history_tab, export_run
+from ui.history import build_history_tab, export_run, phone_css
 from ui.views import RunView, agreement, mode_name, mode_view, page_words, shown
 
 log = logging.getLogger("llamaberry.ui")
@@ -101,12 +101,9 @@ CSS = """
   .lb-buttons { flex-direction: row !important; }
   .lb-buttons > * { flex: 1 1 0 !important; }
   .lb-sections { height: auto !important; }
-  /* History on a phone: when, mode, status and the question; id, model and cost hidden. */
-  #history-table th:nth-child(1), #history-table .virtual-row > :nth-child(1),
-  #history-table th:nth-child(4), #history-table .virtual-row > :nth-child(4),
-  #history-table th:nth-child(6), #history-table .virtual-row > :nth-child(6),
-  #history-table th:nth-child(7), #history-table .virtual-row > :nth-child(7) {
-    display: none !important; }
+  /* Every tab in sight: the bar wraps (see build_app), with tighter tabs so it takes fewer
+     rows. */
+  #tabs .tab-container button { padding-left: 10px !important; padding-right: 10px !important; }
 }
 """
 
@@ -551,10 +548,7 @@ def build_app(
         session = gr.State(Session())
         gr.Markdown(
             "# llamaberry\nA fast model, given several passes at your question. "
-            "Watch it think, then compare it with a single answer.\n\n"
-            # On a phone most tabs sit behind a menu: this line says they are there.
-            f"One tab per way of thinking: {', '.join(mode_name(m) for m in order)}; "
-            "**Compare** runs them side by side.",
+            "Watch it think, then compare it with a single answer.",
             elem_id="intro",
         )
         if base.embedded:
@@ -598,7 +592,9 @@ def build_app(
         settings_inputs = [model, temperature, effort, api_key]
 
         tabs: dict[str, dict[str, Any]] = {}
-        with gr.Tabs():
+        # Tabs that do not fit wrap onto another row instead of hiding behind a "⋯" menu, so a
+        # phone shows every mode at once.
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
             for mode in order:
                 spec = registry.get(mode)
                 with gr.Tab(mode_name(mode), id=mode):
@@ -939,7 +935,8 @@ def serve(
         run_history=False,
         footer_links=["api", "gradio"],
         theme=theme(),
-        css=CSS,
+        # The History table's phone layout is drawn from the registry, so it is built here.
+        css=CSS + phone_css(),
         js=JS,
     )
 

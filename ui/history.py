@@ -10,20 +10,59 @@ are tested without a browser; `build_history_tab` lays them out with gradio insi
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from llamaberry import modes as registry
 from llamaberry.errors import LlamaberryError
 from llamaberry.redact import redact, redact_data
-from llamaberry.results import Run
+from llamaberry.results import Run, Status
 from llamaberry.store import Store, run_markdown
 from ui.views import RunView, shown
 
 HEADERS = ["id", "started (UTC)", "mode", "model", "status", "tokens", "seconds", "question"]
 # The question gets the room; the id stays (a click reads it) but narrow.
 WIDTHS: list[str | int] = ["10%", "13%", "7%", "13%", "8%", "8%", "8%", "33%"]
+# The columns a phone shows; the others (id, when, model, cost) need a wider screen.
+PHONE_COLUMNS = ["mode", "status", "question"]
 NOTHING = "No saved run matches. Clear the search or pick another mode."
 PROMPT = "Pick a run in the table (or paste its id) to reopen it."
+
+
+def phone_css() -> str:
+    """CSS that fits the table to a phone: only `PHONE_COLUMNS`, headers and one-word cells on
+    one line, the question given what is left.
+
+    Gradio sizes the columns from `WIDTHS` as shares of the whole table, so with columns hidden
+    the rest were a few letters wide. Mode and status get the width of their longest value (read
+    from the registry and the run statuses, so a new mode fits too). The header and the body are
+    separate tables, so each column is given the same width in both.
+    """
+    longest = {
+        "mode": max(len(name) for name in ["mode", *registry.names()]),
+        "status": max(len(status) for status in ["status", *get_args(Status)]),
+    }
+    # A monospace character is 1ch; the 18px are the cell's padding (8px a side) and slack.
+    fixed = {header: f"calc({chars}ch + 18px)" for header, chars in longest.items()}
+    # The question gets what the others leave (cqw: the table's own width), but never so
+    # little that it reads a word a line; past that the table scrolls sideways instead.
+    rest = f"max(7rem, calc(100cqw - {' - '.join(fixed.values())}))"
+    hidden, rules = [], ["#history-table .virtual-table-viewport { container-type: inline-size; }"]
+    for number, header in enumerate(HEADERS, start=1):
+        cells = (
+            f"#history-table th:nth-child({number}), "
+            f"#history-table .virtual-row > :nth-child({number})"
+        )
+        if header not in PHONE_COLUMNS:
+            hidden.append(cells)
+        else:
+            width = fixed.get(header, rest)
+            rules.append(
+                f"{cells} {{ width: {width} !important; min-width: {width} !important; "
+                f"max-width: {width} !important; }}"
+            )
+    rules.append(",\n".join(hidden) + " { display: none !important; }")
+    rules.append("#history-table th .header { white-space: nowrap !important; }")
+    return "@media (max-width: 640px) {\n" + "\n".join(rules) + "\n}\n"
 
 
 def history_rows(

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from llamaberry.clients import POOL_SIZE
+from .workloads import RAW_POOL_SIZE
 
 HERE = Path(__file__).resolve().parent
 
@@ -239,8 +239,8 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
             f"N refine runs started at once, server latency {conc['latency_ms']:.0f} ms per "
             "call; every (variant, N) in a fresh client process after one warm-up run; the "
             "connection pool is sized N for all. `raw` is one plain `AsyncGroq`; `raw_pooled` "
-            f"is the raw SDK with its N connections spread over pools of {POOL_SIZE} as the engine "
-            "spreads them (see below). Wall is the median over the repetitions; "
+            f"is the raw SDK with its N connections spread over pools of {RAW_POOL_SIZE}, its best "
+            "at scale (see below); the engine keeps its N in one pool of its own. Wall is the median over the repetitions; "
             "CPU is the client's user + system time per run; memory per run is (peak RSS - "
             "RSS before the batch) / N. Server CPU is the fake server's, in its own process.",
             "",
@@ -521,7 +521,7 @@ def plot(figures: dict[str, Any], path: Path) -> None:
         for name, label, style in (
             ("engine", "llamaberry engine", "o-"),
             ("raw", "raw groq.AsyncGroq, one pool", "s--"),
-            ("raw_pooled", f"raw groq.AsyncGroq, pools of {POOL_SIZE}", "^:"),
+            ("raw_pooled", f"raw groq.AsyncGroq, pools of {RAW_POOL_SIZE}", "^:"),
         ):
             axis.plot(levels, [value(row[name]) for row in rows], style, label=label)
         axis.set_xscale("log")

@@ -15,7 +15,7 @@ import groq
 import httpx
 
 from llamaberry import Engine, TextDelta, Usage
-from llamaberry.clients import POOL_SIZE, ChatClient, Completion, Delta
+from llamaberry.clients import ChatClient, Completion, Delta
 from llamaberry.config import DEFAULT_MODEL, Settings
 from llamaberry.limits import RateLimiter
 from llamaberry.prompts import first_turn_messages, later_turn_messages, synthesis_messages
@@ -24,6 +24,10 @@ from llamaberry.testing import RecordedRequest
 from .replies import make_script
 
 TURNS = 3
+# httpcore's pool (under both SDKs' httpx) rescans every connection for each idle one whenever
+# it admits or releases a request: one pool of N costs O(N^2) per request. The raw SDK is at its
+# best over pools of this many, which the engine also used before it had its own HTTP client.
+RAW_POOL_SIZE = 8
 MAX_TOKENS = 4096  # the engine's default completion budget, sent by both sides
 
 OnFirstText = Callable[[float], None]
@@ -122,11 +126,11 @@ def make_canned_engine(chunk_words: int) -> Engine:
 
 
 class PooledRaw:
-    """Raw `groq.AsyncGroq` clients over small pools, the way the engine spreads its
-    connections (see `POOL_SIZE` in clients.py): the like-for-like baseline at scale."""
+    """Raw `groq.AsyncGroq` clients over pools of `RAW_POOL_SIZE`: the raw SDK at its best at
+    scale, the baseline the engine is held to."""
 
     def __init__(self, base_url: str, concurrency: int) -> None:
-        count = -(-concurrency // POOL_SIZE)
+        count = -(-concurrency // RAW_POOL_SIZE)
         size = -(-concurrency // count)
         self.clients = [make_raw_client(base_url, size) for _ in range(count)]
         self.busy = [0] * count

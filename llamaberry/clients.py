@@ -57,10 +57,6 @@ log = logging.getLogger("llamaberry")
 PROVIDERS = ("groq", "openai", "local")
 # Where the openai SDK sends requests when no base URL is given.
 OPENAI_API_URL = "https://api.openai.com/v1"
-# httpcore's pool scans every connection, for every idle one, each time it admits or releases a
-# request, so one pool of N connections costs O(N^2) per request; at a few hundred concurrent
-# runs that outweighs everything else. Pools of at most this many connections keep it flat.
-POOL_SIZE = 8
 # A new connection must be made within this many seconds when little else is going on...
 CONNECT_TIMEOUT = 10.0
 # ...and this much longer for every call in flight: one event loop opening a burst of connections
@@ -366,14 +362,10 @@ class ChatClient:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter()
         self.max_connections = max_connections
-        # `max_connections` spread over SDK clients of at most `POOL_SIZE` connections each,
-        # opened one by one as load needs them (see `_pool`).
-        self._pool_count = -(-max_connections // POOL_SIZE)
-        self._pool_size = -(-max_connections // self._pool_count)
-        self._sdks: list[Any] = []  # SDK clients, one small connection pool each
-        self._wires: list[_Wire] = []  # how a call is sent through each of them
-        self._busy: list[int] = []  # calls in flight on each
-        self._in_flight = 0  # on all of them
+        # The SDK client, built on first use or by `warm()`, and how calls go out through it.
+        self._sdk: Any = None
+        self._wire: _Wire | None = None
+        self._in_flight = 0  # calls
         self._models: list[str] | None = None
         # Set once the endpoint has answered 404 for this model: later calls fail at once.
         self._model_missing = False
@@ -398,42 +390,42 @@ class ChatClient:
         Both SDKs take the same arguments; only the HTTP library differs (`http` is the httpx
         module the SDK is built on: groq uses httpx, openai its fork httpx2).
         """
+        client = http_client(
+            limits=http.Limits(
+                max_connections=connections,
+                max_keepalive_connections=connections if self.keep_alive else 0,
+            ),
+            verify=_ssl_context(http),
+        )
+        # Requests go over our own HTTP/1.1 client (see wire.py) in place of the HTTP client's
+        # default transport. Set after construction, because httpx reads the proxies named in
+        # the environment (and NO_PROXY) only when it builds its own: those still go through
+        # the transports it made for them, with the limits and TLS context above.
+        client._transport = Transport(
+            http,
+            ssl_context=_ssl_context(http),
+            limit=connections,
+            keep_alive=connections if self.keep_alive else 0,
+        )
         return sdk(
             api_key=self._api_key,
             base_url=self._base_url,
             max_retries=0,
             timeout=http.Timeout(self.timeout, connect=connect_timeout(1, self.timeout)),
-            http_client=http_client(
-                # Requests go over our own HTTP/1.1 client (see wire.py). The limits and TLS
-                # context are also for the HTTP client's own transports: those it makes for a
-                # proxy named in the environment.
-                transport=Transport(
-                    http,
-                    ssl_context=_ssl_context(http),
-                    limit=connections,
-                    keep_alive=connections if self.keep_alive else 0,
-                ),
-                limits=http.Limits(
-                    max_connections=connections,
-                    max_keepalive_connections=connections if self.keep_alive else 0,
-                ),
-                verify=_ssl_context(http),
-            ),
+            http_client=client,
         )
 
     # -- the interface the modes use ---------------------------------------------------------
 
     @property
     def sdk(self) -> Any:
-        """The underlying SDK client, created on first use (the first of its pools)."""
-        if not self._sdks:
-            self._open_pool()
-        return self._sdks[0]
+        """The underlying SDK client, created on first use."""
+        return self._open().sdk
 
     @property
     def pools(self) -> int:
-        """How many connection pools are open: they open one by one as load needs them."""
-        return len(self._sdks)
+        """How many connection pools are built: one once the SDK client is, none before."""
+        return 0 if self._sdk is None else 1
 
     def _has_sdk(self) -> bool:
         # A client of one's own that streams without an SDK has nothing to build.
@@ -441,8 +433,8 @@ class ChatClient:
 
     def prepare(self) -> None:
         """Import the SDK and build its first client now, in this thread."""
-        if self._has_sdk() and not self._sdks:
-            self._open_pool()
+        if self._has_sdk() and self._sdk is None:
+            self._open()
 
     def warm(self) -> None:
         """Start importing the SDK and building its first client in a background thread.
@@ -450,7 +442,7 @@ class ChatClient:
         The import costs a few hundred milliseconds once per process; started while the engine
         is built, it overlaps with whatever the caller does next instead of delaying it.
         """
-        if self._has_sdk() and not self._sdks and self._warming is None:
+        if self._has_sdk() and self._sdk is None and self._warming is None:
             self._warming = concurrent.futures.Future()
             # Started on the event loop's next turn, when there is one: starting a thread hands
             # the CPU to it (it goes straight into the import), which on a busy machine cost the
@@ -469,7 +461,7 @@ class ChatClient:
             self.prepare()
             # The SDKs work out their platform headers on the first request (about 10 ms of
             # asking the OS); they cache the answer per process, so ask now.
-            platform_headers = getattr(self._sdks[0], "platform_headers", None)
+            platform_headers = getattr(self._sdk, "platform_headers", None)
             if callable(platform_headers):
                 platform_headers()
         except BaseException as error:  # the first call will build it again and say why
@@ -485,27 +477,19 @@ class ChatClient:
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(warming)
 
-    def _open_pool(self) -> int:
-        with self._lock:
-            if len(self._sdks) < self._pool_count:
-                sdk = self._make_sdk(self._pool_size)
-                self._wires.append(
-                    _Wire.of(sdk, importlib.import_module(self._http_name), self._chat_path)
-                )
-                self._sdks.append(sdk)
-                self._busy.append(0)
-            return len(self._sdks) - 1
-
-    def _pool(self) -> int:
-        """The pool for the next call: the least busy open one, opening another only when
-        every open pool is full. Few calls at a time therefore never pay for more pools."""
-        busy = self._busy
-        if not busy:
-            return self._open_pool()
-        pool = 0 if len(busy) == 1 else min(range(len(busy)), key=busy.__getitem__)
-        if busy[pool] >= self._pool_size and len(busy) < self._pool_count:
-            return self._open_pool()
-        return pool
+    def _open(self) -> _Wire:
+        """The SDK client and its wire, built now if they are not yet (maybe in `warm()`'s
+        thread, hence the lock)."""
+        wire = self._wire
+        if wire is None:
+            with self._lock:
+                if self._wire is None:
+                    sdk = self._make_sdk(self.max_connections)
+                    http = importlib.import_module(self._http_name)
+                    self._wire = _Wire.of(sdk, http, self._chat_path)
+                    self._sdk = sdk
+                wire = self._wire
+        return wire
 
     async def stream(
         self,
@@ -627,8 +611,8 @@ class ChatClient:
     async def aclose(self) -> None:
         """Close the connection pools."""
         await self.ready()  # a pool still being built in the background is closed too
-        sdks, self._sdks, self._busy, self._wires = self._sdks, [], [], []
-        for sdk in sdks:
+        sdk, self._sdk, self._wire = self._sdk, None, None
+        if sdk is not None:
             await sdk.close()
 
     async def server_slots(self) -> int | None:
@@ -761,13 +745,11 @@ class ChatClient:
         stream = fmt is None
         if stream:
             params.update(self._extra_params(stream=True))
-        pool = self._pool()
-        busy = self._busy
-        busy[pool] += 1
+        wire = self._wire or self._open()
         self._in_flight += 1
         sent = time.perf_counter()
         try:
-            response = await self._wires[pool].send(
+            response = await wire.send(
                 params, stream, connect=connect_timeout(self._in_flight, self.timeout)
             )
             try:
@@ -852,7 +834,6 @@ class ChatClient:
                 translated.response_format = fmt
             raise translated from None
         finally:
-            busy[pool] -= 1
             self._in_flight -= 1
 
     # -- error handling ----------------------------------------------------------------------
@@ -949,7 +930,7 @@ class ChatClient:
         )
 
     def _where(self) -> str:
-        url = str(getattr(self._sdks[0], "base_url", "") or "") if self._sdks else ""
+        url = str(getattr(self._sdk, "base_url", "") or "") if self._sdk is not None else ""
         return f"the {self.provider} endpoint" + (f" at {url}" if url else "")
 
     def _key_name(self) -> str:

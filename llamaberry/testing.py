@@ -37,6 +37,11 @@ mismatch. Each recorded request's ``tls`` names the TLS version it arrived over,
 ``handshakes_failed`` counts the connections whose handshake failed (a client that does not
 trust the certificate); ``connections_opened`` counts those too.
 
+The server also answers as a plain forward proxy would be asked: a request whose target is a
+whole URL (``POST http://elsewhere/v1/chat/completions``) is served as if for its path, and its
+record's ``proxied_for`` says where it was addressed. Point ``HTTP_PROXY`` at it to see that a
+client goes through the proxy.
+
 Each chat request is answered by the first of: the ``enqueue`` queue (FIFO), the
 ``reply_with`` handler, the ``default`` given at construction, and finally an echo of the
 last user message (``"echo: <text>"``, or ``{"echo": "<text>"}`` in JSON mode). Handlers
@@ -279,6 +284,9 @@ class RecordedRequest:
     _answered: list[float] = field(default_factory=list, compare=False, repr=False)
     # The TLS version the request came over ("TLSv1.3"), or None for plain HTTP.
     tls: str | None = field(default=None, compare=False)
+    # Where a request sent to us as a forward proxy was addressed ("http://host:port"): its
+    # target was a whole URL. None for a request addressed to us.
+    proxied_for: str | None = field(default=None, compare=False)
 
     @property
     def answered_at(self) -> float | None:
@@ -553,6 +561,7 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
+    origin: str | None = None  # of a whole-URL target, as a forward proxy is sent
 
 
 class _Drop(Exception):
@@ -578,6 +587,11 @@ async def _read_request(
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise _HttpError(400, "Malformed request line")
     method, target, version = parts
+    origin = None
+    if target.startswith(("http://", "https://")):  # the absolute form a proxy is sent
+        scheme, _, rest = target.partition("://")
+        authority, _, path = rest.partition("/")
+        origin, target = f"{scheme}://{authority}", "/" + path
 
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -609,7 +623,7 @@ async def _read_request(
         body = await reader.readexactly(length) if length else b""
     else:
         body = b""
-    return _Request(method, target.split("?", 1)[0], headers, body, keep_alive)
+    return _Request(method, target.split("?", 1)[0], headers, body, keep_alive, origin)
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -972,6 +986,7 @@ class FakeServer:
             request.headers,
             parsed if isinstance(parsed, dict) else {},
             tls=tls.version() if tls is not None else None,
+            proxied_for=request.origin,
         )
         keep_alive = request.keep_alive
         path, method = request.path, request.method

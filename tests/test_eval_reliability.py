@@ -226,11 +226,11 @@ def test_an_unwritable_out_is_found_before_the_eval_runs(fake_server, dataset: P
     assert fake_server.requests == []
 
 
-async def test_a_huge_concurrency_builds_connection_pools_only_as_calls_need_them(
+async def test_a_huge_concurrency_builds_one_sdk_client_and_no_connections_up_front(
     monkeypatch: pytest.MonkeyPatch,
 ):
     monkeypatch.setenv("LLAMABERRY_CONCURRENCY", "10000")
     engine = Engine(api_key="k", base_url="http://127.0.0.1:9")
-    await engine.client.ready()  # the first pool is built in the background
-    # One small pool up front, not a thousand: each is an SDK client of its own.
+    await engine.client.ready()  # the SDK client is built in the background
+    # One SDK client whose pool opens connections as calls need them, nothing per connection.
     assert engine.client.pools == 1

@@ -8,7 +8,6 @@ import asyncio
 import pytest
 
 from llamaberry import Engine, TextDelta, TextReset
-from llamaberry.clients import POOL_SIZE
 from llamaberry.engine import collect
 from llamaberry.streams import Chunk, StreamErrorEvent, read_chunks
 from llamaberry.testing import FakeServer, Fault, Reply
@@ -94,20 +93,21 @@ async def test_an_engine_warms_one_pool_and_one_call_at_a_time_needs_no_more(
 ):
     engine = Engine(api_key="k", base_url=server.groq_base_url, history=False)
     await engine.client.ready()
-    assert engine.client.pools == 1  # concurrency 100 could use four
+    assert engine.client.pools == 1
     for _ in range(3):
         await engine.single("hi")
     assert engine.client.pools == 1
     await engine.aclose()
 
 
-async def test_pools_open_one_by_one_as_calls_in_flight_fill_them():
+async def test_calls_in_flight_share_one_pool_as_large_as_the_concurrency(monkeypatch):
+    monkeypatch.setenv("LLAMABERRY_CONCURRENCY", "5")
     async with FakeServer(latency=0.3) as server:
         engine = Engine(api_key="k", base_url=server.groq_base_url, history=False)
-        assert engine.settings.concurrency == 100  # four pools of 25 at most
-        size = -(-100 // -(-100 // POOL_SIZE))
-        await asyncio.gather(*(engine.single(f"q{i}") for i in range(size + 1)))
-        assert engine.client.pools == 2
+        runs = await asyncio.gather(*(engine.single(f"q{i}") for i in range(20)))
+        assert [run.answer for run in runs] == [f"echo: q{i}" for i in range(20)]
+        assert engine.client.pools == 1
+        assert server.connections_opened == 5
         await engine.aclose()
 
 

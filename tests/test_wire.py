@@ -229,3 +229,19 @@ def test_an_engine_used_from_one_event_loop_then_another_still_answers(fake_serv
     first = asyncio.run(engine.single("one"))
     second = asyncio.run(engine.single("two"))
     assert (first.answer, second.answer) == ("echo: one", "echo: two")
+
+
+@pytest.mark.parametrize("provider", ["groq", "openai"])
+def test_a_proxy_named_in_the_environment_carries_every_call(
+    fake_server: FakeServer, provider: str, monkeypatch: pytest.MonkeyPatch
+):
+    # The endpoint's name does not resolve; only a call through the proxy can reach an answer.
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{fake_server.port}")
+    path = "" if provider == "groq" else "/v1"  # groq's SDK adds /openai/v1 itself
+    upstream = "http://chat.upstream.invalid:8000"
+    engine = Engine(provider=provider, api_key="k", base_url=upstream + path, history=False)
+    run = asyncio.run(engine.single("through the proxy"))
+    assert run.answer == "echo: through the proxy"
+    assert [r.proxied_for for r in fake_server.requests] == [upstream]

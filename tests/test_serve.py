@@ -18,6 +18,7 @@ import openai
 import pytest
 import uvicorn
 
+from llamaberry import Engine
 from llamaberry.config import Settings
 from llamaberry.errors import InputError
 from llamaberry.serve import Gateway, create_app
@@ -594,3 +595,19 @@ def test_the_serve_command_serves_and_warns_beyond_loopback_without_a_key(tmp_pa
             _, stderr = process.communicate(timeout=10)
     assert "without --api-key" in stderr
     assert "upstream-secret" not in stderr
+
+
+async def test_an_engine_can_ask_the_endpoint_over_uvicorns_http(
+    server: FakeServer, endpoint: Endpoint
+):
+    # Our own HTTP client against a server it was not written with: uvicorn's, streaming and
+    # keeping the connection for the next call.
+    server.enqueue(Reply("first answer", chunk_words=1), Reply("second answer", chunk_words=1))
+    engine = Engine(
+        provider="openai", api_key="none", base_url=endpoint.url, model="single", history=False
+    )
+    async with engine:
+        first = await engine.single("one")
+        second = await engine.single("two")
+    assert (first.answer, second.answer) == ("first answer", "second answer")
+    assert [call.attempts for call in first.calls + second.calls] == [1, 1]

@@ -211,6 +211,7 @@ class Fault:
     as_event: bool = False
     data: bytes = b""
     keep_open: bool = False
+    pause_at: tuple[int, ...] = ()
 
     @classmethod
     def status(
@@ -263,11 +264,12 @@ class Fault:
         return cls("hang")
 
     @classmethod
-    def raw(cls, data: bytes, *, close: bool = True) -> Fault:
+    def raw(cls, data: bytes, *, close: bool = True, pause_at: Iterable[int] = ()) -> Fault:
         """Answer with exactly these bytes (status line, headers and body as written, for
         HTTP framing a client must cope with), then close the connection unless `close` is
-        False."""
-        return cls("raw", data=data, keep_open=not close)
+        False. The bytes are sent in pieces cut at the offsets `pause_at`, each a moment after
+        the last, so the client receives them as separate reads."""
+        return cls("raw", data=data, keep_open=not close, pause_at=tuple(sorted(pause_at)))
 
 
 @dataclass(frozen=True)
@@ -1541,8 +1543,12 @@ class FakeServer:
             return keep_alive
 
         if fault.kind == "raw":
-            writer.write(fault.data)
-            await writer.drain()
+            cuts = [0, *fault.pause_at, len(fault.data)]
+            for start, end in itertools.pairwise(cuts):
+                if start:
+                    await asyncio.sleep(0.005)
+                writer.write(fault.data[start:end])
+                await writer.drain()
             if fault.keep_open:
                 return True
             raise _Drop

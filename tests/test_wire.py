@@ -245,3 +245,17 @@ def test_a_proxy_named_in_the_environment_carries_every_call(
     run = asyncio.run(engine.single("through the proxy"))
     assert run.answer == "echo: through the proxy"
     assert [r.proxied_for for r in fake_server.requests] == [upstream]
+
+
+async def test_a_response_read_in_two_pieces_cut_anywhere_reads_the_same(server: FakeServer):
+    # Wherever a read ends, inside the status line, a header, a chunk-size line, an event or
+    # the trailer, the reply is the same and the connection stays fit for the next call.
+    body = chunked(sse("cut ", "anywhere"), 60, extension=b";n=1", trailer=b"X-T: 1\r\n")
+    data = response(body, SSE, b"Transfer-Encoding: chunked")
+    client = client_for(server, retry=NO_RETRY)
+    for cut in range(1, len(data)):
+        server.enqueue(Fault.raw(data, close=False, pause_at=[cut]))
+        reply = await answer(client)
+        assert reply.text == "cut anywhere", f"cut at byte {cut}"
+    await client.aclose()
+    assert server.connections_opened == 1

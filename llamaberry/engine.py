@@ -12,7 +12,7 @@ from .clients import ChatClient, RetryPolicy, make_client
 from .compare import Comparison, compare
 from .config import Settings
 from .errors import RunFailedError
-from .events import CallFinished, Event, RunFinished, RunStarted
+from .events import CallFinished, Event, RunFinished, RunStarted, TextDelta
 from .limits import RateLimiter
 from .redact import redact
 from .results import Mode, Run
@@ -221,7 +221,11 @@ class Engine:
         settled = False
         try:
             async for event in stream:
-                if isinstance(event, RunStarted | CallFinished):
+                # Most events are text: an exact type test passes them on before the model
+                # class checks below, which go through pydantic's own isinstance hook.
+                if type(event) is TextDelta:
+                    pass
+                elif isinstance(event, RunStarted | CallFinished):
                     save()
                 elif isinstance(event, RunFinished):
                     settled = True

@@ -42,14 +42,15 @@ SYNTHESIS_SECTIONS = {
     "concise answer": ("concise answer", "short answer", "brief answer", "tldr", "summary"),
 }
 
-_FENCE = re.compile(r"^\s*(```|~~~)")
 _ATX = re.compile(r"^\s{0,3}#{1,6}\s*(?P<title>.+?)\s*#*\s*$")
 _BOLD = re.compile(r"^\s{0,3}(?:\*\*|__)(?P<title>[^*_]+?)(?:\*\*|__)\s*(?P<rest>.*)$")
 _NUMBERING = re.compile(r"^(?:\d+|[ivx]+|[a-e])[.)]\s+", re.IGNORECASE)
 _OUTER_FENCE = re.compile(r"^\s*```[\w-]*\n(?P<body>.*)\n```\s*$", re.DOTALL)
 _PARENTHESES = re.compile(r"\([^)]*\)")
 _NOT_WORD = re.compile(r"[^\w\s]")
-# What a heading starts with once its indent is stripped: `#`, or `**` / `__` around bold words.
+# How a line starts once its indent is stripped: a code fence's marks, or a heading's (`#`, or
+# `**` / `__` around bold words). One look at them rules out the regexes for most lines.
+_FENCE_START = ("```", "~~~")
 _HEADING_START = ("#", "**", "__")
 
 _STEP_START = re.compile(
@@ -86,9 +87,12 @@ def split_sections(text: str, known: dict[str, tuple[str, ...]]) -> dict[str, st
     current: list[str] | None = None
     in_fence = False
     for line in unwrap(text).splitlines():
-        if _FENCE.match(line):
+        start = line.lstrip()
+        if start.startswith(_FENCE_START):
             in_fence = not in_fence
-        heading = None if in_fence else _heading(line, lookup)
+        heading = (
+            None if in_fence or not start.startswith(_HEADING_START) else _heading(line, lookup)
+        )
         if heading is not None:
             name, rest = heading
             current = sections.setdefault(name, [])
@@ -102,9 +106,6 @@ def split_sections(text: str, known: dict[str, tuple[str, ...]]) -> dict[str, st
 
 
 def _heading(line: str, lookup: dict[str, str]) -> tuple[str, str] | None:
-    # Most lines are prose: one look at their first characters rules out both patterns.
-    if not line.lstrip().startswith(_HEADING_START):
-        return None
     for pattern in (_ATX, _BOLD):
         match = pattern.match(line)
         if not match:
@@ -129,30 +130,38 @@ def parse_steps(text: str | None) -> list[ReasoningStep]:
     if not text:
         return []
     steps: list[ReasoningStep] = []
+    # The step being read: its number, its lines, and its explanation's lines once begun.
+    number: int | None = None
     body: list[str] = []
     explanation: list[str] | None = None
 
     def flush() -> None:
-        if steps:
-            steps[-1].text = "\n".join(body).strip()
-            steps[-1].explanation = "\n".join(explanation).strip() if explanation else None
+        # Each step is built once, whole (setting a model's fields one by one costs more).
+        if number is not None:
+            steps.append(
+                ReasoningStep(
+                    number=number,
+                    text="\n".join(body).strip(),
+                    explanation="\n".join(explanation).strip() if explanation else None,
+                )
+            )
 
     in_fence = False
     for line in text.splitlines():
-        if _FENCE.match(line):
+        if line.lstrip().startswith(_FENCE_START):
             in_fence = not in_fence
         start = None if in_fence else _STEP_START.match(line)
         if start and not _EXPLANATION.match(line):
             flush()
-            steps.append(ReasoningStep(number=int(start.group("n")), text=""))
+            number = int(start.group("n"))
             body, explanation = [start.group("text")], None
             continue
-        found = None if in_fence or not steps else _EXPLANATION.match(line)
+        found = None if in_fence or number is None else _EXPLANATION.match(line)
         if found:
             explanation = [found.group("text")]
         elif explanation is not None:
             explanation.append(line)
-        elif steps:
+        elif number is not None:
             body.append(line)
     flush()
     return steps

@@ -570,3 +570,33 @@ def test_on_a_phone_the_history_table_headers_and_words_are_not_broken(phone):
         if word and " " not in word:  # one word, such as the mode or the status: one line
             assert cell.evaluate(LINES) == 1, f"{word!r} is broken over lines"
     assert phone.evaluate("document.documentElement.scrollWidth > window.innerWidth") is False
+
+
+UNDER_COPY = """(element) => {
+  // The text the answer's copy button sits on, if any.
+  const button = element.querySelector('.icon-button-wrapper button');
+  const b = button.getBoundingClientRect();
+  const under = [];
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    const range = document.createRange();
+    range.selectNodeContents(text);
+    for (const r of range.getClientRects()) {
+      if (r.width > 0 && r.left < b.right && b.left < r.right && r.top < b.bottom && b.top < r.bottom)
+        under.push(text.textContent.trim());
+    }
+  }
+  return under;
+}"""
+
+
+def test_on_a_phone_no_copy_button_sits_on_answer_text(phone):
+    ask(phone, "How many r in strawberry?")
+    phone.locator("#refine-answer").get_by_text(COMPREHENSIVE).wait_for()
+    phone.get_by_role("tab", name="Compare", exact=True).click()
+    ask(phone, "How many r in strawberry?", tab="compare")
+    phone.locator("#compare-badge").get_by_text("answers", exact=False).wait_for()
+    for answer in ("#compare-single-answer", "#compare-refine-answer"):
+        assert phone.locator(answer).evaluate(UNDER_COPY) == [], answer
+    phone.get_by_role("tab", name=mode_name(registry.DEFAULT_MODE), exact=True).click()
+    assert phone.locator("#refine-answer").evaluate(UNDER_COPY) == []

@@ -88,6 +88,12 @@ CSS = """
 .lb-sections .thought-group .title .md { font-size: 1rem !important;
   color: var(--body-text-color) !important; }
 .lb-sections label.float { position: static !important; }
+/* A fold's title that wraps (a mode's long Options title on a phone) reads from the left, and
+   its arrow keeps clear of the text. */
+.label-wrap { text-align: left; gap: 8px; }
+/* A copy button floats at the answer's top right, so the text flows around it, not under it. */
+.lb-copy .prose > .icon-button-wrapper.top-panel { position: relative !important; float: right;
+  top: 0 !important; right: 0 !important; margin: 0 0 4px 8px; }
 /* Compare: one card per mode and the badge saying whether their answers agree. */
 .lb-mode-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
   padding: 8px 12px; background: var(--background-fill-primary); }
@@ -832,7 +838,7 @@ def _answer_card(name: str) -> dict[str, Any]:
         answer = gr.Markdown(
             visible=False,
             buttons=["copy"],
-            elem_classes=["lb-card"],
+            elem_classes=["lb-card", "lb-copy"],
             elem_id=f"{name}-answer",
             scale=3,
             min_width=240,
@@ -888,7 +894,9 @@ def _compare_tab(compare_modes: Sequence[Mode]) -> dict[str, Any]:
                 elem_id=f"compare-{mode}",
             ) as column:
                 title = gr.Markdown(f"### {mode_name(mode)}", elem_id=f"compare-{mode}-title")
-                answer = gr.Markdown(buttons=["copy"], elem_id=f"compare-{mode}-answer")
+                answer = gr.Markdown(
+                    buttons=["copy"], elem_classes=["lb-copy"], elem_id=f"compare-{mode}-answer"
+                )
                 stats = gr.Markdown(elem_classes=["lb-summary"], elem_id=f"compare-{mode}-stats")
                 with gr.Accordion("Reasoning", open=False, elem_id=f"compare-{mode}-reasoning"):
                     reasoning = gr.Markdown()

@@ -122,3 +122,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         if name.startswith(("LLAMABERRY_", "GROQ_", "OPENAI_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("LLAMABERRY_HOME", str(tmp_path / "home"))
+    # And where the history would go without it, for a subprocess whose environment drops
+    # every LLAMABERRY_ setting: never the developer's own.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))

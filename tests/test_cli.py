@@ -157,7 +157,13 @@ def test_a_failed_run_prints_its_partial_json_and_exits_one(env, fake_server: Fa
 
 
 def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GROQ_", "LLAMABERRY_"))}
+    # Settings from the environment are dropped, but not the test's own home: the process
+    # must save its history there, not in the real one.
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GROQ_", "LLAMABERRY_")) or k == "LLAMABERRY_HOME"
+    }
     full_env.update(env)
     return subprocess.run(
         [sys.executable, "-m", "llamaberry", *args],

@@ -47,7 +47,8 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(quick: bool, chunk_words: int, levels: tuple[int, ...] = LEVELS) -> dict[str, Any]:
-    """Every level, engine and raw SDK in alternating order, one fresh process each."""
+    """Every level, engine and raw SDK in alternating order, one fresh process each; then
+    100 runs over TLS, engine against the raw SDK at its best."""
     rows = []
     with ServerProcess(latency=LATENCY, chunk_words=chunk_words) as server:
         for level in levels:
@@ -76,4 +77,33 @@ def measure(quick: bool, chunk_words: int, levels: tuple[int, ...] = LEVELS) -> 
                 figures["cpu_per_run"] = statistics.median(figures["cpus"])
                 row[name] = figures
             rows.append(row)
-    return {"latency_ms": LATENCY * 1000, "rows": rows}
+    return {
+        "latency_ms": LATENCY * 1000,
+        "rows": rows,
+        "tls": _over_tls(chunk_words, TLS_LEVEL, 1 if quick else 2),
+    }
+
+
+# Real endpoints are HTTPS: the same batch over TLS (a throwaway CA the clients trust).
+TLS_LEVEL = 100
+
+
+def _over_tls(chunk_words: int, level: int, reps: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"concurrency": level, "reps": reps}
+    with ServerProcess(latency=LATENCY, chunk_words=chunk_words, tls=True) as server:
+        assert server.ca_file is not None
+        for name in ("engine", "raw_pooled"):
+            server_cpu = server.stats()["cpu"]
+            spec = {
+                "kind": "concurrency",
+                "base_url": server.base_url,
+                "variant": name,
+                "concurrency": level,
+                "reps": reps,
+            }
+            figures = run_worker(spec, env={"SSL_CERT_FILE": server.ca_file})
+            figures["server_cpu"] = server.stats()["cpu"] - server_cpu
+            figures["wall"] = statistics.median(figures["walls"])
+            figures["cpu_per_run"] = statistics.median(figures["cpus"])
+            row[name] = figures
+    return row

@@ -91,9 +91,10 @@ async def _serve(args: argparse.Namespace) -> None:
         chunk_delay=args.chunk_delay,
         rpm_limit=args.rpm or None,
         limit_window=args.window,
+        tls=args.tls,
     )
     async with server:
-        print(json.dumps({"port": server.port}), flush=True)
+        print(json.dumps({"port": server.port, "ca_file": server.ca_file}), flush=True)
         loop = asyncio.get_running_loop()
         while True:
             command = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
@@ -117,7 +118,9 @@ class ServerProcess:
         window: float = 60.0,
         steps: int = 3,
         chunk_words: int = 1,
+        tls: bool = False,
     ) -> None:
+        self.tls = tls
         self.args = [
             f"--latency={latency}",
             f"--chunk-delay={chunk_delay}",
@@ -125,14 +128,18 @@ class ServerProcess:
             f"--window={window}",
             f"--steps={steps}",
             f"--chunk-words={chunk_words}",
+            *(["--tls"] if tls else []),
         ]
         self.port = 0
+        # With TLS: the PEM file of the throwaway CA that signed the server's certificate,
+        # which a client process trusts through SSL_CERT_FILE.
+        self.ca_file: str | None = None
         self._process: subprocess.Popen[str] | None = None
 
     @property
     def base_url(self) -> str:
         """The host URL for `groq.AsyncGroq` and `Engine(provider="groq")`."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> ServerProcess:
         self._process = subprocess.Popen(
@@ -141,7 +148,8 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             text=True,
         )
-        self.port = json.loads(self._ask(None))["port"]
+        started = json.loads(self._ask(None))
+        self.port, self.ca_file = started["port"], started["ca_file"]
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -186,6 +194,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--chunk-words", type=int, default=1)
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throwaway CA")
     asyncio.run(_serve(parser.parse_args()))
 
 

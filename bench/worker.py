@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -69,13 +70,16 @@ class Variant:
             await self.client.close()
 
 
-def run_worker(spec: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-    """Run one client process and return its figures."""
+def run_worker(
+    spec: dict[str, Any], timeout: float = 600, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one client process and return its figures; `env` adds to its environment."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.worker", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **env} if env else None,
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench worker {spec['kind']} failed:\n{done.stderr[-3000:]}")

@@ -410,20 +410,23 @@ NOTES = """## Notes
   same day (parsing, refine's condensed forms built only when needed, redaction, fewer
   generator layers) 1.7 ms against 13.0 ms (0.13x) at 100 runs, load 3.5. The engine now
   keeps its N connections in one pool (the pools of 8 only dodged httpcore's O(N^2) scan);
-  the raw SDK keeps pools of 8, its best, as the baseline.
+  the raw SDK keeps pools of 8, its best, as the baseline. 100 runs need about 0.16 s of
+  client CPU now, against 0.7 s before, so they no longer stretch the critical path: 0.89 s
+  against one run's 0.81 s (1.10x) in the table above. Over TLS the engine pays about 0.5 ms
+  more per run than over plain HTTP (asyncio's TLS is Python code per read); the raw SDK
+  pays about 1.6 ms more.
 - This machine is shared with other engineers' test suites, browsers and model servers: the
   load average on its 2 cores is at the top of this file, and was 7 to 15 for most of the
   day. Wall times are inflated by it and CPU figures move with it (the same code measured
   7.3 ms and 12.8 ms of CPU per run an hour apart). Compare the engine and the raw SDK within
   one run, where they alternate in the same minutes, not against figures from another run.
-- The figures above join two runs of 22 November: `--quick` at 00:32 UTC (100 s to run,
-  load 3.3 falling to 2.7) and the full concurrency section (1 to 1000 runs) at 00:34 UTC
-  (load 2.5 to 2.4), joined with `--report-from`. Another full concurrency run ten minutes
-  earlier (load 8.7 falling to 3.9) gave at 100 runs 6.6 ms of CPU per run against the raw
-  SDK's 13.8 ms on the same pools (0.48x) and 1.72 s against one run's 0.83 s (2.07x); at
-  1000 runs 8.5 ms against 16.4 ms (0.52x). The `--quick` run's own 100-run batch (one
-  repetition) gave 8.6 ms against 13.9 ms (0.62x) and 2.54 s (3.06x). So CPU per run sits
-  around half the raw SDK's, on either side of the line from run to run.
+- The figures above are one full run (`uv run python -m bench`) at 02:38 UTC on 22 November,
+  with nothing else running (load 0.3 to 0.5). A `--quick` concurrency section an hour
+  earlier, at load 3 to 4 while other engineers' test suites ran, gave 1.09 s for 100 runs
+  (1.34x one run) and 2.1 ms of CPU per run against the raw SDK's 15.4 ms (0.14x). Before
+  this pass, the same day: 100 runs at 6.6 to 7.3 ms against 13.2 to 13.8 ms (0.48x to
+  0.55x) and 1.37 to 1.72 s (1.68x to 2.07x); 1000 runs at 8.2 to 8.5 ms against 14.7 to
+  16.4 ms (0.52x to 0.56x).
 - Calls now go past the SDK's per-request machinery (issue #15, second pass). When a pool
   opens, the SDK builds one chat-completions request (its URL, auth and platform headers on
   top of its HTTP client's, its timeouts); every call sends that URL and those headers with
@@ -449,7 +452,8 @@ NOTES = """## Notes
   to 14, so part of that is the load). A connect timeout now says it was the connect. The
   fake server is not what they waited for: it runs in its own process and used 2.4 s of CPU
   in those 42 s.
-- 100 runs within 1.5x one run's wall time is a matter of client CPU on this machine. One
+- Second pass, before the engine's own HTTP client: 100 runs within 1.5x one run's wall
+  time was a matter of client CPU on this machine. One
   run is four calls of 200 ms, about 0.85 s; 1.5x allows 1.28 s. 100 runs need 100 x 7 to
   8 ms = 0.7 to 0.8 s of one core for the client (it is one Python thread) plus about 0.2 s
   for the fake server, and the four calls of each run are in sequence, so most of that CPU

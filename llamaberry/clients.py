@@ -1039,11 +1039,10 @@ class _Wire:
     for every request to arrive at the same answer: a pydantic options model, the typed-dict
     transform of the body, the headers and URL merged again, the HTTP client's cookie,
     redirect and auth steps, and a general-purpose HTTP/1.1 and connection-pool layer under
-    them. Calls go over our own lean HTTP/1.1 client (`wire.Pool`) when the SDK's HTTP client
-    would send them plainly to the endpoint, as it does unless told otherwise; through a proxy,
-    over HTTP/2 or a Unix socket, they go to the transport that client would pick. (An SDK
-    whose key could change between requests, a key provider, would be read once per pool: the
-    engine gives it a fixed key.)
+    them. Calls go straight into the pool of our own HTTP/1.1 client (wire.py), which is also
+    the SDK's HTTP client's transport; a URL the environment sends through a proxy goes to the
+    proxy transport that client built for it. (An SDK whose key could change between requests,
+    a key provider, would be read once per pool: the engine gives it a fixed key.)
     """
 
     sdk: Any

@@ -131,12 +131,6 @@ class Connection(asyncio.Protocol):
             )
         self.pool.lost(self)
 
-    def pause_writing(self) -> None:  # a request body bigger than the socket's buffer
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # -- our side ------------------------------------------------------------------------------
 
     async def request(self, data: bytes, *, decode: bool = True, bodiless: bool = False) -> Head:

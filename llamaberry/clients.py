@@ -362,8 +362,8 @@ class ChatClient:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter()
         self.max_connections = max_connections
-        # The SDK client, built on first use or by `warm()`, and how calls go out through it.
-        self._sdk: Any = None
+        # How calls go out through the SDK client (`_wire.sdk`), built on first use or by
+        # `warm()`.
         self._wire: _Wire | None = None
         self._in_flight = 0  # calls
         self._models: list[str] | None = None
@@ -425,7 +425,7 @@ class ChatClient:
     @property
     def pools(self) -> int:
         """How many connection pools are built: one once the SDK client is, none before."""
-        return 0 if self._sdk is None else 1
+        return 0 if self._wire is None else 1
 
     def _has_sdk(self) -> bool:
         # A client of one's own that streams without an SDK has nothing to build.
@@ -433,7 +433,7 @@ class ChatClient:
 
     def prepare(self) -> None:
         """Import the SDK and build its first client now, in this thread."""
-        if self._has_sdk() and self._sdk is None:
+        if self._has_sdk() and self._wire is None:
             self._open()
 
     def warm(self) -> None:
@@ -442,7 +442,7 @@ class ChatClient:
         The import costs a few hundred milliseconds once per process; started while the engine
         is built, it overlaps with whatever the caller does next instead of delaying it.
         """
-        if self._has_sdk() and self._sdk is None and self._warming is None:
+        if self._has_sdk() and self._wire is None and self._warming is None:
             self._warming = concurrent.futures.Future()
             # Started on the event loop's next turn, when there is one: starting a thread hands
             # the CPU to it (it goes straight into the import), which on a busy machine cost the
@@ -461,7 +461,7 @@ class ChatClient:
             self.prepare()
             # The SDKs work out their platform headers on the first request (about 10 ms of
             # asking the OS); they cache the answer per process, so ask now.
-            platform_headers = getattr(self._sdk, "platform_headers", None)
+            platform_headers = getattr(self.sdk, "platform_headers", None)
             if callable(platform_headers):
                 platform_headers()
         except BaseException as error:  # the first call will build it again and say why
@@ -487,7 +487,6 @@ class ChatClient:
                     sdk = self._make_sdk(self.max_connections)
                     http = importlib.import_module(self._http_name)
                     self._wire = _Wire.of(sdk, http, self._chat_path)
-                    self._sdk = sdk
                 wire = self._wire
         return wire
 
@@ -611,9 +610,9 @@ class ChatClient:
     async def aclose(self) -> None:
         """Close the connection pools."""
         await self.ready()  # a pool still being built in the background is closed too
-        sdk, self._sdk, self._wire = self._sdk, None, None
-        if sdk is not None:
-            await sdk.close()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            await wire.sdk.close()
 
     async def server_slots(self) -> int | None:
         """How many requests the server works on at once, where it says (llama.cpp's
@@ -930,7 +929,7 @@ class ChatClient:
         )
 
     def _where(self) -> str:
-        url = str(getattr(self._sdk, "base_url", "") or "") if self._sdk is not None else ""
+        url = str(getattr(self._wire.sdk, "base_url", "") or "") if self._wire else ""
         return f"the {self.provider} endpoint" + (f" at {url}" if url else "")
 
     def _key_name(self) -> str:

@@ -70,7 +70,7 @@ def raw_child(base_url: str) -> None:
     """The raw-SDK side: one streamed call in a fresh process, printing the text as it comes."""
     import groq
 
-    from llamaberry.config import DEFAULT_MODEL
+    from llamaberry.core.settings import DEFAULT_MODEL
 
     async def go() -> None:
         client = groq.AsyncGroq(api_key="bench", base_url=base_url, max_retries=0)
@@ -94,7 +94,7 @@ def construction(count: int) -> dict[str, float]:
     code = f"""
 import asyncio, json, time
 from llamaberry import Engine
-from llamaberry.config import Settings
+from llamaberry.core.settings import Settings
 async def main():
     settings = Settings.load(api_key="bench", base_url="http://127.0.0.1:9", provider="groq")
     times, engines = [], []

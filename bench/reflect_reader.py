@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llamaberry.reflect import ReflectResult, _Reader, read_chain  # noqa: E402
+from llamaberry.modes.reflect import ReflectResult, _Reader, read_chain  # noqa: E402
 
 
 def chain(steps: int) -> str:

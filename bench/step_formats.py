@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from llamaberry import Engine, Run, RunFinished
-from llamaberry.steps import _StepReply
+from llamaberry.modes.steps import _StepReply
 
 QUESTIONS = (
     "What is 12 + 7?",

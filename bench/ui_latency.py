@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llamaberry.config import Settings  # noqa: E402
+from llamaberry_ui.app import build_app, serve  # noqa: E402
+
+from llamaberry.core.settings import Settings  # noqa: E402
 from llamaberry.testing import FakeServer, RecordedRequest, Reply  # noqa: E402
-from ui.app import build_app, serve  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

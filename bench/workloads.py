@@ -15,10 +15,10 @@ import groq
 import httpx
 
 from llamaberry import Engine, TextDelta, Usage
-from llamaberry.clients import ChatClient, Completion, Delta
-from llamaberry.config import DEFAULT_MODEL, Settings
-from llamaberry.limits import RateLimiter
-from llamaberry.prompts import first_turn_messages, later_turn_messages, synthesis_messages
+from llamaberry.core.settings import DEFAULT_MODEL, Settings
+from llamaberry.modes.prompts import first_turn_messages, later_turn_messages, synthesis_messages
+from llamaberry.providers.clients import ChatClient, Completion, Delta
+from llamaberry.providers.limits import RateLimiter
 from llamaberry.testing import RecordedRequest
 
 from .replies import make_script

@@ -12,46 +12,46 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "ChatClient": "clients",
-    "GroqClient": "clients",
-    "OpenAICompatibleClient": "clients",
+    "ChatClient": "providers.clients",
+    "GroqClient": "providers.clients",
+    "OpenAICompatibleClient": "providers.clients",
     "Comparison": "compare",
-    "DEFAULT_MODEL": "config",
-    "Settings": "config",
+    "DEFAULT_MODEL": "core.settings",
+    "Settings": "core.settings",
     "Engine": "engine",
-    "RateLimiter": "limits",
+    "RateLimiter": "providers.limits",
     "collect": "engine",
-    "AuthenticationError": "errors",
-    "ContextTooLongError": "errors",
-    "InputError": "errors",
-    "InvalidReplyError": "errors",
-    "LlamaberryError": "errors",
-    "MissingKeyError": "errors",
-    "ModelNotFoundError": "errors",
-    "ProviderError": "errors",
-    "ProviderTimeoutError": "errors",
-    "ProviderUnavailableError": "errors",
-    "RunTimeoutError": "errors",
-    "RateLimitError": "errors",
-    "RunFailedError": "errors",
-    "CallFinished": "events",
-    "CallNote": "events",
-    "CallStarted": "events",
-    "Event": "events",
-    "RunFinished": "events",
-    "RunStarted": "events",
-    "TextDelta": "events",
-    "TextReset": "events",
-    "ThinkingDelta": "events",
-    "Call": "results",
-    "FinalAnswer": "results",
-    "Message": "results",
-    "ReasoningStep": "results",
-    "Run": "results",
-    "Step": "results",
-    "Synthesis": "results",
-    "Turn": "results",
-    "Usage": "results",
+    "AuthenticationError": "core.errors",
+    "ContextTooLongError": "core.errors",
+    "InputError": "core.errors",
+    "InvalidReplyError": "core.errors",
+    "LlamaberryError": "core.errors",
+    "MissingKeyError": "core.errors",
+    "ModelNotFoundError": "core.errors",
+    "ProviderError": "core.errors",
+    "ProviderTimeoutError": "core.errors",
+    "ProviderUnavailableError": "core.errors",
+    "RunTimeoutError": "core.errors",
+    "RateLimitError": "core.errors",
+    "RunFailedError": "core.errors",
+    "CallFinished": "core.events",
+    "CallNote": "core.events",
+    "CallStarted": "core.events",
+    "Event": "core.events",
+    "RunFinished": "core.events",
+    "RunStarted": "core.events",
+    "TextDelta": "core.events",
+    "TextReset": "core.events",
+    "ThinkingDelta": "core.events",
+    "Call": "core.results",
+    "FinalAnswer": "core.results",
+    "Message": "core.results",
+    "ReasoningStep": "core.results",
+    "Run": "core.results",
+    "Step": "core.results",
+    "Synthesis": "core.results",
+    "Turn": "core.results",
+    "Usage": "core.results",
     "Store": "store",
 }
 
@@ -100,11 +100,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and editors see
-    from .clients import ChatClient, GroqClient, OpenAICompatibleClient
-    from .compare import Comparison
-    from .config import DEFAULT_MODEL, Settings
-    from .engine import Engine, collect
-    from .errors import (
+    from llamaberry.compare import Comparison
+    from llamaberry.core.errors import (
         AuthenticationError,
         ContextTooLongError,
         InputError,
@@ -119,7 +116,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         RunFailedError,
         RunTimeoutError,
     )
-    from .events import (
+    from llamaberry.core.events import (
         CallFinished,
         CallNote,
         CallStarted,
@@ -130,8 +127,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         TextReset,
         ThinkingDelta,
     )
-    from .limits import RateLimiter
-    from .results import (
+    from llamaberry.core.results import (
         Call,
         FinalAnswer,
         Message,
@@ -142,7 +138,11 @@ if TYPE_CHECKING:  # what type checkers and editors see
         Turn,
         Usage,
     )
-    from .store import Store
+    from llamaberry.core.settings import DEFAULT_MODEL, Settings
+    from llamaberry.engine import Engine, collect
+    from llamaberry.providers.clients import ChatClient, GroqClient, OpenAICompatibleClient
+    from llamaberry.providers.limits import RateLimiter
+    from llamaberry.store import Store
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,3 @@
-from .cli import main
+from llamaberry.cli import main
 
 main()

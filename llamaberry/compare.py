@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from . import modes as registry
-from .events import Event, RunFinished
-from .results import Mode, Run, Usage
+from llamaberry import modes as registry
+from llamaberry.core.events import Event, RunFinished
+from llamaberry.core.results import Mode, Run, Usage
 
 
 class Runner(Protocol):

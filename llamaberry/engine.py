@@ -7,17 +7,17 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from . import modes
-from .clients import ChatClient, RetryPolicy, make_client
-from .compare import Comparison, compare
-from .config import Settings
-from .errors import RunFailedError
-from .events import CallFinished, Event, RunFinished, RunStarted, TextDelta
-from .limits import RateLimiter
-from .redact import redact
-from .results import Mode, Run
-from .runner import RunStream, check_question, drive
-from .store import Store, history_enabled
+from llamaberry import modes
+from llamaberry.compare import Comparison, compare
+from llamaberry.core.errors import RunFailedError
+from llamaberry.core.events import CallFinished, Event, RunFinished, RunStarted, TextDelta
+from llamaberry.core.redact import redact
+from llamaberry.core.results import Mode, Run
+from llamaberry.core.settings import Settings
+from llamaberry.providers.clients import ChatClient, RetryPolicy, make_client
+from llamaberry.providers.limits import RateLimiter
+from llamaberry.run.runner import RunStream, check_question, drive
+from llamaberry.store import Store, history_enabled
 
 log = logging.getLogger("llamaberry")
 

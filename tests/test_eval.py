@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from llamaberry import Engine, InputError
 from llamaberry.cli import cli
+from llamaberry.core.scoring import infer_scorer, parse_gold, score
 from llamaberry.eval import (
     build_report,
     draw_chart,
@@ -26,7 +27,6 @@ from llamaberry.eval import (
     wilson,
     write_results,
 )
-from llamaberry.scoring import infer_scorer, parse_gold, score
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 

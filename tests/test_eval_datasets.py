@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from llamaberry.cli import cli
+from llamaberry.core.scoring import score
 from llamaberry.eval import Fields, load_dataset, sample
-from llamaberry.scoring import score
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
 

@@ -16,7 +16,7 @@ from llamaberry import (
     RunFailedError,
 )
 from llamaberry.cli import cli
-from llamaberry.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
+from llamaberry.providers.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
 from llamaberry.store import Store, run_markdown
 from llamaberry.testing import FakeServer, Fault, Reply, estimate_prompt_tokens
 

@@ -17,8 +17,8 @@ from llamaberry import (
     TextDelta,
     TextReset,
 )
-from llamaberry.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
-from llamaberry.limits import RateLimiter, parse_duration
+from llamaberry.providers.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
+from llamaberry.providers.limits import RateLimiter, parse_duration
 from llamaberry.testing import FakeServer, Fault, Reply
 
 from .conftest import FIRST_TURN, refine_script

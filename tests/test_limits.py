@@ -8,8 +8,8 @@ import time
 from asyncio_throttle import Throttler
 
 from llamaberry import Engine
-from llamaberry.clients import GroqClient, RetryPolicy
-from llamaberry.limits import RateLimiter, rollover_margin
+from llamaberry.providers.clients import GroqClient, RetryPolicy
+from llamaberry.providers.limits import RateLimiter, rollover_margin
 from llamaberry.testing import FakeServer
 
 

@@ -7,7 +7,7 @@ import random
 import time
 
 from llamaberry import Engine, Run, Store
-from llamaberry.clients import GroqClient, RetryPolicy
+from llamaberry.providers.clients import GroqClient, RetryPolicy
 from llamaberry.testing import FakeServer, Fault, Reply
 
 from .conftest import refine_script

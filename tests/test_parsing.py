@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llamaberry.parsing import (
+from llamaberry.modes.parsing import (
     TURN_SECTIONS,
     normalise,
     parse_steps,

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 
 from llamaberry import ContextTooLongError, Engine, RunFailedError
 from llamaberry.cli import cli
-from llamaberry.events import CallFinished, RunFinished, TextDelta
-from llamaberry.local import EMBEDDED_MODEL, LocalServer
-from llamaberry.results import Message
+from llamaberry.core.events import CallFinished, RunFinished, TextDelta
+from llamaberry.core.results import Message
+from llamaberry.providers.local import EMBEDDED_MODEL, LocalServer
 from llamaberry.testing import FakeServer
 
 pytestmark = pytest.mark.real
@@ -208,8 +208,9 @@ async def test_cancelling_mid_stream_stops_generation_and_a_new_run_starts(
 
 
 def test_the_web_ui_on_the_embedded_model_shows_a_banner(local_model: LocalServer):
-    from llamaberry.config import Settings
-    from ui.app import build_app
+    from llamaberry_ui.app import build_app
+
+    from llamaberry.core.settings import Settings
 
     app = build_app(Settings.load(), history=False)
     banners = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llamaberry import Engine
-from llamaberry.local import LocalServer
+from llamaberry.providers.local import LocalServer
 
 pytestmark = pytest.mark.real
 

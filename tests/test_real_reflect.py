@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from llamaberry import Engine, Run, RunFailedError
-from llamaberry.local import LocalServer
-from llamaberry.reflect import ReflectResult
+from llamaberry.modes.reflect import ReflectResult
+from llamaberry.providers.local import LocalServer
 
 pytestmark = pytest.mark.real
 

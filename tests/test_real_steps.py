@@ -12,7 +12,7 @@ import json
 import pytest
 
 from llamaberry import Engine, Run, RunFailedError
-from llamaberry.local import LOCAL_MAX_TOKENS, LocalServer
+from llamaberry.providers.local import LOCAL_MAX_TOKENS, LocalServer
 
 pytestmark = pytest.mark.real
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from llamaberry.redact import REDACTED, redact, redact_data, redact_model, remember
-from llamaberry.results import Run
+from llamaberry.core.redact import REDACTED, redact, redact_data, redact_model, remember
+from llamaberry.core.results import Run
 
 
 def test_a_key_in_the_environment_is_blanked_without_being_passed(monkeypatch):

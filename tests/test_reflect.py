@@ -10,9 +10,15 @@ from click.testing import CliRunner
 
 from llamaberry import CallFinished, Engine, Run, RunFinished, TextDelta, TextReset
 from llamaberry.cli import cli
-from llamaberry.errors import RunFailedError
+from llamaberry.core.errors import RunFailedError
 from llamaberry.eval import evaluate, load_dataset, report_markdown, stage_answers
-from llamaberry.reflect import ReflectAnswer, ReflectResult, ReflectStep, read_chain, read_reward
+from llamaberry.modes.reflect import (
+    ReflectAnswer,
+    ReflectResult,
+    ReflectStep,
+    read_chain,
+    read_reward,
+)
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 

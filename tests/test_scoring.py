@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from llamaberry.scoring import infer_scorer, numbers, score
+from llamaberry.core.scoring import infer_scorer, numbers, score
 
 from .scorer_corpus import CORPUS
 

@@ -167,8 +167,9 @@ def test_credentials_in_the_base_url_are_never_printed_logged_or_stored(
 
 
 def test_the_page_never_shows_a_key_the_client_uses(monkeypatch):
-    from llamaberry.events import CallStarted, RunStarted, TextDelta
-    from ui.views import RunView
+    from llamaberry_ui.views import RunView
+
+    from llamaberry.core.events import CallStarted, RunStarted, TextDelta
 
     monkeypatch.setenv("GROQ_API_KEY", ENV_KEY)
     view = RunView()

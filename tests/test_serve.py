@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from llamaberry import Engine
-from llamaberry.config import Settings
-from llamaberry.errors import InputError
+from llamaberry.core.errors import InputError
+from llamaberry.core.settings import Settings
 from llamaberry.serve import Gateway, create_app
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply, estimate_prompt_tokens

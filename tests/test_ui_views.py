@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from llamaberry_ui.views import RunView, fold
+
 from llamaberry import (
     CallFinished,
     CallStarted,
@@ -18,7 +20,6 @@ from llamaberry import (
     Usage,
 )
 from llamaberry.testing import FakeServer, Fault
-from ui.views import RunView, fold
 
 from .conftest import refine_script
 
@@ -275,8 +276,9 @@ async def test_a_real_provider_failure_folds_into_one_error_line_with_turn_one_k
 
 
 def test_sessions_with_the_same_key_and_model_share_one_rate_limiter():
-    from llamaberry.config import Settings
-    from ui.app import shared_limiter
+    from llamaberry_ui.app import shared_limiter
+
+    from llamaberry.core.settings import Settings
 
     one = Settings(api_key="key-a", model="m", rpm=30)
     assert shared_limiter(one) is shared_limiter(Settings(api_key="key-a", model="m", rpm=30))
@@ -382,7 +384,7 @@ def test_a_saved_run_reopens_as_the_view_a_live_run_ends_with():
 
 
 def test_compare_says_whether_finished_answers_agree():
-    from ui.views import agreement
+    from llamaberry_ui.views import agreement
 
     def answered(text: str) -> RunView:
         view = RunView(state="ok")
@@ -428,7 +430,7 @@ async def test_saved_vote_drafts_and_reflect_runs_reopen_as_their_live_views_end
 
 
 def test_a_mode_with_no_view_of_its_own_gets_the_answer_and_one_section_per_call():
-    from llamaberry.results import CallResult
+    from llamaberry.core.results import CallResult
 
     view = fold(
         [

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from llamaberry import Engine, InputError
 from llamaberry.cli import cli
-from llamaberry.errors import RunFailedError
+from llamaberry.core.errors import RunFailedError
+from llamaberry.modes.vote import Sample, read_answer, tally
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
-from llamaberry.vote import Sample, read_answer, tally
 
 from .conftest import together
 
@@ -192,7 +192,7 @@ async def test_serve_sends_each_sample_whole_as_reasoning_and_the_winner_as_cont
 
 
 async def test_closing_the_stream_cancels_every_sample_in_flight(server: FakeServer):
-    from llamaberry.events import TextDelta
+    from llamaberry.core.events import TextDelta
 
     server.reply_with(lambda request: Reply("slow " * 200 + "\nAnswer: 1", chunk_delay=0.05))
     async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from llamaberry import Engine
-from llamaberry.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
-from llamaberry.errors import ProviderUnavailableError
-from llamaberry.results import Message
+from llamaberry.core.errors import ProviderUnavailableError
+from llamaberry.core.results import Message
+from llamaberry.providers.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
 from llamaberry.testing import FakeServer, Fault, Reply
 
 MODEL = "openai/gpt-oss-120b"

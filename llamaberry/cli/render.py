@@ -1,0 +1,224 @@
+"""Terminal rendering of a run's events: the thinking streams as it arrives, the answer is set
+apart at the end. Pure consumer of the event stream."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.text import Text
+
+from llamaberry.core.errors import format_duration
+from llamaberry.core.events import (
+    CallFinished,
+    CallNote,
+    CallStarted,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    TextReset,
+    ThinkingDelta,
+)
+from llamaberry.core.results import Run, Usage, call_title, cut_off_line
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 call', '4 calls'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def cost_line(usage: Usage, seconds: float) -> str:
+    """'2.3s · 812 tokens (120 in, 692 out)', and how many of those out were thinking."""
+    thinking = f", {usage.reasoning_tokens:,} thinking" if usage.reasoning_tokens else ""
+    return (
+        f"{format_duration(seconds)} · {usage.total_tokens:,} tokens "
+        f"({usage.prompt_tokens:,} in, {usage.completion_tokens:,} out{thinking})"
+    )
+
+
+def model_line(run: Run) -> str:
+    """The asked model, and the one that answered when the server named another."""
+    if run.served_model and run.served_model != run.model:
+        return f"{run.model} (served as {run.served_model})"
+    return run.model
+
+
+def partial_source(run: Run) -> str:
+    """Where a partial answer came from: 'turn 4's answer, the run did not finish'."""
+    turn = next((t for t in reversed(run.turns) if t.answer == run.answer), None)
+    where = f"turn {turn.index}'s answer" if turn else "the best answer it had"
+    return f"{where}, the run did not finish"
+
+
+def stopped(result: object) -> str:
+    """' · cut off by …' naming the limit that stopped a reply early, or ''."""
+    if getattr(result, "looped", False):
+        return " · [yellow]stopped: it kept repeating itself[/yellow]"
+    if not getattr(result, "truncated", False):
+        return ""
+    return f" · [red]{cut_off_line(getattr(result, 'cut_off_by', None))}[/red]"
+
+
+class TerminalView:
+    """Shows events on the terminal; with `quiet`, only remembers the run."""
+
+    def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.run: Run | None = None
+        self._at_line_start = True
+        self._thinking = False  # the current call's own thinking is being shown
+        # The call whose text streams to the terminal, and calls that started while it was
+        # streaming (a vote's samples, drafts): theirs is shown whole when they finish, so
+        # concurrent replies never interleave on the screen.
+        self._streaming: tuple[str, int] | None = None
+        self._held: set[tuple[str, int]] = set()
+
+    def show(self, event: object) -> None:
+        """Render one event."""
+        if isinstance(event, RunFinished):
+            self.run = event.run
+        if self.quiet:
+            return
+        if isinstance(event, RunStarted):
+            self._streaming, self._held = None, set()
+            self.console.print(f"[dim]{event.mode} · {escape(event.model)}[/dim]")
+        elif isinstance(event, CallStarted):
+            if event.kind == "step":
+                return  # a step's rule carries its title, known only when it finishes
+            if self._streaming is not None:
+                self._held.add((event.kind, event.index))
+                return
+            self._streaming = (event.kind, event.index)
+            self.console.rule(f"[bold]{call_title(event.kind, event.index)}[/bold]", align="left")
+            self._at_line_start = True
+            self._thinking = False
+        elif isinstance(event, ThinkingDelta | TextDelta) and self._is_held(event):
+            return
+        elif isinstance(event, ThinkingDelta):
+            # The model's own thinking, dimmed so it never reads as the reply.
+            self.console.print(Text(event.text, style="dim italic"), end="")
+            self.console.file.flush()
+            self._at_line_start = event.text.endswith("\n")
+            self._thinking = True
+        elif isinstance(event, TextDelta):
+            # A step's content comes whole, just before its finish, and is shown under its
+            # title there.
+            if event.kind != "step":
+                if self._thinking:  # the reply starts on a line of its own, after a gap
+                    self._newline()
+                    self._write("\n")
+                    self._thinking = False
+                self._write(event.text)
+        elif isinstance(event, TextReset):
+            self._newline()
+            self.console.print(
+                f"[yellow]↻ retrying from the start: {escape(event.reason)}[/yellow]"
+            )
+        elif isinstance(event, CallNote):
+            self._newline()
+            colour = "yellow" if event.note == "looped" else "dim"
+            self.console.print(f"[{colour}]ⓘ {escape(event.message)}[/{colour}]")
+        elif isinstance(event, CallFinished):
+            self._finished(event)
+        elif isinstance(event, RunFinished):
+            self._summary(event.run)
+
+    def _is_held(self, event: ThinkingDelta | TextDelta) -> bool:
+        call = (event.kind, event.index)
+        if self._streaming is None and call not in self._held:
+            self._streaming = call  # a call that was not announced streams too
+        return call != self._streaming
+
+    def _write(self, text: str) -> None:
+        self.console.file.write(text)
+        self.console.file.flush()
+        self._at_line_start = text.endswith("\n")
+
+    def _newline(self) -> None:
+        if not self._at_line_start:
+            self.console.file.write("\n")
+            self._at_line_start = True
+
+    def _finished(self, event: CallFinished) -> None:
+        result = event.result
+        call = (event.kind, event.index)
+        title = getattr(result, "title", None)
+        label = call_title(event.kind, event.index) + (f": {escape(title)}" if title else "")
+        if call in self._held:
+            # Its thinking and text were held back while another call streamed: shown whole
+            # now, the thinking dimmed and a blank line before the reply, as a live call's.
+            self._held.discard(call)
+            self._newline()
+            self.console.rule(f"[bold]{label}[/bold]", align="left")
+            if result.thinking:
+                self.console.print(Text(result.thinking, style="dim italic"))
+                self._write("\n")
+            self._write(result.content)
+        elif call == self._streaming:
+            self._streaming = None
+        self._newline()
+        badge = result.badge()
+        if event.kind == "step":
+            # A step is shown whole when it is complete, its reward (if any) beside its title.
+            title = f"{label} · {escape(badge)}" if badge else label
+            self.console.rule(f"[bold]{title}[/bold]", align="left")
+            self._write(result.content)
+            self._newline()
+            self._remark(result.remark())
+            attempts = getattr(result, "attempts", 1)
+            tries = f" · {attempts} tries" if attempts > 1 else ""
+            # A step read from a longer reply has no tokens of its own: its time is shown.
+            cost = (
+                cost_line(result.usage, result.seconds)
+                if result.usage.total_tokens
+                else format_duration(result.seconds)
+            )
+            self.console.print(f"[dim]{cost}{tries}[/dim]")
+            return
+        self._remark(result.remark())
+        beside = f" · {escape(badge)}" if badge else ""
+        cost = (
+            cost_line(result.usage, result.seconds)
+            if result.usage.total_tokens
+            else format_duration(result.seconds)
+        )
+        self.console.print(f"[dim]{label}{beside} · {cost}[/dim]{stopped(result)}")
+
+    def _remark(self, text: str) -> None:
+        # A reflection on what came before it: set apart, so it never reads as the reasoning.
+        if text:
+            self.console.print(Text(f"↳ {text}", style="italic"))
+
+    def _summary(self, run: Run) -> None:
+        self.console.print()
+        if run.steps:
+            # The same figure the web UI shows: time spent on the steps, retries included.
+            thinking = sum(step.seconds for step in run.steps)
+            self.console.print(
+                f"[bold]Thinking time: {format_duration(thinking)}[/bold] "
+                f"[dim]({len(run.steps)} steps)[/dim]"
+            )
+        if run.answer:
+            title, border = "[bold]Answer[/bold]", "green"
+            if run.partial:
+                # Set apart from a finished run's answer: the error line follows on stderr.
+                title, border = f"[bold]Partial answer[/bold] · {partial_source(run)}", "yellow"
+            # The model's words exactly as written: as Markdown, a reply opening with an HTML-like
+            # tag (<response>) rendered blank, and as console markup "[red]" would vanish.
+            # soft_wrap=False for this one print: the console soft-wraps so streamed text flows,
+            # and under soft wrap a Panel crops its lines at the border instead of wrapping them.
+            self.console.print(
+                Panel(
+                    Text(run.answer, overflow="fold"),
+                    title=title,
+                    title_align="left",
+                    border_style=border,
+                ),
+                soft_wrap=False,
+            )
+        status = "" if run.ok else f" · [red]{run.status}[/red]"
+        self.console.print(
+            f"[dim]{run.mode} · {escape(model_line(run))} · {plural(len(run.calls), 'call')} · "
+            f"{cost_line(run.usage, run.seconds)}[/dim]{status}"
+        )

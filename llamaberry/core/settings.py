@@ -1,0 +1,192 @@
+"""Settings: every knob of the endpoint and the engine, its environment variable, its
+default, and its allowed range. A mode's own options (refine's turns, steps' bounds...) live in
+the mode's options model instead (see `options.py`).
+
+An explicit argument wins over the environment, which wins over the default. A bad value gets
+one line that names the setting; nothing is sent.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from llamaberry.core.errors import InputError
+from llamaberry.core.redact import redact, redact_data
+
+DEFAULT_MODEL = "openai/gpt-oss-120b"
+# The `local` provider's defaults (see llamaberry.providers.local, which is not imported here: it is
+# the one module that needs xllamacpp).
+LOCAL_MODEL = "SmolLM2-135M-Instruct"
+LOCAL_DEFAULTS: dict[str, Any] = {"model": LOCAL_MODEL, "max_tokens": 512, "timeout": 600.0}
+
+# setting name -> environment variable
+ENVIRONMENT = {
+    "provider": "LLAMABERRY_PROVIDER",
+    "model": "LLAMABERRY_MODEL",
+    "base_url": "LLAMABERRY_BASE_URL",
+    "temperature": "LLAMABERRY_TEMPERATURE",
+    "max_tokens": "LLAMABERRY_MAX_TOKENS",
+    "reasoning_effort": "LLAMABERRY_REASONING_EFFORT",
+    "timeout": "LLAMABERRY_TIMEOUT",
+    "run_timeout": "LLAMABERRY_RUN_TIMEOUT",
+    "rpm": "LLAMABERRY_RPM",
+    "tpm": "LLAMABERRY_TPM",
+    "max_wait": "LLAMABERRY_MAX_WAIT",
+    "max_retries": "LLAMABERRY_MAX_RETRIES",
+    "max_question_chars": "LLAMABERRY_MAX_QUESTION_CHARS",
+    "concurrency": "LLAMABERRY_CONCURRENCY",
+    "context": "LLAMABERRY_CONTEXT",
+    "loop_guard": "LLAMABERRY_LOOP_GUARD",
+}
+
+
+class Settings(BaseModel):
+    """Everything an engine needs to know; see the README's table for the variables."""
+
+    provider: Literal["groq", "openai", "local"] = "groq"
+    model: str = Field(DEFAULT_MODEL, min_length=1)
+    api_key: SecretStr | None = Field(None, repr=False)
+    base_url: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    # Reasoning models spend hidden tokens from this budget before any visible text.
+    max_tokens: int = Field(4096, ge=1, le=131072)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    # One call, from its first send to its last token, retries and their waits included.
+    timeout: float = Field(120.0, gt=0)
+    # The whole run (every call of it); None means no bound beyond each call's.
+    run_timeout: float | None = Field(None, gt=0)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_wait: float = Field(90.0, ge=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    max_question_chars: int = Field(20000, ge=1)
+    concurrency: int = Field(100, ge=1, le=10000)
+    # The model's context window in tokens, for endpoints that do not report it (None: ask
+    # the endpoint; 0: never check before sending).
+    context: int | None = Field(None, ge=0)
+    # Stop a reply that keeps repeating itself.
+    loop_guard: bool = True
+    # True when nothing chose a provider and no key was found, so the embedded model runs.
+    _embedded: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_defaults(cls, values: Any) -> Any:
+        # The tiny embedded model gets its own defaults for whatever was not given.
+        if isinstance(values, dict) and values.get("provider") == "local":
+            return {**LOCAL_DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+        return values
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the embedded local model was chosen because no provider or key was set."""
+        return self._embedded
+
+    @field_validator("reasoning_effort", "base_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _usable_url(cls, value: str | None) -> str | None:
+        return check_base_url(value)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Build settings from explicit values (None means unset), then the environment."""
+        values: dict[str, Any] = {}
+        for name, variable in ENVIRONMENT.items():
+            raw = os.environ.get(variable)
+            if raw not in (None, ""):
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        embedded = "provider" not in values and _wants_embedded(values)
+        if embedded:
+            values["provider"] = "local"
+        try:
+            settings = cls(**values)
+        except ValidationError as error:
+            raise InputError(_explain(error, overrides)) from None
+        settings._embedded = embedded
+        if settings.base_url is None and settings.provider != "local":
+            # The SDKs' own variables, resolved here so a run records the endpoint it used.
+            variable = "GROQ_BASE_URL" if settings.provider == "groq" else "OPENAI_BASE_URL"
+            settings.base_url = check_base_url(os.environ.get(variable) or None, variable)
+        return settings
+
+    def public(self) -> dict[str, Any]:
+        """The settings worth recording with a run (never the key, nor credentials in a URL)."""
+        return redact_data(
+            self.model_dump(
+                include={"provider", "model", "base_url", "temperature", "max_tokens"}
+                | {"reasoning_effort", "context", "loop_guard"}
+            )
+        )
+
+
+def _wants_embedded(values: dict[str, Any]) -> bool:
+    """No provider chosen: the embedded model runs unless a key or an endpoint says Groq.
+
+    A model name that is not a .gguf file means a hosted model was wanted, so that case stays
+    on Groq and gets the missing-key line rather than a surprise local run.
+    """
+    if values.get("api_key") or os.environ.get("GROQ_API_KEY"):
+        return False
+    if values.get("base_url") or os.environ.get("GROQ_BASE_URL"):
+        return False
+    model = values.get("model")
+    return model is None or str(model).endswith(".gguf") or model == LOCAL_MODEL
+
+
+def check_base_url(url: str | None, source: str | None = None) -> str | None:
+    """`url` when it is an http(s) URL with a host; else `InputError` naming `source`.
+
+    Checked before any client exists, so a typo is one line instead of an httpx traceback.
+    """
+    if url is None:
+        return None
+    problem = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it is what checks the port
+    except ValueError as error:
+        problem = str(error)
+    else:
+        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            problem = "it contains a space or a control character"
+        elif parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it has no host"
+    if problem is None:
+        return url
+    # Without a source, pydantic's error names the setting; with one, we do.
+    if source is None:
+        raise ValueError(f"not a usable URL: {problem}")
+    raise InputError(f"Invalid {source} ({redact(url)!r}): not a usable URL: {problem}.")
+
+
+def _explain(error: ValidationError, overrides: dict[str, Any]) -> str:
+    first = error.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "setting"
+    source = (
+        ENVIRONMENT[name]
+        if overrides.get(name) is None and name in ENVIRONMENT
+        else name.replace("_", "-")
+    )
+    value = first.get("input")
+    shown = "" if name == "api_key" else f" (got {value!r})"
+    return f"Invalid {source}{shown}: {first['msg']}."

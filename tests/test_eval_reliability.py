@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from llamaberry import Engine
-from llamaberry import store as store_module
 from llamaberry.cli import cli
 from llamaberry.eval import evaluate, load_dataset, report_markdown
 from llamaberry.store import Store, default_path
+from llamaberry.store import database as store_database
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 
 
@@ -77,7 +77,7 @@ def test_an_unusable_history_is_one_line_and_the_eval_still_reports(
 async def test_a_history_locked_longer_than_the_store_waits_does_not_stop_the_eval(
     server: FakeServer, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(store_module, "OPEN_TIMEOUT", 0.3)  # the store's 10 s, shortened
+    monkeypatch.setattr(store_database, "OPEN_TIMEOUT", 0.3)  # the store's 10 s, shortened
     path = tmp_path / "locked.db"
     Store(path).count()  # a real, current database...
     holder = sqlite3.connect(path, isolation_level=None)

@@ -16,14 +16,8 @@ from click.testing import CliRunner
 
 from llamaberry import Engine, Run, RunFailedError
 from llamaberry.cli import cli
-from llamaberry.store import (
-    INTERRUPTED,
-    MIGRATIONS,
-    Store,
-    create_runs,
-    default_path,
-    run_markdown,
-)
+from llamaberry.store import INTERRUPTED, Store, default_path, run_markdown
+from llamaberry.store.migrations import MIGRATIONS, create_runs
 from llamaberry.testing import FakeServer, Fault
 
 from .conftest import FIRST_TURN, refine_script

@@ -1,0 +1,371 @@
+"""The history database: the `Store` that saves runs in SQLite, lists and reopens them.
+
+One file per user (`$LLAMABERRY_HOME/history.db`). Each run is kept whole as its pydantic JSON,
+with a few indexed columns for listing and filtering. WAL mode and a busy timeout let the UI,
+the CLI and an eval write at once; the schema is brought up to date on open (`migrations`).
+
+Saving never blocks the event loop: `save_soon` snapshots the run and hands it to the store's
+own writer thread, which waits on SQLite's locks instead of the loop. A run is saved when it
+starts, after each call and when it ends, so a process that is killed keeps what finished; a
+run left "running" by a process that no longer exists reads back as "interrupted".
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sqlite3
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamaberry.core.errors import InputError, LlamaberryError
+from llamaberry.core.redact import redact, redact_model, remember
+from llamaberry.core.results import Run
+from llamaberry.store.location import default_path
+from llamaberry.store.migrations import migrate
+
+# How long opening (and each write) waits for another process holding the database.
+OPEN_TIMEOUT = 10.0
+INTERRUPTED = "interrupted: the process running it ended before it finished"
+
+log = logging.getLogger("llamaberry")
+
+
+class StoreError(LlamaberryError):
+    """The history database could not be opened, read or written."""
+
+    kind = "store"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of `llamaberry history`: enough to choose a run without loading it."""
+
+    id: str
+    started_at: str
+    mode: str
+    model: str
+    status: str
+    question: str
+    answer: str | None
+    error: str | None
+    total_tokens: int
+    seconds: float
+
+
+_SUMMARY_COLUMNS = (
+    "id, started_at, mode, model, status, question, answer, error, total_tokens, seconds"
+)
+
+
+class Store:
+    """The history database. Opened lazily on first use; safe to share between threads."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        # The writer thread's queue: run id -> its newest unwritten row (older ones are moot).
+        self._pending: dict[str, tuple] = {}
+        self._writing = 0
+        self._changed = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._unsaved: set[str] = set()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            # Switching a new file to WAL does not wait on the busy timeout: when two processes
+            # open the same new database at once, one is told "locked" and simply tries again.
+            deadline = time.monotonic() + OPEN_TIMEOUT
+            while True:
+                try:
+                    self._db = self._open()
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise StoreError(
+                            f"Cannot open the history at {self.path}: {error}"
+                        ) from None
+                    time.sleep(0.05)
+                except (sqlite3.Error, OSError) as error:
+                    raise StoreError(f"Cannot open the history at {self.path}: {error}") from None
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(
+            self.path, timeout=OPEN_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(OPEN_TIMEOUT * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL loses nothing on an application crash, only on power loss,
+            # and keeps each save cheap enough to do on the event loop.
+            db.execute("PRAGMA synchronous = NORMAL")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _execute(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            db = self._connect()
+            try:
+                return db.execute(sql, params).fetchall()
+            except sqlite3.Error as error:
+                raise StoreError(f"History database error ({self.path}): {error}") from None
+
+    def save(self, run: Run, *, eval_key: str | None = None, redact: str | None = None) -> None:
+        """Insert or update `run` now; `redact` is a secret to blank out should it appear."""
+        self._write(_row(run, eval_key, redact))
+
+    def save_soon(
+        self, run: Run, *, eval_key: str | None = None, redact: str | None = None
+    ) -> None:
+        """Snapshot `run` and have the writer thread save it; returns at once.
+
+        Safe to call from the event loop: a locked or slow database delays the write, never
+        the caller. A failed write is logged once per run, never raised (the answer matters
+        more than its record). `flush` waits for what is queued.
+        """
+        row = _row(run, eval_key, redact)
+        with self._changed:
+            self._pending[run.id] = row
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_pending, name="llamaberry-history", daemon=True
+                )
+                self._writer.start()
+                _open_stores.add(self)
+            self._changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued save is written (or failed); False if `timeout` ran out."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: not self._pending and not self._writing, timeout=timeout
+            )
+
+    async def aflush(self) -> None:
+        """`flush` without blocking the event loop."""
+        import asyncio
+
+        await asyncio.to_thread(self.flush)
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending))
+                run_id = next(iter(self._pending))
+                row = self._pending.pop(run_id)
+                self._writing += 1
+            try:
+                self._write(row)
+            except Exception as error:
+                with self._changed:
+                    superseded = run_id in self._pending  # a newer snapshot will be tried
+                if not superseded and run_id not in self._unsaved:  # one warning per run
+                    self._unsaved.add(run_id)
+                    log.warning("llamaberry: run %s not saved to history: %s", run_id, error)
+            finally:
+                with self._changed:
+                    self._writing -= 1
+                    self._changed.notify_all()
+
+    def _write(self, row: tuple) -> None:
+        self._execute(
+            f"""
+            INSERT INTO runs ({_SUMMARY_COLUMNS}, provider, data, eval_key, pid)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                status = excluded.status, answer = excluded.answer, error = excluded.error,
+                total_tokens = excluded.total_tokens, seconds = excluded.seconds,
+                data = excluded.data, eval_key = COALESCE(excluded.eval_key, runs.eval_key),
+                pid = excluded.pid
+            """,
+            row,
+        )
+
+    def _sweep(self) -> None:
+        # Runs whose process died since they were saved read as interrupted; checked on each
+        # read a person sees, since a long-lived reader (the web UI) outlives such processes.
+        with self._lock:
+            _mark_interrupted(self._connect())
+
+    def get(self, run_id: str) -> Run:
+        """The run with this id (or a unique prefix of it); `InputError` when there is none."""
+        self._sweep()
+        run_id = run_id.strip()
+        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._execute(
+            "SELECT id, data FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3",
+            (run_id, escaped + "%"),
+        )
+        exact = [row for row in rows if row[0] == run_id]
+        if exact:
+            rows = exact
+        if not rows or not run_id:
+            raise InputError(f"No run '{run_id}' in the history ({self.path}).")
+        if len(rows) > 1:
+            raise InputError(f"'{run_id}' matches several runs; give more of the id.")
+        return Run.model_validate_json(rows[0][1])
+
+    def find_eval(self, eval_key: str) -> Run | None:
+        """The newest successful run tagged with `eval_key`, if any."""
+        rows = self._execute(
+            "SELECT data FROM runs WHERE eval_key = ? AND status = 'ok' "
+            "ORDER BY started_at DESC LIMIT 1",
+            (eval_key,),
+        )
+        return Run.model_validate_json(rows[0][0]) if rows else None
+
+    def list_runs(
+        self,
+        *,
+        mode: str | None = None,
+        model: str | None = None,
+        search: str | None = None,
+        status: str | None = None,
+        limit: int | None = 50,
+    ) -> list[RunSummary]:
+        """Runs newest first, filtered by mode, model, status and text in question or answer."""
+        self._sweep()
+        where, params = _filters(mode=mode, model=model, search=search, status=status)
+        sql = f"SELECT {_SUMMARY_COLUMNS} FROM runs{where} ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [RunSummary(*row) for row in self._execute(sql, params)]
+
+    def runs(self, **filters: str | None) -> Iterator[Run]:
+        """Whole runs, newest first, with the same filters as `list_runs`."""
+        self._sweep()
+        where, params = _filters(**filters)
+        rows = self._execute(
+            f"SELECT data FROM runs{where} ORDER BY started_at DESC, rowid DESC", params
+        )
+        for (data,) in rows:
+            yield Run.model_validate_json(data)
+
+    def count(self) -> int:
+        """How many runs the history holds."""
+        return self._execute("SELECT COUNT(*) FROM runs")[0][0]
+
+    def close(self) -> None:
+        """Close the connection (it reopens on next use)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _row(run: Run, eval_key: str | None, secret: str | None) -> tuple:
+    """The run as one row of the runs table, every known secret blanked out everywhere."""
+    # Every key this process knows (the client's, the environment's, URL credentials) is
+    # blanked too: a run on disk outlives the session that had the key.
+    remember(secret)
+    data = run.model_dump_json()
+    # Most runs hold nothing secret: one scan of their JSON decides, without walking them.
+    if redact(data) != data:
+        run = redact_model(run)
+        data = run.model_dump_json()
+    return (
+        run.id,
+        run.started_at.isoformat(),
+        run.mode,
+        run.model,
+        run.status,
+        run.question,
+        run.answer,
+        run.error,
+        run.usage.total_tokens,
+        run.seconds,
+        run.provider,
+        data,
+        eval_key,
+        os.getpid(),
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still exists on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 checks, it sends nothing
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def _mark_interrupted(db: sqlite3.Connection) -> None:
+    """Mark runs left "running" by a process that no longer exists as interrupted."""
+    if sys.platform == "win32":
+        return  # os.kill(pid, 0) would end the process there, not check it
+    try:
+        rows = db.execute("SELECT DISTINCT pid FROM runs WHERE status = 'running'").fetchall()
+        dead = [pid for (pid,) in rows if pid is None or not _alive(pid)]
+        if not dead:
+            return
+        # A reader must not wait on a writer for this: if the database is busy, the next
+        # read marks them instead.
+        db.execute("PRAGMA busy_timeout = 100")
+        try:
+            for pid in dead:
+                db.execute(
+                    """
+                    UPDATE runs SET status = 'interrupted', error = ?,
+                        data = json_set(data, '$.status', 'interrupted', '$.error', ?)
+                    WHERE status = 'running' AND pid IS ?
+                    """,
+                    (INTERRUPTED, INTERRUPTED, pid),
+                )
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(OPEN_TIMEOUT * 1000)}")
+    except sqlite3.Error as error:  # a read-only or busy history still reads
+        log.debug("llamaberry: interrupted runs not marked: %s", error)
+
+
+# Stores with a writer thread: their queued saves are written before the interpreter exits.
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for store in list(_open_stores):
+        store.flush(timeout=OPEN_TIMEOUT + 5)
+
+
+def _filters(
+    *,
+    mode: str | None = None,
+    model: str | None = None,
+    search: str | None = None,
+    status: str | None = None,
+) -> tuple[str, list]:
+    clauses: list[str] = []
+    params: list = []
+    for column, value in (("mode", mode), ("model", model), ("status", status)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(question LIKE ? ESCAPE '\\' OR answer LIKE ? ESCAPE '\\')")
+        params += [pattern, pattern]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

@@ -1,0 +1,276 @@
+"""Running an eval: every item through every mode at a bounded concurrency, each run scored
+into an `ItemResult` (or taken from the history when it already finished)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llamaberry import modes as registry
+from llamaberry.core.errors import InputError, RunFailedError, format_duration
+from llamaberry.core.results import Mode, Run
+from llamaberry.core.scoring import parse_gold, score
+from llamaberry.engine import collect
+from llamaberry.eval.datasets import Dataset, Item
+from llamaberry.eval.report import build_report
+from llamaberry.eval.results import ItemResult, Report, StageScore
+from llamaberry.eval.resume import Claims, History, eval_key, history_store
+
+if TYPE_CHECKING:
+    from llamaberry.engine import Engine
+    from llamaberry.providers.limits import RateLimiter
+    from llamaberry.store import Store
+
+
+# Runs at once when neither the caller nor the endpoint says how many it can serve.
+DEFAULT_CONCURRENCY = 4
+
+
+async def evaluate(
+    engine: Engine,
+    dataset: Dataset,
+    modes: Sequence[Mode] | None = None,
+    *,
+    concurrency: int | None = None,
+    limit: int | None = None,
+    store: Store | None = None,
+    on_result: Callable[[ItemResult], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    **options: object,
+) -> Report:
+    """Run every item through every mode (reusing finished runs from the store) and score them.
+
+    `modes` defaults to the registry's default set; `options` go to the modes that take them.
+    `concurrency` defaults to what the endpoint can serve at once where it says (llama.cpp's
+    slots), else 4. Cancelling it (Ctrl-C) loses nothing that finished: each run is saved as
+    it ends. The runs go to `store`, else the engine's history, else the default history
+    unless LLAMABERRY_HISTORY=0. A history that cannot be used costs the eval its resume,
+    never its report: `on_warning` is told once and the eval goes on unsaved.
+    """
+    chosen, own = _modes_and_options(modes, options)
+    if concurrency is None:
+        concurrency = await default_concurrency(engine)
+    if concurrency < 1:
+        raise InputError(f"--concurrency must be at least 1 (got {concurrency}).")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1 (got {limit}).")
+    items = dataset.items[:limit] if limit else dataset.items
+    warnings: list[str] = []
+
+    def warn(line: str) -> None:
+        warnings.append(line)
+        if on_warning is not None:
+            on_warning(line)
+
+    history = History(history_store(engine, store, warn), warn)
+    await history.check()
+    claims = Claims.beside(history.store, warn)
+    runs = _Runs(
+        engine=engine,
+        own=own,
+        history=history,
+        claims=claims,
+        gate=asyncio.Semaphore(concurrency),
+        secret=engine.settings.api_key.get_secret_value() if engine.settings.api_key else None,
+        served=await engine.client.resolve_model(),
+        limiter=getattr(engine.client, "limiter", None),
+        on_result=on_result,
+    )
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(runs.one(item, mode)) for item in items for mode in chosen]
+    finally:
+        claims.close()
+    report = build_report(dataset.name, engine.model, chosen, [task.result() for task in tasks])
+    report.stopped = runs.stopped[0] if runs.stopped else None
+    report.warnings = warnings
+    return report
+
+
+def _modes_and_options(
+    modes: Sequence[Mode] | None, options: dict[str, object]
+) -> tuple[list[Mode], dict[Mode, dict[str, object]]]:
+    """The modes to run (checked against the registry), and for each the options it takes."""
+    chosen = registry.check(registry.default_names() if modes is None else modes)
+    given = {k: v for k, v in options.items() if v is not None}
+    registry.check_defaults(given)
+    own = {
+        mode: {k: v for k, v in given.items() if k in registry.get(mode).options.model_fields}
+        for mode in chosen
+    }
+    return chosen, own
+
+
+@dataclass
+class _Runs:
+    """What every (item, mode) run of one eval shares: the engine, the history and the
+    claims, the gate that bounds how many run at once, and why sending stopped, if it did."""
+
+    engine: Engine
+    own: dict[Mode, dict[str, object]]
+    history: History
+    claims: Claims
+    gate: asyncio.Semaphore
+    secret: str | None
+    served: str | None
+    limiter: RateLimiter | None
+    on_result: Callable[[ItemResult], None] | None
+    stopped: list[str] = field(default_factory=list)
+
+    async def one(self, item: Item, mode: Mode) -> ItemResult:
+        """The item through `mode`: from the history when it finished before, else run now."""
+        key = eval_key(self.engine, item, mode, self.served, self.own[mode])
+        while True:
+            stored = await self.history.find(key)
+            if stored is not None:
+                result = _result(item, mode, stored, reused=True)
+                break
+            claimed = await self._claim_and_run(item, mode, key)
+            if claimed is not None:
+                result = claimed
+                break
+            await asyncio.sleep(_CLAIM_POLL)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    async def _claim_and_run(self, item: Item, mode: Mode, key: str) -> ItemResult | None:
+        """Run the item once a place at the gate is free and it is ours to run; None when
+        another eval of the same set is running it (come back for its run later)."""
+        run: Run | None = None
+        async with self.gate:
+            skipped = self._rate_limited(item, mode)
+            if skipped is not None:
+                return skipped
+            # Another eval of the same set may be running this very item: leave it to that
+            # one and come back for its run, doing other items meanwhile.
+            if not self.claims.take(key):
+                return None
+            try:
+                # Looked up again: the other eval may have finished it just now.
+                stored = await self.history.find(key)
+                if stored is not None:
+                    result = _result(item, mode, stored, reused=True)
+                else:
+                    result, run = await _run_item(self.engine, item, mode, self.own[mode])
+            except BaseException:
+                self.claims.release(key)
+                raise
+        # Saved outside the gate: a slow or locked history holds no item back.
+        try:
+            if run is not None:
+                await self.history.save(run, key, self.secret)
+        finally:
+            self.claims.release(key)
+        return result
+
+    def _rate_limited(self, item: Item, mode: Mode) -> ItemResult | None:
+        """The item skipped, when the endpoint's rate limit will not reset for a long while."""
+        limiter = self.limiter
+        blocked = limiter.blocked_for() if limiter is not None else 0.0
+        if not (blocked > 0 and limiter is not None):
+            return None
+        if not self.stopped:
+            self.stopped.append(
+                f"Rate limited on {limiter.blocked_limit}: stopped sending items "
+                f"(the limit resets in {format_duration(blocked)}); rerun then to "
+                "finish, what finished is kept"
+            )
+        return _refused(item, mode, "not sent: " + self.stopped[0], status="skipped")
+
+
+async def default_concurrency(engine: Engine) -> int:
+    """Runs at once by default: the endpoint's own slots where it says, else 4."""
+    return await engine.client.server_slots() or DEFAULT_CONCURRENCY
+
+
+async def _run_item(
+    engine: Engine, item: Item, mode: Mode, options: dict[str, object]
+) -> tuple[ItemResult, Run | None]:
+    """Run one item through `mode`: its result, and the run to save (None when none was made)."""
+    try:
+        # Not saved by the engine: the eval saves each run once, tagged with its key.
+        run = await collect(engine.open(mode, item.question, options, history=False))
+    except RunFailedError as error:
+        run = error.run
+    except InputError as error:
+        # A question the engine refuses (too long, a control character) fails its own item
+        # only; nothing was sent, so there is no run to keep.
+        return _refused(item, mode, str(error)), None
+    return _result(item, mode, run, reused=False), run
+
+
+# How often an item another eval is running is looked at again.
+_CLAIM_POLL = 0.2
+
+
+def _refused(item: Item, mode: Mode, error: str, *, status: str = "failed") -> ItemResult:
+    return ItemResult(
+        item=item.index,
+        mode=mode,
+        question=item.question,
+        gold=parse_gold(item.answer),
+        scorer=item.scorer,
+        status=status,
+        correct=None,
+        predicted=None,
+        answer=None,
+        error=error,
+        tokens=0,
+        seconds=0.0,
+        run_id=None,
+        reused=False,
+    )
+
+
+def stage_answers(run: Run) -> list[tuple[str, str]]:
+    """Every answer a run held on its way, in order, named by stage: each turn's answer and
+    the synthesis's for refine, the final answer for steps, the one reply for single. Generic
+    over whatever turns, synthesis and final answer a mode's result has."""
+    found: list[tuple[str, str]] = []
+    turns = getattr(run, "turns", None) or []
+    if len(turns) > 1 or getattr(run, "synthesis", None) is not None:
+        found += [(f"turn {turn.index}", turn.answer) for turn in turns]
+    synthesis = getattr(run, "synthesis", None)
+    if synthesis is not None:
+        found.append(("synthesis", synthesis.answer))
+    if not found and run.answer is not None:
+        found.append(("final" if getattr(run, "steps", None) else "answer", run.answer))
+    return found
+
+
+def _scored(answers: list[tuple[str, str]], item: Item) -> list[StageScore]:
+    scores = []
+    for stage, answer in answers:
+        verdict = score(answer, item.answer, item.scorer)
+        scores.append(StageScore(stage=stage, correct=verdict.correct, predicted=verdict.predicted))
+    return scores
+
+
+def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
+    verdict = score(run.answer, item.answer, item.scorer) if run.ok else None
+    samples = _scored(run.result.side_by_side(), item) if run.ok else []
+    return ItemResult(
+        item=item.index,
+        mode=mode,
+        question=item.question,
+        gold=parse_gold(item.answer),
+        scorer=item.scorer,
+        status=run.status,
+        correct=verdict.correct if verdict else None,
+        predicted=verdict.predicted if verdict else None,
+        answer=run.answer,
+        error=run.error,
+        tokens=run.usage.total_tokens,
+        # The time the mode took, not the time it waited for a free slot at the server.
+        seconds=round(max(0.0, run.seconds - run.queued_seconds), 3),
+        queued_seconds=round(run.queued_seconds, 3),
+        run_id=run.id,
+        reused=reused,
+        stages=_scored(stage_answers(run), item) if run.ok else [],
+        samples=samples,
+        sample_accuracy=sum(s.correct for s in samples) / len(samples) if samples else None,
+        confidence=run.result.confidence() if run.ok else None,
+    )

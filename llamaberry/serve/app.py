@@ -1,0 +1,221 @@
+"""The HTTP side: the Starlette app's routes (/v1/chat/completions, /v1/models, /health), the
+API-key guard, and `serve`, which runs it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from llamaberry.core.errors import LlamaberryError
+from llamaberry.core.results import Run
+from llamaberry.serve.gateway import Gateway, mode_names, mode_options
+from llamaberry.serve.reply import Reply, SSEResponse
+from llamaberry.serve.schema import (
+    ChatRequest,
+    ReasoningField,
+    ServeError,
+    conversation_question,
+    error_for,
+    failed_run_error,
+    parse_model,
+)
+
+if TYPE_CHECKING:
+    from llamaberry.core.settings import Settings
+    from llamaberry.store import Store
+
+
+def create_app(
+    settings: Settings,
+    *,
+    api_key: str | None = None,
+    history: bool | Store | None = None,
+    reasoning_field: ReasoningField = "reasoning_content",
+    gateway: Gateway | None = None,
+    options: dict[str, Any] | None = None,
+) -> Starlette:
+    """The ASGI app: /v1/chat/completions, /v1/models and /health."""
+    gateway = gateway or Gateway(settings, history=history, options=options)
+    routes = _Routes(gateway, mode_names(), reasoning_field)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/health", routes.health),
+            Route("/v1/models", _guarded(routes.models, api_key)),
+            Route("/v1/chat/completions", _guarded(routes.chat, api_key), methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def _error_response(error: ServeError) -> Response:
+    """The error as an HTTP response, with `retry-after` when the caller should wait."""
+    headers = {}
+    if error.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(error.retry_after)))
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _guarded(
+    handler: Callable[[Request], Awaitable[Response]], api_key: str | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """`handler` behind the API key (when one is set), its errors answered in OpenAI's shape."""
+
+    async def endpoint(request: Request) -> Response:
+        if api_key is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return _error_response(
+                    ServeError(
+                        401,
+                        "Missing or wrong API key: send Authorization: Bearer <key>.",
+                        kind="authentication_error",
+                        code="invalid_api_key",
+                    )
+                )
+        try:
+            return await handler(request)
+        except ServeError as error:
+            return _error_response(error)
+        except LlamaberryError as error:
+            return _error_response(error_for(error))
+
+    return endpoint
+
+
+class _Routes:
+    """The endpoint's handlers, over one gateway and the modes it offers."""
+
+    def __init__(self, gateway: Gateway, modes: list[str], reasoning_field: ReasoningField) -> None:
+        self.gateway = gateway
+        self.modes = modes
+        self.reasoning_field: ReasoningField = reasoning_field
+
+    async def health(self, request: Request) -> Response:
+        """GET /health: the server is up."""
+        return JSONResponse({"status": "ok"})
+
+    async def models(self, request: Request) -> Response:
+        """GET /v1/models: every mode, then every mode on each upstream model."""
+        names = list(self.modes)
+        for upstream in await self.gateway.upstream_models():
+            names += [f"{mode}/{upstream}" for mode in self.modes]
+        created = int(time.time())
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "llamaberry"}
+            for name in names
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat(self, request: Request) -> Response:
+        """POST /v1/chat/completions: one run of the mode the model name picks."""
+        chat_request = await _read_request(request)
+        mode, upstream = parse_model(chat_request.model, self.modes)
+        options = chat_request.options()
+        _check_options(mode, options)
+        question = conversation_question(chat_request.messages)
+        engine = self.gateway.engine(chat_request, upstream)
+        events = engine.stream(mode, question, **options)  # type: ignore[arg-type]  # bad input raises here, before a call
+        reply = Reply(chat_request.model, mode, self.reasoning_field)
+        if chat_request.stream:
+            usage = bool((chat_request.stream_options or {}).get("include_usage"))
+            return SSEResponse(reply.chunks(events, include_usage=usage))
+        run = await until_disconnected(request, reply.collect(events))
+        if run.status != "ok":
+            raise failed_run_error(run)
+        return JSONResponse(reply.completion(run))
+
+
+async def _read_request(request: Request) -> ChatRequest:
+    """The request's body as a chat-completions request; 400 for one we cannot act on."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ServeError(400, "The request body is not valid JSON.") from None
+    try:
+        chat_request = ChatRequest.model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ServeError(400, f"Invalid request: {where}: {first['msg']}.") from None
+    if chat_request.n not in (None, 1):
+        raise ServeError(400, "n must be 1: each request is one run.")
+    return chat_request
+
+
+def _check_options(mode: str, options: dict[str, Any]) -> None:
+    """400 for a key the mode does not take, naming the options it does take."""
+    unknown = sorted(set(options) - mode_options(mode))
+    if unknown:
+        raise ServeError(
+            400,
+            f"The {mode} mode has no option {', '.join(unknown)}"
+            + (
+                f"; it takes {', '.join(sorted(mode_options(mode)))}."
+                if mode_options(mode)
+                else "."
+            ),
+            code="unknown_option",
+        )
+
+
+async def until_disconnected(request: Request, work: Awaitable[Run]) -> Run:
+    """Await `work`, cancelling it the moment the client goes away."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ServeError(499, "the client closed the connection", kind="cancelled")
+    return task.result()
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    api_key: str | None,
+    reasoning_field: ReasoningField = "reasoning_content",
+    on_ready: Callable[[str], None] | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Run the endpoint until interrupted; `options` are the modes' default options."""
+    import uvicorn
+
+    app = create_app(settings, api_key=api_key, reasoning_field=reasoning_field, options=options)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        shown = f"[{host}]" if ":" in host else host
+        on_ready(f"http://{shown}:{port}/v1")
+    server.run()

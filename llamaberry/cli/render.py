@@ -19,6 +19,7 @@ from llamaberry.core.events import (
     TextReset,
     ThinkingDelta,
 )
+from llamaberry.core.holdback import HoldBack
 from llamaberry.core.results import Run, Usage, call_title, cut_off_line
 
 
@@ -68,11 +69,10 @@ class TerminalView:
         self.run: Run | None = None
         self._at_line_start = True
         self._thinking = False  # the current call's own thinking is being shown
-        # The call whose text streams to the terminal, and calls that started while it was
-        # streaming (a vote's samples, drafts): theirs is shown whole when they finish, so
-        # concurrent replies never interleave on the screen.
-        self._streaming: tuple[str, int] | None = None
-        self._held: set[tuple[str, int]] = set()
+        # The call whose text streams to the terminal; calls that start while it streams (a
+        # vote's samples, drafts) are shown whole when they finish, so concurrent replies
+        # never interleave on the screen.
+        self._holdback = HoldBack()
 
     def show(self, event: object) -> None:
         """Render one event."""
@@ -81,15 +81,13 @@ class TerminalView:
         if self.quiet:
             return
         if isinstance(event, RunStarted):
-            self._streaming, self._held = None, set()
+            self._holdback = HoldBack()
             self.console.print(f"[dim]{event.mode} · {escape(event.model)}[/dim]")
         elif isinstance(event, CallStarted):
             if event.kind == "step":
                 return  # a step's rule carries its title, known only when it finishes
-            if self._streaming is not None:
-                self._held.add((event.kind, event.index))
+            if not self._holdback.start((event.kind, event.index)):
                 return
-            self._streaming = (event.kind, event.index)
             self.console.rule(f"[bold]{call_title(event.kind, event.index)}[/bold]", align="left")
             self._at_line_start = True
             self._thinking = False
@@ -125,10 +123,8 @@ class TerminalView:
             self._summary(event.run)
 
     def _is_held(self, event: ThinkingDelta | TextDelta) -> bool:
-        call = (event.kind, event.index)
-        if self._streaming is None and call not in self._held:
-            self._streaming = call  # a call that was not announced streams too
-        return call != self._streaming
+        # A call that was not announced streams too, when no other call is.
+        return self._holdback.hold(event) or not self._holdback.claim((event.kind, event.index))
 
     def _write(self, text: str) -> None:
         self.console.file.write(text)
@@ -145,18 +141,15 @@ class TerminalView:
         call = (event.kind, event.index)
         title = getattr(result, "title", None)
         label = call_title(event.kind, event.index) + (f": {escape(title)}" if title else "")
-        if call in self._held:
+        if self._holdback.finish(call) is not None:
             # Its thinking and text were held back while another call streamed: shown whole
             # now, the thinking dimmed and a blank line before the reply, as a live call's.
-            self._held.discard(call)
             self._newline()
             self.console.rule(f"[bold]{label}[/bold]", align="left")
             if result.thinking:
                 self.console.print(Text(result.thinking, style="dim italic"))
                 self._write("\n")
             self._write(result.content)
-        elif call == self._streaming:
-            self._streaming = None
         self._newline()
         badge = result.badge()
         if event.kind == "step":

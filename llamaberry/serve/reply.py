@@ -7,7 +7,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -22,6 +21,7 @@ from llamaberry.core.events import (
     TextReset,
     ThinkingDelta,
 )
+from llamaberry.core.holdback import HoldBack
 from llamaberry.core.results import CallResult, Run, call_title
 from llamaberry.serve.schema import ReasoningField, ServeError, error_for, failed_run_error
 
@@ -53,27 +53,21 @@ def _retrying(event: TextReset) -> str:
     return f"\n\n*(retrying: {event.reason})*\n\n"
 
 
-@dataclass
-class _Held:
-    """What a call that runs beside the streaming one has sent so far, to go out whole."""
-
-    retried: str = ""
-    thinking: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-
-    def add(self, event: TextDelta | ThinkingDelta | TextReset) -> None:
-        """Keep a piece of thinking or text; a retry throws away what came before it."""
+def _held_block(events: list[TextDelta | ThinkingDelta | TextReset]) -> str:
+    """What a call that ran beside the streaming one sent, as one block: its thinking, a blank
+    line, then its reply; a retry throws away what came before it."""
+    retried = ""
+    thinking: list[str] = []
+    text: list[str] = []
+    for event in events:
         if isinstance(event, TextReset):
-            self.thinking.clear()
-            self.text.clear()
-            self.retried = _retrying(event).lstrip()
+            thinking.clear()
+            text.clear()
+            retried = _retrying(event).lstrip()
         else:
-            (self.thinking if isinstance(event, ThinkingDelta) else self.text).append(event.text)
-
-    def block(self) -> str:
-        """The call's thinking, a blank line, then its reply."""
-        thinking, text = "".join(self.thinking), "".join(self.text)
-        return self.retried + (f"{thinking}\n\n{text}" if thinking else text)
+            (thinking if isinstance(event, ThinkingDelta) else text).append(event.text)
+    said, reply = "".join(thinking), "".join(text)
+    return retried + (f"{said}\n\n{reply}" if said else reply)
 
 
 class Reply:
@@ -93,8 +87,7 @@ class Reply:
         # Calls that started while another streamed (a vote's samples, drafts): their thinking
         # and text are held and sent as one block under the call's heading when it finishes,
         # so concurrent calls never interleave, not even in the upstream model's thinking.
-        self._streaming: tuple[str, int] | None = None
-        self._held: dict[tuple[str, int], _Held] = {}
+        self._holdback = HoldBack()
         # The call whose thinking was the last thing sent: its reply starts after a blank line.
         self._thinking: tuple[str, int] | None = None
 
@@ -103,25 +96,17 @@ class Reply:
         if isinstance(event, CallStarted):
             if event.kind == self.answer_kind:
                 return None
-            if self._streaming is not None:
-                self._held[(event.kind, event.index)] = _Held()
+            if not self._holdback.start((event.kind, event.index)):
                 return None
-            self._streaming = (event.kind, event.index)
             return "reasoning", self._heading(event.kind, event.index)
         if isinstance(event, CallFinished):
-            call = (event.kind, event.index)
-            if call == self._streaming:
-                self._streaming = None
-            held = self._held.pop(call, None)
+            held = self._holdback.finish((event.kind, event.index))
             after = self._after(event.result)
             if held is None:
                 return ("reasoning", after) if after else None
-            return "reasoning", self._heading(event.kind, event.index) + held.block() + after
-        if isinstance(event, TextDelta | ThinkingDelta | TextReset):
-            held = self._held.get((event.kind, event.index))
-            if held is not None:
-                held.add(event)
-                return None
+            return "reasoning", self._heading(event.kind, event.index) + _held_block(held) + after
+        if isinstance(event, TextDelta | ThinkingDelta | TextReset) and self._holdback.hold(event):
+            return None
         if isinstance(event, ThinkingDelta):
             call = (event.kind, event.index)
             # The answer's thinking has no heading of its own: keep it off the last call's text.

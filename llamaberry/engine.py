@@ -13,7 +13,7 @@ from llamaberry.core.errors import RunFailedError
 from llamaberry.core.events import CallFinished, Event, RunFinished, RunStarted, TextDelta
 from llamaberry.core.redact import redact
 from llamaberry.core.results import Mode, Run
-from llamaberry.core.settings import Settings
+from llamaberry.core.settings import ENGINE_SETTINGS, Settings
 from llamaberry.providers.clients import ChatClient, RetryPolicy, make_client
 from llamaberry.providers.limits import RateLimiter
 from llamaberry.run.runner import RunStream, check_question, drive
@@ -54,21 +54,11 @@ class Engine:
         limiter: RateLimiter | None = None,
         **options: Any,
     ) -> None:
-        self.settings = settings or Settings.load(
-            model=model,
-            provider=provider,
-            api_key=api_key,
-            base_url=base_url,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            reasoning_effort=reasoning_effort,
-            timeout=timeout,
-            rpm=rpm,
-            tpm=tpm,
-            context=context,
-            loop_guard=loop_guard,
-            run_timeout=run_timeout,
-        )
+        # The endpoint settings are the keywords `Settings` declares for the engine
+        # (ENGINE_SETTINGS); they are spelled out above for editors and help(), and a test
+        # checks that the two lists agree.
+        given = locals()
+        self.settings = settings or Settings.load(**{k: given[k] for k in ENGINE_SETTINGS})
         # Checked now, with the environment's values, so a bad one fails before any request.
         self.options: dict[str, Any] = {
             k: v for k, v in {"turns": turns, **options}.items() if v is not None

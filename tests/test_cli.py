@@ -247,3 +247,61 @@ def test_openai_with_a_base_url_prints_no_note(fake_server: FakeServer):
     )
     assert result.exit_code == 0
     assert "note:" not in result.stderr
+
+
+# Today's endpoint flags, pinned: they are built from `Settings`, so a renamed field would
+# rename a flag users type.
+ENDPOINT_FLAGS = [
+    "-m, --model",
+    "--provider",
+    "--base-url",
+    "--temperature",
+    "--max-tokens",
+    "--reasoning-effort",
+    "--timeout",
+    "--run-timeout",
+    "--rpm",
+    "--tpm",
+    "--context",
+    "--loop-guard / --no-loop-guard",
+]
+
+
+@pytest.mark.parametrize("command", ["ask", "compare", "eval", "models", "ui", "serve"])
+def test_every_endpoint_command_has_the_declared_flags_each_naming_its_variable(command):
+    from llamaberry.core.settings import ENVIRONMENT, FLAG_SETTINGS
+
+    shown = " ".join(
+        CliRunner().invoke(cli, [command, "--help"], terminal_width=400).output.split()
+    )
+    for flag in ENDPOINT_FLAGS:
+        assert flag in shown, flag
+    for name in FLAG_SETTINGS:
+        assert f"env {ENVIRONMENT[name]}]" in shown, name
+
+
+def test_an_endpoint_flag_wins_over_its_variable(env):
+    env = {**env, "LLAMABERRY_MAX_TOKENS": "7"}
+    result = invoke(["ask", "q", "--mode", "single", "--json", "--max-tokens", "123"], env)
+    assert json.loads(result.stdout)["settings"]["max_tokens"] == 123
+    result = invoke(["ask", "q", "--mode", "single", "--json"], env)
+    assert json.loads(result.stdout)["settings"]["max_tokens"] == 7
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("localhost", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("192.168.1.20", False),
+        ("::", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_hosts_keep_a_server_to_this_machine(host, loopback):
+    from llamaberry.cli.options import is_loopback
+
+    assert is_loopback(host) is loopback

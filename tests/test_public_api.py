@@ -49,3 +49,15 @@ def test_the_documented_entry_points_exist():
     engine = llamaberry.Engine
     for method in ("refine", "refine_stream", "single", "single_stream", "steps", "compare"):
         assert callable(getattr(engine, method)), method
+
+
+def test_the_engine_takes_exactly_the_endpoint_settings_declared_for_it():
+    # Its signature is written out for editors and help(); `Settings` is where they are declared.
+    import inspect
+
+    from llamaberry.core.settings import ENGINE_SETTINGS
+
+    params = inspect.signature(llamaberry.Engine.__init__).parameters
+    own = {"self", "turns", "settings", "client", "on_finish", "history", "limiter", "options"}
+    assert set(params) - own == set(ENGINE_SETTINGS)
+    assert all(params[name].default is None for name in ENGINE_SETTINGS)

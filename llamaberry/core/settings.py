@@ -1,5 +1,5 @@
-"""Settings: every knob of the endpoint and the engine, its environment variable, its
-default, and its allowed range. A mode's own options (refine's turns, steps' bounds...) live in
+"""Settings: every knob of the endpoint and the engine, declared once with its default, its
+allowed range and the ways it can be given (environment variable, CLI flag, `Engine` keyword). A mode's own options (refine's turns, steps' bounds...) live in
 the mode's options model instead (see `options.py`).
 
 An explicit argument wins over the environment, which wins over the default. A bad value gets
@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from llamaberry.core.errors import InputError
+from llamaberry.core.options import env_name
 from llamaberry.core.redact import redact, redact_data
 
 DEFAULT_MODEL = "openai/gpt-oss-120b"
@@ -31,53 +32,113 @@ DEFAULT_MODEL = "openai/gpt-oss-120b"
 LOCAL_MODEL = "SmolLM2-135M-Instruct"
 LOCAL_DEFAULTS: dict[str, Any] = {"model": LOCAL_MODEL, "max_tokens": 512, "timeout": 600.0}
 
-# setting name -> environment variable
-ENVIRONMENT = {
-    "provider": "LLAMABERRY_PROVIDER",
-    "model": "LLAMABERRY_MODEL",
-    "base_url": "LLAMABERRY_BASE_URL",
-    "temperature": "LLAMABERRY_TEMPERATURE",
-    "max_tokens": "LLAMABERRY_MAX_TOKENS",
-    "reasoning_effort": "LLAMABERRY_REASONING_EFFORT",
-    "timeout": "LLAMABERRY_TIMEOUT",
-    "run_timeout": "LLAMABERRY_RUN_TIMEOUT",
-    "rpm": "LLAMABERRY_RPM",
-    "tpm": "LLAMABERRY_TPM",
-    "max_wait": "LLAMABERRY_MAX_WAIT",
-    "max_retries": "LLAMABERRY_MAX_RETRIES",
-    "max_question_chars": "LLAMABERRY_MAX_QUESTION_CHARS",
-    "concurrency": "LLAMABERRY_CONCURRENCY",
-    "context": "LLAMABERRY_CONTEXT",
-    "loop_guard": "LLAMABERRY_LOOP_GUARD",
-}
+
+def setting(
+    default: Any,
+    description: str,
+    *,
+    flag: bool = False,
+    engine: bool = False,
+    env: bool = True,
+    short_flag: str | None = None,
+    shown_default: str | None = None,
+    **rules: Any,
+) -> Any:
+    """A field of `Settings`, with the ways a user can give it besides `Settings.load(...)`.
+
+    `env`: the `LLAMABERRY_<NAME>` variable sets it; `flag`: every endpoint-taking CLI command
+    has `--name` (`short_flag` too; a bool is `--name/--no-name`), with `description` as its
+    help; `engine`: `Engine(name=...)` takes it. `shown_default` replaces the default in the
+    flag's help ('' shows none). `rules` are pydantic's (ge, le, min_length...).
+    """
+    ways: dict[str, Any] = {"flag": flag, "engine": engine, "env": env}
+    if short_flag is not None:
+        ways["short_flag"] = short_flag
+    if shown_default is not None:
+        ways["shown_default"] = shown_default
+    return Field(default, description=description, json_schema_extra=ways, **rules)
 
 
 class Settings(BaseModel):
-    """Everything an engine needs to know; see the README's table for the variables."""
+    """Everything an engine needs to know, declared once: each field says how a user gives it
+    (see `setting`); the CLI's flags, `Engine`'s arguments and the environment variables are
+    read from here. The README's table lists them for users."""
 
-    provider: Literal["groq", "openai", "local"] = "groq"
-    model: str = Field(DEFAULT_MODEL, min_length=1)
-    api_key: SecretStr | None = Field(None, repr=False)
-    base_url: str | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    provider: Literal["groq", "openai", "local"] = setting(
+        "groq",
+        "groq (default with GROQ_API_KEY), openai for any OpenAI-compatible server, or local "
+        "to run a GGUF model here (default without a key).",
+        flag=True,
+        engine=True,
+        shown_default="",
+    )
+    model: str = setting(
+        DEFAULT_MODEL,
+        "Model id, or a .gguf file for --provider local.",
+        flag=True,
+        engine=True,
+        short_flag="-m",
+        min_length=1,
+    )
+    # The SDKs read their own variables (GROQ_API_KEY, OPENAI_API_KEY) when none is given.
+    api_key: SecretStr | None = setting(
+        None, "The provider's API key.", engine=True, env=False, repr=False
+    )
+    base_url: str | None = setting(
+        None, "Endpoint URL: a host for groq, a .../v1 URL for openai.", flag=True, engine=True
+    )
+    temperature: float | None = setting(
+        None, "Sampling temperature, 0 to 2.", flag=True, engine=True, ge=0.0, le=2.0
+    )
     # Reasoning models spend hidden tokens from this budget before any visible text.
-    max_tokens: int = Field(4096, ge=1, le=131072)
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    max_tokens: int = setting(
+        4096,
+        "Completion-token budget per call, hidden reasoning included.",
+        flag=True,
+        engine=True,
+        ge=1,
+        le=131072,
+    )
+    reasoning_effort: Literal["low", "medium", "high"] | None = setting(
+        None, "How hard a reasoning model thinks before it answers.", flag=True, engine=True
+    )
     # One call, from its first send to its last token, retries and their waits included.
-    timeout: float = Field(120.0, gt=0)
+    timeout: float = setting(
+        120.0, "Most seconds one call may take, retries included.", flag=True, engine=True, gt=0
+    )
     # The whole run (every call of it); None means no bound beyond each call's.
-    run_timeout: float | None = Field(None, gt=0)
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    max_wait: float = Field(90.0, ge=0)
-    max_retries: int = Field(3, ge=0, le=10)
-    max_question_chars: int = Field(20000, ge=1)
-    concurrency: int = Field(100, ge=1, le=10000)
-    # The model's context window in tokens, for endpoints that do not report it (None: ask
-    # the endpoint; 0: never check before sending).
-    context: int | None = Field(None, ge=0)
-    # Stop a reply that keeps repeating itself.
-    loop_guard: bool = True
+    run_timeout: float | None = setting(
+        None,
+        "Most seconds a whole run may take.",
+        flag=True,
+        engine=True,
+        shown_default="no bound beyond --timeout",
+        gt=0,
+    )
+    rpm: int | None = setting(
+        None, "Requests-per-minute limit shared by all runs.", flag=True, engine=True, ge=1
+    )
+    tpm: int | None = setting(
+        None, "Tokens-per-minute budget shared by all runs.", flag=True, engine=True, ge=1
+    )
+    max_wait: float = setting(90.0, "Longest retry-after worth waiting for, in seconds.", ge=0)
+    max_retries: int = setting(
+        3, "Retries of a call after 429, 5xx, timeouts or dropped connections.", ge=0, le=10
+    )
+    max_question_chars: int = setting(20000, "Longest question accepted, in characters.", ge=1)
+    concurrency: int = setting(100, "Most HTTP connections open at once.", ge=1, le=10000)
+    # None: ask the endpoint; 0: never check before sending.
+    context: int | None = setting(
+        None,
+        "The model's context window in tokens, if the server does not report it; 0 turns the "
+        "check off.",
+        flag=True,
+        engine=True,
+        ge=0,
+    )
+    loop_guard: bool = setting(
+        True, "Stop a reply that keeps repeating itself.", flag=True, engine=True
+    )
     # True when nothing chose a provider and no key was found, so the embedded model runs.
     _embedded: bool = PrivateAttr(False)
 
@@ -135,6 +196,24 @@ class Settings(BaseModel):
                 | {"reasoning_effort", "context", "loop_guard"}
             )
         )
+
+
+def ways(name: str) -> dict[str, Any]:
+    """How the setting `name` can be given (see `setting`)."""
+    extra = Settings.model_fields[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+def _given_by(way: str) -> tuple[str, ...]:
+    return tuple(name for name in Settings.model_fields if ways(name).get(way))
+
+
+# setting name -> environment variable
+ENVIRONMENT = {name: env_name(name) for name in _given_by("env")}
+# The settings `Engine(...)` takes as keywords (tests check its signature names exactly these).
+ENGINE_SETTINGS = _given_by("engine")
+# The settings every endpoint-taking CLI command has a flag for.
+FLAG_SETTINGS = _given_by("flag")
 
 
 def _wants_embedded(values: dict[str, Any]) -> bool:

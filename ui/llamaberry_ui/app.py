@@ -15,7 +15,7 @@ import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, cast, get_args, get_origin
 
 # Before gradio is imported: it reads this once, at import time.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -46,7 +46,10 @@ EXAMPLES = [
 ]
 # Largest span of whole numbers drawn as a slider; a wider range gets a number box.
 SLIDER_SPAN = 100
-EFFORTS = ["default", "low", "medium", "high"]
+# The page's endpoint settings take their range and choices from `Settings`, where they are
+# declared with the CLI's flags and the environment's variables.
+TEMPERATURES = cast("tuple[float, float]", bounds(Settings.model_fields["temperature"]))
+EFFORTS = ["default", *get_args(plain_type(Settings.model_fields["reasoning_effort"]))]
 # How long Stop waits for a cancelled run to unwind before it draws the stopped view anyway.
 STOP_GRACE = 10.0
 # How long the page waits for the endpoint's model list before leaving the box as free text.
@@ -574,8 +577,7 @@ def build_app(
                 refresh = gr.Button("Reload models", size="sm", scale=1)
             with gr.Row():
                 temperature = gr.Slider(
-                    0.0,
-                    2.0,
+                    *TEMPERATURES,
                     value=1.0 if base.temperature is None else base.temperature,
                     step=0.05,
                     label="Temperature",

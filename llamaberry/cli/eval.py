@@ -1,0 +1,263 @@
+"""`llamaberry eval`: score modes on a dataset, with a progress bar per mode, then write the
+report. Its parts: check the command, load the data, run it (`EvalProgress` draws the bars),
+write the report.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from llamaberry.cli.options import LazyCommand, mode_options, parse_modes, take_options
+from llamaberry.cli.running import fail, handle_errors, make_engine, run_async
+from llamaberry.core.errors import InputError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from llamaberry.eval import Dataset, Fields, ItemResult, Report
+
+
+@click.command("eval", cls=LazyCommand, modes=mode_options(), endpoint=True)
+@click.argument("dataset", required=False, type=click.Path(dir_okay=False))
+@click.option("--builtin", type=click.Choice(["tricky"]), help="Use a dataset that ships with us.")
+@click.option("--modes", help="Comma-separated modes [default: see `llamaberry modes`].")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    help="Runs at once [default: the server's slots where it says (llama.cpp), else 4].",
+)
+@click.option("--limit", "-k", type=int, help="Only the first K items.")
+@click.option("--sample", type=int, help="A random subset of K items (reproducible with --seed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample.")
+@click.option("--question-field", default="question", show_default=True)
+@click.option("--answer-field", default="answer", show_default=True)
+@click.option(
+    "--choices-field",
+    help="Field holding a list of choices, or comma-separated fields with one each (A,B,C,D): "
+    "the choices are shown lettered and scored by letter.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Directory for report.md, results.jsonl and chart.png [default eval-results/NAME].",
+)
+@handle_errors
+def eval_command(
+    dataset: str | None,
+    builtin: str | None,
+    modes: str | None,
+    concurrency: int | None,
+    limit: int | None,
+    sample: int | None,
+    seed: int,
+    question_field: str,
+    answer_field: str,
+    choices_field: str | None,
+    out: str | None,
+    **params: Any,
+) -> None:
+    """Score modes on DATASET: JSON lines or a CSV with a header ({"question", "answer",
+    "scorer"?} per record; other field names with --question-field and friends).
+
+    Runs are saved as they finish; after Ctrl-C, the same command resumes where it stopped.
+    """
+    from pathlib import Path
+
+    from llamaberry import eval as evaluation
+    from llamaberry import modes as registry
+
+    # Everything that can be wrong with the command is found before a bar is drawn or a
+    # request is paid for.
+    if (dataset is None) == (builtin is None):
+        raise InputError("Give a DATASET.jsonl file or --builtin NAME (one of them).")
+    for flag, value in (("concurrency", concurrency), ("limit", limit), ("sample", sample)):
+        if value is not None and value < 1:
+            raise InputError(f"--{flag} must be at least 1 (got {value}).")
+    fields = evaluation.Fields(
+        question=question_field,
+        answer=answer_field,
+        choices=[f.strip() for f in (choices_field or "").split(",") if f.strip()],
+    )
+    data = load_data(builtin or dataset or "", builtin is not None, fields, sample, seed)
+    wanted = parse_modes(modes) or registry.default_names()
+    chosen = take_options(params)
+    registry.check_defaults(chosen)
+    folder = Path(out) if out else None
+    if folder is not None:
+        check_writable(folder)
+    progress = EvalProgress()
+    running = run_eval(params, data, wanted, chosen, folder, concurrency, limit, progress)
+    try:
+        report, folder = run_async(running)
+    except KeyboardInterrupt:
+        click.echo(
+            f"stopped after {progress.done} runs; they are saved, so the same command resumes "
+            "from here.",
+            err=True,
+        )
+        sys.exit(130)
+    write_report(report, folder)
+    if report.stopped:
+        fail(f"stopped early: {report.stopped}.", 1)
+    if not report.succeeded:
+        failed = next((r for r in report.results if r.error), None)
+        why = f" (first error: {failed.error})" if failed else ""
+        fail(f"no run succeeded{why}.", 1)
+
+
+def load_data(source: str, builtin: bool, fields: Fields, sample: int | None, seed: int) -> Dataset:
+    """The dataset (a file, or a built-in one by name), its bad lines warned about, sampled
+    down to `sample` items when asked."""
+    from llamaberry import eval as evaluation
+
+    data = evaluation.load_dataset(source, builtin=builtin, fields=fields)
+    for line in data.skipped[:10]:
+        click.echo(f"warning: skipped {line}", err=True)
+    if len(data.skipped) > 10:
+        click.echo(f"warning: skipped {len(data.skipped) - 10} more bad lines.", err=True)
+    if sample is not None:
+        data = evaluation.sample(data, sample, seed)
+    return data
+
+
+class EvalProgress:
+    """A bar per mode on stderr, with the accuracy and the errors so far."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.bars = Progress(
+            TextColumn("{task.description:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("accuracy {task.fields[accuracy]}"),
+            TextColumn("errors {task.fields[errors]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.tallies: dict[str, list[int]] = {}  # mode -> [right, scored, errors]
+        self.tasks: dict[str, Any] = {}
+
+    def add(self, mode: str, total: int) -> None:
+        """A bar for `mode`, which will run `total` items."""
+        self.tallies[mode] = [0, 0, 0]
+        self.tasks[mode] = self.bars.add_task(mode, total=total, accuracy="–", errors=0)
+
+    def on_result(self, result: ItemResult) -> None:
+        """Count one finished item on its mode's bar."""
+        tally = self.tallies[result.mode]
+        if result.correct is None:
+            tally[2] += 1
+        else:
+            tally[0] += result.correct
+            tally[1] += 1
+        shown = f"{tally[0] / tally[1]:.0%}" if tally[1] else "–"
+        self.bars.update(self.tasks[result.mode], advance=1, accuracy=shown, errors=tally[2])
+
+    def on_warning(self, line: str) -> None:
+        """Print a warning above the bars."""
+        self.console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+    @property
+    def done(self) -> int:
+        """Items finished so far, over every mode."""
+        return sum(t[1] + t[2] for t in self.tallies.values())
+
+
+async def run_eval(
+    params: dict[str, Any],
+    data: Dataset,
+    wanted: list[str],
+    chosen: dict[str, Any],
+    folder: Path | None,
+    concurrency: int | None,
+    limit: int | None,
+    progress: EvalProgress,
+) -> tuple[Report, Path]:
+    """Run the eval on the endpoint `params` name, with the bars drawn; the report and the
+    folder it goes to (named after the dataset and the model unless `folder` says)."""
+    from llamaberry import eval as evaluation
+
+    # history=False: the eval saves its runs itself, tagged for resuming, and off the loop.
+    async with make_engine(params, history=False) as engine:
+        if folder is None:
+            folder = default_folder(data.name, engine.model)
+        total = min(limit, len(data.items)) if limit else len(data.items)
+        if concurrency is None:
+            concurrency = await evaluation.default_concurrency(engine)
+            if await engine.client.server_slots() is not None:
+                click.echo(f"concurrency {concurrency}: the server's slots", err=True)
+        for mode in wanted:
+            progress.add(mode, total)
+        with progress.bars:
+            report = await evaluation.evaluate(
+                engine,
+                data,
+                wanted,  # type: ignore[arg-type]
+                concurrency=concurrency,
+                limit=limit,
+                on_result=progress.on_result,
+                on_warning=progress.on_warning,
+                **chosen,
+            )
+        return report, folder
+
+
+def default_folder(dataset: str, model: str) -> Path:
+    """eval-results/DATASET-MODEL, spelt for any file system, checked writable."""
+    from pathlib import Path
+
+    name = f"{dataset}-{model}"
+    folder = Path("eval-results") / "".join(c if c.isalnum() or c in "-." else "-" for c in name)
+    check_writable(folder)
+    return folder
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, before any request is paid for, when the report could not be written there."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise InputError(
+            f"Cannot write the report to {folder}: {error.strerror or error}."
+        ) from None
+
+
+def write_report(report: Report, folder: Path) -> None:
+    """report.md and results.jsonl into `folder`, the report on stdout, then chart.png."""
+    from llamaberry import eval as evaluation
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        markdown = evaluation.report_markdown(report)
+        (folder / "report.md").write_text(markdown, encoding="utf-8")
+        evaluation.write_results(report, folder / "results.jsonl")
+    except OSError as error:
+        raise InputError(f"Cannot write the report to {folder}: {error.strerror}.") from None
+    click.echo(markdown, nl=False)
+    written = "report.md and results.jsonl"
+    try:
+        evaluation.draw_chart(report, folder / "chart.png")
+        written = "report.md, results.jsonl and chart.png"
+    except (
+        Exception
+    ) as error:  # the numbers are already saved; a plotting problem must not hide them
+        click.echo(f"warning: chart.png not drawn: {error}", err=True)
+    click.echo(f"wrote {written} to {folder}", err=True)

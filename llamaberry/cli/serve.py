@@ -1,0 +1,79 @@
+"""`llamaberry serve`: every mode as a model behind an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from llamaberry.cli.options import (
+    LazyCommand,
+    endpoint_settings,
+    is_loopback,
+    mode_options,
+    take_options,
+)
+from llamaberry.cli.running import handle_errors
+from llamaberry.core.errors import LlamaberryError
+
+
+@click.command(cls=LazyCommand, modes=mode_options(), endpoint=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--api-key",
+    "serve_key",
+    envvar="LLAMABERRY_SERVE_KEY",
+    help="Require `Authorization: Bearer KEY` on every request [env LLAMABERRY_SERVE_KEY].",
+)
+@click.option(
+    "--reasoning-field",
+    type=click.Choice(["reasoning_content", "reasoning", "both"]),
+    default="reasoning_content",
+    show_default=True,
+    help="The message field that carries the intermediate work.",
+)
+@handle_errors
+def serve(host: str, port: int, serve_key: str | None, reasoning_field: str, **params: Any) -> None:
+    """Serve every mode as a model behind an OpenAI-compatible API on http://HOST:PORT/v1.
+
+    Point any OpenAI client at it and pick a mode as the model name (`refine`, `steps`,
+    `single`, ...), or MODE/UPSTREAM_MODEL to choose the upstream model too.
+    """
+    try:
+        from llamaberry import serve as endpoint
+    except ImportError as error:  # starlette/uvicorn come with the package; say so if missing
+        raise LlamaberryError(f"The server needs starlette and uvicorn: {error}") from None
+
+    defaults = take_options(params)
+    settings = endpoint_settings(params)
+    # Build the default engine now: a missing key, a bad URL or a bad option fails here, not
+    # per request.
+    endpoint.Gateway(settings, history=False, options=defaults).engine()
+    if not is_loopback(host) and not serve_key:
+        click.echo(
+            f"warning: serving on {host} without --api-key: anyone who can reach this machine "
+            "can run questions on your upstream key. Set --api-key or LLAMABERRY_SERVE_KEY.",
+            err=True,
+        )
+
+    def ready(url: str) -> None:
+        click.echo(
+            f"llamaberry serve: {url} · modes: {', '.join(endpoint.mode_names())} · upstream: "
+            f"{settings.provider} {settings.model}"
+            + (" · bearer key required" if serve_key else ""),
+            err=True,
+        )
+
+    try:
+        endpoint.serve(
+            settings,
+            host=host,
+            port=port,
+            api_key=serve_key,
+            reasoning_field=reasoning_field,  # type: ignore[arg-type]
+            on_ready=ready,
+            options=defaults,
+        )
+    except OSError as error:
+        raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None

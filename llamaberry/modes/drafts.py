@@ -16,7 +16,8 @@ from llamaberry.core.options import Options
 from llamaberry.core.results import CallResult, ModeResult, Synthesis
 from llamaberry.modes import prompts
 from llamaberry.modes.refine import synthesis_from
-from llamaberry.run.runner import ModeSpec, RunContext, merge, to_messages
+from llamaberry.run.merge import merge
+from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 
 # The temperature drafts are written at when none was given: at 0 they would all be alike.
 DRAFT_TEMPERATURE = 0.8
@@ -71,8 +72,9 @@ async def drafts(ctx: RunContext, options: DraftsOptions) -> AsyncIterator:
         yield CallFinished(kind="draft", index=index, result=done)
 
     try:
-        async for event in merge([draft(i) for i in range(1, options.drafts + 1)]):
-            yield event
+        async for batch in merge({i: draft(i) for i in range(1, options.drafts + 1)}):
+            for _, event in batch:
+                yield event
     except LlamaberryError:
         _keep_a_draft(ctx, result)
         raise

@@ -22,7 +22,8 @@ from llamaberry.core.events import CallFinished
 from llamaberry.core.options import Options
 from llamaberry.core.results import CallResult, ModeResult
 from llamaberry.modes import prompts
-from llamaberry.run.runner import ModeSpec, RunContext, merge, to_messages
+from llamaberry.run.merge import merge
+from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 
 # The temperature samples are drawn at when none was given: at 0 they would all be alike.
 SAMPLE_TEMPERATURE = 0.8
@@ -142,8 +143,9 @@ async def vote(ctx: RunContext, options: VoteOptions) -> AsyncIterator:
         yield CallFinished(kind="sample", index=index, result=done)
 
     try:
-        async for event in merge([sample(i) for i in range(1, options.samples + 1)]):
-            yield event
+        async for batch in merge({i: sample(i) for i in range(1, options.samples + 1)}):
+            for _, event in batch:
+                yield event
     except LlamaberryError:
         # The samples that finished still vote: their winner is the run's (partial) answer.
         if result.winner is not None:

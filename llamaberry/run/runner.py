@@ -308,43 +308,6 @@ async def _closing(stream: AsyncIterator[object]) -> AsyncIterator[None]:
             await close()
 
 
-async def merge(streams: Sequence[AsyncIterator[Any]]) -> AsyncIterator[Any]:
-    """Run `streams` concurrently and yield their events as they come.
-
-    The first error in any stream cancels the others and is raised here; closing or
-    cancelling the merged stream cancels them all. Either way every stream has settled (its
-    call records its partial text and error) before this generator lets go.
-    """
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    async def pump(stream: AsyncIterator[Any]) -> None:
-        try:
-            async for event in stream:
-                await queue.put(("event", event))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as error:  # handed to the consumer, which raises it
-            await queue.put(("error", error))
-        else:
-            await queue.put(("done", None))
-
-    tasks = [asyncio.create_task(pump(stream)) for stream in streams]
-    try:
-        running = len(tasks)
-        while running:
-            what, value = await queue.get()
-            if what == "event":
-                yield value
-            elif what == "done":
-                running -= 1
-            else:
-                raise value
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 ModeBody = Callable[[RunContext], AsyncIterator]
 
 

@@ -16,12 +16,17 @@ where a call counts from the moment the provider answers it, and is charged what
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections import deque
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from asyncio_throttle import Throttler
+
+if TYPE_CHECKING:
+    from llamaberry.core.settings import Settings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -186,3 +191,29 @@ class RateLimiter:
         if delay > 0:
             self.waited += delay
             await asyncio.sleep(delay)
+
+
+class LimiterPool:
+    """One rate limiter per key, endpoint and model, for engines that share them.
+
+    The provider counts its limits per key and model, so every engine that calls the same
+    model with the same key (the web UI's sessions, `serve`'s engines per sampling setting)
+    must pace through one limiter. The key is kept only as part of a digest.
+    """
+
+    def __init__(self, *, period: float = 60.0) -> None:
+        # The window the limiters count over (tests shorten it).
+        self.period = period
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def get(self, settings: Settings) -> RateLimiter:
+        """The limiter for `settings`' key, endpoint and model, made on first use."""
+        key = settings.api_key.get_secret_value() if settings.api_key else ""
+        identity = f"{settings.provider}|{settings.base_url}|{settings.model}|{key}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()
+        limiter = self._limiters.get(digest)
+        if limiter is None:
+            limiter = self._limiters[digest] = RateLimiter(
+                rpm=settings.rpm, tpm=settings.tpm, period=self.period
+            )
+        return limiter

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from llamaberry.core.errors import InputError, LlamaberryError
+from llamaberry.providers.limits import LimiterPool
 from llamaberry.serve.schema import ChatRequest
 
 if TYPE_CHECKING:
     from llamaberry.core.settings import Settings
     from llamaberry.engine import Engine
-    from llamaberry.providers.limits import RateLimiter
     from llamaberry.store import Store
 
 log = logging.getLogger("llamaberry.serve")
@@ -56,13 +56,12 @@ class Gateway:
         # The window the rpm/tpm limits are counted over (tests shorten it).
         self.rate_period = rate_period
         self._engines: dict[tuple[Any, ...], Engine] = {}
-        self._limiters: dict[str, RateLimiter] = {}
+        self._limiters = LimiterPool(period=rate_period)
         self._models: list[str] | None = None
 
     def engine(self, request: ChatRequest | None = None, upstream: str | None = None) -> Engine:
         """The engine for a request's upstream model and sampling settings (default: ours)."""
         from llamaberry.engine import Engine
-        from llamaberry.providers.limits import RateLimiter
 
         base = self.settings
         wanted = {
@@ -85,10 +84,7 @@ class Gateway:
             except ValidationError as error:
                 first = error.errors()[0]
                 raise InputError(f"Invalid {first['loc'][0]}: {first['msg']}.") from None
-            limiter = self._limiters.setdefault(
-                settings.model,
-                RateLimiter(rpm=settings.rpm, tpm=settings.tpm, period=self.rate_period),
-            )
+            limiter = self._limiters.get(settings)
             self._engines[key] = Engine(
                 settings=settings, limiter=limiter, history=self.history, **self.options
             )

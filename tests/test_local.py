@@ -83,7 +83,7 @@ def test_llm_and_llama_cpp_python_are_kept_out_of_the_environment():
 
 
 def test_a_key_typed_in_the_page_of_an_embedded_ui_switches_that_run_to_groq():
-    from llamaberry_ui.app import run_settings
+    from llamaberry_ui.runs import run_settings
 
     base = Settings.load()
     assert base.embedded

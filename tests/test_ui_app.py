@@ -23,7 +23,7 @@ import gradio as gr
 import pytest
 from click.testing import CliRunner
 from gradio_client import Client
-from llamaberry_ui.app import build_app, merge, serve
+from llamaberry_ui.app import build_app, serve
 from pydantic import Field
 
 from llamaberry.cli import cli
@@ -31,6 +31,7 @@ from llamaberry.core.events import CallFinished
 from llamaberry.core.options import Options
 from llamaberry.core.results import CallResult, ModeResult
 from llamaberry.core.settings import Settings
+from llamaberry.run.merge import merge
 from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 
@@ -198,7 +199,7 @@ def test_stop_closes_the_run_at_once_and_keeps_the_finished_turn(server, client)
 
 
 async def test_a_stop_that_lands_with_an_event_still_cancels_every_stream():
-    # Stop cancels the task reading `merge`. On Python 3.11 `asyncio.wait_for` dropped a cancel
+    # Stop cancels the task reading `merge` (the page reads it through `watch`). On Python 3.11 `asyncio.wait_for` dropped a cancel
     # that arrived in the same loop turn as the next event: the page drew "Stopped" after its
     # grace while the run streamed on and asked for its next turn.
     closed = asyncio.Event()
@@ -214,7 +215,7 @@ async def test_a_stop_that_lands_with_an_event_still_cancels_every_stream():
             closed.set()
 
     async def read() -> None:
-        async with contextlib.aclosing(merge({"refine": stream}, tick=1.0)) as batches:
+        async with contextlib.aclosing(merge({"refine": stream()}, tick=1.0)) as batches:
             async for _ in batches:
                 pass
 

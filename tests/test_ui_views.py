@@ -276,10 +276,11 @@ async def test_a_real_provider_failure_folds_into_one_error_line_with_turn_one_k
 
 
 def test_sessions_with_the_same_key_and_model_share_one_rate_limiter():
-    from llamaberry_ui.app import shared_limiter
+    from llamaberry_ui.runs import LIMITERS
 
     from llamaberry.core.settings import Settings
 
+    shared_limiter = LIMITERS.get
     one = Settings(api_key="key-a", model="m", rpm=30)
     assert shared_limiter(one) is shared_limiter(Settings(api_key="key-a", model="m", rpm=30))
     assert shared_limiter(one) is not shared_limiter(Settings(api_key="key-b", model="m", rpm=30))

@@ -9,6 +9,7 @@ are tested without a browser; `build_history_tab` lays them out with gradio insi
 # annotation at run time to know it wants the selection event.
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
@@ -119,7 +120,64 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
     """
     import gradio as gr
 
-    history = store or Store()
+    from . import controls
+
+    on = _listeners(store or Store())
+    with gr.Row(elem_classes=["lb-history-filters"]):
+        search = gr.Textbox(
+            label="Search", placeholder="text in a question or answer", scale=3, min_width=180
+        )
+        modes = ["all", *registry.names()]
+        mode = gr.Dropdown(modes, value="all", label="Mode", scale=1, min_width=100)
+        reload = gr.Button("Refresh", scale=0, min_width=90)
+    table = gr.Dataframe(
+        headers=HEADERS,
+        value=lambda: on["refresh"]("all", ""),
+        type="array",
+        interactive=False,
+        wrap=True,
+        column_widths=WIDTHS,
+        max_height=420,
+        elem_id="history-table",
+    )
+    empty = gr.Markdown(NOTHING, visible=False, elem_id="history-empty")
+    with gr.Row():
+        run_id = gr.Textbox(
+            label="Run id", placeholder="pick a row, or paste an id", scale=3, min_width=160
+        )
+        open_button = gr.Button("Open", scale=0, min_width=80)
+    answer, summary = controls.answer_card("history", PROMPT)
+    details = controls.details("history")
+    placeholder = "The run's calls (turns, steps, samples...) appear here."
+    sections = controls.sections("history", "Calls", placeholder)
+    markdown, json_file = controls.downloads("history")
+
+    inputs = [mode, search]
+    for trigger in (reload.click, search.submit, mode.change):
+        trigger(on["listed"], inputs, [table, empty], show_progress="hidden")
+    shown_parts = [answer, summary, details, sections, markdown, json_file]
+    table.select(on["pick"], [table], [run_id, *shown_parts], show_progress="hidden")
+    for trigger in (open_button.click, run_id.submit):
+        trigger(on["reopen"], [run_id], shown_parts, show_progress="hidden")
+    return {
+        "refresh": on["refresh"],
+        "listed": on["listed"],
+        "inputs": inputs,
+        "table": table,
+        "empty": empty,
+        "run_id": run_id,
+        "view": summary,
+        "answer": answer,
+        "sections": sections,
+        "search": search,
+        "mode": mode,
+    }
+
+
+def _listeners(history: Store) -> dict[str, Callable[..., Any]]:
+    """The tab's listeners over `history`: list the runs (`refresh`, and `listed` with the
+    no-match line), `reopen` a run by id, and `pick` one from the table."""
+    import gradio as gr
 
     def refresh(mode: str, search: str) -> list[list[Any]]:
         try:
@@ -162,82 +220,7 @@ def build_history_tab(store: Store | None = None) -> dict[str, Any]:
             return ("", *reopen(""))
         return (run_id, *reopen(run_id))
 
-    with gr.Row(elem_classes=["lb-history-filters"]):
-        search = gr.Textbox(
-            label="Search", placeholder="text in a question or answer", scale=3, min_width=180
-        )
-        modes = ["all", *registry.names()]
-        mode = gr.Dropdown(modes, value="all", label="Mode", scale=1, min_width=100)
-        reload = gr.Button("Refresh", scale=0, min_width=90)
-    table = gr.Dataframe(
-        headers=HEADERS,
-        value=lambda: refresh("all", ""),
-        type="array",
-        interactive=False,
-        wrap=True,
-        column_widths=WIDTHS,
-        max_height=420,
-        elem_id="history-table",
-    )
-    empty = gr.Markdown(NOTHING, visible=False, elem_id="history-empty")
-    with gr.Row():
-        run_id = gr.Textbox(
-            label="Run id", placeholder="pick a row, or paste an id", scale=3, min_width=160
-        )
-        open_button = gr.Button("Open", scale=0, min_width=80)
-    with gr.Row(equal_height=False, elem_classes=["lb-answer-row"]):
-        answer = gr.Markdown(
-            visible=False,
-            buttons=["copy"],
-            elem_classes=["lb-card", "lb-copy"],
-            elem_id="history-answer",
-            scale=3,
-            min_width=240,
-        )
-        summary = gr.Markdown(
-            PROMPT, elem_classes=["lb-summary"], elem_id="history-summary", scale=1, min_width=200
-        )
-    details = gr.Markdown(visible=False, elem_classes=["lb-details"], elem_id="history-details")
-    sections = gr.Chatbot(
-        label="Calls",
-        height=560,
-        sanitize_html=True,
-        render_markdown=True,
-        group_consecutive_messages=False,
-        buttons=[],
-        feedback_options=None,
-        placeholder="The run's calls (turns, steps, samples...) appear here.",
-        elem_id="history-sections",
-        elem_classes=["lb-sections"],
-    )
-    with gr.Row():
-        markdown = gr.DownloadButton(
-            "Download Markdown", visible=False, size="sm", elem_id="history-download-md"
-        )
-        json_file = gr.DownloadButton(
-            "Download JSON", visible=False, size="sm", elem_id="history-download-json"
-        )
-
-    inputs = [mode, search]
-    for trigger in (reload.click, search.submit, mode.change):
-        trigger(listed, inputs, [table, empty], show_progress="hidden")
-    shown_parts = [answer, summary, details, sections, markdown, json_file]
-    table.select(pick, [table], [run_id, *shown_parts], show_progress="hidden")
-    for trigger in (open_button.click, run_id.submit):
-        trigger(reopen, [run_id], shown_parts, show_progress="hidden")
-    return {
-        "refresh": refresh,
-        "listed": listed,
-        "inputs": inputs,
-        "table": table,
-        "empty": empty,
-        "run_id": run_id,
-        "view": summary,
-        "answer": answer,
-        "sections": sections,
-        "search": search,
-        "mode": mode,
-    }
+    return {"refresh": refresh, "listed": listed, "reopen": reopen, "pick": pick}
 
 
 def _export(view: RunView) -> tuple[str | None, str | None]:

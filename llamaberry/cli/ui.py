@@ -29,6 +29,9 @@ def ui(host: str, port: int, share: bool, auth: str | None, **params: Any) -> No
     Mode options given here are the page's defaults."""
     from llamaberry import modes
 
+    # First, so that without the ui extra its one line is all there is to read. gradio is
+    # imported here, never by the other commands.
+    app = load_ui_module()
     defaults = take_options(params)
     modes.check_defaults(defaults)
 
@@ -50,7 +53,6 @@ def ui(host: str, port: int, share: bool, auth: str | None, **params: Any) -> No
             + ("." if credentials else ". Add --auth USER:PASSWORD to require a login."),
             err=True,
         )
-    app = load_ui_module()  # gradio is imported here, never by the other commands
     try:
         # The History tab lists every saved run, so it is only shown on this machine.
         page = app.build_app(settings, show_history=local and not share, options=defaults)

@@ -26,7 +26,7 @@ from llamaberry.core.results import Mode
 from llamaberry.core.settings import Settings
 from llamaberry.store import Store, history_enabled
 
-from .compare_tab import build_compare_tab, wire_compare_tab
+from .compare_tab import CompareTab, build_compare_tab, wire_compare_tab
 from .history import build_history_tab
 from .mode_tab import ModeTab, build_mode_tab, wire_mode_tab
 from .runs import Page, Session
@@ -95,7 +95,7 @@ def build_app(
 
 def _tabs(
     page: Page, compare_modes: tuple[Mode, ...], show_history: bool
-) -> tuple[dict[Mode, ModeTab], Any]:
+) -> tuple[dict[Mode, ModeTab], CompareTab]:
     """Lay out the tabs: one per mode (the default mode's first: it is what a newcomer should
     try; then the registry's order), compare, and history when it is shown."""
     order = [registry.DEFAULT_MODE, *(m for m in compare_modes if m != registry.DEFAULT_MODE)]

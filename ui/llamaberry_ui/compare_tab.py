@@ -17,7 +17,7 @@ from llamaberry.core.errors import LlamaberryError
 from llamaberry.core.results import Mode
 
 from . import controls
-from .runs import Page, Session, busy_compare, idle, planned, watch
+from .runs import QUICK, Page, Session, busy_compare, idle, planned, queued, watch
 from .views import RunView, agreement, mode_name, page_words, shown
 
 
@@ -127,8 +127,7 @@ def wire_compare_tab(
     `option_inputs` are every mode's option controls, those on each mode's tab, in
     `compare_modes`' order.
     """
-    limit = {"concurrency_limit": max_runs, "concurrency_id": "runs", "show_progress": "hidden"}
-    quick: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+    limit, quick = queued(max_runs), QUICK
     gr.on(tab.ask.triggers, busy_compare, None, tab.ask.run, **quick)
     compare_run = gr.on(
         tab.ask.triggers,

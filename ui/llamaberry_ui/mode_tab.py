@@ -19,7 +19,7 @@ from llamaberry.core.results import Mode
 
 from . import controls
 from .history import export_run
-from .runs import Page, Session, busy, idle, planned, watch
+from .runs import QUICK, Page, Session, busy, idle, planned, queued, watch
 from .views import RunView, mode_view
 
 
@@ -78,9 +78,7 @@ def wire_mode_tab(
     """Run on Run or Enter (one API endpoint per mode), Stop, offer the finished run's files,
     and let the bin on the sections clear the whole run."""
     name = tab.mode
-    # The sections show their own spinners; Gradio's overlay would hide what streamed.
-    limit = {"concurrency_limit": max_runs, "concurrency_id": "runs", "show_progress": "hidden"}
-    quick: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+    limit, quick = queued(max_runs), QUICK
     inputs = [tab.ask.question, *settings_inputs, *tab.options, session]
     gr.on(tab.ask.triggers, busy, None, [tab.ask.run, *tab.downloads], **quick)
     run_event = gr.on(

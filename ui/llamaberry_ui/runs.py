@@ -196,6 +196,17 @@ def apply(view: RunView, event: Any) -> None:
         view.apply(event)
 
 
+# Listeners that only redraw a button or offer files: not queued, not in the page's API.
+QUICK: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+
+
+def queued(max_runs: int) -> dict[str, Any]:
+    """How a run's listener is queued: at most `max_runs` runs in flight across every tab
+    and session. The sections show their own spinners; Gradio's overlay would hide what
+    streamed."""
+    return {"concurrency_limit": max_runs, "concurrency_id": "runs", "show_progress": "hidden"}
+
+
 def busy() -> tuple[Any, ...]:
     """The Run button while a run streams (and no stale downloads)."""
     return (

@@ -17,7 +17,7 @@ import httpx
 from llamaberry import Engine, TextDelta, Usage
 from llamaberry.core.settings import DEFAULT_MODEL, Settings
 from llamaberry.modes.prompts import first_turn_messages, later_turn_messages, synthesis_messages
-from llamaberry.providers.clients import ChatClient, Completion, Delta
+from llamaberry.providers.base import ChatClient, Completion, Delta
 from llamaberry.providers.limits import RateLimiter
 from llamaberry.testing import RecordedRequest
 

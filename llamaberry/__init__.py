@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "ChatClient": "providers.clients",
-    "GroqClient": "providers.clients",
-    "OpenAICompatibleClient": "providers.clients",
+    "ChatClient": "providers.base",
+    "GroqClient": "providers.groq",
+    "OpenAICompatibleClient": "providers.openai",
     "Comparison": "compare",
     "DEFAULT_MODEL": "core.settings",
     "Settings": "core.settings",
@@ -140,8 +140,10 @@ if TYPE_CHECKING:  # what type checkers and editors see
     )
     from llamaberry.core.settings import DEFAULT_MODEL, Settings
     from llamaberry.engine import Engine, collect
-    from llamaberry.providers.clients import ChatClient, GroqClient, OpenAICompatibleClient
+    from llamaberry.providers.base import ChatClient
+    from llamaberry.providers.groq import GroqClient
     from llamaberry.providers.limits import RateLimiter
+    from llamaberry.providers.openai import OpenAICompatibleClient
     from llamaberry.store import Store
 
 

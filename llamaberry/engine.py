@@ -14,8 +14,10 @@ from llamaberry.core.events import CallFinished, Event, RunFinished, RunStarted,
 from llamaberry.core.redact import redact
 from llamaberry.core.results import Mode, Run
 from llamaberry.core.settings import ENGINE_SETTINGS, Settings
-from llamaberry.providers.clients import ChatClient, RetryPolicy, make_client
+from llamaberry.providers import make_client
+from llamaberry.providers.base import ChatClient
 from llamaberry.providers.limits import RateLimiter
+from llamaberry.providers.retries import RetryPolicy
 from llamaberry.run.runner import RunStream, check_question, drive
 from llamaberry.store import Store, history_enabled
 

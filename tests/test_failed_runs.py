@@ -16,7 +16,9 @@ from llamaberry import (
     RunFailedError,
 )
 from llamaberry.cli import cli
-from llamaberry.providers.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
+from llamaberry.providers.groq import GroqClient
+from llamaberry.providers.openai import OpenAICompatibleClient
+from llamaberry.providers.retries import RetryPolicy
 from llamaberry.store import Store, run_markdown
 from llamaberry.testing import FakeServer, Fault, Reply, estimate_prompt_tokens
 

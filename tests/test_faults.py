@@ -17,8 +17,10 @@ from llamaberry import (
     TextDelta,
     TextReset,
 )
-from llamaberry.providers.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
+from llamaberry.providers.groq import GroqClient
 from llamaberry.providers.limits import RateLimiter, parse_duration
+from llamaberry.providers.openai import OpenAICompatibleClient
+from llamaberry.providers.retries import RetryPolicy
 from llamaberry.testing import FakeServer, Fault, Reply
 
 from .conftest import FIRST_TURN, refine_script

@@ -8,8 +8,9 @@ import time
 from asyncio_throttle import Throttler
 
 from llamaberry import Engine
-from llamaberry.providers.clients import GroqClient, RetryPolicy
+from llamaberry.providers.groq import GroqClient
 from llamaberry.providers.limits import RateLimiter, rollover_margin
+from llamaberry.providers.retries import RetryPolicy
 from llamaberry.testing import FakeServer
 
 

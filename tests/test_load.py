@@ -7,7 +7,8 @@ import random
 import time
 
 from llamaberry import Engine, Run, Store
-from llamaberry.providers.clients import GroqClient, RetryPolicy
+from llamaberry.providers.groq import GroqClient
+from llamaberry.providers.retries import RetryPolicy
 from llamaberry.testing import FakeServer, Fault, Reply
 
 from .conftest import refine_script

@@ -248,7 +248,7 @@ async def test_a_run_records_the_turns_it_really_used(server: FakeServer, engine
 async def test_a_chat_client_of_ones_own_plugs_into_the_engine():
     # ChatClient is the public seam: an in-process client with no SDK and no sockets.
     from llamaberry import ChatClient
-    from llamaberry.providers.clients import Completion, Delta
+    from llamaberry.providers.base import Completion, Delta
 
     class Canned(ChatClient):
         provider = "canned"

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from llamaberry import Engine, RunFailedError
 from llamaberry.cli import cli
-from llamaberry.providers.clients import Deadline, connect_timeout
+from llamaberry.providers.deadline import Deadline
+from llamaberry.providers.transport import connect_timeout
 from llamaberry.testing import FakeServer, Fault, Reply
 
 from .conftest import FIRST_TURN, refine_script

@@ -13,7 +13,9 @@ import pytest
 from llamaberry import Engine
 from llamaberry.core.errors import ProviderUnavailableError
 from llamaberry.core.results import Message
-from llamaberry.providers.clients import GroqClient, OpenAICompatibleClient, RetryPolicy
+from llamaberry.providers.groq import GroqClient
+from llamaberry.providers.openai import OpenAICompatibleClient
+from llamaberry.providers.retries import RetryPolicy
 from llamaberry.testing import FakeServer, Fault, Reply
 
 MODEL = "openai/gpt-oss-120b"

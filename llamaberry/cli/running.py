@@ -26,7 +26,7 @@ T = TypeVar("T")
 def make_engine(params: dict[str, Any], **extra: Any) -> Engine:
     """Build an engine from the endpoint flags a command received."""
     from llamaberry.engine import Engine  # pydantic and friends load only when a command runs
-    from llamaberry.providers.clients import OPENAI_API_URL
+    from llamaberry.providers.openai import OPENAI_API_URL
 
     engine = Engine(settings=endpoint_settings(params), **extra)
     if engine.settings.provider == "openai" and engine.settings.base_url is None:

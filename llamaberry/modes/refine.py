@@ -20,8 +20,7 @@ from llamaberry.core.options import Options
 from llamaberry.core.results import Message, ModeResult, Run, Synthesis, Turn
 from llamaberry.modes import prompts
 from llamaberry.modes.parsing import parse_synthesis, parse_turn
-from llamaberry.providers.clients import Completion
-from llamaberry.run.runner import ModeSpec, RunContext, to_messages
+from llamaberry.run.runner import CallReply, ModeSpec, RunContext, to_messages
 
 Prompt = Callable[[str, Sequence[str]], list[tuple[str, str]]]
 
@@ -103,7 +102,7 @@ def best_turn_answer(turns: list[Turn]) -> str | None:
     return chosen[-1].answer if chosen else None
 
 
-def synthesis_from(reply: Completion) -> Synthesis:
+def synthesis_from(reply: CallReply) -> Synthesis:
     """The synthesis read from its reply's sections, with what the call cost and how it ended."""
     return parse_synthesis(reply.text).model_copy(update=reply.result_fields())
 

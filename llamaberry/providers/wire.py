@@ -7,7 +7,7 @@ connection. A chat call needs little of that: one POST with a known set of heade
 reply read off one keep-alive connection. This module does only that, and leaves everything
 else where it was: the SDK still builds the request (URL, key, headers), a refused call still
 raises the SDK's typed error, and anything out of the ordinary (a proxy, a redirect, HTTP/2)
-still goes through the SDK's own HTTP client (see `_Wire` in clients.py).
+still goes through the SDK's own HTTP client (see `_Wire` in transport.py).
 
 What it speaks: HTTP/1.1 over TCP or TLS (asyncio's TLS, with the SDK's verified context),
 bodies framed by chunked transfer encoding, by Content-Length or by the connection's close,

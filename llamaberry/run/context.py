@@ -1,59 +1,30 @@
-"""Context windows: learning how much a model can take, and making each request fit it.
+"""Context windows: making each request fit the model's, learned once per client.
 
-The window is learned once per client (so once per engine) from wherever the endpoint
-publishes it: the model list (Groq's `context_window`, vLLM's `max_model_len`, and the names
-other servers use), llama.cpp's `GET /props` (`n_ctx`) or Ollama's `POST /api/show`
-(`num_ctx`). `LLAMABERRY_CONTEXT` overrides all of that. When nothing says, nothing is
-checked before sending and the server's own "too long" is the answer.
+What the endpoint says its window is comes from the client (`ChatClient.context_window`; for
+the SDK providers see providers/discovery.py: the model list, llama.cpp's `/props`, Ollama's
+`/api/show`). `LLAMABERRY_CONTEXT` overrides all of that. When nothing says, nothing is checked
+before sending and the server's own "too long" is the answer.
 
-Token counts are estimated from characters, generously: a request we judge to fit does fit.
+Token counts are estimated from characters, generously (providers/tokens.py): a request we judge
+to fit does fit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
-import re
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from llamaberry.core.errors import ContextTooLongError
 from llamaberry.core.results import Message, Usage
-
-if TYPE_CHECKING:
-    from llamaberry.providers.clients import ChatClient
-
-log = logging.getLogger("llamaberry")
-
-# Model-list fields that give the window, in the order they are trusted.
-_LIST_FIELDS = ("context_window", "max_model_len", "context_length", "max_context_length")
-# Tokens a chat template adds around each message, and once around the whole conversation.
-_PER_MESSAGE = 8
-_PER_REQUEST = 8
-# Seconds to wait for a server to say what its window is; the answer is optional.
-_DISCOVERY_TIMEOUT = 10.0
-_NUM_CTX = re.compile(r"^\s*num_ctx\s+(\d+)\s*$", re.MULTILINE)
+from llamaberry.providers.base import ChatClient
+from llamaberry.providers.tokens import PER_REQUEST, estimate_prompt
 
 _learned: weakref.WeakKeyDictionary[ChatClient, asyncio.Future[int | None]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def estimate_tokens(text: str) -> int:
-    """A generous estimate of `text`'s tokens: three ASCII characters, or one other, a token."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return math.ceil(ascii_chars / 3) + (len(text) - ascii_chars)
-
-
-def estimate_prompt(messages: Sequence[Message]) -> int:
-    """A generous estimate of the prompt tokens `messages` take, chat template included."""
-    return _PER_REQUEST + sum(estimate_tokens(m.content) + _PER_MESSAGE for m in messages)
-
-
-# -- learning the window --------------------------------------------------------------------
 
 
 async def context_window(client: ChatClient) -> int | None:
@@ -63,81 +34,11 @@ async def context_window(client: ChatClient) -> int | None:
         future = asyncio.get_running_loop().create_future()
         _learned[client] = future
         try:
-            future.set_result(await _discover(client))
+            future.set_result(await client.context_window())
         except BaseException:
             future.set_result(None)
             raise
     return await asyncio.shield(future)
-
-
-async def _discover(client: ChatClient) -> int | None:
-    try:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel (Ctrl-C) that
-        # lands in the same loop turn as the answer, and the run would go on.
-        async with asyncio.timeout(_DISCOVERY_TIMEOUT):
-            window = await _from_model_list(client)
-        if window is None and client.provider != "groq":
-            async with asyncio.timeout(_DISCOVERY_TIMEOUT):
-                window = await _from_server(client)
-    except Exception as error:  # the window is a nicety: never fail a run for want of it
-        log.debug("llamaberry: could not learn the context window: %s", error)
-        return None
-    if window:
-        log.debug("llamaberry: %s has a %d-token context window", client.model, window)
-    return window
-
-
-async def _from_model_list(client: ChatClient) -> int | None:
-    if type(client)._make_sdk is _base_make_sdk():
-        return None  # a client of one's own with no SDK has no model list to read
-    page = await client.sdk.models.list()
-    for model in page.data:
-        if getattr(model, "id", None) == client.model:
-            fields = dict(getattr(model, "model_extra", None) or {})
-            fields.update(vars(model))
-            return _first_number(fields, _LIST_FIELDS)
-    return None
-
-
-async def _from_server(client: ChatClient) -> int | None:
-    """llama.cpp's `/props`, then Ollama's `/api/show`, at the server's root."""
-    import httpx
-
-    base = str(getattr(client.sdk, "base_url", "") or "").rstrip("/")
-    if not base:
-        return None
-    root = re.sub(r"/v1$", "", base)
-    async with httpx.AsyncClient(timeout=_DISCOVERY_TIMEOUT) as http:
-        response = await http.get(f"{root}/props")
-        if response.status_code == 200:
-            data = response.json()
-            settings = data.get("default_generation_settings") or {}
-            window = _first_number(settings, ("n_ctx",)) or _first_number(data, ("n_ctx",))
-            if window:
-                return window
-        response = await http.post(f"{root}/api/show", json={"model": client.model})
-        if response.status_code == 200:
-            data = response.json()
-            # num_ctx is the window Ollama runs the model with; the model's own maximum is
-            # only an upper bound, and Ollama cuts prompts to num_ctx without a word.
-            found = _NUM_CTX.search(str(data.get("parameters") or ""))
-            if found:
-                return int(found.group(1))
-    return None
-
-
-def _first_number(fields: Mapping[str, Any], names: Sequence[str]) -> int | None:
-    for name in names:
-        value = fields.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return int(value)
-    return None
-
-
-def _base_make_sdk() -> Any:
-    from llamaberry.providers.clients import ChatClient
-
-    return ChatClient._make_sdk
 
 
 # -- making a request fit -------------------------------------------------------------------
@@ -206,7 +107,7 @@ def cut_off_by(
     """Which limit stopped a reply that ended with finish_reason "length"."""
     if budget and usage.completion_tokens >= budget:
         return "max_tokens"
-    if window and usage.prompt_tokens + usage.completion_tokens >= window - _PER_REQUEST:
+    if window and usage.prompt_tokens + usage.completion_tokens >= window - PER_REQUEST:
         return "context"
     if budget and usage.completion_tokens < budget:
         # The server stopped it short of our budget by a limit of its own: most likely a

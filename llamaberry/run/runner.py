@@ -26,19 +26,22 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.options import Options
-from llamaberry.core.results import Call, CallKind, Message, ModeResult, Run, Usage, call_title
-from llamaberry.core.settings import Settings
-from llamaberry.providers.clients import (
-    ChatClient,
-    Completion,
-    Deadline,
-    Delta,
-    JSONSchema,
-    Restart,
-    Thinking,
+from llamaberry.core.results import (
+    Call,
+    CallKind,
+    CutOffBy,
+    Message,
+    ModeResult,
+    Run,
+    Usage,
+    call_title,
 )
-from llamaberry.providers.limits import estimate_tokens
-from llamaberry.run.context import context_window, cut_off_by, fit
+from llamaberry.core.settings import Settings
+from llamaberry.providers.base import ChatClient, Completion, Delta, Restart, Thinking
+from llamaberry.providers.deadline import Deadline
+from llamaberry.providers.schema import JSONSchema, ResponseFormat
+from llamaberry.providers.tokens import estimate_tokens
+from llamaberry.run.context import Fit, context_window, cut_off_by, fit
 from llamaberry.run.loops import LoopGuard, find_loop
 
 # C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
@@ -71,6 +74,127 @@ def to_messages(pairs: Sequence[tuple[str, str]]) -> list[Message]:
     return [Message(role=role, content=content) for role, content in pairs]  # type: ignore[arg-type]
 
 
+@dataclass
+class CallReply:
+    """One call's reply as the run settled it: what the provider sent (its text, thinking,
+    usage, seconds and attempts), and what the run found (a loop it stopped, the limit that cut
+    the reply off)."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    seconds: float
+    attempts: int = 1
+    # The model's own thinking, never part of `text`.
+    thinking: str = ""
+    # How the reply was asked to be JSON, if it was: the schema, or any JSON object.
+    response_format: ResponseFormat | None = None
+    # The loop guard stopped the reply: `text` keeps what came before the loop.
+    looped: bool = False
+    # Which limit a reply that ended in "length" ran into.
+    cut_off_by: CutOffBy | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the reply was cut off by a limit (the budget or the context window)."""
+        return self.finish_reason == "length"
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields every call result (`results.CallResult`) shares, as this reply sets them."""
+        return {
+            "content": self.text,
+            "truncated": self.truncated,
+            "cut_off_by": self.cut_off_by,
+            "looped": self.looped,
+            "thinking": self.thinking,
+            "usage": self.usage,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one call goes out: the form of its messages that fits (`fit`), the window it was
+    fitted into, the budget it was fitted to and the budget it is sent with."""
+
+    fit: Fit
+    window: int | None
+    budget: int  # the call's own budget, else the run's
+    # Lowered to fit the window, else the call's own (None: the client's default).
+    sent: int | None
+
+
+class _Reading:
+    """One call's reply while it streams: the pieces so far, the loop guard over them, and
+    the reply as far as it got when the guard or the mode stops reading early."""
+
+    __slots__ = ("guard", "parts", "plan", "record", "started", "thinking", "until")
+
+    def __init__(
+        self, record: Call, plan: _Plan, guard: bool, until: Callable[[], bool] | None
+    ) -> None:
+        self.record = record
+        self.plan = plan
+        self.guard = LoopGuard() if guard else None
+        self.until = until
+        # Pieces are joined once, not appended to the record per delta, which would copy the
+        # whole reply again for every token of a long one.
+        self.parts: list[str] = []
+        self.thinking: list[str] = []
+        self.started = time.perf_counter()
+
+    def stop_after(self, text: str, json_reply: bool) -> CallReply | None:
+        """After a delta `text` was handed on: the reply so far if reading stops here (the
+        loop guard saw a loop, or the mode's `until` says so), else None."""
+        guard = self.guard
+        # A JSON reply arrives whole, with its usage just behind it, so only a streamed one is
+        # worth stopping early.
+        if guard is not None and guard.feed(text) and not json_reply:
+            assert guard.loop is not None
+            # Charged with what it spent before it was stopped.
+            spent = estimate_tokens(guard.text)
+            return self._cut_short(guard.text[: guard.loop.kept], spent, looped=True)
+        if self.until is not None and self.until():
+            # The usage a server sends comes at the end of a stream, which was never read.
+            text = "".join(self.parts)
+            thinking = "".join(self.thinking)
+            reply = self._cut_short(text, estimate_tokens(text + thinking))
+            self.record.closed_early = True
+            return reply
+        return None
+
+    def restart(self) -> None:
+        """The attempt failed and is retried: forget what it streamed."""
+        self.parts.clear()
+        self.thinking.clear()
+        if self.guard is not None:
+            self.guard = LoopGuard()
+        self.record.attempts += 1
+
+    def failed(self, error: BaseException) -> None:
+        """Record a failed or cancelled call, with the partial text it got."""
+        record = self.record
+        record.reply = "".join(self.parts)
+        record.thinking = "".join(self.thinking)
+        record.seconds = time.perf_counter() - self.started
+        record.error = str(error) if isinstance(error, LlamaberryError) else type(error).__name__
+
+    def _cut_short(self, text: str, spent: int, looped: bool = False) -> CallReply:
+        # A stream we stopped reading never sent its usage: `spent` is our estimate.
+        prompt = self.plan.fit.prompt
+        reply = CallReply(
+            text=text,
+            finish_reason=None,
+            usage=Usage(prompt_tokens=prompt, completion_tokens=spent, total_tokens=prompt + spent),
+            seconds=time.perf_counter() - self.started,
+            attempts=self.record.attempts,
+            looped=looped,
+            thinking="".join(self.thinking),
+        )
+        _record(self.record, reply)
+        return reply
+
+
 class RunContext:
     """One run in progress: the client it calls and the `Run` it fills in."""
 
@@ -78,7 +202,7 @@ class RunContext:
         self.client = client
         self.settings = settings
         self.run = run
-        self.reply: Completion | None = None
+        self.reply: CallReply | None = None
 
     async def window(self) -> int | None:
         """The model's context window: the setting, else what the endpoint says (asked once)."""
@@ -105,7 +229,7 @@ class RunContext:
         temperature: float | None = None,
         until: Callable[[], bool] | None = None,
     ) -> AsyncIterator[CallStarted | TextDelta | ThinkingDelta | TextReset | CallNote]:
-        """Make one call and yield its events; afterwards `self.reply` holds its `Completion`.
+        """Make one call and yield its events; afterwards `self.reply` holds its `CallReply`.
 
         `schema` asks for a JSON reply of that shape, `max_tokens` bounds this call's reply
         below the run's budget. `condensed` are shorter forms of `messages`, most condensed
@@ -116,122 +240,130 @@ class RunContext:
         stream is closed there and the reply is what came so far (the call is marked
         `closed_early`), as when a mode's own limit is reached.
         """
-        title = call_title(kind, index)
-        window = await self.window()
-        self.run.context_window = window
-        budget = max_tokens or self.settings.max_tokens
-        plan = fit(itertools.chain([messages], condensed), window, budget, title=title)
-        # The budget sent: the call's own, or less where the context window leaves less room.
-        max_tokens = plan.max_tokens if plan.max_tokens is not None else max_tokens
-        json_reply = json_mode or schema is not None
+        plan = await self._fit(kind, index, messages, condensed, max_tokens)
         record = Call(
             kind=kind,
             index=index,
-            messages=plan.messages,
-            max_tokens=plan.max_tokens,
-            condensed=plan.level > 0,
+            messages=plan.fit.messages,
+            max_tokens=plan.fit.max_tokens,
+            condensed=plan.fit.level > 0,
         )
         self.reply = None
         self.run.calls.append(record)
         if announce:
             yield CallStarted(kind=kind, index=index)
-        if plan.level or plan.max_tokens is not None:
-            turns = "the turns" if kind == "synthesis" else "the earlier turns"
-            given = f"{turns} condensed (their critiques and answers)"
-            write = f"may write {plan.max_tokens or budget:,} tokens, not {budget:,},"
-            line = (
-                f"{title} was given {given} and {write}"
-                if plan.level and plan.max_tokens is not None
-                else f"{title} was given {given}"
-                if plan.level
-                else f"{title} {write}"
-            )
-            yield self.note(
-                kind,
-                index,
-                "condensed" if plan.level else "budget",
-                f"{line} to fit the model's {window:,}-token context window.",
-            )
-        started = time.perf_counter()
-        guard = LoopGuard() if self.settings.loop_guard else None
-        # Pieces are joined once, not appended to the record per delta, which would copy the
-        # whole reply again for every token of a long one.
-        parts: list[str] = []
-        thinking: list[str] = []
-        # Only what is set is passed on, so a chat client of one's own written before these
-        # options existed still takes the calls that do not use them.
-        options: dict[str, object] = {"json_mode": json_mode}
-        if schema is not None:
-            options["schema"] = schema
-        if max_tokens is not None:
-            options["max_tokens"] = max_tokens
-        if temperature is not None:
-            options["temperature"] = temperature
-        stream = self.client.stream(plan.messages, **options)  # type: ignore[arg-type]
+        if plan.fit.level or plan.fit.max_tokens is not None:
+            yield self._fitted_note(kind, index, plan)
+        json_reply = json_mode or schema is not None
+        reading = _Reading(record, plan, self.settings.loop_guard, until)
+        options = _options(json_mode, schema, plan.sent, temperature)
+        stream = self.client.stream(plan.fit.messages, **options)  # type: ignore[arg-type]
         try:
             # Closed at once when the loop guard stops reading, so the connection is dropped
             # and the server stops generating.
             async with _closing(stream):
                 async for item in stream:
                     if isinstance(item, Delta):
-                        parts.append(item.text)
+                        reading.parts.append(item.text)
                         yield TextDelta(kind=kind, index=index, text=item.text)
-                        # A JSON reply arrives whole, with its usage just behind it, so only a
-                        # streamed one is worth stopping early.
-                        if guard is not None and guard.feed(item.text) and not json_reply:
-                            self.reply = self._looped(
-                                record, guard, plan.prompt, started, "".join(thinking)
-                            )
-                            break
-                        if until is not None and until():
-                            self.reply = self._closed_early(
-                                record, "".join(parts), plan.prompt, started, "".join(thinking)
-                            )
+                        stopped = reading.stop_after(item.text, json_reply)
+                        if stopped is not None:
+                            self.reply = stopped
                             break
                     elif isinstance(item, Thinking):
-                        thinking.append(item.text)
+                        reading.thinking.append(item.text)
                         yield ThinkingDelta(kind=kind, index=index, text=item.text)
                     elif isinstance(item, Restart):
-                        parts.clear()
-                        thinking.clear()
-                        if guard is not None:
-                            guard = LoopGuard()
-                        record.attempts += 1
+                        reading.restart()
                         yield TextReset(kind=kind, index=index, reason=item.reason)
                     else:
-                        parts = [item.text]
-                        if guard is not None and (guard.loop or find_loop(item.text)):
-                            loop = guard.loop or find_loop(item.text)
-                            assert loop is not None
-                            item.text = item.text[: loop.kept]
-                            item.looped = True
-                        elif item.truncated:
-                            limit = cut_off_by(item.usage, max_tokens or budget, window)
-                            # A budget lowered to fit the window was the window's doing.
-                            lowered = plan.max_tokens is not None and limit == "max_tokens"
-                            item.cut_off_by = "context" if lowered else limit
-                        self._settle(record, item)
-                        record.response_format = item.response_format
-                        record.queued_seconds = item.queued
-                        if item.model and self.run.served_model is None:
-                            self.run.served_model = item.model
-                        self.reply = item
+                        reading.parts = [item.text]
+                        self.reply = self._settle(reading, item)
         except BaseException as error:
-            record.reply = "".join(parts)  # a failed or cancelled call keeps its partial text
-            record.thinking = "".join(thinking)
-            record.seconds = time.perf_counter() - started
-            record.error = (
-                str(error) if isinstance(error, LlamaberryError) else type(error).__name__
-            )
+            reading.failed(error)
             raise
         if self.reply is not None and self.reply.looped:
             yield self.note(
                 kind,
                 index,
                 "looped",
-                f"{title} kept repeating itself, so it was stopped; its text up to the "
-                "loop is kept (--no-loop-guard lets a reply run on).",
+                f"{call_title(kind, index)} kept repeating itself, so it was stopped; its text "
+                "up to the loop is kept (--no-loop-guard lets a reply run on).",
             )
+
+    async def _fit(
+        self,
+        kind: CallKind,
+        index: int,
+        messages: list[Message],
+        condensed: Iterable[list[Message]],
+        max_tokens: int | None,
+    ) -> _Plan:
+        """The form of the call's messages that fits the model's context window, and the
+        budget left for its reply (`ContextTooLongError` when no form fits)."""
+        window = await self.window()
+        self.run.context_window = window
+        budget = max_tokens or self.settings.max_tokens
+        forms = itertools.chain([messages], condensed)
+        fitted = fit(forms, window, budget, title=call_title(kind, index))
+        # The budget sent: the call's own, or less where the context window leaves less room.
+        sent = fitted.max_tokens if fitted.max_tokens is not None else max_tokens
+        return _Plan(fitted, window, budget, sent)
+
+    def _fitted_note(self, kind: CallKind, index: int, plan: _Plan) -> CallNote:
+        """The note saying how a call was condensed or its budget lowered to fit."""
+        title, level = call_title(kind, index), plan.fit.level
+        lowered, budget = plan.fit.max_tokens, plan.budget
+        turns = "the turns" if kind == "synthesis" else "the earlier turns"
+        given = f"{turns} condensed (their critiques and answers)"
+        write = f"may write {lowered or budget:,} tokens, not {budget:,},"
+        line = (
+            f"{title} was given {given} and {write}"
+            if level and lowered is not None
+            else f"{title} was given {given}"
+            if level
+            else f"{title} {write}"
+        )
+        return self.note(
+            kind,
+            index,
+            "condensed" if level else "budget",
+            f"{line} to fit the model's {plan.window:,}-token context window.",
+        )
+
+    def _settle(self, reading: _Reading, completion: Completion) -> CallReply:
+        """The finished reply as the run keeps it: cut at a loop the guard saw in it, or told
+        which limit cut it off; recorded in the call."""
+        text, looped, cut_off = completion.text, False, None
+        guard = reading.guard
+        if guard is not None and (guard.loop or find_loop(text)):
+            loop = guard.loop or find_loop(text)
+            assert loop is not None
+            text, looped = text[: loop.kept], True
+        elif completion.truncated:
+            plan = reading.plan
+            limit = cut_off_by(completion.usage, plan.sent or plan.budget, plan.window)
+            # A budget lowered to fit the window was the window's doing.
+            lowered = plan.fit.max_tokens is not None and limit == "max_tokens"
+            cut_off = "context" if lowered else limit
+        reply = CallReply(
+            text=text,
+            finish_reason=completion.finish_reason,
+            usage=completion.usage,
+            seconds=completion.seconds,
+            attempts=completion.attempts,
+            thinking=completion.thinking,
+            response_format=completion.response_format,
+            looped=looped,
+            cut_off_by=cut_off,
+        )
+        record = reading.record
+        _record(record, reply)
+        record.response_format = completion.response_format
+        record.queued_seconds = completion.queued
+        if completion.model and self.run.served_model is None:
+            self.run.served_model = completion.model
+        return reply
 
     def child(self) -> RunContext:
         """A context for one of several concurrent calls: the same client, settings and run,
@@ -243,59 +375,32 @@ class RunContext:
         self.run.notes.append(line)
         return CallNote(kind=kind, index=index, note=note, message=line)
 
-    def _looped(
-        self, record: Call, guard: LoopGuard, prompt: int, started: float, thinking: str = ""
-    ) -> Completion:
-        """The reply as far as the loop, charged with what it spent before it was stopped."""
-        assert guard.loop is not None
-        spent = estimate_tokens(guard.text)
-        return self._cut_short(
-            record, guard.text[: guard.loop.kept], spent, prompt, started, thinking, looped=True
-        )
 
-    def _closed_early(
-        self, record: Call, text: str, prompt: int, started: float, thinking: str
-    ) -> Completion:
-        """The reply as far as it was read, charged with an estimate of what it spent (the
-        usage a server sends comes at the end of a stream, which was never read)."""
-        spent = estimate_tokens(text + thinking)
-        reply = self._cut_short(record, text, spent, prompt, started, thinking)
-        record.closed_early = True
-        return reply
+def _options(
+    json_mode: bool, schema: JSONSchema | None, max_tokens: int | None, temperature: float | None
+) -> dict[str, object]:
+    """The options of a call's `stream`. Only what is set is passed on, so a chat client of
+    one's own written before these options existed still takes the calls that do not use them."""
+    options: dict[str, object] = {"json_mode": json_mode}
+    if schema is not None:
+        options["schema"] = schema
+    if max_tokens is not None:
+        options["max_tokens"] = max_tokens
+    if temperature is not None:
+        options["temperature"] = temperature
+    return options
 
-    def _cut_short(
-        self,
-        record: Call,
-        text: str,
-        spent: int,
-        prompt: int,
-        started: float,
-        thinking: str,
-        looped: bool = False,
-    ) -> Completion:
-        # A stream we stopped reading never sent its usage: `spent` is our estimate.
-        reply = Completion(
-            text=text,
-            finish_reason=None,
-            usage=Usage(prompt_tokens=prompt, completion_tokens=spent, total_tokens=prompt + spent),
-            seconds=time.perf_counter() - started,
-            attempts=record.attempts,
-            looped=looped,
-            thinking=thinking,
-        )
-        self._settle(record, reply)
-        return reply
 
-    @staticmethod
-    def _settle(record: Call, reply: Completion) -> None:
-        record.reply = reply.text
-        record.thinking = reply.thinking
-        record.finish_reason = reply.finish_reason
-        record.usage = reply.usage
-        record.attempts = reply.attempts
-        record.seconds = reply.seconds
-        record.looped = reply.looped
-        record.cut_off_by = reply.cut_off_by
+def _record(record: Call, reply: CallReply) -> None:
+    """Write a settled reply into its call's record."""
+    record.reply = reply.text
+    record.thinking = reply.thinking
+    record.finish_reason = reply.finish_reason
+    record.usage = reply.usage
+    record.attempts = reply.attempts
+    record.seconds = reply.seconds
+    record.looped = reply.looped
+    record.cut_off_by = reply.cut_off_by
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,279 @@
+"""Turning an SDK's or HTTP library's exception into one of our typed errors, with one readable
+line that says what happened and what to do.
+
+The SDKs' exceptions are read through what they document (`status_code`, `body`, `response`),
+and transport errors by their class names, so both SDKs (and httpx's fork under openai) are read
+the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llamaberry.core.errors import (
+    AuthenticationError,
+    ContextTooLongError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+from llamaberry.providers.limits import parse_duration
+from llamaberry.providers.schema import ResponseFormat
+from llamaberry.providers.streams import StreamErrorEvent
+
+if TYPE_CHECKING:
+    import ssl
+
+
+class JSONValidationError(ProviderError):
+    """The provider refused its own reply as invalid JSON (`json_validate_failed`)."""
+
+    kind = "invalid_json"
+
+    def __init__(self, message: str, failed_generation: str | None) -> None:
+        super().__init__(message, status_code=400)
+        self.failed_generation = failed_generation
+        self.response_format: ResponseFormat | None = None
+
+
+class SchemaRefusedError(ProviderError):
+    """The endpoint or model does not take `response_format` of type `json_schema`."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What an error line names: the provider, where it was reached, the model asked."""
+
+    provider: str
+    model: str
+    url: str  # the SDK's base URL; empty before the SDK client is built
+    timeout: float
+    key_variable: str  # where the key is set, for a rejected key's line
+    models: list[str] | None = None  # the endpoint's model list, when it was read
+
+    def where(self) -> str:
+        """The endpoint, as an error line names it."""
+        return f"the {self.provider} endpoint" + (f" at {self.url}" if self.url else "")
+
+
+def timed_out(provider: str, timeout: float) -> str:
+    """The line for a call that ran past its `timeout`."""
+    return (
+        f"{provider} did not answer within {timeout:g}s (--timeout, which bounds "
+        "each call from its first send to its last token, retries included)."
+    )
+
+
+def translate(error: Exception, endpoint: Endpoint) -> ProviderError:
+    """Turn an SDK exception into one of our typed errors with a readable line."""
+    refused = _certificate_refusal(error)
+    if refused is not None:  # not retried: a certificate that failed will fail again
+        return _untrusted(refused, endpoint)
+    status = getattr(error, "status_code", None)
+    if status is None and not isinstance(error, StreamErrorEvent):
+        return _connection_error(error, endpoint)
+    code, message = _error_details(error)
+    if status == 401:
+        return AuthenticationError(
+            f"{endpoint.provider} rejected the API key (HTTP 401); check {endpoint.key_variable}.",
+            status_code=401,
+        )
+    if code in ("model_not_found", "model_decommissioned") or (
+        status == 404 and "model" in message.lower()
+    ):
+        return ModelNotFoundError(
+            endpoint.model,
+            endpoint.models,
+            retired=code == "model_decommissioned",
+            status_code=status,
+        )
+    if code == "json_validate_failed":
+        failed = _find(getattr(error, "body", None), "failed_generation")
+        return JSONValidationError(message or "invalid JSON", failed)
+    if _too_long(error, code, message):
+        said = f" ({endpoint.provider} said: {_first_line(message)})" if message else ""
+        return ContextTooLongError(
+            f"The request is longer than the model's context window{said}; "
+            "ask a shorter question or use fewer --turns.",
+            status_code=status,
+        )
+    if code == "rate_limit_exceeded" and status is None:
+        status = 429
+    if status is None:  # an error event inside a stream: most often a passing server fault
+        return ProviderUnavailableError(
+            f"{endpoint.where()} sent an error in the middle of its reply: "
+            + _first_line(message or str(error))
+        )
+    return _by_status(status, message, _headers_of(error), endpoint)
+
+
+def refuses_schema(error: Exception) -> bool:
+    """Whether an SDK error is the endpoint refusing `response_format` of type json_schema.
+
+    Groq says "This model does not support response format `json_schema`", OpenAI names the
+    parameter ("param": "response_format"), older llama.cpp servers say the type must be
+    "text" or "json_object"; some servers answer 422 for a field they do not know.
+    """
+    if getattr(error, "status_code", None) not in (400, 422):
+        return False
+    code, message = _error_details(error)
+    if code == "json_validate_failed":
+        return False  # the schema was taken; the model's reply did not fit it
+    param = _find(getattr(error, "body", None), "param")
+    text = f"{param} {message}".lower().replace("_", " ")
+    return "response format" in text or "json schema" in text
+
+
+# -- the kinds of failure ------------------------------------------------------------------------
+
+# How servers say "too long": Groq's and OpenAI's error code, llama.cpp's error type, and the
+# words of OpenAI and vLLM ("maximum context length"), llama.cpp ("exceeds the available
+# context size") and Ollama ("the input length exceeds the context length").
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+_CONTEXT_WORDS = (
+    "context length",
+    "context size",
+    "context window",
+    "reduce the length of the messages",
+)
+
+# OpenSSL's verify codes for a certificate that names another host (X509_V_ERR_HOSTNAME_MISMATCH,
+# _EMAIL_MISMATCH, _IP_ADDRESS_MISMATCH): trusting another CA would not help.
+_NAME_MISMATCH = frozenset({62, 63, 64})
+
+
+def _untrusted(refused: ssl.SSLCertVerificationError, endpoint: Endpoint) -> ProviderError:
+    reason = str(refused.verify_message or refused.reason or "").rstrip(".")
+    fix = (
+        "it names another host, so check the host in the base URL."
+        if refused.verify_code in _NAME_MISMATCH
+        else "if the endpoint uses a private CA, set SSL_CERT_FILE to that CA's PEM file."
+    )
+    return ProviderError(
+        f"Could not verify the TLS certificate of {endpoint.where()}"
+        + (f" ({reason})" if reason else "")
+        + f"; {fix}"
+    )
+
+
+def _connection_error(error: Exception, endpoint: Endpoint) -> ProviderError:
+    """An error with no HTTP status: the request did not get an answer."""
+    name = type(error).__name__
+    if name in ("InvalidURL", "UnsupportedProtocol"):  # not worth a retry
+        return ProviderError(f"{endpoint.provider}: the base URL is not usable: {error}")
+    if name == "ConnectTimeout":
+        return ProviderTimeoutError(f"Could not connect to {endpoint.where()} in time.")
+    if "Timeout" in name:
+        return ProviderTimeoutError(timed_out(endpoint.provider, endpoint.timeout))
+    transport = type(error).__module__.startswith(("httpx", "httpcore", "h11"))
+    if "Connection" in name or transport or isinstance(error, OSError):
+        return ProviderUnavailableError(
+            f"Could not reach {endpoint.where()}: the connection failed or was dropped."
+        )
+    return ProviderUnavailableError(f"{endpoint.provider}: {name}: {error}")
+
+
+def _too_long(error: Exception, code: str, message: str) -> bool:
+    kind = str(_find(getattr(error, "body", None), "type") or "")
+    lowered = message.lower()
+    return bool({code, kind} & _CONTEXT_CODES) or any(w in lowered for w in _CONTEXT_WORDS)
+
+
+def _by_status(
+    status: int, message: str, headers: Mapping[str, str], endpoint: Endpoint
+) -> ProviderError:
+    """A refusal read from its HTTP status alone."""
+    if status in (413, 429):
+        return _rate_limit_error(status, message, headers)
+    if status in (408, 409) or status >= 500:
+        return ProviderUnavailableError(
+            f"{endpoint.where()} failed with HTTP {status}"
+            + (f": {_first_line(message)}" if message else "."),
+            status_code=status,
+        )
+    if status == 404:
+        return ProviderError(
+            f"{endpoint.where()} answered 404 Not Found; check the base URL.", status_code=404
+        )
+    return ProviderError(
+        f"{endpoint.provider} refused the request (HTTP {status}): {_first_line(message)}",
+        status_code=status,
+    )
+
+
+def _rate_limit_error(status: int, message: str, headers: Mapping[str, str]) -> RateLimitError:
+    lowered = message.lower()
+    if "tokens per day" in lowered or "(tpd)" in lowered:
+        limit = "tokens per day"
+    elif "requests per day" in lowered or "(rpd)" in lowered:
+        limit = "requests per day"
+    elif "tokens per minute" in lowered or "(tpm)" in lowered:
+        limit = "tokens per minute"
+    elif "requests per minute" in lowered or "(rpm)" in lowered:
+        limit = "requests per minute"
+    else:
+        limit = "the provider's rate limit"
+    if status == 413:
+        return RateLimitError(
+            limit,
+            None,
+            detail="one request is larger than the limit allows; lower --max-tokens or shorten it",
+            status_code=413,
+        )
+    reset = parse_duration(headers.get("retry-after"))
+    if reset is None:
+        key = "tokens" if "token" in limit else "requests"
+        reset = parse_duration(headers.get(f"x-ratelimit-reset-{key}"))
+    return RateLimitError(limit, reset)
+
+
+# -- reading an error ---------------------------------------------------------------------------
+
+
+def _certificate_refusal(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The ssl error saying the server's certificate was not trusted, when `error` comes down
+    to one: the SDKs wrap it twice (APIConnectionError from httpx's ConnectError, raised from
+    httpcore's, whose context is the ssl error); a plain asyncio connection raises it as is."""
+    import ssl  # only on an error: the CLI's start-up does not pay for it
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _find(body: Any, key: str) -> Any:
+    if isinstance(body, Mapping):
+        if key in body:
+            return body[key]
+        inner = body.get("error")
+        if isinstance(inner, Mapping):
+            return inner.get(key)
+    return None
+
+
+def _error_details(error: Exception) -> tuple[str, str]:
+    body = getattr(error, "body", None)
+    code = _find(body, "code") or getattr(error, "code", None) or ""
+    message = _find(body, "message") or ""
+    if not message and isinstance(body, str):
+        message = body
+    return str(code), str(message)
+
+
+def _headers_of(error: Exception) -> Mapping[str, str]:
+    response = getattr(error, "response", None)
+    return getattr(response, "headers", None) or {}
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:300]

@@ -217,3 +217,19 @@ def test_the_terminal_names_the_limit_that_cut_a_reply_off(fake_server: FakeServ
     assert result.exit_code == 0, result.output
     assert "cut off by the server before the token budget" in result.stdout
     assert "cut off by the token budget" not in result.stdout
+
+
+async def test_the_server_s_own_endpoints_are_asked_with_the_endpoint_s_key():
+    # /props sits beside /v1 on the same server, which may guard it with the same key
+    # (llama.cpp's --api-key): the window and the slot count both ask it the same way.
+    async with FakeServer(max_context=5000, flavor="llamacpp") as server:
+        engine = Engine(
+            provider="openai", api_key="k-1", base_url=server.openai_base_url, history=False
+        )
+        async with engine:
+            run = await engine.single("q")
+            slots = await engine.client.server_slots()
+    assert run.context_window == 5000 and slots == 1
+    props = [r for r in server.discovery_requests if r.path == "/props"]
+    assert len(props) == 2
+    assert all(r.headers["authorization"] == "Bearer k-1" for r in props)

@@ -61,3 +61,25 @@ def test_the_engine_takes_exactly_the_endpoint_settings_declared_for_it():
     own = {"self", "turns", "settings", "client", "on_finish", "history", "limiter", "options"}
     assert set(params) - own == set(ENGINE_SETTINGS)
     assert all(params[name].default is None for name in ENGINE_SETTINGS)
+
+
+def test_every_provider_in_the_table_builds_its_own_client_class():
+    from llamaberry.core.settings import Settings
+    from llamaberry.providers import PROVIDERS, client_class
+    from llamaberry.providers.base import ChatClient
+
+    assert set(PROVIDERS) == set(Settings.model_fields["provider"].annotation.__args__)
+    for name in PROVIDERS:
+        cls = client_class(name)
+        assert issubclass(cls, ChatClient) and cls.provider == name
+
+
+def test_an_unknown_provider_is_one_line_naming_the_choices():
+    from llamaberry.providers import make_client
+
+    try:
+        make_client("nope", model="m")
+    except llamaberry.InputError as error:
+        assert str(error) == "Unknown provider 'nope'; choose one of: groq, openai, local."
+    else:
+        raise AssertionError("expected InputError")

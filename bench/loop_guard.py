@@ -43,7 +43,7 @@ async def simulated(budget: int, rate: float, guard: bool) -> tuple[int, float, 
             history=False,
         ) as engine:
             run = await engine.single("How many r in strawberry?")
-    turn = run.turns[0]
+    turn = run.result.turns[0]
     return turn.usage.completion_tokens, turn.seconds, turn.looped
 
 
@@ -58,7 +58,7 @@ async def real(base_url: str, model: str, budget: int, guard: bool) -> tuple[int
         history=False,
     ) as engine:
         run = await engine.single(PROMPT)
-    turn = run.turns[0]
+    turn = run.result.turns[0]
     return turn.usage.completion_tokens, turn.seconds, turn.looped
 
 

@@ -52,7 +52,7 @@ def first_tries(run: Run) -> list[tuple[bool, bool]]:
     for call in run.calls:
         if call.kind != "step" or call.index in seen:
             continue
-        step = next((s for s in run.steps if s.index == call.index), None)
+        step = next((s for s in run.result.steps if s.index == call.index), None)
         usable = step is not None and step.attempts == 1
         seen[call.index] = (valid_as_sent(call.reply), usable)
     return list(seen.values())

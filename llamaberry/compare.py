@@ -69,11 +69,6 @@ class Comparison(BaseModel):
         }
 
 
-def check_modes(modes: Sequence[str]) -> list[Mode]:
-    """The modes asked for, without repeats; `InputError` for an unknown one."""
-    return registry.check(modes)
-
-
 async def compare(
     engine: Runner,
     question: str,
@@ -87,9 +82,12 @@ async def compare(
     `options` go to each mode that takes them (`turns` to refine, `samples` to vote...).
     """
     chosen = registry.check(registry.default_names() if modes is None else modes)
-    registry.check_defaults({k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    registry.check_defaults(given)
     # Streams are created up front so a bad question or option fails before any request.
-    streams = {mode: engine.stream(mode, question, **_own(mode, options)) for mode in chosen}
+    streams = {
+        mode: engine.stream(mode, question, **registry.own_options(mode, given)) for mode in chosen
+    }
 
     async def finish(mode: Mode) -> Run:
         run: Run | None = None
@@ -131,11 +129,6 @@ def _entry(run: Run) -> Entry:
         seconds=run.seconds,
         run_id=run.id,
     )
-
-
-def _own(mode: str, options: dict[str, Any]) -> dict[str, Any]:
-    taken = registry.get(mode).options.model_fields
-    return {k: v for k, v in options.items() if k in taken and v is not None}
 
 
 def _derived(run: Run, label: str, result: Any) -> Entry:

@@ -119,8 +119,8 @@ async def test_refine_turn_one_is_reported_at_no_extra_cost(server: FakeServer, 
     refine = result.runs[0]
     first = result.entry("refine turn 1")
     assert first.derived and first.run_id == refine.id
-    assert first.answer == refine.turns[0].answer == "3"
-    assert first.usage == refine.turns[0].usage
+    assert first.answer == refine.result.turns[0].answer == "3"
+    assert first.usage == refine.result.turns[0].usage
     assert first.usage.total_tokens < result.entry("refine").usage.total_tokens
 
 

@@ -176,7 +176,7 @@ async def test_a_reply_stopped_by_the_servers_context_is_not_blamed_on_max_token
         server.enqueue(Reply(FILLER))
         async with engine_for(server, context=0, max_tokens=512) as engine:
             run = await engine.single("x" * 2700)
-    turn = run.turns[0]
+    turn = run.result.turns[0]
     assert turn.truncated
     assert turn.usage.completion_tokens < 512
     assert turn.cut_off_by == "server"
@@ -187,7 +187,7 @@ async def test_a_reply_stopped_by_a_known_window_says_the_window():
         server.enqueue(Reply(FILLER))
         async with engine_for(server, max_tokens=512) as engine:
             run = await engine.single("x" * 1800)
-    turn = run.turns[0]
+    turn = run.result.turns[0]
     assert turn.truncated and turn.cut_off_by == "context"
 
 
@@ -196,7 +196,7 @@ async def test_a_reply_stopped_by_the_budget_says_the_budget():
         server.enqueue(Reply(FILLER))
         async with engine_for(server, max_tokens=300) as engine:
             run = await engine.single("q")
-    turn = run.turns[0]
+    turn = run.result.turns[0]
     assert turn.truncated and turn.cut_off_by == "max_tokens"
     assert turn.usage.completion_tokens == 300
 

@@ -67,7 +67,7 @@ async def test_turn_five_over_the_context_keeps_turn_four_answer_marked_partial(
         with pytest.raises(RunFailedError) as failure:
             await engine.refine("How many r in strawberry?", turns=5)
     run = failure.value.run
-    assert [t.index for t in run.turns] == [1, 2, 3, 4]
+    assert [t.index for t in run.result.turns] == [1, 2, 3, 4]
     assert run.status == "failed"
     assert run.partial is True
     assert run.answer == "3 (turn 4)"
@@ -84,7 +84,7 @@ async def test_a_failed_synthesis_falls_back_to_the_last_turn_answer(server: Fak
         with pytest.raises(RunFailedError) as failure:
             await engine.refine("q", turns=2)
     run = failure.value.run
-    assert run.synthesis is None
+    assert run.result.synthesis is None
     assert (run.answer, run.partial) == ("3 (turn 2)", True)
     assert run.error.startswith("Synthesis failed: ")
 

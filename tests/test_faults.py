@@ -252,7 +252,7 @@ async def test_a_reply_cut_off_by_the_token_budget_is_marked_truncated(server: F
     server.reply_with(lambda request: Reply(refine_script(request), finish_reason="length"))
     async with fast_engine(server) as engine:
         run = await engine.refine("q", turns=1)
-    assert run.turns[0].truncated and run.synthesis.truncated
+    assert run.result.turns[0].truncated and run.result.synthesis.truncated
 
 
 # -- partial work and cancellation ----------------------------------------------------------------
@@ -266,9 +266,9 @@ async def test_a_failed_run_keeps_what_finished_and_says_which_call_failed(serve
         events = await run_events(engine)
     run = events[-1].run
     assert run.status == "failed"
-    assert [t.index for t in run.turns] == [1, 2]
+    assert [t.index for t in run.result.turns] == [1, 2]
     assert run.error.startswith("Turn 3 failed: groq refused the request (HTTP 400): nope")
-    assert run.usage.total_tokens == sum(t.usage.total_tokens for t in run.turns)
+    assert run.usage.total_tokens == sum(t.usage.total_tokens for t in run.result.turns)
     assert finished == [run]
 
 
@@ -311,7 +311,7 @@ async def test_abandoning_a_stream_part_way_ends_the_run_as_cancelled(server: Fa
                 break
         await stream.aclose()
     assert finished[0].status == "cancelled"
-    assert len(finished[0].turns) == 1
+    assert len(finished[0].result.turns) == 1
 
 
 # -- bad input -------------------------------------------------------------------------------

@@ -50,13 +50,13 @@ async def test_a_run_is_saved_when_it_starts_and_after_each_call(server: FakeSer
             if isinstance(event, RunStarted):
                 run_id = event.run_id
                 first = await saved(reader, run_id, lambda r: True)
-                seen.append((first.status, len(first.turns)))
+                seen.append((first.status, len(first.result.turns)))
             elif isinstance(event, CallFinished) and event.kind == "turn":
-                now = await saved(reader, run_id, lambda r, i=event.index: len(r.turns) == i)
-                seen.append((now.status, len(now.turns)))
+                now = await saved(reader, run_id, lambda r, i=event.index: len(r.result.turns) == i)
+                seen.append((now.status, len(now.result.turns)))
     final = await saved(reader, run_id, lambda r: r.status != "running")
     assert seen == [("running", 0), ("running", 1), ("running", 2)]
-    assert final.status == "ok" and final.synthesis is not None
+    assert final.status == "ok" and final.result.synthesis is not None
     assert reader.count() == 1  # one run, updated in place
 
 
@@ -86,7 +86,7 @@ def test_a_killed_process_keeps_its_finished_turn_and_reads_as_interrupted(
                 runs = list(Store(tmp_path / "history.db").runs())
             except Exception:
                 runs = []
-            if runs and len(runs[0].turns) == 1:
+            if runs and len(runs[0].result.turns) == 1:
                 assert runs[0].status == "running"
                 break
             assert time.monotonic() < deadline, "turn 1 was never saved while the run went on"
@@ -96,7 +96,7 @@ def test_a_killed_process_keeps_its_finished_turn_and_reads_as_interrupted(
         process.wait()
     (run,) = list(Store(tmp_path / "history.db").runs())
     assert run.status == "interrupted" and run.error == INTERRUPTED
-    assert [t.answer for t in run.turns] == ["3"]
+    assert [t.answer for t in run.result.turns] == ["3"]
     assert run.question == "Count the r"
 
 

@@ -65,7 +65,7 @@ def test_sigterm_and_sighup_stop_a_run_like_ctrl_c_and_it_is_saved(
         (row,) = store.list_runs()
         run = store.get(row.id)
     assert run.status == "cancelled"
-    assert len(run.turns) == 1 and run.turns[0].answer == "3"
+    assert len(run.result.turns) == 1 and run.result.turns[0].answer == "3"
 
 
 def test_ask_json_interrupted_prints_the_partial_run(fake_server: FakeServer):

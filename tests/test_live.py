@@ -38,7 +38,7 @@ async def test_live_refine_runs_two_turns_and_a_synthesis():
         api_key=LIVE_KEY, model=LIVE_MODEL, max_tokens=2048, reasoning_effort="low"
     ) as engine:
         run = await engine.refine("Is 9.11 larger than 9.9? Answer yes or no.", turns=2)
-    assert len(run.turns) == 2 and run.synthesis is not None
+    assert len(run.result.turns) == 2 and run.result.synthesis is not None
     assert "no" in run.answer.lower()
 
 

@@ -81,7 +81,7 @@ async def test_500_concurrent_runs_with_random_faults_all_end_and_none_is_lost(t
             assert run.error and "\n" not in run.error
             assert "Traceback" not in run.error
         else:
-            assert run.answer and len(run.turns) == 1
+            assert run.answer and len(run.result.turns) == 1
     assert elapsed < BOUND
     # Every run, failed ones included, is in the history with the status it ended with.
     saved = Store(tmp_path / "history.db")

@@ -37,7 +37,7 @@ async def test_the_fake_repeats_a_line_until_the_budget_runs_out():
         server.enqueue(Reply("start\n", repeat=LINE))
         async with engine_on(server, max_tokens=300, loop_guard=False) as engine:
             run = await engine.single("q")
-    turn = run.turns[0]
+    turn = run.result.turns[0]
     assert turn.truncated and turn.usage.completion_tokens == 300
     assert turn.content.count(LINE.strip()) > 20
 
@@ -54,9 +54,9 @@ async def test_a_looping_first_turn_is_stopped_within_a_few_dozen_repeats_and_th
     assert run.ok, run.error
     assert run.answer == 'There are 3 r\'s in "strawberry".'
     streamed = "".join(e.text for e in events if isinstance(e, TextDelta) and e.index == 1)
-    streamed = streamed if run.turns[0].looped else ""
+    streamed = streamed if run.result.turns[0].looped else ""
     assert 0 < streamed.count(LINE) <= 36
-    first = run.turns[0]
+    first = run.result.turns[0]
     assert first.looped and not first.truncated
     # The text up to the loop is kept, the loop itself once.
     assert first.content.startswith("## Reasoning\n1. Spell the word.\n")
@@ -68,7 +68,7 @@ async def test_a_looping_first_turn_is_stopped_within_a_few_dozen_repeats_and_th
     assert any("repeating itself" in note for note in run.notes)
     # The later turns were given the text up to the loop, not the loop.
     assert server.requests[1].user.count(LINE.strip()) == 1
-    assert [t.looped for t in run.turns[1:]] == [False, False]
+    assert [t.looped for t in run.result.turns[1:]] == [False, False]
 
 
 async def test_the_loop_guard_can_be_turned_off():
@@ -76,8 +76,8 @@ async def test_the_loop_guard_can_be_turned_off():
         server.enqueue(Reply("start\n", repeat=LINE))
         async with engine_on(server, max_tokens=600, loop_guard=False) as engine:
             run = await engine.single("q")
-    assert not run.turns[0].looped
-    assert run.turns[0].truncated and run.turns[0].usage.completion_tokens == 600
+    assert not run.result.turns[0].looped
+    assert run.result.turns[0].truncated and run.result.turns[0].usage.completion_tokens == 600
 
 
 def test_the_cli_flag_turns_the_loop_guard_off_and_the_terminal_says_when_it_stops_one(
@@ -117,8 +117,8 @@ async def test_a_looping_json_step_keeps_its_text_up_to_the_loop_and_the_run_goe
         async with engine_on(server, max_tokens=500) as engine:
             run = await engine.steps("How many r in strawberry?", min_steps=3, max_steps=5)
     assert run.ok, run.error
-    assert [s.title for s in run.steps] == ["Count", "Recount", "Done"]
-    second = run.steps[1]
+    assert [s.title for s in run.result.steps] == ["Count", "Recount", "Done"]
+    second = run.result.steps[1]
     assert second.looped and second.next_action == "continue"
     assert second.content.startswith("Start.\n") and second.content.count("Count again.") == 1
     assert len(server.requests) == 4  # no re-ask of the looping step
@@ -134,7 +134,7 @@ async def test_a_looping_json_reply_on_a_server_without_json_checks_is_stopped_t
         async with engine_on(server, max_tokens=500) as engine:
             run = await engine.steps("q", min_steps=3, max_steps=5)
     assert run.ok, run.error
-    assert run.steps[1].looped and run.steps[1].content.count("Count again.") == 1
+    assert run.result.steps[1].looped and run.result.steps[1].content.count("Count again.") == 1
     assert run.calls[1].looped
 
 
@@ -169,8 +169,8 @@ async def test_legitimate_repetition_is_not_taken_for_a_loop(text: str):
         server.enqueue(Reply(text, chunk_words=3))
         async with engine_on(server) as engine:
             run = await engine.single("q")
-    assert not run.turns[0].looped
-    assert run.turns[0].content == text
+    assert not run.result.turns[0].looped
+    assert run.result.turns[0].content == text
 
 
 def test_the_guard_sees_a_loop_only_once_it_is_long_enough():

@@ -58,7 +58,7 @@ async def test_engine_run_takes_a_mode_by_name_and_its_own_options(server: FakeS
     server.reply_with(refine_script)
     async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
         run = await engine.run("refine", "q", turns=2)
-        assert [t.index for t in run.turns] == [1, 2] and run.synthesis is not None
+        assert [t.index for t in run.result.turns] == [1, 2] and run.result.synthesis is not None
         assert run.result.mode == "refine" and run.settings["turns"] == 2
         with pytest.raises(InputError, match="single has no option 'turns'"):
             engine.stream("single", "q", turns=2)
@@ -71,7 +71,7 @@ async def test_engine_defaults_serve_only_the_modes_that_take_them(server: FakeS
         single = await e.single("q")  # turns is refine's; single ignores it
         refine = await e.refine("q")
     assert "turns" not in single.settings
-    assert len(refine.turns) == 1
+    assert len(refine.result.turns) == 1
 
 
 def test_an_option_no_mode_takes_is_refused():
@@ -103,8 +103,37 @@ def test_a_run_saved_in_the_first_schema_reads_back_into_its_mode_result():
     }
     run = Run.model_validate(flat)
     assert type(run.result).__name__ == "RefineResult"
-    assert run.turns[0].answer == "3" and run.synthesis is not None
+    assert run.result.turns[0].answer == "3" and run.result.synthesis is not None
     assert "steps" not in run.result.model_dump()
+
+
+def test_a_saved_run_of_every_mode_reads_back_with_only_the_results_module_loaded():
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from llamaberry.core.results import Run\n"
+        "for mode in sys.argv[1:]:\n"
+        "    data = {'mode': mode, 'model': 'm', 'provider': 'groq', 'question': 'q'}\n"
+        "    print(type(Run.model_validate(data).result).__name__)\n"
+        "print('llamaberry.modes' in sys.modules)\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code, *registry.names()],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.split()
+    assert found == [spec.result.__name__ for spec in registry.MODES.values()] + ["False"]
+
+
+def test_a_mode_is_given_only_the_options_it_takes():
+    given = {"turns": 2, "samples": 5, "drafts": None}
+    assert registry.own_options("refine", given) == {"turns": 2}
+    assert registry.own_options("drafts", given) == {"drafts": None}
+    assert registry.own_options("single", given) == {}
 
 
 def test_a_mode_this_version_does_not_know_is_kept_as_saved():

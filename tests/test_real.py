@@ -56,8 +56,8 @@ def busy_slots(server: LocalServer) -> int:
 async def test_refine_runs_three_turns_and_a_synthesis(engine: Engine):
     run = await engine.refine(QUESTION, turns=3)
     assert run.status == "ok" and run.provider == "local" and run.model == EMBEDDED_MODEL
-    assert [t.index for t in run.turns] == [1, 2, 3]
-    assert run.synthesis is not None and run.answer
+    assert [t.index for t in run.result.turns] == [1, 2, 3]
+    assert run.result.synthesis is not None and run.answer
     assert [(c.kind, c.index) for c in run.calls] == [
         ("turn", 1),
         ("turn", 2),
@@ -65,8 +65,8 @@ async def test_refine_runs_three_turns_and_a_synthesis(engine: Engine):
         ("synthesis", 1),
     ]
     # Each later call is given every earlier turn verbatim.
-    assert run.turns[0].content.strip() in run.calls[1].messages[-1].content
-    assert run.turns[1].content.strip() in run.calls[3].messages[-1].content
+    assert run.result.turns[0].content.strip() in run.calls[1].messages[-1].content
+    assert run.result.turns[1].content.strip() in run.calls[3].messages[-1].content
     # llama.cpp closes the connection after each streamed reply; no call may need a second try.
     assert all(c.attempts == 1 for c in run.calls)
 
@@ -119,14 +119,14 @@ async def test_steps_go_through_llama_cpp_json_mode_with_validation(local_model:
         if call.finish_reason == "stop":
             assert isinstance(json.loads(call.reply), dict)
     # Every step that was kept passed validation; a rejected reply was shown back on re-ask.
-    for step in run.steps:
+    for step in run.result.steps:
         assert step.title and step.content and step.next_action in ("continue", "final_answer")
     for earlier, later in itertools.pairwise(step_calls):
         if later.index == earlier.index:  # a re-ask of the same step
             assert later.messages[-1].role == "user"
             assert f"step {earlier.index}" in later.messages[-1].content.lower()
     if run.status == "ok":
-        assert run.final is not None and run.answer
+        assert run.result.final is not None and run.answer
         assert run.calls[-1].kind == "answer"
 
 

@@ -26,7 +26,7 @@ async def test_three_turns_make_four_requests(server: FakeServer, engine: Engine
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION)
     assert len(server.requests) == 4
-    assert [len(run.turns), run.synthesis is not None] == [3, True]
+    assert [len(run.result.turns), run.result.synthesis is not None] == [3, True]
 
 
 @pytest.mark.parametrize("turns", [1, 2, 5])
@@ -34,7 +34,7 @@ async def test_n_turns_make_n_plus_one_requests(server: FakeServer, engine: Engi
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION, turns=turns)
     assert len(server.requests) == turns + 1
-    assert [t.index for t in run.turns] == list(range(1, turns + 1))
+    assert [t.index for t in run.result.turns] == list(range(1, turns + 1))
 
 
 async def test_first_turn_is_given_the_bare_question(server: FakeServer, engine: Engine):
@@ -59,9 +59,9 @@ async def test_each_later_turn_is_given_every_earlier_turn(server: FakeServer, e
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION, turns=4)
     fourth = server.requests[3]
-    for turn in run.turns[:3]:
+    for turn in run.result.turns[:3]:
         assert turn.content in fourth.user
-    assert run.turns[3].content not in fourth.user
+    assert run.result.turns[3].content not in fourth.user
 
 
 async def test_synthesis_is_given_the_question_and_all_turns(server: FakeServer, engine: Engine):
@@ -69,7 +69,7 @@ async def test_synthesis_is_given_the_question_and_all_turns(server: FakeServer,
     run = await engine.refine(QUESTION)
     synthesis = server.requests[-1]
     assert QUESTION in synthesis.user
-    for i, turn in enumerate(run.turns, 1):
+    for i, turn in enumerate(run.result.turns, 1):
         assert turn.content in synthesis.user
         assert f"Turn {i}" in synthesis.user
     assert "## Concise Answer" in synthesis.system
@@ -79,12 +79,12 @@ async def test_answer_is_the_synthesis_concise_answer(server: FakeServer, engine
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION)
     assert run.answer == 'There are 3 r\'s in "strawberry".'
-    assert run.synthesis.comprehensive_answer.startswith('The word "strawberry"')
-    assert run.turns[0].answer == "3"
-    assert run.turns[1].answer == "3 (turn 2)"
-    assert run.turns[1].critique.startswith("Turn 1 counted correctly")
-    assert [s.number for s in run.turns[0].reasoning] == [1, 2]
-    assert run.turns[0].reasoning[1].explanation == "Three positions hold the letter r."
+    assert run.result.synthesis.comprehensive_answer.startswith('The word "strawberry"')
+    assert run.result.turns[0].answer == "3"
+    assert run.result.turns[1].answer == "3 (turn 2)"
+    assert run.result.turns[1].critique.startswith("Turn 1 counted correctly")
+    assert [s.number for s in run.result.turns[0].reasoning] == [1, 2]
+    assert run.result.turns[0].reasoning[1].explanation == "Three positions hold the letter r."
 
 
 async def test_streamed_deltas_concatenate_to_each_call_text(server: FakeServer, engine: Engine):
@@ -142,8 +142,8 @@ async def test_usage_is_kept_per_call_and_summed_per_run(server: FakeServer, eng
     server.reply_with(lambda request: Reply(refine_script(request), usage=usage))
     run = await engine.refine(QUESTION)
     per_call = Usage(**usage)
-    assert all(t.usage == per_call for t in run.turns)
-    assert run.synthesis.usage == per_call
+    assert all(t.usage == per_call for t in run.result.turns)
+    assert run.result.synthesis.usage == per_call
     assert run.usage == Usage(prompt_tokens=400, completion_tokens=80, total_tokens=480)
 
 
@@ -151,14 +151,14 @@ async def test_usage_comes_from_the_server_not_an_estimate(server: FakeServer, e
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION, turns=1)
     # The fake server counts completion tokens as words of the reply.
-    assert run.turns[0].usage.completion_tokens == len(FIRST_TURN.split())
+    assert run.result.turns[0].usage.completion_tokens == len(FIRST_TURN.split())
 
 
 async def test_seconds_are_kept_per_call_and_for_the_run(server: FakeServer, engine: Engine):
     server.reply_with(lambda request: Reply(refine_script(request), latency=0.05))
     run = await engine.refine(QUESTION, turns=2)
-    assert all(t.seconds >= 0.05 for t in run.turns)
-    assert run.synthesis.seconds >= 0.05
+    assert all(t.seconds >= 0.05 for t in run.result.turns)
+    assert run.result.synthesis.seconds >= 0.05
     assert run.seconds >= 0.15
 
 
@@ -198,7 +198,9 @@ async def test_single_mode_sends_the_bare_question_once(server: FakeServer, engi
     assert server.requests[0].messages == [{"role": "user", "content": QUESTION}]
     assert run.mode == "single"
     assert run.answer == "Three."
-    assert run.turns[0].content == "Three." and run.synthesis is None
+    assert (
+        run.result.turns[0].content == "Three." and getattr(run.result, "synthesis", None) is None
+    )
 
 
 async def test_many_runs_share_one_engine_concurrently(server: FakeServer, engine: Engine):
@@ -262,5 +264,5 @@ async def test_a_chat_client_of_ones_own_plugs_into_the_engine():
     async with Engine(client=Canned(model="canned-1"), history=False) as engine:
         run = await engine.refine(QUESTION, turns=2)
     assert run.provider == "canned" and run.model == "canned-1"
-    assert [t.content for t in run.turns] == ["echo of 2 messages "] * 2
+    assert [t.content for t in run.result.turns] == ["echo of 2 messages "] * 2
     assert run.calls[-1].reply == "echo of 2 messages "

@@ -104,7 +104,7 @@ async def test_step_calls_send_the_step_schema_and_the_final_call_does_not(
         for r in server.requests[:3]
     )
     assert "response_format" not in server.requests[-1].body
-    assert [s.response_format for s in run.steps] == ["json_schema"] * 3
+    assert [s.response_format for s in run.result.steps] == ["json_schema"] * 3
     assert [c.response_format for c in run.calls] == ["json_schema"] * 3 + [None]
     assert run.mode == "steps"
     assert run.answer == "3"
@@ -156,8 +156,8 @@ async def test_an_endpoint_that_refuses_a_schema_is_asked_for_json_once_refused(
         None,
     ]
     assert first.ok and first.answer == "3"
-    assert [s.response_format for s in first.steps] == ["json_object"] * 3
-    assert first.steps[0].attempts == 1
+    assert [s.response_format for s in first.result.steps] == ["json_object"] * 3
+    assert first.result.steps[0].attempts == 1
     second = await engine.steps(QUESTION)
     assert second.ok
     assert [r.response_format for r in server.requests[5:]] == ["json_object"] * 3 + [None]
@@ -169,7 +169,7 @@ async def test_other_bad_requests_do_not_drop_the_schema(server: FakeServer, eng
         await engine.steps(QUESTION)
     server.reply_with(Model())
     run = await engine.steps(QUESTION)
-    assert [s.response_format for s in run.steps] == ["json_schema"] * 3
+    assert [s.response_format for s in run.result.steps] == ["json_schema"] * 3
     assert len(server.requests) == 5
 
 
@@ -198,7 +198,7 @@ async def test_each_step_is_appended_to_the_conversation_in_order(
 ):
     server.reply_with(Model(final_at=4))
     run = await engine.steps(QUESTION)
-    assert [s.index for s in run.steps] == [1, 2, 3, 4]
+    assert [s.index for s in run.result.steps] == [1, 2, 3, 4]
     assert server.requests[0].user == QUESTION
     for k, request in enumerate(server.requests):
         assert request.messages[1] == {"role": "user", "content": QUESTION}
@@ -254,7 +254,7 @@ async def test_an_invalid_step_is_asked_for_again_with_the_problem(
     assert problem in retry.user
     if reply:
         assert retry.messages[-2] == {"role": "assistant", "content": reply}
-    assert run.steps[0].attempts == 2 and run.steps[0].title == "Title 1"
+    assert run.result.steps[0].attempts == 2 and run.result.steps[0].title == "Title 1"
     # The rejected reply and its complaint never reach the conversation of later steps.
     assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "user"]
     assert problem not in json.dumps(second.messages)
@@ -267,7 +267,7 @@ async def test_a_step_cut_off_by_the_token_budget_says_so(server: FakeServer, en
     server.reply_with(Model())
     run = await engine.steps(QUESTION)
     assert "cut off by its budget of 1,024 tokens" in server.requests[1].user
-    assert run.steps[0].attempts == 2
+    assert run.result.steps[0].attempts == 2
 
 
 async def test_a_fenced_step_is_accepted_as_is(server: FakeServer, engine: Engine):
@@ -277,7 +277,7 @@ async def test_a_fenced_step_is_accepted_as_is(server: FakeServer, engine: Engin
     model.steps = 1
     server.reply_with(model)
     run = await engine.steps(QUESTION)
-    assert run.steps[0].attempts == 1 and run.steps[0].title == "Title 1"
+    assert run.result.steps[0].attempts == 1 and run.result.steps[0].title == "Title 1"
 
 
 async def test_a_server_side_json_rejection_is_asked_for_again(server: FakeServer, engine: Engine):
@@ -289,8 +289,8 @@ async def test_a_server_side_json_rejection_is_asked_for_again(server: FakeServe
     retry = server.requests[1]
     assert retry.messages[-2] == {"role": "assistant", "content": "I think the answer is 3."}
     assert "json_validate_failed" in retry.user
-    assert run.steps[0].attempts == 2
-    assert len(run.steps) == 3
+    assert run.result.steps[0].attempts == 2
+    assert len(run.result.steps) == 3
 
 
 async def test_a_retry_does_not_announce_a_new_step(server: FakeServer, engine: Engine):
@@ -323,7 +323,7 @@ async def test_three_bad_replies_fail_the_run_and_keep_the_steps_so_far(
         await engine.steps(QUESTION)
     run = caught.value.run
     assert run.status == "failed"
-    assert [s.title for s in run.steps] == ["Title 1"]
+    assert [s.title for s in run.result.steps] == ["Title 1"]
     assert len(server.requests) == 5  # no fourth try, and no final call
     assert run.error.startswith(
         "Step 2 failed: the model's reply was not a valid step after 3 tries: "
@@ -350,7 +350,7 @@ async def test_other_provider_errors_are_not_retried_as_bad_steps(
         await engine.steps(QUESTION)
     run = caught.value.run
     assert len(server.requests) == 3
-    assert [s.index for s in run.steps] == [1, 2]
+    assert [s.index for s in run.result.steps] == [1, 2]
     assert run.error.startswith("Step 3 failed:")
 
 
@@ -362,8 +362,8 @@ async def test_an_early_final_answer_is_answered_with_a_request_to_go_on(
 ):
     server.reply_with(Model(final_at=1))
     run = await engine.steps(QUESTION)
-    assert len(run.steps) == 3
-    assert [s.next_action for s in run.steps] == ["final_answer"] * 3
+    assert len(run.result.steps) == 3
+    assert [s.next_action for s in run.result.steps] == ["final_answer"] * 3
     for request in server.requests[1:3]:
         assert "at least 3 steps" in request.user
     assert [r.json_mode for r in server.requests] == [True, True, True, False]
@@ -372,7 +372,7 @@ async def test_an_early_final_answer_is_answered_with_a_request_to_go_on(
 async def test_the_minimum_is_configurable(server: FakeServer, engine: Engine):
     server.reply_with(Model(final_at=1))
     run = await engine.steps(QUESTION, min_steps=1)
-    assert len(run.steps) == 1
+    assert len(run.result.steps) == 1
     assert len(server.requests) == 2
 
 
@@ -381,7 +381,7 @@ async def test_the_step_bound_stops_the_chain_and_asks_for_the_final_answer(
 ):
     server.reply_with(Model(final_at=None))
     run = await engine.steps(QUESTION, max_steps=5)
-    assert [s.next_action for s in run.steps] == ["continue"] * 5
+    assert [s.next_action for s in run.result.steps] == ["continue"] * 5
     assert [r.json_mode for r in server.requests] == [True] * 5 + [False]
     assert run.answer == "3"
 
@@ -391,9 +391,9 @@ async def test_a_model_that_never_says_final_answer_stops_at_the_default_maximum
 ):
     server.reply_with(Model(final_at=None))
     run = await engine.steps(QUESTION)
-    assert len(run.steps) == 25
+    assert len(run.result.steps) == 25
     assert len(server.requests) == 26
-    assert run.final is not None
+    assert run.result.final is not None
 
 
 async def test_the_bounds_come_from_the_environment(
@@ -405,7 +405,7 @@ async def test_the_bounds_come_from_the_environment(
     base_url = server.groq_base_url if provider == "groq" else server.openai_base_url
     async with Engine(provider=provider, api_key="k", base_url=base_url) as engine:
         run = await engine.steps(QUESTION)
-    assert len(run.steps) == 4
+    assert len(run.result.steps) == 4
 
 
 @pytest.mark.parametrize(
@@ -442,14 +442,14 @@ async def test_the_final_call_asks_for_plain_text_in_the_question_s_format(
     assert len(assistant_steps(final)) == 3
     assert final.stream
     assert run.answer == "B"
-    assert run.final.content == "B"
+    assert run.result.final.content == "B"
 
 
 async def test_a_final_answer_wrapped_in_json_is_unwrapped(server: FakeServer, engine: Engine):
     server.reply_with(Model(answer='{"final_answer": "B"}'))
     run = await engine.steps(QUESTION)
     assert run.answer == "B"
-    assert run.final.content == '{"final_answer": "B"}'
+    assert run.result.final.content == '{"final_answer": "B"}'
 
 
 async def test_an_empty_final_answer_fails_with_a_readable_line(server: FakeServer, engine: Engine):
@@ -458,7 +458,7 @@ async def test_an_empty_final_answer_fails_with_a_readable_line(server: FakeServ
         await engine.steps(QUESTION)
     run = caught.value.run
     assert run.error == "Answer failed: the model gave an empty final answer"
-    assert len(run.steps) == 3
+    assert len(run.result.steps) == 3
 
 
 # -- events, timings and usage ---------------------------------------------------------------
@@ -510,11 +510,11 @@ async def test_timings_are_recorded_per_step_with_retries_and_for_the_run(
     model.steps = 1
     server.reply_with(model)
     run = await engine.steps(QUESTION)
-    first, second, third = run.steps
+    first, second, third = run.result.steps
     assert first.seconds >= 0.05 and third.seconds >= 0.05
     assert second.attempts == 2 and second.seconds >= 0.10
-    assert run.final.seconds >= 0.05
-    assert run.seconds >= sum(s.seconds for s in run.steps) + run.final.seconds
+    assert run.result.final.seconds >= 0.05
+    assert run.seconds >= sum(s.seconds for s in run.result.steps) + run.result.final.seconds
 
 
 async def test_usage_is_recorded_per_step_with_retries_and_summed_for_the_run(
@@ -526,9 +526,9 @@ async def test_usage_is_recorded_per_step_with_retries_and_summed_for_the_run(
     server.reply_with(Model(usage=usage))
     run = await engine.steps(QUESTION)
     one = Usage(**usage)
-    assert run.steps[0].usage == one + one
-    assert run.steps[1].usage == one and run.steps[2].usage == one
-    assert run.final.usage == one
+    assert run.result.steps[0].usage == one + one
+    assert run.result.steps[1].usage == one and run.result.steps[2].usage == one
+    assert run.result.final.usage == one
     assert run.usage == Usage(prompt_tokens=500, completion_tokens=50, total_tokens=550)
 
 
@@ -550,7 +550,7 @@ async def test_each_attempt_is_in_the_call_log(server: FakeServer, engine: Engin
 async def test_engine_stream_runs_steps_by_name(server: FakeServer, engine: Engine):
     server.reply_with(Model())
     run = await engine.run("steps", QUESTION, max_steps=3)
-    assert run.mode == "steps" and len(run.steps) == 3
+    assert run.mode == "steps" and len(run.result.steps) == 3
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -649,10 +649,10 @@ async def test_a_reply_that_can_be_mended_goes_on_without_asking_again(
     run = await engine.steps(QUESTION)
     assert run.ok
     assert len(server.requests) == 4  # three steps and the answer: nothing asked twice
-    step = run.steps[0]
+    step = run.result.steps[0]
     assert (step.title, step.content, step.next_action) == (title, content, next_action)
     assert step.attempts == 1 and step.repaired
-    assert not run.steps[1].repaired
+    assert not run.result.steps[1].repaired
     # The mended step, not the broken text, is what later steps are given.
     assert assistant_steps(server.requests[1])[0] == {
         "title": title,
@@ -682,7 +682,7 @@ async def test_a_provider_rejection_is_mended_from_its_failed_generation(
     server.reply_with(model)
     run = await engine.steps(QUESTION)
     assert run.ok and len(server.requests) == 4
-    assert (run.steps[0].title, run.steps[0].repaired) == ("t", True)
+    assert (run.result.steps[0].title, run.result.steps[0].repaired) == ("t", True)
 
 
 class BrokenThird:
@@ -787,7 +787,7 @@ async def test_a_step_cut_off_by_its_budget_is_asked_again_with_a_larger_one(
     # The retry asks with twice the budget, and the later steps start from there.
     assert budgets == [1024, 2048, 2048, 2048, 4096]
     assert "cut off by its budget of 1,024 tokens" in server.requests[1].user
-    assert run.steps[0].attempts == 2
+    assert run.result.steps[0].attempts == 2
 
 
 async def test_a_cut_off_step_that_cannot_get_more_room_is_asked_to_be_brief_once(
@@ -890,7 +890,7 @@ async def test_a_grammar_bound_server_closes_a_runaway_step_before_its_budget():
             engine.client.schema_lengths = True  # as the local provider's client says
             run = await engine.steps(QUESTION, min_steps=2, max_steps=2)
     assert run.ok, run.error
-    first = run.steps[0]
+    first = run.result.steps[0]
     assert (first.attempts, first.repaired) == (1, False)
     limit = server.requests[0].json_schema["properties"]["content"]["maxLength"]
     assert counting.startswith(first.content) and len(first.content) <= limit

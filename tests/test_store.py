@@ -44,7 +44,7 @@ async def test_a_saved_run_reads_back_equal(server: FakeServer):
     assert back == run
     assert back.calls[1].messages == run.calls[1].messages
     assert back.calls[0].reply == FIRST_TURN
-    assert back.synthesis is not None and back.usage.total_tokens > 0
+    assert back.result.synthesis is not None and back.usage.total_tokens > 0
 
 
 async def test_every_run_is_saved_by_default_under_llamaberry_home(server: FakeServer, tmp_path):
@@ -76,7 +76,7 @@ async def test_a_failed_run_keeps_its_finished_turns(server: FakeServer):
         [run] = store.runs()
     assert run.status == "failed"
     assert run.error.startswith("Turn 2 failed")
-    assert [t.answer for t in run.turns] == ["3"]
+    assert [t.answer for t in run.result.turns] == ["3"]
     assert run.calls[0].reply == FIRST_TURN
 
 
@@ -92,7 +92,7 @@ async def test_a_cancelled_run_is_saved_with_what_finished(server: FakeServer):
     with Store() as store:
         [run] = store.runs()
     assert run.status == "cancelled"
-    assert len(run.turns) == 1
+    assert len(run.result.turns) == 1
 
 
 async def test_no_api_key_in_the_database_file(server: FakeServer, tmp_path):
@@ -216,7 +216,7 @@ def test_markdown_shows_question_answer_and_each_turn(tmp_path):
     from llamaberry.core.results import Turn
 
     run = make_run("refine", "Why?", answer="Because.", status="ok")
-    run.turns = [Turn(index=1, content="## Answer\nBecause.", answer="Because.")]
+    run.result.turns = [Turn(index=1, content="## Answer\nBecause.", answer="Because.")]
     text = run_markdown(run)
     assert text.startswith(f"# refine run {run.id}")
     assert text.index("## Question") < text.index("## Answer") < text.index("## Turn 1")

@@ -54,9 +54,9 @@ async def test_thinking_is_kept_on_each_turn_and_never_in_content_answers_or_req
     server.reply_with(thinking_script(form))
     async with Engine(provider=provider, api_key="k", base_url=base_url(server, provider)) as e:
         run = await e.refine("How many r in strawberry?", turns=2)
-    assert [turn.thinking for turn in run.turns] == [f"{THOUGHT} 1", f"{THOUGHT} 2"]
-    assert run.synthesis is not None and run.synthesis.thinking == f"{THOUGHT} 3"
-    for part in [*run.turns, run.synthesis]:
+    assert [turn.thinking for turn in run.result.turns] == [f"{THOUGHT} 1", f"{THOUGHT} 2"]
+    assert run.result.synthesis is not None and run.result.synthesis.thinking == f"{THOUGHT} 3"
+    for part in [*run.result.turns, run.result.synthesis]:
         assert "SECRET" not in part.content and "think>" not in part.content
         assert "SECRET" not in part.answer
     assert run.answer == 'There are 3 r\'s in "strawberry".'
@@ -76,7 +76,7 @@ async def test_thinking_streams_as_its_own_events_before_the_reply(
     assert len(thinking) > 1  # streamed piece by piece, not whole at the end
     assert "".join(ev.text for ev in thinking) == f"{THOUGHT} 1"
     assert events.index(thinking[-1]) < events.index(text[0])
-    assert "".join(ev.text for ev in text) == events[-1].run.turns[0].content  # type: ignore[union-attr]
+    assert "".join(ev.text for ev in text) == events[-1].run.result.turns[0].content  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -94,10 +94,10 @@ async def test_thinking_around_json_steps_is_kept_apart_from_the_step(
     server.enqueue(*replies, Reply("Three.", reasoning=f"{THOUGHT} 4", thinking_as=form))
     async with Engine(provider=provider, api_key="k", base_url=base_url(server, provider)) as e:
         run = await e.steps("How many r in strawberry?")
-    assert [step.thinking for step in run.steps] == [f"{THOUGHT} {n}" for n in (1, 2, 3)]
-    assert run.final is not None and run.final.thinking == f"{THOUGHT} 4"
+    assert [step.thinking for step in run.result.steps] == [f"{THOUGHT} {n}" for n in (1, 2, 3)]
+    assert run.result.final is not None and run.result.final.thinking == f"{THOUGHT} 4"
     assert run.answer == "Three."
-    assert all("SECRET" not in step.content for step in run.steps)
+    assert all("SECRET" not in step.content for step in run.result.steps)
     assert_never_sent_back(server)
 
 
@@ -106,7 +106,7 @@ async def test_reasoning_tokens_are_counted_per_call_and_summed(server: FakeServ
     async with Engine(api_key="k", base_url=server.groq_base_url) as engine:
         run = await engine.refine("How many r in strawberry?", turns=2)
     words = len(f"{THOUGHT} 1".split())
-    assert [turn.usage.reasoning_tokens for turn in run.turns] == [words, words]
+    assert [turn.usage.reasoning_tokens for turn in run.result.turns] == [words, words]
     assert run.usage.reasoning_tokens == 3 * words
     assert run.usage.completion_tokens > run.usage.reasoning_tokens
 
@@ -189,7 +189,7 @@ async def test_collect_keeps_thinking_in_the_history(server: FakeServer, tmp_pat
     async with Engine(api_key="k", base_url=server.groq_base_url, history=store) as engine:
         run = await collect(engine.single_stream("q"))
     saved = Store(tmp_path / "h.db").get(run.id)
-    assert saved.turns[0].thinking == f"{THOUGHT} 1"
+    assert saved.result.turns[0].thinking == f"{THOUGHT} 1"
     assert saved.calls[0].thinking == f"{THOUGHT} 1"
 
 

@@ -63,9 +63,9 @@ async def test_the_run_timeout_stops_a_run_and_keeps_what_finished(server, provi
     run = failure.value.run
     assert run.status == "failed" and run.error_kind == "timeout"
     assert "--run-timeout" in run.error
-    assert len(run.turns) >= 1
-    assert run.turns[0].content.startswith(FIRST_TURN[:20])
-    assert run.synthesis is None
+    assert len(run.result.turns) >= 1
+    assert run.result.turns[0].content.startswith(FIRST_TURN[:20])
+    assert run.result.synthesis is None
     assert "CancelledError" not in run.model_dump_json()
 
 

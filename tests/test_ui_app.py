@@ -17,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import gradio as gr
 import pytest
@@ -638,6 +638,9 @@ class EchoOptions(Options):
 
 
 class Echo(CallResult):
+    # A call says its own kind: a reopened run's sections are titled by it.
+    kind: ClassVar[str] = "echo"
+
     index: int
 
 

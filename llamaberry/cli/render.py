@@ -46,8 +46,8 @@ def model_line(run: Run) -> str:
 
 def partial_source(run: Run) -> str:
     """Where a partial answer came from: 'turn 4's answer, the run did not finish'."""
-    turn = next((t for t in reversed(run.turns) if t.answer == run.answer), None)
-    where = f"turn {turn.index}'s answer" if turn else "the best answer it had"
+    source = run.result.partial_source(run.answer) if run.answer is not None else None
+    where = f"{source}'s answer" if source else "the best answer it had"
     return f"{where}, the run did not finish"
 
 
@@ -185,12 +185,13 @@ class TerminalView:
 
     def _summary(self, run: Run) -> None:
         self.console.print()
-        if run.steps:
+        steps = [call for call in run.result.call_results() if call.kind == "step"]
+        if steps:
             # The same figure the web UI shows: time spent on the steps, retries included.
-            thinking = sum(step.seconds for step in run.steps)
+            thinking = sum(step.seconds for step in steps)
             self.console.print(
                 f"[bold]Thinking time: {format_duration(thinking)}[/bold] "
-                f"[dim]({len(run.steps)} steps)[/dim]"
+                f"[dim]({len(steps)} steps)[/dim]"
             )
         if run.answer:
             title, border = "[bold]Answer[/bold]", "green"

@@ -1,14 +1,19 @@
 """The typed results every mode produces: usage, turns, steps, the synthesis, and the run.
 
 One schema serves `--json`, the history store and the UI, so these models are the contract
-between the engine and everything that consumes it. A `Run` holds what every run has; its
-`result` is the mode's own result type (declared in the mode's module, see `modes.py`), tagged
-by `mode`.
+between the engine and everything that consumes it. A `Run` holds what every run has and
+nothing of any one mode; its `result` is the mode's own result type, tagged by `mode`, which
+says what the mode's calls were (`call_results`, each call with its `kind` and `index`) and
+what answers the run held on the way (`stages`).
+
+Every mode's result type is declared here, with the schema it is part of, rather than in the
+mode's module: reading a saved or `--json` run back needs only this module, never the code that
+runs the modes (which sits layers above it). A mode defined outside llamaberry registers its
+own result type by subclassing `ModeResult`.
 """
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -28,7 +33,8 @@ Mode = str
 # "interrupted": saved while running by a process that is gone (killed, or the power went).
 Status = Literal["running", "ok", "failed", "cancelled", "interrupted"]
 # What a call is for: "turn", "synthesis", "step", "answer", "sample", "draft"... A mode may
-# name its own kinds; consumers show them through `call_title`.
+# name its own kinds; consumers show them through `call_title`. Each parsed result says its
+# own (`CallResult.kind`).
 CallKind = str
 # Which limit stopped a reply early: the completion-token budget (--max-tokens), the model's
 # context window, or a limit of the server's own it did not name.
@@ -120,7 +126,14 @@ class ReasoningStep(BaseModel):
 
 
 class CallResult(BaseModel):
-    """What every parsed call result has: its text, what it cost, and whether it was cut off."""
+    """What every parsed call result has: its text, what it cost, and whether it was cut off.
+
+    It says which call of its run it is: `kind` (the same kind its events carry) and `index`
+    (its number among the calls of that kind, 1 for a kind a run makes once).
+    """
+
+    # A subclass names its own kind; the same class under another kind is a subclass of it.
+    kind: ClassVar[CallKind] = "call"
 
     content: str = ""
     truncated: bool = False
@@ -132,10 +145,13 @@ class CallResult(BaseModel):
     thinking: str = ""
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
+    # Saved only by the kinds a run makes more than once (they declare `index: int`): a
+    # synthesis or a final answer is always 1, and its saved form has no index.
+    index: int = Field(default=1, exclude=True)
 
     def heading(self) -> str:
-        """How this result is titled in a run's Markdown."""
-        return type(self).__name__
+        """How this result is titled in a run's Markdown: 'Turn 2', 'Synthesis'."""
+        return call_title(self.kind, self.index)
 
     def badge(self) -> str:
         """A few words shown beside the result's title (a self-scored reward), or ''."""
@@ -147,7 +163,9 @@ class CallResult(BaseModel):
 
 
 class Turn(CallResult):
-    """One reasoning turn of the refine mode (or the single reply of the single mode)."""
+    """One reasoning turn of the refine mode."""
+
+    kind: ClassVar[CallKind] = "turn"
 
     index: int
     content: str
@@ -157,13 +175,12 @@ class Turn(CallResult):
     sections: dict[str, str] = Field(default_factory=dict)
     structured: bool = False
 
-    def heading(self) -> str:
-        """'Turn 2'."""
-        return f"Turn {self.index}"
-
 
 class Synthesis(CallResult):
-    """The final call of the refine mode that merges every turn into one answer."""
+    """The final call of the refine mode that merges every turn into one answer (and of the
+    drafts mode, over its drafts)."""
+
+    kind: ClassVar[CallKind] = "synthesis"
 
     content: str
     answer: str
@@ -175,13 +192,11 @@ class Synthesis(CallResult):
     sections: dict[str, str] = Field(default_factory=dict)
     structured: bool = False
 
-    def heading(self) -> str:
-        """'Synthesis'."""
-        return "Synthesis"
-
 
 class Step(CallResult):
     """One validated JSON reasoning step of the steps mode."""
+
+    kind: ClassVar[CallKind] = "step"
 
     index: int
     title: str
@@ -203,6 +218,8 @@ class Step(CallResult):
 class FinalAnswer(CallResult):
     """The plain-text answer that closes a steps run."""
 
+    kind: ClassVar[CallKind] = "answer"
+
     content: str
 
     def heading(self) -> str:
@@ -214,7 +231,9 @@ class ModeResult(BaseModel):
     """A mode's own part of a run; each mode subclasses it with `mode: Literal["its name"]`.
 
     Subclasses register themselves by that name, so a stored or `--json` run is read back
-    into the right type (the `mode` key is the tag).
+    into the right type (the `mode` key is the tag). Its fields hold the mode's parsed calls
+    (`CallResult`s, alone or in lists) in the order the mode makes them, and whatever else
+    the mode works out (vote's tally).
     """
 
     mode: str
@@ -235,11 +254,41 @@ class ModeResult(BaseModel):
     @classmethod
     def type_for(cls, mode: str) -> type[ModeResult]:
         """The result type registered for `mode` (a catch-all for a mode this version lacks)."""
-        if mode not in ModeResult._types:
-            # Loading the registry imports every mode's module, which registers its result.
-            # By name, not by an import statement: the registry's modules import this one.
-            importlib.import_module("llamaberry.modes")
         return ModeResult._types.get(mode, UnknownResult)
+
+    def _calls_by_field(self) -> list[list[CallResult]]:
+        """The parsed calls each field holds, field by field in declared order."""
+        found = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            items = value if isinstance(value, list) else [value]
+            found.append([item for item in items if isinstance(item, CallResult)])
+        return found
+
+    def call_results(self) -> list[CallResult]:
+        """Every parsed call of the run, each with its `kind` and `index`: field by field in
+        declared order, and the calls one field holds by number (calls made at once finish,
+        and are kept, in any order)."""
+        return [
+            item
+            for items in self._calls_by_field()
+            for item in sorted(items, key=lambda item: item.index)
+        ]
+
+    def sections(self) -> list[CallResult]:
+        """The parsed calls worth showing in a run's Markdown, in the order they were kept."""
+        return [item for items in self._calls_by_field() for item in items]
+
+    def stages(self, answer: str | None) -> list[tuple[str, str]]:
+        """Every answer the run held on its way, in order, named by stage ("turn 2",
+        "synthesis"), so eval can score each at no extra call; by default only the run's
+        own `answer`, as "answer"."""
+        return [("answer", answer)] if answer is not None else []
+
+    def partial_source(self, answer: str) -> str | None:
+        """Which call a failed run's partial `answer` was taken from ("turn 4"), where the
+        mode can tell; None otherwise."""
+        return None
 
     def side_by_side(self) -> list[tuple[str, str]]:
         """The answers this result drew independently and at once (vote's samples, drafts'
@@ -252,15 +301,6 @@ class ModeResult(BaseModel):
         agreement), so eval can check that confidence against correctness."""
         return None
 
-    def sections(self) -> list[CallResult]:
-        """The parsed calls worth showing in a run's Markdown, in order."""
-        found: list[CallResult] = []
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            items = value if isinstance(value, list) else [value]
-            found += [item for item in items if isinstance(item, CallResult)]
-        return found
-
 
 class UnknownResult(ModeResult):
     """The result of a mode this version does not know (a newer version saved it): kept as is."""
@@ -268,15 +308,218 @@ class UnknownResult(ModeResult):
     model_config = ConfigDict(extra="allow")
 
 
-# Where the first schema kept each mode's results, flat on the run.
-_LEGACY_KEYS = ("turns", "synthesis", "steps", "final")
+# -- each mode's own result ----------------------------------------------------------------------
+
+
+class SingleReply(Turn):
+    """The single mode's one reply, kept as a turn so it reads like refine's first; as a call
+    it is the run's answer."""
+
+    kind: ClassVar[CallKind] = "answer"
+
+
+class SingleResult(ModeResult):
+    """The one reply, kept as turn 1 so it reads like refine's first turn."""
+
+    mode: Literal["single"] = "single"
+    turns: list[SingleReply] = Field(default_factory=list)
+
+    def sections(self) -> list[CallResult]:
+        """Nothing beyond the answer: the reply is the answer."""
+        return []
+
+
+class RefineResult(ModeResult):
+    """Every turn, then the synthesis that merged them."""
+
+    mode: Literal["refine"] = "refine"
+    turns: list[Turn] = Field(default_factory=list)
+    synthesis: Synthesis | None = None
+
+    def stages(self, answer: str | None) -> list[tuple[str, str]]:
+        """Each turn's answer, then the synthesis's (a run of one turn and no synthesis has
+        only its answer)."""
+        if len(self.turns) < 2 and self.synthesis is None:
+            return super().stages(answer)
+        found = [(f"turn {turn.index}", turn.answer) for turn in self.turns]
+        if self.synthesis is not None:
+            found.append(("synthesis", self.synthesis.answer))
+        return found
+
+    def partial_source(self, answer: str) -> str | None:
+        """The last turn whose answer it is."""
+        turn = next((t for t in reversed(self.turns) if t.answer == answer), None)
+        return f"turn {turn.index}" if turn else None
+
+
+class StepsResult(ModeResult):
+    """The validated steps, then the plain-text final answer."""
+
+    mode: Literal["steps"] = "steps"
+    steps: list[Step] = Field(default_factory=list)
+    final: FinalAnswer | None = None
+
+    def stages(self, answer: str | None) -> list[tuple[str, str]]:
+        """The answer after the steps, as "final"."""
+        if answer is None or not self.steps:
+            return super().stages(answer)
+        return [("final", answer)]
+
+
+class Sample(CallResult):
+    """One independent answer of the vote mode: its text, the answer read from it and what it
+    cost."""
+
+    kind: ClassVar[CallKind] = "sample"
+
+    index: int
+    # The answer as the sample wrote it, and the normalised form votes are counted by
+    # (None when no answer could be read).
+    answer: str | None = None
+    key: str | None = None
+    # 1 for the sample that finished first, 2 for the next...
+    finished: int = 0
+
+    def heading(self) -> str:
+        """'Sample 3: 42'."""
+        return f"Sample {self.index}: {self.answer if self.answer is not None else '(no answer)'}"
+
+
+class VoteResult(ModeResult):
+    """Every sample (in the order they finished), the votes per answer and the agreement."""
+
+    mode: Literal["vote"] = "vote"
+    samples: list[Sample] = Field(default_factory=list)
+    # Answer (as first written) -> how many samples gave it, most votes first.
+    votes: dict[str, int] = Field(default_factory=dict)
+    winner: str | None = None
+    # The winner's count over the samples with a readable answer (None when none had one).
+    agreement: float | None = None
+
+    def side_by_side(self) -> list[tuple[str, str]]:
+        """Each sample's answer as the vote read it, by sample number ("" when it gave none)."""
+        ordered = sorted(self.samples, key=lambda s: s.index)
+        return [(f"sample {s.index}", s.answer or "") for s in ordered]
+
+    confidence_means: ClassVar[str] = (
+        "its agreement, the winning answer's share of the samples that gave a readable answer"
+    )
+
+    def confidence(self) -> float | None:
+        """The agreement: the winner's share of the samples with a readable answer."""
+        return self.agreement
+
+
+class Draft(CallResult):
+    """One independent draft of the drafts mode, as written."""
+
+    kind: ClassVar[CallKind] = "draft"
+
+    index: int
+
+
+class DraftsResult(ModeResult):
+    """Every draft (by number), then the synthesis that merged them."""
+
+    mode: Literal["drafts"] = "drafts"
+    drafts: list[Draft] = Field(default_factory=list)
+    synthesis: Synthesis | None = None
+
+    def side_by_side(self) -> list[tuple[str, str]]:
+        """Each draft, by number; a scorer reads the answer its end states."""
+        return [(f"draft {d.index}", d.content) for d in self.drafts]
+
+    def stages(self, answer: str | None) -> list[tuple[str, str]]:
+        """The synthesis's answer (the drafts are scored side by side)."""
+        if self.synthesis is None:
+            return super().stages(answer)
+        return [("synthesis", self.synthesis.answer)]
+
+
+# What a reflect reward tells the model to do (see `modes.reflect.verdict`).
+Verdict = Literal["go on", "adjust", "go back"]
+# Where a reflect run's answer came from: the <answer> tag, else (when the model wrote none)
+# the text after its last step, else its last step.
+AnswerFrom = Literal["answer", "trailing text", "last step"]
+
+
+class Reflected(CallResult):
+    """A part of a reflect chain with the reflection and the reward the model wrote after it."""
+
+    content: str = ""
+    reflection: str | None = None
+    # 0.0 to 1.0; None when the model gave none (or wrote no number).
+    reward: float | None = None
+    # The reward as the model wrote it ("0.7", "7/10", "Reward: 1.4").
+    reward_written: str | None = None
+    # It was outside 0.0 to 1.0 and was clamped into that range.
+    reward_clamped: bool = False
+    verdict: Verdict | None = None
+
+    def badge(self) -> str:
+        """'reward 0.70 · adjust', or ''."""
+        if self.reward is None:
+            return f"reward unreadable ({self.reward_written!r})" if self.reward_written else ""
+        clamped = f" (written {self.reward_written!r}, clamped)" if self.reward_clamped else ""
+        return f"reward {self.reward:.2f} · {self.verdict}{clamped}"
+
+    def remark(self) -> str:
+        """The reflection, if one was written."""
+        return self.reflection or ""
+
+    def heading(self) -> str:
+        """'Step 3 · reward 0.90 · go on', 'Answer · reward 0.90 · go on'."""
+        badge = self.badge()
+        return super().heading() + (f" · {badge}" if badge else "")
+
+
+class ReflectStep(Reflected):
+    """One step of the chain; `reflection` and `reward` are set on the steps followed by one."""
+
+    kind: ClassVar[CallKind] = "step"
+
+    index: int
+
+
+class ReflectAnswer(Reflected):
+    """The chain's <answer>, with its final reflection and reward."""
+
+    kind: ClassVar[CallKind] = "answer"
+
+
+class ReflectResult(ModeResult):
+    """The steps (each with any reflection and reward after it), the answer, every reply as
+    it came, and whether the step budget stopped the chain."""
+
+    mode: Literal["reflect"] = "reflect"
+    steps: list[ReflectStep] = Field(default_factory=list)
+    # The <answer> part, when the model wrote one.
+    final: ReflectAnswer | None = None
+    answer_from: AnswerFrom | None = None
+    # The chain went past its step budget and its stream was closed there.
+    budget_stopped: bool = False
+    # Each call's reply exactly as it came (the chain, then the closing call if there was one).
+    raw: list[str] = Field(default_factory=list)
+
+    confidence_means: ClassVar[str] = "the reward the model gave its own answer"
+
+    def confidence(self) -> float | None:
+        """The model's own last reward on its answer (None when it gave none, or no <answer>),
+        so eval can check the self-scored reward against correctness."""
+        return self.final.reward if self.final is not None else None
+
+    def stages(self, answer: str | None) -> list[tuple[str, str]]:
+        """The answer after the steps, as "final"."""
+        if answer is None or not self.steps:
+            return super().stages(answer)
+        return [("final", answer)]
 
 
 class Run(BaseModel):
     """A whole run of one mode on one question: what finished, what it cost, how it ended.
 
-    `result` is the mode's own result (`RefineResult`, `StepsResult`...). `turns`, `synthesis`,
-    `steps` and `final` read (and write) it for the modes that have them.
+    `result` is the mode's own result (`RefineResult`, `StepsResult`...): its turns, steps,
+    synthesis, samples... A run knows nothing of any one mode.
     """
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -316,13 +559,14 @@ class Run(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _nest_result(cls, data: Any) -> Any:
-        # Runs saved before results were per mode (and callers that still pass `turns=` and
-        # friends) keep those fields flat: they move into the mode's result.
+        # Runs saved before results were per mode (and callers that pass `turns=` and the
+        # like) keep the mode's fields flat beside the run's: whatever is not a run's field
+        # moves into the mode's result.
         if isinstance(data, dict):
             data = dict(data)
             result = data.get("result")
             if result is None:
-                result = {key: data.pop(key) for key in _LEGACY_KEYS if key in data}
+                result = {key: data.pop(key) for key in list(data) if key not in cls.model_fields}
             if isinstance(result, dict) and "mode" not in result:
                 result = {"mode": data.get("mode"), **result}
             data["result"] = result
@@ -344,42 +588,6 @@ class Run(BaseModel):
     def ok(self) -> bool:
         """True when the run finished without error."""
         return self.status == "ok"
-
-    @property
-    def turns(self) -> list[Turn]:
-        """The reasoning turns, for modes that have them (else empty)."""
-        return getattr(self.result, "turns", [])
-
-    @turns.setter
-    def turns(self, value: list[Turn]) -> None:
-        self.result.turns = value  # type: ignore[attr-defined]
-
-    @property
-    def synthesis(self) -> Synthesis | None:
-        """The synthesis call's result, for modes that end in one."""
-        return getattr(self.result, "synthesis", None)
-
-    @synthesis.setter
-    def synthesis(self, value: Synthesis | None) -> None:
-        self.result.synthesis = value  # type: ignore[attr-defined]
-
-    @property
-    def steps(self) -> list[Step]:
-        """The validated JSON steps, for modes that have them (else empty)."""
-        return getattr(self.result, "steps", [])
-
-    @steps.setter
-    def steps(self, value: list[Step]) -> None:
-        self.result.steps = value  # type: ignore[attr-defined]
-
-    @property
-    def final(self) -> FinalAnswer | None:
-        """The closing plain-text answer call, for modes that have one."""
-        return getattr(self.result, "final", None)
-
-    @final.setter
-    def final(self, value: FinalAnswer | None) -> None:
-        self.result.final = value  # type: ignore[attr-defined]
 
     def public_dict(self) -> dict[str, object]:
         """The run as `--json` shows it: everything but the raw call log."""

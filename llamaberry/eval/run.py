@@ -96,10 +96,7 @@ def _modes_and_options(
     chosen = registry.check(registry.default_names() if modes is None else modes)
     given = {k: v for k, v in options.items() if v is not None}
     registry.check_defaults(given)
-    own = {
-        mode: {k: v for k, v in given.items() if k in registry.get(mode).options.model_fields}
-        for mode in chosen
-    }
+    own = {mode: registry.own_options(mode, given) for mode in chosen}
     return chosen, own
 
 
@@ -227,18 +224,9 @@ def _refused(item: Item, mode: Mode, error: str, *, status: str = "failed") -> I
 
 def stage_answers(run: Run) -> list[tuple[str, str]]:
     """Every answer a run held on its way, in order, named by stage: each turn's answer and
-    the synthesis's for refine, the final answer for steps, the one reply for single. Generic
-    over whatever turns, synthesis and final answer a mode's result has."""
-    found: list[tuple[str, str]] = []
-    turns = getattr(run, "turns", None) or []
-    if len(turns) > 1 or getattr(run, "synthesis", None) is not None:
-        found += [(f"turn {turn.index}", turn.answer) for turn in turns]
-    synthesis = getattr(run, "synthesis", None)
-    if synthesis is not None:
-        found.append(("synthesis", synthesis.answer))
-    if not found and run.answer is not None:
-        found.append(("final" if getattr(run, "steps", None) else "answer", run.answer))
-    return found
+    the synthesis's for refine, the final answer for steps, the one reply for single. Each
+    mode's result names its own stages (`ModeResult.stages`)."""
+    return run.result.stages(run.answer)
 
 
 def _scored(answers: list[tuple[str, str]], item: Item) -> list[StageScore]:

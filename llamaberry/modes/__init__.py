@@ -1,7 +1,8 @@
 """The registry of modes. Each mode is declared once, in its own module, as a `ModeSpec`
-(name, description, options model, runner, result type); this list is the one place that
-names them. The engine, the CLI's `--mode` and option flags, compare, eval, the history
-filters and the web UI all read it.
+(name, description, options model, runner, and its result type, which lives with the schema in
+`core.results`); this list is the one place that names them. The engine, the CLI's `--mode`
+and option flags, compare, eval, the serve endpoint, the history filters and the web UI all
+read it.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def option_fields() -> dict[str, tuple[FieldInfo, list[str]]]:
             else:
                 found[option] = (field, [name])
     return found
+
+
+def own_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options in `options` that mode `name` takes (those its options model declares);
+    an engine's defaults, a compare or an eval hold every mode's options at once."""
+    taken = get(name).options.model_fields
+    return {option: value for option, value in options.items() if option in taken}
 
 
 def options_for(

@@ -6,14 +6,13 @@ every draft and answers in the same five sections as refine's synthesis.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from pydantic import Field
 
 from llamaberry.core.errors import LlamaberryError
 from llamaberry.core.events import CallFinished
 from llamaberry.core.options import Options
-from llamaberry.core.results import CallResult, ModeResult, Synthesis
+from llamaberry.core.results import Draft, DraftsResult
 from llamaberry.modes import prompts
 from llamaberry.modes.refine import synthesis_from
 from llamaberry.run.merge import merge
@@ -27,28 +26,6 @@ class DraftsOptions(Options):
     """How many drafts the synthesis is given."""
 
     drafts: int = Field(3, ge=1, le=10, description="Independent drafts before the synthesis.")
-
-
-class Draft(CallResult):
-    """One independent draft, as written."""
-
-    index: int
-
-    def heading(self) -> str:
-        """'Draft 2'."""
-        return f"Draft {self.index}"
-
-
-class DraftsResult(ModeResult):
-    """Every draft (by number), then the synthesis that merged them."""
-
-    mode: Literal["drafts"] = "drafts"
-    drafts: list[Draft] = Field(default_factory=list)
-    synthesis: Synthesis | None = None
-
-    def side_by_side(self) -> list[tuple[str, str]]:
-        """Each draft, by number; a scorer reads the answer its end states."""
-        return [(f"draft {d.index}", d.content) for d in self.drafts]
 
 
 async def drafts(ctx: RunContext, options: DraftsOptions) -> AsyncIterator:

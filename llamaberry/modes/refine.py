@@ -10,14 +10,14 @@ by step until the call fits), and the run says so.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from llamaberry.core.errors import LlamaberryError
 from llamaberry.core.events import CallFinished
 from llamaberry.core.options import Options
-from llamaberry.core.results import Message, ModeResult, Run, Synthesis, Turn
+from llamaberry.core.results import Message, RefineResult, Run, Synthesis, Turn
 from llamaberry.modes import prompts
 from llamaberry.modes.parsing import parse_synthesis, parse_turn
 from llamaberry.run.runner import CallReply, ModeSpec, RunContext, to_messages
@@ -37,14 +37,6 @@ class RefineOptions(Options):
     )
 
 
-class RefineResult(ModeResult):
-    """Every turn, then the synthesis that merged them."""
-
-    mode: Literal["refine"] = "refine"
-    turns: list[Turn] = Field(default_factory=list)
-    synthesis: Synthesis | None = None
-
-
 async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
     """Yield the events of a refine run: `options.turns` turns and a synthesis.
 
@@ -53,6 +45,7 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
     because the fifth did not fit.
     """
     # One generator, not a wrapper around another: every streamed event passes through each.
+    result: RefineResult = ctx.result
     try:
         question = ctx.run.question
         texts: list[str] = []
@@ -63,7 +56,7 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
             else:
                 messages = to_messages(prompts.later_turn_messages(question, texts))
                 condensed = _condensed(
-                    question, ctx.run.turns, prompts.condensed_later_turn_messages
+                    question, result.turns, prompts.condensed_later_turn_messages
                 )
             async for event in ctx.call("turn", index, messages, condensed=condensed):
                 yield event
@@ -71,23 +64,23 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
             assert reply is not None
             # The thinking is kept on the turn, never in `texts` sent onwards.
             turn = parse_turn(index, reply.text).model_copy(update=reply.result_fields())
-            ctx.run.turns.append(turn)
+            result.turns.append(turn)
             texts.append(reply.text)
             yield CallFinished(kind="turn", index=index, result=turn)
 
         messages = to_messages(prompts.synthesis_messages(question, texts))
-        condensed = _condensed(question, ctx.run.turns, prompts.condensed_synthesis_messages)
+        condensed = _condensed(question, result.turns, prompts.condensed_synthesis_messages)
         async for event in ctx.call("synthesis", 1, messages, condensed=condensed):
             yield event
         reply = ctx.reply
         assert reply is not None
         synthesis = synthesis_from(reply)
-        ctx.run.synthesis = synthesis
+        result.synthesis = synthesis
         ctx.run.answer = synthesis.answer
         yield CallFinished(kind="synthesis", index=1, result=synthesis)
     except LlamaberryError:
         if ctx.run.answer is None:
-            fallback = best_turn_answer(ctx.run.turns)
+            fallback = best_turn_answer(result.turns)
             if fallback is not None:
                 ctx.run.answer, ctx.run.partial = fallback, True
         raise
@@ -118,7 +111,8 @@ def _condensed(question: str, turns: Sequence[Turn], prompt: Prompt) -> Iterator
 
 def first_turn(run: Run) -> list[tuple[str, Any]]:
     """Turn 1 is a structured single-pass answer in its own right: compare shows it too."""
-    return [("refine turn 1", run.turns[0])] if run.turns else []
+    turns = run.result.turns if isinstance(run.result, RefineResult) else []
+    return [("refine turn 1", turns[0])] if turns else []
 
 
 MODE = ModeSpec(

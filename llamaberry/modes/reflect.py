@@ -20,14 +20,21 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from llamaberry.core.errors import InvalidReplyError
 from llamaberry.core.events import CallFinished, CallStarted, TextDelta, TextReset, ThinkingDelta
 from llamaberry.core.options import Options
-from llamaberry.core.results import CallResult, ModeResult, cut_off_line
+from llamaberry.core.results import (
+    ReflectAnswer,
+    Reflected,
+    ReflectResult,
+    ReflectStep,
+    Verdict,
+    cut_off_line,
+)
 from llamaberry.modes import prompts
 from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 
@@ -39,11 +46,6 @@ CHAIN = "chain"
 # adjust; below it, go back.
 GO_ON = 0.8
 ADJUST = 0.5
-
-Verdict = Literal["go on", "adjust", "go back"]
-# Where a run's answer came from: the <answer> tag, else (when the model wrote none) the text
-# after its last step, else its last step.
-AnswerFrom = Literal["answer", "trailing text", "last step"]
 
 
 class ReflectOptions(Options):
@@ -60,73 +62,6 @@ def verdict(reward: float | None) -> Verdict | None:
     if reward is None:
         return None
     return "go on" if reward >= GO_ON else "adjust" if reward >= ADJUST else "go back"
-
-
-class Reflected(CallResult):
-    """A part of the chain with the reflection and the reward the model wrote after it."""
-
-    content: str = ""
-    reflection: str | None = None
-    # 0.0 to 1.0; None when the model gave none (or wrote no number).
-    reward: float | None = None
-    # The reward as the model wrote it ("0.7", "7/10", "Reward: 1.4").
-    reward_written: str | None = None
-    # It was outside 0.0 to 1.0 and was clamped into that range.
-    reward_clamped: bool = False
-    verdict: Verdict | None = None
-
-    def badge(self) -> str:
-        """'reward 0.70 · adjust', or ''."""
-        if self.reward is None:
-            return f"reward unreadable ({self.reward_written!r})" if self.reward_written else ""
-        clamped = f" (written {self.reward_written!r}, clamped)" if self.reward_clamped else ""
-        return f"reward {self.reward:.2f} · {self.verdict}{clamped}"
-
-    def remark(self) -> str:
-        """The reflection, if one was written."""
-        return self.reflection or ""
-
-
-class ReflectStep(Reflected):
-    """One step of the chain; `reflection` and `reward` are set on the steps followed by one."""
-
-    index: int
-
-    def heading(self) -> str:
-        """'Step 3 · reward 0.90 · go on'."""
-        badge = self.badge()
-        return f"Step {self.index}" + (f" · {badge}" if badge else "")
-
-
-class ReflectAnswer(Reflected):
-    """The chain's <answer>, with its final reflection and reward."""
-
-    def heading(self) -> str:
-        """'Answer · reward 0.90 · go on'."""
-        badge = self.badge()
-        return "Answer" + (f" · {badge}" if badge else "")
-
-
-class ReflectResult(ModeResult):
-    """The steps (each with any reflection and reward after it), the answer, every reply as
-    it came, and whether the step budget stopped the chain."""
-
-    mode: Literal["reflect"] = "reflect"
-    steps: list[ReflectStep] = Field(default_factory=list)
-    # The <answer> part, when the model wrote one.
-    final: ReflectAnswer | None = None
-    answer_from: AnswerFrom | None = None
-    # The chain went past its step budget and its stream was closed there.
-    budget_stopped: bool = False
-    # Each call's reply exactly as it came (the chain, then the closing call if there was one).
-    raw: list[str] = Field(default_factory=list)
-
-    confidence_means: ClassVar[str] = "the reward the model gave its own answer"
-
-    def confidence(self) -> float | None:
-        """The model's own last reward on its answer (None when it gave none, or no <answer>),
-        so eval can check the self-scored reward against correctness."""
-        return self.final.reward if self.final is not None else None
 
 
 # -- reading the chain --------------------------------------------------------------------------
@@ -212,7 +147,30 @@ def read_chain(text: str, *, final: bool = True, tagged: bool | None = None) -> 
     """
     # Blanked rather than removed, so every position found is a position in `text`.
     text = _COUNT.sub(lambda match: " " * len(match.group()), text)
-    markers: list[tuple[int, int, str, bool]] = []  # (start, end, tag, closing)
+    markers = _markers(text, tagged)
+    chain = Chain(tagged=bool(markers))
+    if not markers:
+        chain.trailing = text.strip()
+        return chain
+    walk = _ChainWalk(text, chain, final)
+    for marker in markers:
+        walk.take(*marker)
+    walk.end()
+    for part in chain.parts[:-1]:
+        part.complete = True
+    if final and chain.parts:
+        chain.parts[-1].complete = True
+    return chain
+
+
+# Where a tag or label begins and ends, its tag ("label:step" for a label), whether it closes.
+_Marker = tuple[int, int, str, bool]
+
+
+def _markers(text: str, tagged: bool | None) -> list[_Marker]:
+    """The tags and labels in `text`, in order. Labels other than a "Reward:" line count
+    only in a reply without tags (`tagged`; None: whether `text` has any)."""
+    markers: list[_Marker] = []
     for match in _CHAIN_TAG.finditer(text):
         markers.append(
             (match.start(), match.end(), match.group("tag").lower(), bool(match.group("close")))
@@ -226,21 +184,73 @@ def read_chain(text: str, *, final: bool = True, tagged: bool | None = None) -> 
         # A label is an opening with no closing: it runs to the next part (a reward to its line's end).
         markers.append((match.start(), match.end(), f"label:{tag}", False))
     markers.sort()
-    chain = Chain(tagged=bool(markers))
-    if not markers:
-        chain.trailing = text.strip()
-        return chain
+    return markers
 
-    # (tag, where its content starts, where its marker starts) of the element being read.
-    current: tuple[str, int, int] | None = None
-    outside_from = 0  # where text outside any element began
 
-    def close(tag: str, begin: int, body: str, whole: bool) -> None:
+class _ChainWalk:
+    """Reads a chain's parts out of its text, one marker at a time, into `chain`."""
+
+    def __init__(self, text: str, chain: Chain, final: bool) -> None:
+        self.text = text
+        self.chain = chain
+        self.final = final
+        # (tag, where its content starts, where its marker starts) of the element being read.
+        self.current: tuple[str, int, int] | None = None
+        self.outside_from = 0  # where text outside any element began
+        self.position = 0  # markers before this were read as part of an element
+
+    def take(self, start: int, end: int, tag: str, closing: bool) -> None:
+        """Read the marker at `start`..`end`."""
+        if start < self.position:
+            return  # a label inside a tag already read
+        label = tag.startswith("label:")
+        tag = tag.removeprefix("label:")
+        if self.current is not None:
+            open_tag, body_start, begin = self.current
+            self._close(open_tag, begin, self.text[body_start:start], True)
+            if closing and tag == open_tag:
+                self.current, self.outside_from, self.position = None, end, end
+                return
+            # A new part (or a closing tag that is not ours) ended the open one.
+            self.current, self.outside_from = None, start
+        if closing:
+            if tag == "step" and self.text[self.outside_from : start].strip():
+                # Its opening tag was left out.
+                self._close("step", self.outside_from, self.text[self.outside_from : start], True)
+            self.outside_from = self.position = end
+        elif label and tag == "reward":
+            self._reward_line(start, end)
+        else:
+            self.current, self.position = (tag, end, start), end
+
+    def end(self) -> None:
+        """The text has ended: close what is open, or keep the text after the last part."""
+        if self.current is not None:
+            open_tag, body_start, begin = self.current
+            # An element cut off mid-way: what it had is kept, but only a final read trusts it.
+            self._close(open_tag, begin, self.text[body_start:], self.final)
+        else:
+            self.chain.trailing = _CHAIN_TAG.sub("", self.text[self.outside_from :]).strip()
+
+    def _reward_line(self, start: int, end: int) -> None:
+        """A "Reward:" label: the reward runs to its line's end."""
+        line_end = self.text.find("\n", end)
+        if line_end < 0 and not self.final:
+            self.current = ("reward", end, start)  # the line may go on
+            self.position = end
+            return
+        line_end = len(self.text) if line_end < 0 else line_end
+        self._close("reward", start, self.text[end:line_end], True)
+        self.current, self.outside_from, self.position = None, line_end, line_end
+
+    def _close(self, tag: str, begin: int, body: str, whole: bool) -> None:
+        """An element has been read: a part of its own, or the reflection or reward of the
+        part before it."""
         body = _CHAIN_TAG.sub("", body).strip() if tag != "reward" else body.strip()
         if tag in ("step", "answer"):
-            chain.parts.append(ChainPart(kind=tag, content=body, start=begin))  # type: ignore[arg-type]
+            self.chain.parts.append(ChainPart(kind=tag, content=body, start=begin))  # type: ignore[arg-type]
             return
-        last = chain.parts[-1] if chain.parts else None
+        last = self.chain.parts[-1] if self.chain.parts else None
         if last is None:
             return
         if tag == "reflection":
@@ -248,50 +258,6 @@ def read_chain(text: str, *, final: bool = True, tagged: bool | None = None) -> 
         elif tag == "reward":
             last.reward = body
             last.complete = last.complete or whole
-
-    position = 0
-    for start, end, tag, closing in markers:
-        if start < position:
-            continue  # a label inside a tag already read
-        label = tag.startswith("label:")
-        tag = tag.removeprefix("label:")
-        if current is not None:
-            open_tag, body_start, begin = current
-            if closing and tag == open_tag:
-                close(open_tag, begin, text[body_start:start], True)
-                current, outside_from, position = None, end, end
-                continue
-            # A new part (or a closing tag that is not ours) ends the open one.
-            close(open_tag, begin, text[body_start:start], True)
-            current, outside_from = None, start
-        if closing:
-            if tag == "step" and text[outside_from:start].strip():
-                # Its opening tag was left out.
-                close("step", outside_from, text[outside_from:start], True)
-            outside_from = position = end
-            continue
-        if label and tag == "reward":
-            line_end = text.find("\n", end)
-            if line_end < 0 and not final:
-                current = ("reward", end, start)  # the line may go on
-                position = end
-                continue
-            line_end = len(text) if line_end < 0 else line_end
-            close("reward", start, text[end:line_end], True)
-            current, outside_from, position = None, line_end, line_end
-            continue
-        current, position = (tag, end, start), end
-    if current is not None:
-        open_tag, body_start, begin = current
-        # An element cut off mid-way: what it had is kept, but only a final read trusts it.
-        close(open_tag, begin, text[body_start:], final)
-    else:
-        chain.trailing = _CHAIN_TAG.sub("", text[outside_from:]).strip()
-    for part in chain.parts[:-1]:
-        part.complete = True
-    if final and chain.parts:
-        chain.parts[-1].complete = True
-    return chain
 
 
 def answer_text(text: str) -> str:

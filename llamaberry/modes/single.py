@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
-
-from pydantic import Field
 
 from llamaberry.core.events import CallFinished
 from llamaberry.core.options import Options
-from llamaberry.core.results import ModeResult, Turn
+from llamaberry.core.results import SingleReply, SingleResult
 from llamaberry.modes import prompts
 from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 
 
 class SingleOptions(Options):
     """The single mode has no options: it is the baseline."""
-
-
-class SingleResult(ModeResult):
-    """The one reply, kept as turn 1 so it reads like refine's first turn."""
-
-    mode: Literal["single"] = "single"
-    turns: list[Turn] = Field(default_factory=list)
-
-    def sections(self) -> list:
-        """Nothing beyond the answer: the reply is the answer."""
-        return []
 
 
 async def single(ctx: RunContext, options: SingleOptions | None = None) -> AsyncIterator:
@@ -36,10 +22,11 @@ async def single(ctx: RunContext, options: SingleOptions | None = None) -> Async
         yield event
     reply = ctx.reply
     assert reply is not None
-    turn = Turn(index=1, answer=reply.text.strip(), **reply.result_fields())
-    ctx.run.turns.append(turn)
+    result: SingleResult = ctx.result
+    turn = SingleReply(index=1, answer=reply.text.strip(), **reply.result_fields())
+    result.turns.append(turn)
     ctx.run.answer = turn.answer
-    yield CallFinished(kind="answer", index=1, result=turn)
+    yield CallFinished(kind=turn.kind, index=turn.index, result=turn)
 
 
 MODE = ModeSpec(

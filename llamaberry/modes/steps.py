@@ -21,6 +21,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Literal
 
 import json_repair
@@ -36,7 +37,7 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.options import Options
-from llamaberry.core.results import FinalAnswer, Message, ModeResult, Step, Usage, cut_off_line
+from llamaberry.core.results import FinalAnswer, Message, Step, StepsResult, Usage, cut_off_line
 from llamaberry.modes import prompts
 from llamaberry.providers.errors import JSONValidationError
 from llamaberry.providers.schema import JSONSchema
@@ -120,17 +121,10 @@ class StepsOptions(Options):
         return self
 
 
-class StepsResult(ModeResult):
-    """The validated steps, then the plain-text final answer."""
-
-    mode: Literal["steps"] = "steps"
-    steps: list[Step] = Field(default_factory=list)
-    final: FinalAnswer | None = None
-
-
 async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
     """Yield the events of a steps run: between `min_steps` and `max_steps` steps, then the
     final answer."""
+    result: StepsResult = ctx.result
     min_steps, max_steps = options.min_steps, options.max_steps
     conversation = to_messages(prompts.steps_messages(ctx.run.question, min_steps, max_steps))
     # Shared by the run's steps: once a step needed more room, the later ones start there.
@@ -138,7 +132,7 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
     for index in range(1, max_steps + 1):
         async for event in _step(ctx, index, conversation, budget):
             yield event
-        step = ctx.run.steps[-1]
+        step = result.steps[-1]
         # Only the validated fields go back to the model: never extra keys, never reasoning.
         conversation.append(Message(role="assistant", content=_as_json(step)))
         if index == max_steps:
@@ -165,7 +159,7 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
     reply = ctx.reply
     assert reply is not None
     final = FinalAnswer(**reply.result_fields())
-    ctx.run.final = final
+    result.final = final
     answer = _plain_answer(reply.text)
     if not answer:
         why = f" (it was {cut_off_line(reply.cut_off_by)})" if reply.truncated else ""
@@ -174,72 +168,88 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
     yield CallFinished(kind="answer", index=1, result=final)
 
 
+@dataclass
+class _Attempt:
+    """What one ask for a step brought back, and why it is not usable as sent (the problem is
+    '' until one is found)."""
+
+    text: str = ""
+    thinking: str = ""
+    response_format: str | None = None
+    truncated: bool = False
+    usage: Usage = field(default_factory=Usage)
+    problem: str = ""
+
+
+@dataclass
+class _Retries:
+    """What the re-asks of one step have already tried, so that each changes something."""
+
+    # Whether the re-ask already asks for a short step.
+    brief: bool = False
+    # The last rejected reply, to notice one that repeats.
+    previous: str | None = None
+
+    def change(self, attempt: _Attempt, limit: str | None, budget: _Budget) -> str:
+        """What asking again changes, in words ('' when nothing can change the reply), with
+        the limit that cut `attempt` off added to its problem.
+
+        At temperature 0 the same request brings back the same reply, so a re-ask must
+        change something that can change the outcome.
+        """
+        change = ""
+        if attempt.truncated and limit in ("context", "server"):
+            # More budget cannot help when the context window is what stopped it.
+            attempt.problem += f" (the reply was {cut_off_line(limit)})"
+            if not self.brief:
+                change = "asking for a shorter step"
+            self.brief = True
+        elif attempt.truncated:
+            attempt.problem += f" (the reply was cut off by its budget of {budget.tokens:,} tokens)"
+            if budget.grow():
+                change = f"with a budget of {budget.tokens:,} tokens"
+            elif not self.brief:
+                change = "asking for a shorter step"
+            self.brief = True
+        elif not attempt.text.strip() or attempt.text.strip() != self.previous:
+            change = "with the problem pointed out"
+        self.previous = attempt.text.strip()
+        return change
+
+    def messages(self, index: int, attempt: _Attempt) -> list[Message]:
+        """What a re-ask adds to the conversation: the rejected reply and what was wrong."""
+        # Each retry shows only the latest rejected reply: earlier failures are not worth the
+        # tokens, and they never reach the conversation later steps are given.
+        retry: list[Message] = []
+        if attempt.text.strip():
+            retry.append(Message(role="assistant", content=attempt.text.strip()[:_MAX_ECHO]))
+        problem = prompts.step_retry_message(index, attempt.problem, brief=self.brief)
+        retry.append(Message(role="user", content=problem))
+        return retry
+
+
 async def _step(
     ctx: RunContext, index: int, conversation: list[Message], budget: _Budget
 ) -> AsyncIterator:
-    """Ask for step `index` until a reply validates (appending it to `ctx.run.steps`)."""
+    """Ask for step `index` until a reply validates (appending it to the result's steps)."""
     started = time.perf_counter()
     usage = Usage()
     messages = conversation
     tries = RETRIES_PER_STEP + 1
-    brief = False  # whether the re-ask already asks for a short step
-    previous: str | None = None  # the last rejected reply, to notice one that repeats
+    retries = _Retries()
     attempt = 0
     while True:
         attempt += 1
-        truncated = False
-        try:
-            # A retry is the same step, so consumers see one CallStarted per step.
-            async for event in ctx.call(
-                "step",
-                index,
-                messages,
-                schema=STEP_SCHEMA,
-                max_tokens=budget.tokens,
-                announce=attempt == 1,
-            ):
-                # JSON replies are not streamed: the client yields the whole JSON text as one
-                # delta. Raw JSON is no use to a reader and may not even be a valid step, so
-                # it is held back; the validated step's content is sent below instead. The
-                # model's own thinking is not JSON and goes out as it comes.
-                if isinstance(event, CallStarted | TextReset | CallNote | ThinkingDelta):
-                    yield event
-        except JSONValidationError as error:
-            # The provider refused the reply, but it says what the model wrote: mend that.
-            rejected = error.failed_generation or ""
-            thinking = ""
-            fmt = error.response_format
-            problem = "the provider rejected it as invalid JSON (json_validate_failed)"
-            # A reply that looped until its budget ran out is cut-off JSON, which a provider
-            # refuses; what came before the loop is still a step worth mending and keeping.
-            loop = find_loop(rejected) if ctx.settings.loop_guard else None
-            if loop is not None:
-                rejected = rejected[: loop.kept]
-                ctx.run.calls[-1].looped = True
-                ctx.run.calls[-1].reply = rejected
-                yield ctx.note(
-                    "step",
-                    index,
-                    "looped",
-                    f"Step {index} kept repeating itself until its budget ran out; its text up "
-                    "to the loop is kept.",
-                )
-        else:
-            reply = ctx.reply
-            assert reply is not None
-            usage += reply.usage
-            thinking = reply.thinking
-            rejected, fmt, truncated, problem = (
-                reply.text,
-                reply.response_format,
-                reply.truncated,
-                "",
-            )
-        if rejected.strip():
+        got = _Attempt()
+        # A retry is the same step, so consumers see one CallStarted per step.
+        async for event in _ask(ctx, index, messages, budget, got, announce=attempt == 1):
+            yield event
+        usage += got.usage
+        if got.text.strip():
             try:
-                fields, repaired = _parse_step(rejected)
+                fields, repaired = _parse_step(got.text)
             except _NotAStep as error:
-                problem = f"{problem}: {error}" if problem else str(error)
+                got.problem = f"{got.problem}: {error}" if got.problem else str(error)
             else:
                 step = Step(
                     index=index,
@@ -247,59 +257,85 @@ async def _step(
                     usage=usage,
                     seconds=time.perf_counter() - started,
                     attempts=attempt,
-                    response_format=fmt,
-                    repaired=repaired or bool(problem),
+                    response_format=got.response_format,
+                    repaired=repaired or bool(got.problem),
                     looped=ctx.run.calls[-1].looped,
-                    thinking=thinking,
+                    thinking=got.thinking,
                 )
-                ctx.run.steps.append(step)
+                ctx.result.steps.append(step)
                 # One delta carrying the readable content keeps the promise every mode makes:
                 # a call's deltas add up to its result's content.
                 yield TextDelta(kind="step", index=index, text=step.content)
                 yield CallFinished(kind="step", index=index, result=step)
                 return
-        elif not problem:
-            problem = "it was empty"
+        elif not got.problem:
+            got.problem = "it was empty"
 
-        # Asking again must change something that can change the outcome: at temperature 0
-        # the same request brings back the same reply.
-        change = ""
         limit = ctx.run.calls[-1].cut_off_by if ctx.run.calls else None
-        if truncated and limit in ("context", "server"):
-            # More budget cannot help when the context window is what stopped it.
-            problem += f" (the reply was {cut_off_line(limit)})"
-            if not brief:
-                change = "asking for a shorter step"
-            brief = True
-        elif truncated:
-            problem += f" (the reply was cut off by its budget of {budget.tokens:,} tokens)"
-            if budget.grow():
-                change = f"with a budget of {budget.tokens:,} tokens"
-            elif not brief:
-                change = "asking for a shorter step"
-            brief = True
-        elif not rejected.strip() or rejected.strip() != previous:
-            change = "with the problem pointed out"
+        change = retries.change(got, limit, budget)
         if attempt >= tries or not change:
             break
-        previous = rejected.strip()
         yield TextReset(
             kind="step",
             index=index,
-            reason=f"step {index} was not usable ({problem}); asking again {change} "
+            reason=f"step {index} was not usable ({got.problem}); asking again {change} "
             f"(try {attempt + 1} of {tries})",
         )
-        # Each retry shows only the latest rejected reply: earlier failures are not worth the
-        # tokens, and they never reach the conversation later steps are given.
-        retry: list[Message] = []
-        if rejected.strip():
-            retry.append(Message(role="assistant", content=rejected.strip()[:_MAX_ECHO]))
-        retry.append(
-            Message(role="user", content=prompts.step_retry_message(index, problem, brief=brief))
-        )
-        messages = [*conversation, *retry]
+        messages = [*conversation, *retries.messages(index, got)]
     why = "" if attempt >= tries else " (asking again would not change the reply)"
-    _fail(ctx, f"the model's reply was not a valid step after {attempt} tries{why}: {problem}")
+    _fail(ctx, f"the model's reply was not a valid step after {attempt} tries{why}: {got.problem}")
+
+
+async def _ask(
+    ctx: RunContext,
+    index: int,
+    messages: list[Message],
+    budget: _Budget,
+    got: _Attempt,
+    *,
+    announce: bool,
+) -> AsyncIterator:
+    """Ask once for step `index`, filling in `got` with what came back."""
+    try:
+        async for event in ctx.call(
+            "step",
+            index,
+            messages,
+            schema=STEP_SCHEMA,
+            max_tokens=budget.tokens,
+            announce=announce,
+        ):
+            # JSON replies are not streamed: the client yields the whole JSON text as one
+            # delta. Raw JSON is no use to a reader and may not even be a valid step, so
+            # it is held back; the validated step's content is sent instead. The model's
+            # own thinking is not JSON and goes out as it comes.
+            if isinstance(event, CallStarted | TextReset | CallNote | ThinkingDelta):
+                yield event
+    except JSONValidationError as error:
+        # The provider refused the reply, but it says what the model wrote: mend that.
+        got.text = error.failed_generation or ""
+        got.response_format = error.response_format
+        got.problem = "the provider rejected it as invalid JSON (json_validate_failed)"
+        # A reply that looped until its budget ran out is cut-off JSON, which a provider
+        # refuses; what came before the loop is still a step worth mending and keeping.
+        loop = find_loop(got.text) if ctx.settings.loop_guard else None
+        if loop is not None:
+            got.text = got.text[: loop.kept]
+            ctx.run.calls[-1].looped = True
+            ctx.run.calls[-1].reply = got.text
+            yield ctx.note(
+                "step",
+                index,
+                "looped",
+                f"Step {index} kept repeating itself until its budget ran out; its text up "
+                "to the loop is kept.",
+            )
+    else:
+        reply = ctx.reply
+        assert reply is not None
+        got.usage, got.thinking = reply.usage, reply.thinking
+        got.text, got.response_format = reply.text, reply.response_format
+        got.truncated = reply.truncated
 
 
 def _fail(ctx: RunContext, line: str) -> None:

@@ -12,7 +12,6 @@ gave a readable answer.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -20,7 +19,7 @@ from llamaberry.core import scoring
 from llamaberry.core.errors import LlamaberryError
 from llamaberry.core.events import CallFinished
 from llamaberry.core.options import Options
-from llamaberry.core.results import CallResult, ModeResult
+from llamaberry.core.results import Sample, VoteResult
 from llamaberry.modes import prompts
 from llamaberry.run.merge import merge
 from llamaberry.run.runner import ModeSpec, RunContext, to_messages
@@ -33,47 +32,6 @@ class VoteOptions(Options):
     """How many independent answers are drawn and voted on."""
 
     samples: int = Field(5, ge=1, le=20, description="Independent answers voted on (vote).")
-
-
-class Sample(CallResult):
-    """One independent answer: its text, the answer read from it and what it cost."""
-
-    index: int
-    # The answer as the sample wrote it, and the normalised form votes are counted by
-    # (None when no answer could be read).
-    answer: str | None = None
-    key: str | None = None
-    # 1 for the sample that finished first, 2 for the next...
-    finished: int = 0
-
-    def heading(self) -> str:
-        """'Sample 3: 42'."""
-        return f"Sample {self.index}: {self.answer if self.answer is not None else '(no answer)'}"
-
-
-class VoteResult(ModeResult):
-    """Every sample (in the order they finished), the votes per answer and the agreement."""
-
-    mode: Literal["vote"] = "vote"
-    samples: list[Sample] = Field(default_factory=list)
-    # Answer (as first written) -> how many samples gave it, most votes first.
-    votes: dict[str, int] = Field(default_factory=dict)
-    winner: str | None = None
-    # The winner's count over the samples with a readable answer (None when none had one).
-    agreement: float | None = None
-
-    def side_by_side(self) -> list[tuple[str, str]]:
-        """Each sample's answer as the vote read it, by sample number ("" when it gave none)."""
-        ordered = sorted(self.samples, key=lambda s: s.index)
-        return [(f"sample {s.index}", s.answer or "") for s in ordered]
-
-    confidence_means: ClassVar[str] = (
-        "its agreement, the winning answer's share of the samples that gave a readable answer"
-    )
-
-    def confidence(self) -> float | None:
-        """The agreement: the winner's share of the samples with a readable answer."""
-        return self.agreement
 
 
 def read_answer(text: str) -> tuple[str, str] | None:

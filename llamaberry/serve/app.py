@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from llamaberry.core.errors import LlamaberryError
 from llamaberry.core.results import Run
-from llamaberry.serve.gateway import Gateway, mode_names, mode_options
+from llamaberry.serve.gateway import Gateway, mode_names, mode_options, own_options
 from llamaberry.serve.reply import Reply, SSEResponse
 from llamaberry.serve.schema import (
     ChatRequest,
@@ -162,7 +162,7 @@ async def _read_request(request: Request) -> ChatRequest:
 
 def _check_options(mode: str, options: dict[str, Any]) -> None:
     """400 for a key the mode does not take, naming the options it does take."""
-    unknown = sorted(set(options) - mode_options(mode))
+    unknown = sorted(set(options) - set(own_options(mode, options)))
     if unknown:
         raise ServeError(
             400,

@@ -34,6 +34,13 @@ def mode_options(mode: str) -> frozenset[str]:
     return frozenset(modes.get(mode).options.model_fields)
 
 
+def own_options(mode: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The request's options that `mode` takes (the registry picks them)."""
+    from llamaberry import modes
+
+    return modes.own_options(mode, options)
+
+
 class Gateway:
     """The engines behind the endpoint: one per upstream model and sampling setting.
 

@@ -22,7 +22,7 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.holdback import HoldBack
-from llamaberry.core.results import CallResult, Run, call_title
+from llamaberry.core.results import CallResult, Run, Synthesis, call_title
 from llamaberry.serve.schema import ReasoningField, ServeError, error_for, failed_run_error
 
 # A call of this kind writes the answer itself (single's reply, steps' closing call), so its
@@ -32,7 +32,9 @@ ANSWER_KIND = "answer"
 
 def final_text(run: Run) -> str:
     """What the chat app shows as the reply: the fullest form of the run's answer."""
-    synthesis = run.synthesis
+    synthesis = next(
+        (c for c in reversed(run.result.call_results()) if isinstance(c, Synthesis)), None
+    )
     if synthesis is not None and synthesis.comprehensive_answer:
         full = synthesis.comprehensive_answer.strip()
         concise = (synthesis.concise_answer or "").strip()

@@ -149,8 +149,8 @@ async def engine_events(
 
     `options` are the page's mode options; each mode is given the ones it takes."""
     limiter = LIMITERS.get(settings)
-    fields = registry.get(mode).options.model_fields
-    own = {k: v for k, v in (options or {}).items() if k in fields and v is not None}
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    own = registry.own_options(mode, given)
     async with Engine(settings=settings, history=history or False, limiter=limiter) as engine:
         async for event in engine.stream(mode, question, **own):
             yield event

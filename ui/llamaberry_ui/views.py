@@ -181,29 +181,18 @@ class RunView:
     def from_run(cls, run: Run) -> RunView:
         """The view of a saved run, the same a live one ends with (History reopens runs so).
 
-        Every parsed call in the run's result becomes a section, in the order its fields
-        declare them (turns then the synthesis, samples by number...).
+        Every parsed call in the run's result becomes a section, in the order the result
+        gives them (turns then the synthesis, samples by number...), under the kind and
+        number each call says it has.
         """
         view = cls(mode=run.mode, model=run.model, state="running")
         look = view.look
-        for name in type(run.result).model_fields:
-            value = getattr(run.result, name)
-            items = [
-                i
-                for i in (value if isinstance(value, list) else [value])
-                if isinstance(i, CallResult)
-            ]
-            if all(isinstance(getattr(i, "index", None), int) for i in items):
-                # Concurrent calls are kept in the order they finished; shown by number.
-                items.sort(key=lambda i: getattr(i, "index", 0))
-            kinds = {c.kind for c in run.calls}
-            kind = look.kinds.get(name) or _field_kind(name, kinds, isinstance(value, list))
-            for result in items:
-                index = getattr(result, "index", 1)
-                view.calls.append(
-                    CallView(kind, index, thinking=result.thinking or "", look=look, run_view=view)
-                )
-                view._finish_call(CallFinished(kind=kind, index=index, result=result))
+        for result in run.result.call_results():
+            kind, index = result.kind, result.index
+            view.calls.append(
+                CallView(kind, index, thinking=result.thinking or "", look=look, run_view=view)
+            )
+            view._finish_call(CallFinished(kind=kind, index=index, result=result))
         # The run's notes about calls it does not show as sections (a step budget that
         # stopped the chain); notes about a shown call were drawn in its section live.
         shown_calls = {(c.kind, c.index) for c in view.calls}
@@ -320,7 +309,7 @@ class RunView:
             self._take_synthesis(result)
         elif isinstance(result, FinalAnswer):
             self.answer = result.content.strip()
-        elif isinstance(result, Turn) and event.kind == "answer":
+        elif isinstance(result, Turn) and result.kind == "answer":
             self.answer = result.answer
 
     def _take_synthesis(self, synthesis: Synthesis) -> None:
@@ -645,19 +634,6 @@ def agreement(views: Iterable[RunView]) -> tuple[str, str]:
 
 # -- what each mode shows beyond the generic view --------------------------------------------
 
-# A saved result's fields whose call kind their name does not say.
-_FIELD_KINDS = {"final": "answer"}
-
-
-def _field_kind(name: str, kinds: set[str], many: bool) -> str:
-    """The call kind a result's field holds: the run's call kind it names ("turns" holds
-    "turn" calls, "echoes" "echo", "replies" "reply"), else what `_FIELD_KINDS` says."""
-    for kind in sorted(kinds, key=len, reverse=True):
-        plurals = {kind, f"{kind}s", f"{kind}es", f"{kind[:-1]}ies" if kind.endswith("y") else kind}
-        if name in plurals:
-            return kind
-    return _FIELD_KINDS.get(name) or (name.removesuffix("s") if many else name)
-
 
 @dataclass(frozen=True)
 class ModeView:
@@ -684,8 +660,6 @@ class ModeView:
     title: Callable[[RunView, CallView], str | None] | None = None
     # What a result's remark is, said before it ("Reflection").
     remark: str | None = None
-    # Where a saved result's field does not name its call kind ({"turns": "answer"}).
-    kinds: Mapping[str, str] = field(default_factory=dict)
 
 
 def notes_markdown(view: RunView) -> str:
@@ -857,7 +831,7 @@ def _reflect_summary(view: RunView) -> list[str]:
 
 # The only place in ui/ that names modes: how each is drawn beyond the generic view.
 MODE_VIEWS: dict[str, ModeView] = {
-    "single": ModeView(label="Single answer", kinds={"turns": "answer"}, sections="Reply"),
+    "single": ModeView(label="Single answer", sections="Reply"),
     "refine": ModeView(counted=("turns", "turn"), sections="Turns"),
     "steps": ModeView(sections="Steps", open_kinds=frozenset({"step"}), summary=_steps_summary),
     "vote": ModeView(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from llamaberry.core.redact import redact
 
 if TYPE_CHECKING:
+    from llamaberry.core.json_reply import ResponseFormat
     from llamaberry.core.results import Run
 
 
@@ -148,6 +149,17 @@ class InvalidReplyError(ProviderError):
     """The model kept replying in a form we could not use, after every retry."""
 
     kind = "invalid_reply"
+
+
+class JSONValidationError(ProviderError):
+    """The provider refused its own reply as invalid JSON (`json_validate_failed`)."""
+
+    kind = "invalid_json"
+
+    def __init__(self, message: str, failed_generation: str | None) -> None:
+        super().__init__(message, status_code=400)
+        self.failed_generation = failed_generation
+        self.response_format: ResponseFormat | None = None
 
 
 class RunFailedError(LlamaberryError):

@@ -27,7 +27,7 @@ from typing import Literal
 import json_repair
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llamaberry.core.errors import InvalidReplyError
+from llamaberry.core.errors import InvalidReplyError, JSONValidationError
 from llamaberry.core.events import (
     CallFinished,
     CallNote,
@@ -36,11 +36,10 @@ from llamaberry.core.events import (
     TextReset,
     ThinkingDelta,
 )
+from llamaberry.core.json_reply import JSONSchema
 from llamaberry.core.options import Options
 from llamaberry.core.results import FinalAnswer, Message, Step, StepsResult, Usage, cut_off_line
 from llamaberry.modes import prompts
-from llamaberry.providers.errors import JSONValidationError
-from llamaberry.providers.schema import JSONSchema
 from llamaberry.run.loops import find_loop
 from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 

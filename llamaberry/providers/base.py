@@ -18,7 +18,7 @@ from llamaberry.providers.limits import RateLimiter
 from llamaberry.providers.retries import RetryPolicy
 
 if TYPE_CHECKING:
-    from llamaberry.providers.schema import JSONSchema, ResponseFormat
+    from llamaberry.core.json_reply import JSONSchema, ResponseFormat
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llamaberry.core.errors import (
     AuthenticationError,
     ContextTooLongError,
+    JSONValidationError,
     ModelNotFoundError,
     ProviderError,
     ProviderTimeoutError,
@@ -22,22 +23,10 @@ from llamaberry.core.errors import (
     RateLimitError,
 )
 from llamaberry.providers.limits import parse_duration
-from llamaberry.providers.schema import ResponseFormat
 from llamaberry.providers.streams import StreamErrorEvent
 
 if TYPE_CHECKING:
     import ssl
-
-
-class JSONValidationError(ProviderError):
-    """The provider refused its own reply as invalid JSON (`json_validate_failed`)."""
-
-    kind = "invalid_json"
-
-    def __init__(self, message: str, failed_generation: str | None) -> None:
-        super().__init__(message, status_code=400)
-        self.failed_generation = failed_generation
-        self.response_format: ResponseFormat | None = None
 
 
 class SchemaRefusedError(ProviderError):

@@ -20,12 +20,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from llamaberry.core.errors import (
+    JSONValidationError,
     ModelNotFoundError,
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitError,
 )
+from llamaberry.core.json_reply import JSONSchema, ResponseFormat
 from llamaberry.core.results import Message
 from llamaberry.providers.base import ChatClient, Completion, Delta, Restart, StreamItem, Thinking
 from llamaberry.providers.deadline import Deadline
@@ -38,14 +40,12 @@ from llamaberry.providers.discovery import (
 )
 from llamaberry.providers.errors import (
     Endpoint,
-    JSONValidationError,
     SchemaRefusedError,
     refuses_schema,
     timed_out,
     translate,
 )
 from llamaberry.providers.limits import Slot
-from llamaberry.providers.schema import JSONSchema, ResponseFormat
 from llamaberry.providers.streams import (
     ThinkTags,
     queued_since,

@@ -25,6 +25,7 @@ from llamaberry.core.events import (
     TextReset,
     ThinkingDelta,
 )
+from llamaberry.core.json_reply import JSONSchema, ResponseFormat
 from llamaberry.core.options import Options
 from llamaberry.core.results import (
     Call,
@@ -39,7 +40,6 @@ from llamaberry.core.results import (
 from llamaberry.core.settings import Settings
 from llamaberry.providers.base import ChatClient, Completion, Delta, Restart, Thinking
 from llamaberry.providers.deadline import Deadline
-from llamaberry.providers.schema import JSONSchema, ResponseFormat
 from llamaberry.providers.tokens import estimate_tokens
 from llamaberry.run.context import Fit, context_window, cut_off_by, fit
 from llamaberry.run.loops import LoopGuard, find_loop

@@ -1,8 +1,10 @@
 """Asking for a JSON reply: the `response_format` a request carries, and the schema cut down to
 what a provider's strict mode takes.
 
-Whether the endpoint takes a schema at all is learned from its first refusal (see
-`errors.refuses_schema` and `SDKClient.stream`, which then asks for any JSON object instead).
+A mode asks for a schema (the steps mode's step) and the providers send it, so it lives below
+both. Whether the endpoint takes a schema at all is learned from its first refusal (see
+`providers.errors.refuses_schema` and `SDKClient.stream` in `providers.sdk`, which then asks for
+any JSON object instead).
 """
 
 from __future__ import annotations

@@ -65,6 +65,9 @@ class Usage(BaseModel):
     total_tokens: int = 0
     # Of the completion tokens, those the model spent thinking, where the endpoint says.
     reasoning_tokens: int = 0
+    # Of the prompt tokens, those the server read from its prompt cache instead of evaluating
+    # (a prefix an earlier request had sent), where the server says.
+    cached_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -72,6 +75,7 @@ class Usage(BaseModel):
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
     @classmethod

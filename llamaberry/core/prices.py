@@ -1,0 +1,117 @@
+"""What a run cost in dollars, from genai-prices' table of model prices.
+
+The prices are not ours: `genai-prices` (maintained by the pydantic team) knows each provider's
+models, their input, output and cached-input prices, and when those changed. A run is priced call
+by call at the time it started, cached prompt tokens at the cached-input price where the table has
+one. Where the table does not know the endpoint or the model the answer is `None`, shown as
+"unknown price": never a guess.
+
+Which endpoint: a run that names its `base_url` is priced by the provider that URL belongs to (an
+OpenAI-compatible client pointed at OpenRouter is priced as OpenRouter), or not at all when the URL
+is nobody's in the table (a vLLM or a test server on this machine). Without one, by the provider's
+name. The `local` provider (llama.cpp in this process) is never priced: nobody bills its tokens, and
+the terminal and the web UI say "free (local model)".
+
+genai-prices is imported on the first run that needs a price (it and its table take about a
+second to load on a busy machine), so a run on the local model, and `import llamaberry`, never pay
+for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from llamaberry.core.results import Usage
+
+if TYPE_CHECKING:
+    from llamaberry.core.results import Run
+
+# Our provider names that genai-prices knows by the same id. `local` is deliberately absent.
+PRICED_PROVIDERS = frozenset({"groq", "openai"})
+UNKNOWN = "unknown price"
+FREE = "free (local model)"
+
+
+def price(
+    usage: Usage,
+    provider: str,
+    model: str,
+    *,
+    base_url: str | None = None,
+    when: datetime | None = None,
+) -> float | None:
+    """The dollars `usage` cost on `provider`'s `model` (at `when`), or None when unknown."""
+    if provider not in PRICED_PROVIDERS or not model:
+        return None
+    from genai_prices import Usage as PriceUsage
+    from genai_prices import calc_price
+
+    prompt = max(usage.prompt_tokens, 0)
+    counts = PriceUsage(
+        input_tokens=prompt,
+        cache_read_tokens=min(max(usage.cached_tokens, 0), prompt),
+        output_tokens=max(usage.completion_tokens, 0),
+    )
+    try:
+        if base_url:
+            calc = calc_price(
+                counts, model, provider_api_url=base_url, genai_request_timestamp=when
+            )
+        else:
+            calc = calc_price(counts, model, provider_id=provider, genai_request_timestamp=when)
+    except (LookupError, ValueError):
+        return None
+    return float(calc.total_price)
+
+
+def price_calls(
+    usages: Iterable[Usage],
+    provider: str,
+    model: str,
+    *,
+    base_url: str | None = None,
+    when: datetime | None = None,
+) -> float | None:
+    """The summed price of several calls, each priced alone; None when any is unknown.
+
+    Each call alone, since some prices depend on the size of one request (a long-context tier).
+    """
+    total = 0.0
+    for usage in usages:
+        one = price(usage, provider, model, base_url=base_url, when=when)
+        if one is None:
+            return None
+        total += one
+    return total
+
+
+def run_cost(run: Run) -> float | None:
+    """What `run` cost in dollars, or None when its price is unknown (or it ran locally)."""
+    base_url = run.settings.get("base_url")
+    usages = [call.usage for call in run.calls] or [run.usage]
+    return price_calls(
+        usages,
+        run.provider,
+        run.model,
+        base_url=base_url if isinstance(base_url, str) else None,
+        when=run.started_at,
+    )
+
+
+def dollars(cost: float) -> str:
+    """A cost as a person reads it: '$0.0012', '$0.000058', '$1.23' (two significant digits
+    below a cent)."""
+    if cost <= 0:
+        return "$0"
+    places = max(2, 1 - math.floor(math.log10(cost)))
+    return f"${cost:.{places}f}"
+
+
+def cost_text(cost: float | None, provider: str) -> str:
+    """'$0.0012', 'unknown price', or 'free (local model)' for the local provider."""
+    if cost is not None:
+        return dollars(cost)
+    return FREE if provider == "local" else UNKNOWN

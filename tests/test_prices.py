@@ -1,0 +1,92 @@
+"""A run's cost in dollars: from genai-prices' table, cached input at its own price, never a guess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from llamaberry.core.prices import cost_text, dollars, price, price_calls, run_cost
+from llamaberry.core.results import Call, Message, Run, Usage
+
+WHEN = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def usage(prompt: int, cached: int = 0, completion: int = 100) -> Usage:
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cached_tokens=cached,
+    )
+
+
+def test_a_known_groq_model_is_priced_by_its_input_and_output_tokens():
+    cost = price(usage(1_000_000, completion=0), "groq", "llama-3.1-8b-instant", when=WHEN)
+    more = price(usage(1_000_000, completion=1_000_000), "groq", "llama-3.1-8b-instant", when=WHEN)
+    assert cost is not None and more is not None
+    assert 0 < cost < more
+
+
+def test_cached_input_costs_less_where_the_table_has_a_cached_price():
+    # Groq bills gpt-oss-120b's cached input at half price, and the table says so.
+    fresh = price(usage(10_000), "groq", "openai/gpt-oss-120b", when=WHEN)
+    cached = price(usage(10_000, cached=8_000), "groq", "openai/gpt-oss-120b", when=WHEN)
+    assert fresh is not None and cached is not None
+    assert cached < fresh
+
+
+def test_a_model_or_endpoint_the_table_does_not_know_is_unknown_not_guessed():
+    assert price(usage(1000), "groq", "no-such-model-anywhere", when=WHEN) is None
+    # An OpenAI-compatible server on this machine is nobody's in the table, whatever model it names.
+    local_url = "http://127.0.0.1:8080/v1"
+    assert price(usage(1000), "openai", "gpt-4o-mini", base_url=local_url, when=WHEN) is None
+
+
+def test_the_local_model_is_never_priced():
+    assert price(usage(1000), "local", "SmolLM2-135M-Instruct", when=WHEN) is None
+    assert cost_text(None, "local") == "free (local model)"
+    assert cost_text(None, "groq") == "unknown price"
+
+
+def test_a_base_url_is_priced_as_the_provider_it_belongs_to():
+    by_name = price(usage(5000), "groq", "llama-3.3-70b-versatile", when=WHEN)
+    by_url = price(
+        usage(5000),
+        "openai",  # an OpenAI-compatible client pointed at Groq
+        "llama-3.3-70b-versatile",
+        base_url="https://api.groq.com/openai/v1",
+        when=WHEN,
+    )
+    assert by_name is not None and by_name == by_url
+
+
+def test_a_run_is_priced_call_by_call_and_unknown_if_any_call_is():
+    calls = [usage(3000, cached=2000), usage(1000)]
+    each = [price(u, "groq", "openai/gpt-oss-120b", when=WHEN) for u in calls]
+    total = price_calls(calls, "groq", "openai/gpt-oss-120b", when=WHEN)
+    assert total is not None and None not in each
+    assert abs(total - sum(c for c in each if c is not None)) < 1e-12
+    run = Run(mode="refine", model="openai/gpt-oss-120b", provider="groq", question="q")
+    run.started_at = WHEN
+    run.calls = [
+        Call(kind="turn", index=i, messages=[Message(role="user", content="q")], usage=u)
+        for i, u in enumerate(calls, 1)
+    ]
+    assert run_cost(run) == total
+    run.model = "no-such-model-anywhere"
+    assert run_cost(run) is None
+
+
+def test_dollars_show_two_significant_digits_below_a_cent():
+    assert dollars(0.0012) == "$0.0012"
+    assert dollars(0.000058) == "$0.000058"
+    assert dollars(0.031) == "$0.031"
+    assert dollars(1.234) == "$1.23"
+    assert dollars(0) == "$0"
+
+
+def test_importing_the_package_and_the_price_module_does_not_load_the_price_table():
+    code = "import sys, llamaberry, llamaberry.core.prices\nprint('genai_prices' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

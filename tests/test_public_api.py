@@ -58,7 +58,17 @@ def test_the_engine_takes_exactly_the_endpoint_settings_declared_for_it():
     from llamaberry.core.settings import ENGINE_SETTINGS
 
     params = inspect.signature(llamaberry.Engine.__init__).parameters
-    own = {"self", "turns", "settings", "client", "on_finish", "history", "limiter", "options"}
+    own = {
+        "self",
+        "turns",
+        "settings",
+        "client",
+        "on_finish",
+        "history",
+        "limiter",
+        "limiters",
+        "options",
+    }
     assert set(params) - own == set(ENGINE_SETTINGS)
     assert all(params[name].default is None for name in ENGINE_SETTINGS)
 

@@ -196,9 +196,12 @@ class LimiterPool:
     must pace through one limiter. The key is kept only as part of a digest.
     """
 
-    def __init__(self, *, period: float = 60.0) -> None:
+    def __init__(self, *, period: float = 60.0, size: int = 256) -> None:
         # The window the limiters count over (tests shorten it).
         self.period = period
+        # At most this many are kept (a page or a client can name any model or key): the one
+        # used least recently goes first.
+        self.size = size
         self._limiters: dict[str, RateLimiter] = {}
 
     def get(self, settings: Settings) -> RateLimiter:
@@ -206,9 +209,13 @@ class LimiterPool:
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         identity = f"{settings.provider}|{settings.base_url}|{settings.model}|{key}"
         digest = hashlib.sha256(identity.encode()).hexdigest()
-        limiter = self._limiters.get(digest)
+        limiter = self._limiters.pop(digest, None)
         if limiter is None:
-            limiter = self._limiters[digest] = RateLimiter(
-                rpm=settings.rpm, tpm=settings.tpm, period=self.period
-            )
+            limiter = RateLimiter(rpm=settings.rpm, tpm=settings.tpm, period=self.period)
+            while len(self._limiters) >= self.size:
+                del self._limiters[next(iter(self._limiters))]
+        self._limiters[digest] = limiter  # now the most recently used
         return limiter
+
+    def __len__(self) -> int:
+        return len(self._limiters)

@@ -256,6 +256,9 @@ class RunContext:
             yield self._fitted_note(kind, index, plan)
         json_reply = json_mode or schema is not None
         reading = _Reading(record, plan, self.settings.loop_guard, until)
+        # The run's own sampling settings go with each call (an engine's runs may differ).
+        if temperature is None:
+            temperature = self.settings.temperature
         options = _options(json_mode, schema, plan.sent, temperature)
         stream = self.client.stream(plan.fit.messages, **options)  # type: ignore[arg-type]
         try:
@@ -306,8 +309,9 @@ class RunContext:
         budget = max_tokens or self.settings.max_tokens
         forms = itertools.chain([messages], condensed)
         fitted = fit(forms, window, budget, title=call_title(kind, index))
-        # The budget sent: the call's own, or less where the context window leaves less room.
-        sent = fitted.max_tokens if fitted.max_tokens is not None else max_tokens
+        # The budget sent: the call's own (else the run's), or less where the context window
+        # leaves less room.
+        sent = fitted.max_tokens if fitted.max_tokens is not None else budget
         return _Plan(fitted, window, budget, sent)
 
     def _fitted_note(self, kind: CallKind, index: int, plan: _Plan) -> CallNote:

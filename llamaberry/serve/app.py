@@ -131,8 +131,10 @@ class _Routes:
         options = chat_request.options()
         _check_options(mode, options)
         question = conversation_question(chat_request.messages)
-        engine = self.gateway.engine(chat_request, upstream)
-        events = engine.stream(mode, question, **options)  # type: ignore[arg-type]  # bad input raises here, before a call
+        engine = self.gateway.engine()
+        chosen = self.gateway.run_settings(chat_request, upstream)
+        # Bad input raises here, before a call.
+        events = engine.stream(mode, question, settings=chosen, **options)  # type: ignore[arg-type]
         reply = Reply(chat_request.model, mode, self.reasoning_field)
         if chat_request.stream:
             usage = bool((chat_request.stream_options or {}).get("include_usage"))

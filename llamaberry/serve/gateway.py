@@ -1,14 +1,12 @@
-"""The engines behind the endpoint, one per upstream model and sampling setting, and the modes
-they offer as model names."""
+"""The engine behind the endpoint (every request is a run on it, with its own model and
+sampling settings), and the modes it offers as model names."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from llamaberry.core.errors import InputError, LlamaberryError
+from llamaberry.core.errors import LlamaberryError
 from llamaberry.providers.limits import LimiterPool
 from llamaberry.serve.schema import ChatRequest
 
@@ -42,10 +40,11 @@ def own_options(mode: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 class Gateway:
-    """The engines behind the endpoint: one per upstream model and sampling setting.
+    """The engine behind the endpoint: one for every request, whatever it asks.
 
-    Engines for the same upstream model share one rate limiter, so a burst of requests with
-    different temperatures still paces as one client of that model.
+    A request's upstream model and sampling settings (temperature, max_tokens, reasoning
+    effort) are that run's own settings on the one engine, so requests share its connection
+    pool, its history writer and, per upstream model, one rate limiter.
     """
 
     def __init__(
@@ -58,64 +57,48 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.history = history
-        # Mode options (`turns`...) every engine uses when a request does not give its own.
+        # Mode options (`turns`...) the engine uses when a request does not give its own.
         self.options = dict(options or {})
         # The window the rpm/tpm limits are counted over (tests shorten it).
         self.rate_period = rate_period
-        self._engines: dict[tuple[Any, ...], Engine] = {}
-        self._limiters = LimiterPool(period=rate_period)
+        self._engine: Engine | None = None
         self._models: list[str] | None = None
 
-    def engine(self, request: ChatRequest | None = None, upstream: str | None = None) -> Engine:
-        """The engine for a request's upstream model and sampling settings (default: ours)."""
-        from llamaberry.engine import Engine
+    def engine(self) -> Engine:
+        """The endpoint's engine, built on first use."""
+        if self._engine is None:
+            from llamaberry.engine import Engine
 
-        base = self.settings
-        wanted = {
-            "model": upstream or base.model,
-            "temperature": base.temperature,
-            "max_tokens": base.max_tokens,
-            "reasoning_effort": base.reasoning_effort,
-        }
-        if request is not None:
-            asked = {
-                "temperature": request.temperature,
-                "max_tokens": request.max_completion_tokens or request.max_tokens,
-                "reasoning_effort": request.reasoning_effort,
-            }
-            wanted |= {k: v for k, v in asked.items() if v is not None}
-        key = tuple(wanted.values())
-        if key not in self._engines:
-            try:
-                settings = base.model_validate(base.model_dump() | wanted)
-            except ValidationError as error:
-                first = error.errors()[0]
-                raise InputError(f"Invalid {first['loc'][0]}: {first['msg']}.") from None
-            limiter = self._limiters.get(settings)
-            self._engines[key] = Engine(
-                settings=settings, limiter=limiter, history=self.history, **self.options
+            self._engine = Engine(
+                settings=self.settings,
+                limiters=LimiterPool(period=self.rate_period),
+                history=self.history,
+                **self.options,
             )
-        return self._engines[key]
+        return self._engine
+
+    @staticmethod
+    def run_settings(request: ChatRequest, upstream: str | None = None) -> dict[str, Any]:
+        """What a request chooses for its run: the upstream model and sampling settings."""
+        return {
+            "model": upstream,
+            "temperature": request.temperature,
+            "max_tokens": request.max_completion_tokens or request.max_tokens,
+            "reasoning_effort": request.reasoning_effort,
+        }
 
     async def upstream_models(self) -> list[str]:
         """The upstream endpoint's models (empty when it will not say), asked once."""
         if self._models is None:
-            from llamaberry.engine import Engine
-
-            engine = next(iter(self._engines.values()), None)
             try:
-                if engine is None:
-                    async with Engine(settings=self.settings, history=False) as probe:
-                        self._models = await probe.models()
-                else:
-                    self._models = await engine.models()
+                self._models = await self.engine().models()
             except LlamaberryError as error:
                 log.warning("llamaberry serve: upstream models not listed: %s", error)
                 return []
         return self._models
 
     async def aclose(self) -> None:
-        """Close every engine."""
-        for engine in self._engines.values():
-            await engine.aclose()
-        self._engines.clear()
+        """Close the engine."""
+        if self._engine is not None:
+            await self._engine.aclose()
+            self._engine = None

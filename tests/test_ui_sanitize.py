@@ -66,8 +66,24 @@ def test_a_fenced_block_is_left_verbatim():
     assert safe.endswith("After &lt;form>.")
 
 
-def test_a_fence_that_never_closes_stays_code_to_the_end():
-    assert safe_markdown("```\n<form>") == "```\n<form>"
+def test_a_fence_that_never_closes_stays_code_to_the_end_and_is_closed_there():
+    assert safe_markdown("```\n<form>") == "```\n<form>\n```"
+    # So text the page puts after it cannot be what closes it.
+    assert safe_markdown("````\n<form>\n```") == "````\n<form>\n```\n````"
+
+
+def test_line_ends_are_read_as_the_renderer_reads_them():
+    # marked ends a line at \r\n and at a lone \r: a fence closed there is closed.
+    for end in ("\r\n", "\r"):
+        safe = safe_markdown(end.join(["```", "x", "```", "<form action=x>"]))
+        assert safe == "```\nx\n```\n&lt;form action=x>", repr(end)
+
+
+def test_text_is_read_after_gradio_dedents_it_and_expands_its_tabs():
+    # gradio's cleandoc removes the indent the lines after the first share, and turns a tab
+    # after a closing fence into spaces: both make a fence marked closes.
+    assert safe_markdown("```\n    x\n    ```\n    <form>").endswith("```\n&lt;form>")
+    assert safe_markdown("```\nx\n```\t\n<form>").endswith("&lt;form>")
 
 
 def test_html_after_a_fence_that_marked_closes_is_escaped():

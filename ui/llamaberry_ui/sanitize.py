@@ -10,11 +10,17 @@ text reaches the page:
 - inline code is rendered by us with every character escaped, so nothing in it is read as
   Markdown or HTML whatever a renderer decides about backticks;
 - a fenced code block is left as it is only when it opens at the start of a line at top level
-  and closes exactly as the renderer (marked) closes it, so it cannot end early and leak HTML.
+  and closes exactly as the renderer (marked) closes it, so it cannot end early and leak HTML;
+  one left open is closed, so text the page puts after it cannot close it instead.
+
+All of this reads the text as the browser will: gradio passes every value through
+`inspect.cleandoc` (tabs expanded, the common indent of the lines after the first removed), then
+marked reads `\r\n` and a lone `\r` as line ends. So the text is first made into exactly that.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 
 # Tags that only change how text looks; allowed bare (no attributes), open or closed.
@@ -51,6 +57,7 @@ _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)((?:(?!\n[ \t]*\n).)+?)(?<!`)\1(?!`)", 
 
 def safe_markdown(text: str) -> str:
     """`text` with everything that could load, submit or run made inert; formatting kept."""
+    text = rendered_text(text)
     if not text:
         return text
     out: list[str] = []
@@ -60,11 +67,13 @@ def safe_markdown(text: str) -> str:
     while i < len(lines):
         opened = _FENCE_OPEN.match(lines[i])
         if opened and not (opened.group(1)[0] == "`" and "`" in opened.group(2)):
-            end = _fence_end(lines, i, opened.group(1))
+            end, closed = _fence_end(lines, i, opened.group(1))
             if prose:
                 out.append(_safe_prose("\n".join(prose)))
                 prose = []
             out.append("\n".join(lines[i:end]))
+            if not closed:
+                out.append(opened.group(1))  # close it here, so nothing put after it can
             i = end
             continue
         prose.append(lines[i])
@@ -74,13 +83,20 @@ def safe_markdown(text: str) -> str:
     return "\n".join(out)
 
 
-def _fence_end(lines: list[str], start: int, fence: str) -> int:
-    """The index just past the line that closes the fence opened at `start` (marked's rule)."""
+def rendered_text(text: str) -> str:
+    """`text` as marked reads it on the page: what gradio's `cleandoc` leaves, every line end
+    made `\n` (marked's first step; done first here, or cleandoc would see `\r` as text)."""
+    return inspect.cleandoc(text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _fence_end(lines: list[str], start: int, fence: str) -> tuple[int, bool]:
+    """The index just past the line that closes the fence opened at `start` (marked's rule),
+    and whether a line did; an unclosed fence runs to the end, for marked and for us."""
     closing = re.compile(r"^ {0,3}" + re.escape(fence) + r"[~`]* *$")
     for j in range(start + 1, len(lines)):
         if closing.match(lines[j]):
-            return j + 1
-    return len(lines)  # an unclosed fence runs to the end, for marked and for us
+            return j + 1, True
+    return len(lines), False
 
 
 def _safe_prose(text: str) -> str:

@@ -1,4 +1,5 @@
-"""`llamaberry serve`: every mode as a model behind an OpenAI-compatible chat-completions API.
+"""`llamaberry serve`: every mode as a model behind OpenAI-compatible chat-completions and
+Responses APIs.
 
 Any OpenAI client (a chat app, an editor plugin, the `openai` SDK, curl) picks a mode by the
 model name: `refine` runs the refine mode on the configured upstream model, and
@@ -11,12 +12,14 @@ request is a run on a shared engine, so all of them share one rate limiter, one 
 and the history, exactly as runs started from the CLI or the web UI do.
 
 The parts: `schema` (the request, the model name, errors in OpenAI's shape), `gateway` (the
-engines), `reply` (a run's events as chunks or one completion) and `app` (routes, `serve`).
+engines), `reply` (a run's events as chunks or one completion), `responses` (the Responses API:
+its request as a conversation, a run as output items and typed events, stored responses) and
+`app` (routes, `serve`).
 """
 
-from llamaberry.serve.app import create_app, serve, until_disconnected
+from llamaberry.serve.app import create_app, serve
 from llamaberry.serve.gateway import Gateway, mode_names, mode_options
-from llamaberry.serve.reply import ANSWER_KIND, Reply, SSEResponse, final_text
+from llamaberry.serve.reply import ANSWER_KIND, Reply, SSEResponse, final_text, until_disconnected
 from llamaberry.serve.schema import (
     STANDARD_KEYS,
     ChatMessage,

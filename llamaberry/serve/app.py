@@ -1,25 +1,24 @@
-"""The HTTP side: the Starlette app's routes (/v1/chat/completions, /v1/models, /health), the
-API-key guard, and `serve`, which runs it with uvicorn."""
+"""The HTTP side: the Starlette app's routes (/v1/chat/completions, /v1/responses, /v1/models,
+/health), the API-key guard, and `serve`, which runs it with uvicorn."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llamaberry.core.errors import LlamaberryError
-from llamaberry.core.results import Run
-from llamaberry.serve.gateway import Gateway, mode_names, mode_options, own_options
-from llamaberry.serve.reply import Reply, SSEResponse
+from llamaberry.serve.gateway import Gateway, check_options, mode_names
+from llamaberry.serve.reply import Reply, SSEResponse, until_disconnected
+from llamaberry.serve.responses import Responses, ResponsesRequest
 from llamaberry.serve.schema import (
     ChatRequest,
     ReasoningField,
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
     from llamaberry.core.settings import Settings
     from llamaberry.store import Store
 
+Body = TypeVar("Body", bound=BaseModel)
+
 
 def create_app(
     settings: Settings,
@@ -44,7 +45,7 @@ def create_app(
     gateway: Gateway | None = None,
     options: dict[str, Any] | None = None,
 ) -> Starlette:
-    """The ASGI app: /v1/chat/completions, /v1/models and /health."""
+    """The ASGI app: /v1/chat/completions, /v1/responses, /v1/models and /health."""
     gateway = gateway or Gateway(settings, history=history, options=options)
     routes = _Routes(gateway, mode_names(), reasoning_field)
 
@@ -58,6 +59,12 @@ def create_app(
             Route("/health", routes.health),
             Route("/v1/models", _guarded(routes.models, api_key)),
             Route("/v1/chat/completions", _guarded(routes.chat, api_key), methods=["POST"]),
+            Route("/v1/responses", _guarded(routes.responses, api_key), methods=["POST"]),
+            Route(
+                "/v1/responses/{response_id}",
+                _guarded(routes.responses_api.retrieve, api_key),
+                methods=["GET"],
+            ),
         ],
         lifespan=lifespan,
     )
@@ -107,6 +114,7 @@ class _Routes:
         self.gateway = gateway
         self.modes = modes
         self.reasoning_field: ReasoningField = reasoning_field
+        self.responses_api = Responses(gateway, modes)
 
     async def health(self, request: Request) -> Response:
         """GET /health: the server is up."""
@@ -129,7 +137,7 @@ class _Routes:
         chat_request = await _read_request(request)
         mode, upstream = parse_model(chat_request.model, self.modes)
         options = chat_request.options()
-        _check_options(mode, options)
+        check_options(mode, options)
         question = conversation_question(chat_request.messages)
         engine = self.gateway.engine()
         chosen = self.gateway.run_settings(chat_request, upstream)
@@ -144,61 +152,31 @@ class _Routes:
             raise failed_run_error(run)
         return JSONResponse(reply.completion(run))
 
+    async def responses(self, request: Request) -> Response:
+        """POST /v1/responses: one run, in the Responses API's shape (see `responses`)."""
+        return await self.responses_api.create(request, await _read_body(request, ResponsesRequest))
+
 
 async def _read_request(request: Request) -> ChatRequest:
     """The request's body as a chat-completions request; 400 for one we cannot act on."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ServeError(400, "The request body is not valid JSON.") from None
-    try:
-        chat_request = ChatRequest.model_validate(body)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ServeError(400, f"Invalid request: {where}: {first['msg']}.") from None
+    chat_request = await _read_body(request, ChatRequest)
     if chat_request.n not in (None, 1):
         raise ServeError(400, "n must be 1: each request is one run.")
     return chat_request
 
 
-def _check_options(mode: str, options: dict[str, Any]) -> None:
-    """400 for a key the mode does not take, naming the options it does take."""
-    unknown = sorted(set(options) - set(own_options(mode, options)))
-    if unknown:
-        raise ServeError(
-            400,
-            f"The {mode} mode has no option {', '.join(unknown)}"
-            + (
-                f"; it takes {', '.join(sorted(mode_options(mode)))}."
-                if mode_options(mode)
-                else "."
-            ),
-            code="unknown_option",
-        )
-
-
-async def until_disconnected(request: Request, work: Awaitable[Run]) -> Run:
-    """Await `work`, cancelling it the moment the client goes away."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watcher = asyncio.ensure_future(watch())
+async def _read_body(request: Request, schema: type[Body]) -> Body:
+    """The request's JSON body read as `schema`; 400 naming the first thing wrong."""
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ServeError(499, "the client closed the connection", kind="cancelled")
-    return task.result()
+        body = await request.json()
+    except ValueError:
+        raise ServeError(400, "The request body is not valid JSON.") from None
+    try:
+        return schema.model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ServeError(400, f"Invalid request: {where}: {first['msg']}.") from None
 
 
 def serve(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamaberry.core.errors import LlamaberryError
 from llamaberry.providers.limits import LimiterPool
-from llamaberry.serve.schema import ChatRequest
+from llamaberry.serve.schema import ChatRequest, ServeError
 
 if TYPE_CHECKING:
     from llamaberry.core.settings import Settings
@@ -37,6 +37,22 @@ def own_options(mode: str, options: dict[str, Any]) -> dict[str, Any]:
     from llamaberry import modes
 
     return modes.own_options(mode, options)
+
+
+def check_options(mode: str, options: dict[str, Any]) -> None:
+    """400 for a key the mode does not take, naming the options it does take."""
+    unknown = sorted(set(options) - set(own_options(mode, options)))
+    if unknown:
+        raise ServeError(
+            400,
+            f"The {mode} mode has no option {', '.join(unknown)}"
+            + (
+                f"; it takes {', '.join(sorted(mode_options(mode)))}."
+                if mode_options(mode)
+                else "."
+            ),
+            code="unknown_option",
+        )
 
 
 class Gateway:

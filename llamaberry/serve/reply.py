@@ -3,12 +3,14 @@ answer as `content`, streamed as server-sent chunks or sent as one completion.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from llamaberry.core.errors import LlamaberryError
@@ -24,6 +26,8 @@ from llamaberry.core.events import (
 from llamaberry.core.holdback import HoldBack
 from llamaberry.core.results import CallResult, Run, Synthesis, call_title
 from llamaberry.serve.schema import ReasoningField, ServeError, error_for, failed_run_error
+
+T = TypeVar("T")
 
 # A call of this kind writes the answer itself (single's reply, steps' closing call), so its
 # text streams live as content; every other call is intermediate work.
@@ -83,6 +87,7 @@ class Reply:
         )
         self.created = int(time.time())
         self.id = "chatcmpl-"
+        self.run_id = ""
         self.answer_kind = ANSWER_KIND
         self.reasoning: list[str] = []
         self.content: list[str] = []
@@ -150,6 +155,7 @@ class Reply:
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             async for event in events:
                 if isinstance(event, RunStarted):  # the run's id names every chunk
+                    self.run_id = event.run_id
                     self.id = f"chatcmpl-{event.run_id}"
                     yield "start", ""
                     continue
@@ -246,3 +252,26 @@ class Reply:
         if include_usage:
             yield self._chunk({}, usage=self.usage(run))
         yield b"data: [DONE]\n\n"
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it the moment the client goes away."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ServeError(499, "the client closed the connection", kind="cancelled")
+    return task.result()

@@ -254,6 +254,19 @@ class Store:
         for (data,) in rows:
             yield Run.model_validate_json(data)
 
+    def save_response(self, response_id: str, run_id: str, data: str) -> None:
+        """Keep a served response (its JSON) under its id, beside the run it came from."""
+        self._execute(
+            "INSERT INTO responses (id, run_id, data) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, data = excluded.data",
+            (response_id, run_id, redact(data)),
+        )
+
+    def find_response(self, response_id: str) -> str | None:
+        """The JSON kept for a served response, or None when there is no such id."""
+        rows = self._execute("SELECT data FROM responses WHERE id = ?", (response_id,))
+        return rows[0][0] if rows else None
+
     def count(self) -> int:
         """How many runs the history holds."""
         return self._execute("SELECT COUNT(*) FROM runs")[0][0]

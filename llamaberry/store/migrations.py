@@ -62,11 +62,26 @@ def add_pid(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX runs_status ON runs (status)")
 
 
+def add_responses(db: sqlite3.Connection) -> None:
+    """Responses served by `/v1/responses`: each names its run and keeps what a client reads
+    back (the response as sent, and the conversation a follow-up continues)."""
+    db.execute(
+        """
+        CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            data TEXT NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     create_runs,
     add_eval_key,
     nest_mode_results,
     add_pid,
+    add_responses,
 ]
 
 

@@ -567,9 +567,14 @@ class Responses:
         options = chat.options()
         check_options(mode, options)
         question = conversation_question(chat.messages)
-        engine = self.gateway.engine(chat, upstream)
         # bad input raises here, before a call; store: false keeps the run out of the history
-        events = engine.open(mode, question, options, history=asked.kept)  # type: ignore[arg-type]
+        events = self.gateway.engine().open(
+            mode,  # type: ignore[arg-type]
+            question,
+            options,
+            history=asked.kept,
+            settings=self.gateway.run_settings(chat, upstream),
+        )
         writer = ResponseWriter(asked, mode, streaming=asked.stream)
 
         async def keep(body: dict[str, Any]) -> None:

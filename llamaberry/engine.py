@@ -21,6 +21,7 @@ from llamaberry.providers import make_client
 from llamaberry.providers.base import ChatClient
 from llamaberry.providers.limits import LimiterPool, RateLimiter
 from llamaberry.providers.retries import RetryPolicy
+from llamaberry.run.passthrough import Passthrough
 from llamaberry.run.runner import RunStream, check_question, drive
 from llamaberry.store import Store, history_enabled
 
@@ -132,11 +133,15 @@ class Engine:
         question: str,
         *,
         settings: Mapping[str, Any] | None = None,
+        passthrough: Passthrough | None = None,
         **options: Any,
     ) -> AsyncIterator[Event]:
         """Stream a run of `mode` by name; `options` are that mode's (see `llamaberry modes`),
-        `settings` this run's own model, temperature, max_tokens or reasoning_effort."""
-        return self.open(mode, question, options, settings=settings)
+        `settings` this run's own model, temperature, max_tokens or reasoning_effort.
+        `passthrough` is what the caller asks of the upstream model beside the question (a
+        response_format or tools for the final call, sampling for every call; see
+        run/passthrough.py)."""
+        return self.open(mode, question, options, settings=settings, passthrough=passthrough)
 
     def open(
         self,
@@ -147,6 +152,7 @@ class Engine:
         eval_key: str | None = None,
         history: Store | bool | None = True,
         settings: Mapping[str, Any] | None = None,
+        passthrough: Passthrough | None = None,
     ) -> AsyncIterator[Event]:
         """`stream` with the history's say: `eval_key` tags the saved run, `history` picks the
         store (True: this engine's; False or None: not saved)."""
@@ -159,7 +165,8 @@ class Engine:
         store = self.history if history is True else history or None
         own = self.run_settings(settings)
         client = self._client_for(own)
-        return self._consume(drive(client, own, spec, question, chosen), store, eval_key, client)
+        run = drive(client, own, spec, question, chosen, passthrough)
+        return self._consume(run, store, eval_key, client)
 
     def run_settings(self, settings: Mapping[str, Any] | None = None) -> Settings:
         """This engine's settings with a run's own `settings` over them (`RUN_SETTINGS` only;

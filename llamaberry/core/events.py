@@ -36,6 +36,8 @@ class CallStarted(BaseModel):
     type: Literal["call_started"] = "call_started"
     kind: CallKind
     index: int
+    # The run's final call (its reply is the answer as the client asked for it).
+    final: bool = False
 
 
 class TextDelta(BaseModel):

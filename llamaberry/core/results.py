@@ -119,6 +119,12 @@ class Call(BaseModel):
     # The mode closed the stream before the reply ended (a limit of its own, such as a
     # step budget); `reply` is what had come, `usage` an estimate.
     closed_early: bool = False
+    # The run's final call: the one a client's response_format, tools and stop went with.
+    final: bool = False
+    # The tools the model called, in the chat-completions shape (id, type, function).
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    # The token log-probabilities the server sent when asked; not kept in the history.
+    logprobs: list[dict[str, Any]] | None = Field(default=None, exclude=True)
 
 
 class ReasoningStep(BaseModel):

@@ -59,7 +59,10 @@ async def drafts(ctx: RunContext, options: DraftsOptions) -> AsyncIterator:
     texts = [d.content for d in result.drafts]
     try:
         async for event in ctx.call(
-            "synthesis", 1, to_messages(prompts.drafts_synthesis_messages(question, texts))
+            "synthesis",
+            1,
+            to_messages(prompts.drafts_synthesis_messages(question, texts)),
+            final=True,
         ):
             yield event
     except LlamaberryError:

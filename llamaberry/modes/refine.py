@@ -70,7 +70,7 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
 
         messages = to_messages(prompts.synthesis_messages(question, texts))
         condensed = _condensed(question, result.turns, prompts.condensed_synthesis_messages)
-        async for event in ctx.call("synthesis", 1, messages, condensed=condensed):
+        async for event in ctx.call("synthesis", 1, messages, condensed=condensed, final=True):
             yield event
         reply = ctx.reply
         assert reply is not None

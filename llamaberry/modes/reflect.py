@@ -512,6 +512,9 @@ async def reflect(ctx: RunContext, options: ReflectOptions) -> AsyncIterator:
     if result.final is not None and result.final.content:
         result.answer_from = "answer"
         ctx.run.answer = result.final.content
+        # Asked for JSON or tools: the answer, given in that form by one more call.
+        async for event in ctx.closing_call(ctx.run.answer):
+            yield event
         return
     trailing = answer_text(last.chain.trailing)
     if trailing:
@@ -528,6 +531,8 @@ async def reflect(ctx: RunContext, options: ReflectOptions) -> AsyncIterator:
             ctx.run.calls[-1].error = error
         raise InvalidReplyError(error)
     yield ctx.note(CHAIN, len(result.raw), "fallback", line)
+    async for event in ctx.closing_call(ctx.run.answer):
+        yield event
 
 
 MODE = ModeSpec(

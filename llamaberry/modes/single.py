@@ -18,7 +18,8 @@ class SingleOptions(Options):
 async def single(ctx: RunContext, options: SingleOptions | None = None) -> AsyncIterator:
     """Yield the events of a single-turn run; its one reply is both turn 1 and the answer."""
     messages = to_messages(prompts.single_messages(ctx.run.question))
-    async for event in ctx.call("answer", 1, messages):
+    # The one call is the final one, and a caller's conversation goes out as it was sent.
+    async for event in ctx.call("answer", 1, messages, final=True, as_sent=True):
         yield event
     reply = ctx.reply
     assert reply is not None

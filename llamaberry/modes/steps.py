@@ -153,7 +153,7 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
         *conversation[1:],
         Message(role="user", content=prompts.STEPS_FINAL),
     ]
-    async for event in ctx.call("answer", 1, final_messages):
+    async for event in ctx.call("answer", 1, final_messages, final=True):
         yield event
     reply = ctx.reply
     assert reply is not None

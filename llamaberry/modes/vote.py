@@ -110,6 +110,10 @@ async def vote(ctx: RunContext, options: VoteOptions) -> AsyncIterator:
             ctx.run.answer, ctx.run.partial = result.winner, True
         raise
     ctx.run.answer = result.winner
+    if result.winner is not None:
+        # Asked for JSON or tools: the winner, given in that form by one more call.
+        async for event in ctx.closing_call(result.winner):
+            yield event
 
 
 MODE = ModeSpec(

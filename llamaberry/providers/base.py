@@ -8,9 +8,9 @@ are `SDKClient`s (sdk.py); a client of one's own subclasses `ChatClient` and wri
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from llamaberry.core.errors import ProviderError
 from llamaberry.core.results import Message, Usage
@@ -64,6 +64,11 @@ class Completion:
     # Seconds the reply waited in the server's queue for a free slot, where the server
     # says how long it really worked on it (llama.cpp's `timings`); else None.
     queued: float | None = None
+    # The tools the model called instead of (or beside) its text, in the chat-completions
+    # shape: {"id", "type": "function", "function": {"name", "arguments"}}.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # The token log-probabilities the server sent (`choices[0].logprobs.content`), when asked.
+    logprobs: list[dict[str, Any]] | None = None
 
     @property
     def truncated(self) -> bool:
@@ -114,11 +119,15 @@ class ChatClient:
         max_tokens: int | None = None,
         schema: JSONSchema | None = None,
         temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamItem]:
         """Send `messages` and yield the reply as it arrives, ending with its `Completion`.
 
         With `json_mode` the reply is asked to be a JSON object; with a `schema` too, one of
-        that shape. `temperature` overrides the client's for this call.
+        that shape. `temperature` overrides the client's for this call. `extra` are fields of
+        the chat-completions request sent as given, over the ones the client sets (a client's
+        `response_format`, `tools`, `stop`...; see run/passthrough.py); a client of one's own
+        that cannot send them may refuse them with `InputError`.
         """
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from llamaberry.core.errors import (
@@ -48,6 +48,7 @@ from llamaberry.providers.errors import (
 from llamaberry.providers.limits import Slot
 from llamaberry.providers.streams import (
     ThinkTags,
+    ToolCalls,
     queued_since,
     read_chunks,
     split_thinking,
@@ -207,14 +208,18 @@ class SDKClient(ChatClient):
         max_tokens: int | None = None,
         schema: JSONSchema | None = None,
         temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamItem]:
         """Send `messages` and yield the reply as it arrives, retrying what is worth retrying.
 
         With `json_mode` the reply is asked to be a JSON object; with a `schema` too, one of
         that shape (where the endpoint takes a schema; otherwise any JSON object). `temperature`
         overrides the client's for this call (modes that sample several replies use it).
+        `extra` fields go into the request as given (a client's own `response_format` is sent
+        as it wrote it, and its reply, like ours, comes whole).
         """
-        payload = [{"role": m.role, "content": m.content} for m in messages]
+        payload: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in messages]
+        extra = dict(extra or {})
         await self.ready()
         prompt = estimate_prompt(messages)
         estimate = prompt + min(max_tokens or self.max_tokens or 1024, 1024)
@@ -234,7 +239,9 @@ class SDKClient(ChatClient):
                 fmt = self._response_format(json_mode or schema is not None, schema)
                 # Closed with the stream, so a consumer that stops reading (the loop guard) drops
                 # the connection at once and the server stops writing.
-                items = self._attempt(payload, prompt, fmt, schema, max_tokens, slot, temperature)
+                items = self._attempt(
+                    payload, prompt, fmt, schema, max_tokens, slot, temperature, extra
+                )
                 try:
                     async with contextlib.aclosing(items):
                         while True:
@@ -305,11 +312,12 @@ class SDKClient(ChatClient):
 
     def _params(
         self,
-        payload: list[dict[str, str]],
+        payload: list[dict[str, Any]],
         fmt: ResponseFormat | None,
         schema: JSONSchema | None,
         max_tokens: int | None,
         temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model, "messages": payload}
         if temperature is None:
@@ -329,8 +337,10 @@ class SDKClient(ChatClient):
             params["response_format"] = {"type": "json_object"}
         # JSON replies are validated whole by the provider (Groq streams neither JSON mode nor
         # structured outputs), so they are not streamed.
-        if fmt is None:
+        if fmt is None and not (extra and extra.get("response_format")):
             params.update(self._extra_params(stream=True))
+        if extra:
+            params.update(extra)
         return params
 
     async def _attempt(
@@ -342,27 +352,37 @@ class SDKClient(ChatClient):
         max_tokens: int | None,
         slot: Slot,
         temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StreamItem]:
-        params = self._params(payload, fmt, schema, max_tokens, temperature)
+        params = self._params(payload, fmt, schema, max_tokens, temperature, extra)
+        # A client's own response_format comes back whole too (Groq streams no JSON reply).
+        asked = _format_of(extra)
+        whole = fmt is not None or asked is not None
         wire = self._wire or self._open()
         self._in_flight += 1
         sent = time.perf_counter()
         try:
             response = await wire.send(
-                params, fmt is None, connect=connect_timeout(self._in_flight, self.timeout)
+                params, not whole, connect=connect_timeout(self._in_flight, self.timeout)
             )
             try:
                 self.limiter.observe(response.headers)
                 self.limiter.answered(slot)
-                if fmt is not None:
-                    for whole in await self._read_whole(response, prompt, fmt, sent):
-                        yield whole
+                if whole:
+                    for item in await self._read_whole(response, prompt, fmt or asked, sent):
+                        yield item
                     return
                 parts: list[str] = []
                 thinking: list[str] = []
                 finish_reason = usage = model = timings = None
+                tools = ToolCalls()
+                logprobs: list[Any] | None = None
                 tags = ThinkTags()
                 async for chunk in read_chunks(response.aiter_bytes()):
+                    if chunk.tool_calls:
+                        tools.feed(chunk.tool_calls)
+                    if chunk.logprobs is not None:
+                        logprobs = (logprobs or []) + chunk.logprobs
                     if chunk.usage:
                         usage = chunk.usage
                     if model is None and chunk.model:
@@ -398,6 +418,8 @@ class SDKClient(ChatClient):
                 model=model or None,
                 queued=queued_since(sent, timings),
                 thinking="".join(thinking),
+                tool_calls=tools.done(),
+                logprobs=logprobs,
             )
         except ProviderError:
             raise
@@ -407,7 +429,7 @@ class SDKClient(ChatClient):
             self._in_flight -= 1
 
     async def _read_whole(
-        self, response: Any, prompt: int, fmt: ResponseFormat, sent: float
+        self, response: Any, prompt: int, fmt: ResponseFormat | None, sent: float
     ) -> list[StreamItem]:
         """The items of a reply that came whole (a JSON one): its thinking, text and end."""
         reply = whole_reply(await response.aread())
@@ -426,7 +448,12 @@ class SDKClient(ChatClient):
             model=reply.model or None,
             queued=queued_since(sent, reply.timings),
             thinking=thought,
+            logprobs=reply.logprobs,
         )
+        if reply.tool_calls:
+            tools = ToolCalls()
+            tools.feed(reply.tool_calls)
+            completion.tool_calls = tools.done()
         return [*items, completion]
 
     def _failed(self, error: Exception, fmt: ResponseFormat | None) -> ProviderError:
@@ -557,3 +584,10 @@ class SDKClient(ChatClient):
         return ModelNotFoundError(
             self.model, available, retired=error.retired, status_code=error.status_code
         )
+
+
+def _format_of(extra: Mapping[str, Any] | None) -> ResponseFormat | None:
+    """The JSON a client's own `response_format` asks for ("json_schema", "json_object"), if any."""
+    asked = (extra or {}).get("response_format")
+    kind = asked.get("type") if isinstance(asked, Mapping) else None
+    return kind if kind in ("json_schema", "json_object") else None  # type: ignore[return-value]

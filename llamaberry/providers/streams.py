@@ -36,6 +36,10 @@ class Chunk:
     model: str | None = None
     # llama.cpp's own account of how long it worked on the reply.
     timings: Mapping[str, Any] | None = None
+    # Tool calls: pieces of them in a streamed chunk (by `index`), whole ones in a reply.
+    tool_calls: list[Mapping[str, Any]] | None = None
+    # The token log-probabilities of this piece (`logprobs.content`), when they were asked for.
+    logprobs: list[Any] | None = None
 
 
 class StreamErrorEvent(Exception):
@@ -73,6 +77,7 @@ def chunk_of(data: Mapping[str, Any], *, whole: bool = False) -> Chunk:
         return Chunk(usage=usage, model=model, timings=timings)
     choice = choices[0]
     part = choice.get("message" if whole else "delta") or {}
+    logprobs = choice.get("logprobs")
     return Chunk(
         content=part.get("content"),
         reasoning=_reasoning_of(part),
@@ -80,7 +85,51 @@ def chunk_of(data: Mapping[str, Any], *, whole: bool = False) -> Chunk:
         usage=usage,
         model=model,
         timings=timings,
+        tool_calls=part.get("tool_calls") or None,
+        logprobs=logprobs.get("content") if isinstance(logprobs, Mapping) else None,
     )
+
+
+class ToolCalls:
+    """A reply's tool calls put together from the pieces its chunks carry.
+
+    A streamed tool call comes in pieces keyed by `index`: the first names its `id` and the
+    function, the rest add to the function's `arguments` string. A whole reply's calls come
+    complete, and are kept as they are.
+    """
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, Any]] = {}
+
+    def feed(self, pieces: list[Mapping[str, Any]]) -> None:
+        """Add one chunk's pieces."""
+        for position, piece in enumerate(pieces):
+            index = piece.get("index", position)
+            call = self.calls.setdefault(
+                index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if piece.get("id"):
+                call["id"] = piece["id"]
+            if piece.get("type"):
+                call["type"] = piece["type"]
+            function = piece.get("function") or {}
+            if function.get("name"):
+                call["function"]["name"] += function["name"]
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                call["function"]["arguments"] += arguments
+            elif arguments is not None:  # a server that sends the arguments as an object
+                call["function"]["arguments"] += orjson.dumps(arguments).decode()
+
+    def done(self) -> list[dict[str, Any]]:
+        """The calls, in their order, each with an id (one is made up where none came)."""
+        calls = [self.calls[index] for index in sorted(self.calls)]
+        for number, call in enumerate(calls):
+            if not call["id"]:
+                call["id"] = f"call_{number}"
+        return calls
 
 
 def whole_reply(body: bytes) -> Chunk:

@@ -11,11 +11,12 @@ import itertools
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llamaberry.core.errors import InputError, LlamaberryError, RunTimeoutError
 from llamaberry.core.events import (
+    CallFinished,
     CallNote,
     CallStarted,
     NoteKind,
@@ -31,6 +32,7 @@ from llamaberry.core.results import (
     Call,
     CallKind,
     CutOffBy,
+    FinalAnswer,
     Message,
     ModeResult,
     Run,
@@ -43,6 +45,7 @@ from llamaberry.providers.deadline import Deadline
 from llamaberry.providers.tokens import estimate_tokens
 from llamaberry.run.context import Fit, context_window, cut_off_by, fit
 from llamaberry.run.loops import LoopGuard, find_loop
+from llamaberry.run.passthrough import Passthrough, closing_messages
 
 # C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -93,6 +96,9 @@ class CallReply:
     looped: bool = False
     # Which limit a reply that ended in "length" ran into.
     cut_off_by: CutOffBy | None = None
+    # The tools the model called (chat-completions shape), and the log-probabilities asked for.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None
 
     @property
     def truncated(self) -> bool:
@@ -198,11 +204,19 @@ class _Reading:
 class RunContext:
     """One run in progress: the client it calls and the `Run` it fills in."""
 
-    def __init__(self, client: ChatClient, settings: Settings, run: Run) -> None:
+    def __init__(
+        self,
+        client: ChatClient,
+        settings: Settings,
+        run: Run,
+        passthrough: Passthrough | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.run = run
         self.reply: CallReply | None = None
+        # What the caller asked of the upstream model beside the question (none: nothing).
+        self.passthrough = passthrough or Passthrough()
 
     async def window(self) -> int | None:
         """The model's context window: the setting, else what the endpoint says (asked once)."""
@@ -228,6 +242,8 @@ class RunContext:
         condensed: Iterable[list[Message]] = (),
         temperature: float | None = None,
         until: Callable[[], bool] | None = None,
+        final: bool = False,
+        as_sent: bool = False,
     ) -> AsyncIterator[CallStarted | TextDelta | ThinkingDelta | TextReset | CallNote]:
         """Make one call and yield its events; afterwards `self.reply` holds its `CallReply`.
 
@@ -239,7 +255,18 @@ class RunContext:
         `until` is asked after each piece of text has been handed on: when it says True the
         stream is closed there and the reply is what came so far (the call is marked
         `closed_early`), as when a mode's own limit is reached.
+        A `final` call is the run's last word: the caller's response_format, tools and stop go
+        with it (run/passthrough.py), and it is told to answer in that form; `as_sent` sends
+        the caller's conversation as it came in place of `messages` (single's only call).
         """
+        passthrough = self.passthrough
+        extra = passthrough.fields(index, final=final)
+        if final and as_sent and passthrough.messages:
+            extra["messages"] = passthrough.messages
+        elif final and passthrough.shaped:
+            told = Message(role="user", content=passthrough.instruction())
+            messages = [*messages, told]
+            condensed = ([*form, told] for form in condensed)
         plan = await self._fit(kind, index, messages, condensed, max_tokens)
         record = Call(
             kind=kind,
@@ -247,11 +274,12 @@ class RunContext:
             messages=plan.fit.messages,
             max_tokens=plan.fit.max_tokens,
             condensed=plan.fit.level > 0,
+            final=final,
         )
         self.reply = None
         self.run.calls.append(record)
         if announce:
-            yield CallStarted(kind=kind, index=index)
+            yield CallStarted(kind=kind, index=index, final=final)
         if plan.fit.level or plan.fit.max_tokens is not None:
             yield self._fitted_note(kind, index, plan)
         json_reply = json_mode or schema is not None
@@ -259,7 +287,7 @@ class RunContext:
         # The run's own sampling settings go with each call (an engine's runs may differ).
         if temperature is None:
             temperature = self.settings.temperature
-        options = _options(json_mode, schema, plan.sent, temperature)
+        options = _options(json_mode, schema, plan.sent, temperature, extra)
         stream = self.client.stream(plan.fit.messages, **options)  # type: ignore[arg-type]
         try:
             # Closed at once when the loop guard stops reading, so the connection is dropped
@@ -360,9 +388,13 @@ class RunContext:
             response_format=completion.response_format,
             looped=looped,
             cut_off_by=cut_off,
+            tool_calls=completion.tool_calls,
+            logprobs=completion.logprobs,
         )
         record = reading.record
         _record(record, reply)
+        record.tool_calls = completion.tool_calls
+        record.logprobs = completion.logprobs
         record.response_format = completion.response_format
         record.queued_seconds = completion.queued
         if completion.model and self.run.served_model is None:
@@ -372,7 +404,20 @@ class RunContext:
     def child(self) -> RunContext:
         """A context for one of several concurrent calls: the same client, settings and run,
         but its own `reply`, so calls in flight together do not overwrite each other's."""
-        return RunContext(self.client, self.settings, self.run)
+        return RunContext(self.client, self.settings, self.run, self.passthrough)
+
+    async def closing_call(self, answer: str) -> AsyncIterator[Any]:
+        """When the caller asked for a form (JSON, tools) and the mode reached its answer
+        without a final call (vote's count, reflect's chain): one more call that gives
+        `answer` in that form, as the run's final call. Nothing otherwise."""
+        if not self.passthrough.shaped:
+            return
+        messages = to_messages(closing_messages(self.run.question, answer))
+        async for event in self.call("answer", 1, messages, final=True):
+            yield event
+        reply = self.reply
+        assert reply is not None
+        yield CallFinished(kind="answer", index=1, result=FinalAnswer(**reply.result_fields()))
 
     def note(self, kind: CallKind, index: int, note: NoteKind, line: str) -> CallNote:
         """Record `line` in the run's notes and return it as an event for the call."""
@@ -381,7 +426,11 @@ class RunContext:
 
 
 def _options(
-    json_mode: bool, schema: JSONSchema | None, max_tokens: int | None, temperature: float | None
+    json_mode: bool,
+    schema: JSONSchema | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, object]:
     """The options of a call's `stream`. Only what is set is passed on, so a chat client of
     one's own written before these options existed still takes the calls that do not use them."""
@@ -392,6 +441,8 @@ def _options(
         options["max_tokens"] = max_tokens
     if temperature is not None:
         options["temperature"] = temperature
+    if extra:
+        options["extra"] = extra
     return options
 
 
@@ -465,6 +516,7 @@ def drive(
     spec: ModeSpec,
     question: str,
     options: Options,
+    passthrough: Passthrough | None = None,
 ) -> RunStream:
     """Run `spec` as a mode: wrap its events in RunStarted/RunFinished and settle the run.
 
@@ -480,12 +532,14 @@ def drive(
         settings={**settings.public(), **options.model_dump(mode="json")},
         result=spec.result(mode=spec.name),
     )
-    return RunStream(run, _lifecycle(client, settings, spec, run, options))
+    context = RunContext(client, settings, run, passthrough)
+    return RunStream(run, _lifecycle(client, spec, context, options))
 
 
 async def _lifecycle(
-    client: ChatClient, settings: Settings, spec: ModeSpec, run: Run, options: Options
+    client: ChatClient, spec: ModeSpec, context: RunContext, options: Options
 ) -> AsyncIterator:
+    run, settings = context.run, context.settings
     started = time.perf_counter()
 
     def settle(status: str, error: str | None = None, kind: str | None = None) -> None:
@@ -500,7 +554,7 @@ async def _lifecycle(
     # A first run in a fresh process may wait for the SDK's import; that is not its time.
     await client.ready()
     started = time.perf_counter()
-    events = spec.run(RunContext(client, settings, run), options)
+    events = spec.run(context, options)
     loop = asyncio.get_running_loop()
     limit = settings.run_timeout
     deadline = None if limit is None else loop.time() + limit

@@ -43,8 +43,14 @@ class Reply:
     # A looping model: after ``text``, this line again and again until the completion budget
     # (the request's max_completion_tokens / max_tokens, else the context left) runs out.
     repeat: str | None = None
+    # Tools the model calls: each {"name": ..., "arguments": dict or JSON text, "id": optional}.
+    # The reply then ends with finish_reason "tool_calls" (unless another is scripted), and a
+    # request that declared no such tool is refused with 400, as no real model could call it.
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        if any("name" not in call for call in self.tool_calls):
+            raise ValueError("each tool call needs a name")
         if self.chunk_words < 1:
             raise ValueError("chunk_words must be at least 1")
         if self.repeat is not None and not self.repeat.strip():
@@ -192,6 +198,18 @@ class RecordedRequest:
         return schema if isinstance(schema, dict) else None
 
     @property
+    def tools(self) -> list[str]:
+        """The names of the function tools the request declares."""
+        tools = self.body.get("tools")
+        if not isinstance(tools, list):
+            return []
+        return [
+            str(tool.get("function", {}).get("name"))
+            for tool in tools
+            if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+        ]
+
+    @property
     def max_tokens(self) -> int | None:
         """The completion budget asked for (``max_completion_tokens`` or ``max_tokens``)."""
         budget = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
@@ -333,3 +351,35 @@ def _keep_words(pieces: list[str], words: int) -> list[str]:
             count += 1
         kept.append(piece)
     return kept
+
+
+def tool_call_parts(reply: Reply) -> list[dict[str, Any]]:
+    """The reply's tool calls as a chat-completions message lists them."""
+    calls = []
+    for number, call in enumerate(reply.tool_calls):
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        calls.append(
+            {
+                "id": call.get("id") or f"call_fake{number}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": arguments},
+            }
+        )
+    return calls
+
+
+def finish_of(reply: Reply) -> str:
+    """How the reply ends: as scripted, except that tool calls end a plain one with "tool_calls"."""
+    return (
+        "tool_calls" if reply.tool_calls and reply.finish_reason == "stop" else reply.finish_reason
+    )
+
+
+def logprobs_of(text: str) -> list[dict[str, Any]]:
+    """Made-up log-probabilities for the pieces of `text`, in OpenAI's shape."""
+    return [
+        {"token": piece, "logprob": -0.5, "bytes": list(piece.encode()), "top_logprobs": []}
+        for piece in _pieces(text, 1)
+    ]

@@ -52,6 +52,9 @@ from llamaberry.testing.replies import (
     _usage,
     _word_count,
     estimate_prompt_tokens,
+    finish_of,
+    logprobs_of,
+    tool_call_parts,
 )
 
 log = logging.getLogger("llamaberry.testing")
@@ -686,6 +689,12 @@ class FakeServer:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             return await self._fault(request, reply, reader, writer, keep_alive)
+        undeclared = [c["name"] for c in reply.tool_calls if c["name"] not in request.tools]
+        if undeclared:
+            message = f"Tool call validation failed: the request declares no tool {undeclared[0]!r}"
+            body = _error(message, "invalid_request_error", "tool_use_failed")
+            await _send(writer, 400, body, keep_alive, self._limit_headers())
+            return keep_alive
         # A reply scripted to end in "length" plays one cut off by the request's budget, so it
         # is charged the whole budget, as a real server's would be.
         scripted_cut = reply.finish_reason == "length" and reply.usage is None
@@ -815,6 +824,9 @@ class FakeServer:
     ) -> dict[str, Any]:
         completion_id, request_id, created = self._new_ids()
         message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if reply.tool_calls:
+            message["tool_calls"] = tool_call_parts(reply)
+            message["content"] = reply.text or None
         if reply.reasoning is not None:
             if reply.thinking_as == "think_tags":
                 message["content"] = f"<think>{reply.reasoning}</think>\n\n{reply.text}"
@@ -829,8 +841,10 @@ class FakeServer:
                 {
                     "index": 0,
                     "message": message,
-                    "logprobs": None,
-                    "finish_reason": reply.finish_reason,
+                    "logprobs": {"content": logprobs_of(reply.text)}
+                    if request.body.get("logprobs")
+                    else None,
+                    "finish_reason": finish_of(reply),
                 }
             ],
             "usage": usage,
@@ -869,9 +883,14 @@ class FakeServer:
 
         llamacpp = self.flavor == "llamacpp"
 
+        asked_logprobs = bool(request.body.get("logprobs"))
+
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
             choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-            if not llamacpp:  # llama.cpp sends no logprobs key unless asked for them
+            text = delta.get("content")
+            if asked_logprobs and text:
+                choice["logprobs"] = {"content": logprobs_of(text)}
+            elif not llamacpp:  # llama.cpp sends no logprobs key unless asked for them
                 choice["logprobs"] = None
             return _sse({**base, "choices": [choice], **extra})
 
@@ -889,6 +908,16 @@ class FakeServer:
         if content_limit is not None:
             content = content[:content_limit]
         steps += [chunk({"content": p}) for p in content]
+        # Each tool call: its id and name first, then its arguments in two pieces.
+        for number, call in enumerate(tool_call_parts(reply)):
+            head = {**call, "index": number, "function": {**call["function"], "arguments": ""}}
+            steps.append(chunk({"tool_calls": [head]}))
+            arguments = call["function"]["arguments"]
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                steps.append(
+                    chunk({"tool_calls": [{"index": number, "function": {"arguments": piece}}]})
+                )
         if usage is None:
             return steps
 
@@ -898,7 +927,7 @@ class FakeServer:
         # llama.cpp sends its timings on the usage chunk, or on the finishing one without it.
         if timings is not None and not with_usage:
             last_extra["timings"] = timings
-        ending = chunk({}, reply.finish_reason, **last_extra)
+        ending = chunk({}, finish_of(reply), **last_extra)
         if with_usage:
             usage_extra = {"timings": timings} if timings is not None else {}
             ending += _sse({**base, "choices": [], "usage": usage, **usage_extra})

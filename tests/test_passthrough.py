@@ -1,0 +1,155 @@
+"""What a caller asks of the upstream model beside its question (run/passthrough.py): every
+mode's final call carries the request's response_format, tools and stop; every call carries
+its sampling; tool calls come back through the provider's stream into the run's record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llamaberry import Engine
+from llamaberry.engine import collect
+from llamaberry.run.passthrough import Passthrough
+from llamaberry.testing import FakeServer, RecordedRequest, Reply
+
+from .conftest import refine_script
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "Count",
+        "schema": {
+            "type": "object",
+            "properties": {"count": {"type": "integer"}},
+            "required": ["count"],
+            "additionalProperties": False,
+        },
+    },
+}
+CALL = {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_1"}
+
+
+def _final_or_text(final: Reply, text: str = "1. think\n\nAnswer: 3"):
+    """A handler: the request that declares tools or a format gets `final`, any other `text`
+    (refine's calls their section contract)."""
+
+    def handler(request: RecordedRequest) -> str | Reply:
+        if request.tools or request.json_mode:
+            return final
+        if "Concise Answer" in (request.system or "") or "## Critique" in (request.system or ""):
+            return refine_script(request)
+        if "## Reasoning" in (request.system or ""):
+            return refine_script(request)
+        return text
+
+    return handler
+
+
+@pytest.fixture
+async def engine(server: FakeServer):
+    async with Engine(
+        provider="openai", api_key="k", base_url=server.openai_base_url, history=False
+    ) as built:
+        yield built
+
+
+@pytest.mark.parametrize(
+    ("mode", "options", "final_kind"),
+    [
+        ("single", {}, "answer"),
+        ("refine", {"turns": 2}, "synthesis"),
+        ("drafts", {"drafts": 2}, "synthesis"),
+        ("vote", {"samples": 2}, "answer"),
+    ],
+)
+async def test_only_the_final_call_carries_tools_and_gets_the_tool_call_back(
+    server: FakeServer, engine: Engine, mode: str, options: dict, final_kind: str
+):
+    server.reply_with(_final_or_text(Reply("", tool_calls=(CALL,))))
+    asked = Passthrough.of({"tools": TOOLS, "tool_choice": "auto", "stop": ["END"], "top_p": 0.5})
+    run = await collect(engine.stream(mode, "Weather in Paris?", passthrough=asked, **options))
+    with_tools = [r for r in server.requests if r.tools]
+    assert len(with_tools) == 1  # the final call only
+    assert with_tools[0].body["tool_choice"] == "auto"
+    assert with_tools[0].body["stop"] == ["END"]
+    assert all("stop" not in r.body for r in server.requests if not r.tools)
+    assert all(r.body["top_p"] == 0.5 for r in server.requests)  # sampling: every call
+    final = [c for c in run.calls if c.final]
+    assert [c.kind for c in final] == [final_kind]
+    assert final[0].finish_reason == "tool_calls"
+    assert final[0].tool_calls == [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+        }
+    ]
+
+
+async def test_a_final_call_with_a_format_is_told_to_answer_in_it_and_comes_back_whole(
+    server: FakeServer, engine: Engine
+):
+    server.reply_with(_final_or_text(Reply('{"count": 3}')))
+    asked = Passthrough.of({"response_format": SCHEMA})
+    run = await collect(engine.stream("refine", "How many r?", turns=1, passthrough=asked))
+    synthesis = server.requests[-1]
+    assert synthesis.body["response_format"] == SCHEMA
+    assert not synthesis.stream
+    assert "JSON this request asks for" in synthesis.messages[-1]["content"]
+    assert run.calls[-1].final and run.calls[-1].reply == '{"count": 3}'
+    assert run.calls[-1].response_format == "json_schema"
+    assert not any(r.json_mode for r in server.requests[:-1])
+
+
+async def test_the_seed_moves_on_with_the_index_so_samples_still_differ(
+    server: FakeServer, engine: Engine
+):
+    server.reply_with(lambda request: "Answer: 3")
+    asked = Passthrough.of({"seed": 7})
+    await collect(engine.stream("vote", "How many r?", samples=3, passthrough=asked))
+    assert sorted(r.body["seed"] for r in server.requests) == [7, 8, 9]
+
+
+async def test_single_sends_the_conversation_as_it_came(server: FakeServer, engine: Engine):
+    conversation = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    asked = Passthrough.of({"tools": TOOLS}, messages=conversation)
+    await collect(engine.stream("single", "What is this?", passthrough=asked))
+    assert server.requests[-1].messages == conversation
+
+
+async def test_without_a_passthrough_nothing_extra_is_sent(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await collect(engine.stream("refine", "How many r?", turns=1))
+    sent = server.requests[-1].body
+    assert not {"tools", "response_format", "stop", "seed", "top_p"} & set(sent)
+    assert run.calls[-1].final and run.calls[-1].tool_calls == []

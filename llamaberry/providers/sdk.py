@@ -372,61 +372,69 @@ class SDKClient(ChatClient):
                     for item in await self._read_whole(response, prompt, fmt or asked, sent):
                         yield item
                     return
-                parts: list[str] = []
-                thinking: list[str] = []
-                finish_reason = usage = model = timings = None
-                tools = ToolCalls()
-                logprobs: list[Any] | None = None
-                tags = ThinkTags()
-                async for chunk in read_chunks(response.aiter_bytes()):
-                    if chunk.tool_calls:
-                        tools.feed(chunk.tool_calls)
-                    if chunk.logprobs is not None:
-                        logprobs = (logprobs or []) + chunk.logprobs
-                    if chunk.usage:
-                        usage = chunk.usage
-                    if model is None and chunk.model:
-                        model = chunk.model
-                        # On the first chunk, so a warning comes before the reply's text.
-                        await self._note_served(model)
-                    if chunk.timings:
-                        timings = chunk.timings
-                    if chunk.finish_reason:
-                        finish_reason = chunk.finish_reason
-                    if chunk.reasoning:
-                        thinking.append(chunk.reasoning)
-                        yield Thinking(chunk.reasoning)
-                    if chunk.content:
-                        for is_thinking, piece in tags.feed(chunk.content):
-                            (thinking if is_thinking else parts).append(piece)
-                            yield Thinking(piece) if is_thinking else Delta(piece)
-                for is_thinking, piece in tags.flush():
-                    (thinking if is_thinking else parts).append(piece)
-                    yield Thinking(piece) if is_thinking else Delta(piece)
+                async with contextlib.aclosing(self._read_stream(response, prompt, sent)) as items:
+                    async for item in items:
+                        yield item
             finally:
                 await response.aclose()
-            if finish_reason is None:
-                raise ProviderUnavailableError(
-                    f"{self.provider}: the reply stream ended before it finished"
-                )
-            text = "".join(parts)
-            yield Completion(
-                text=text,
-                finish_reason=finish_reason,
-                usage=usage_of(usage, text, prompt),
-                seconds=0.0,
-                model=model or None,
-                queued=queued_since(sent, timings),
-                thinking="".join(thinking),
-                tool_calls=tools.done(),
-                logprobs=logprobs,
-            )
         except ProviderError:
             raise
         except Exception as error:
             raise self._failed(error, fmt) from None
         finally:
             self._in_flight -= 1
+
+    async def _read_stream(
+        self, response: Any, prompt: int, sent: float
+    ) -> AsyncGenerator[StreamItem]:
+        """The items of a streamed reply: its thinking and text as they come, then its end."""
+        parts: list[str] = []
+        thinking: list[str] = []
+        finish_reason = usage = model = timings = None
+        tools = ToolCalls()
+        logprobs: list[Any] | None = None
+        tags = ThinkTags()
+        async for chunk in read_chunks(response.aiter_bytes()):
+            if chunk.usage:
+                usage = chunk.usage
+            if model is None and chunk.model:
+                model = chunk.model
+                # On the first chunk, so a warning comes before the reply's text.
+                await self._note_served(model)
+            if chunk.timings:
+                timings = chunk.timings
+            if chunk.finish_reason:
+                finish_reason = chunk.finish_reason
+            if chunk.tool_calls:
+                tools.feed(chunk.tool_calls)
+            if chunk.logprobs is not None:
+                logprobs = (logprobs or []) + chunk.logprobs
+            if chunk.reasoning:
+                thinking.append(chunk.reasoning)
+                yield Thinking(chunk.reasoning)
+            if chunk.content:
+                for is_thinking, piece in tags.feed(chunk.content):
+                    (thinking if is_thinking else parts).append(piece)
+                    yield Thinking(piece) if is_thinking else Delta(piece)
+        for is_thinking, piece in tags.flush():
+            (thinking if is_thinking else parts).append(piece)
+            yield Thinking(piece) if is_thinking else Delta(piece)
+        if finish_reason is None:
+            raise ProviderUnavailableError(
+                f"{self.provider}: the reply stream ended before it finished"
+            )
+        text = "".join(parts)
+        yield Completion(
+            text=text,
+            finish_reason=finish_reason,
+            usage=usage_of(usage, text, prompt),
+            seconds=0.0,
+            model=model or None,
+            queued=queued_since(sent, timings),
+            thinking="".join(thinking),
+            tool_calls=tools.done(),
+            logprobs=logprobs,
+        )
 
     async def _read_whole(
         self, response: Any, prompt: int, fmt: ResponseFormat | None, sent: float

@@ -19,9 +19,11 @@ as follows:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from llamaberry.core.results import Message
 
 # Request fields that go with every call of a run.
 EVERY_CALL = ("top_p", "presence_penalty", "frequency_penalty", "logit_bias", "user", "seed")
@@ -75,6 +77,27 @@ class Passthrough:
         if final:
             sent.update(self.final_call)
         return sent
+
+    def apply(
+        self,
+        index: int,
+        messages: list[Message],
+        condensed: Iterable[list[Message]],
+        *,
+        final: bool,
+        as_sent: bool,
+    ) -> tuple[dict[str, Any], list[Message], Iterable[list[Message]]]:
+        """A call's request fields, and its messages (and their condensed forms) with what a
+        final call is told when its reply has a form to take. With `as_sent`, a final call
+        sends the caller's conversation (when there is one) in place of its messages."""
+        extra = self.fields(index, final=final)
+        if final and as_sent and self.messages:
+            extra["messages"] = self.messages
+        elif final and self.shaped:
+            told = Message(role="user", content=self.instruction())
+            messages = [*messages, told]
+            condensed = ([*form, told] for form in condensed)
+        return extra, messages, condensed
 
     def instruction(self) -> str:
         """What a final call is told, after its own prompt, when its reply has a form to take."""

@@ -250,8 +250,8 @@ class RunContext:
         `schema` asks for a JSON reply of that shape, `max_tokens` bounds this call's reply
         below the run's budget. `condensed` are shorter forms of `messages`, most condensed
         last, for when the whole does not fit the model's context window (an iterator is
-        only read that far). A request that
-        cannot fit in any form is never sent: `ContextTooLongError` is raised first.
+        only read that far). A request that cannot fit in any form is never sent:
+        `ContextTooLongError` is raised first.
         `until` is asked after each piece of text has been handed on: when it says True the
         stream is closed there and the reply is what came so far (the call is marked
         `closed_early`), as when a mode's own limit is reached.
@@ -259,25 +259,11 @@ class RunContext:
         with it (run/passthrough.py), and it is told to answer in that form; `as_sent` sends
         the caller's conversation as it came in place of `messages` (single's only call).
         """
-        passthrough = self.passthrough
-        extra = passthrough.fields(index, final=final)
-        if final and as_sent and passthrough.messages:
-            extra["messages"] = passthrough.messages
-        elif final and passthrough.shaped:
-            told = Message(role="user", content=passthrough.instruction())
-            messages = [*messages, told]
-            condensed = ([*form, told] for form in condensed)
-        plan = await self._fit(kind, index, messages, condensed, max_tokens)
-        record = Call(
-            kind=kind,
-            index=index,
-            messages=plan.fit.messages,
-            max_tokens=plan.fit.max_tokens,
-            condensed=plan.fit.level > 0,
-            final=final,
+        extra, messages, condensed = self.passthrough.apply(
+            index, messages, condensed, final=final, as_sent=as_sent
         )
-        self.reply = None
-        self.run.calls.append(record)
+        plan = await self._fit(kind, index, messages, condensed, max_tokens)
+        record = self._record_call(kind, index, plan, final)
         if announce:
             yield CallStarted(kind=kind, index=index, final=final)
         if plan.fit.level or plan.fit.max_tokens is not None:
@@ -341,6 +327,20 @@ class RunContext:
         # leaves less room.
         sent = fitted.max_tokens if fitted.max_tokens is not None else budget
         return _Plan(fitted, window, budget, sent)
+
+    def _record_call(self, kind: CallKind, index: int, plan: _Plan, final: bool) -> Call:
+        """The record of a call about to go out, added to the run's calls."""
+        record = Call(
+            kind=kind,
+            index=index,
+            messages=plan.fit.messages,
+            max_tokens=plan.fit.max_tokens,
+            condensed=plan.fit.level > 0,
+            final=final,
+        )
+        self.reply = None
+        self.run.calls.append(record)
+        return record
 
     def _fitted_note(self, kind: CallKind, index: int, plan: _Plan) -> CallNote:
         """The note saying how a call was condensed or its budget lowered to fit."""

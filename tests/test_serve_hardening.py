@@ -3,15 +3,23 @@ misbehave, on 127.0.0.1, against the real app run by uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
+import socket
 import threading
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import uvicorn
 
 from llamaberry import Engine
 from llamaberry.core.errors import InputError
+from llamaberry.core.settings import Settings
 from llamaberry.engine import MAX_CLIENTS
+from llamaberry.serve import Gateway, create_app
 from llamaberry.testing import DEFAULT_MODELS, FakeServer, Reply
 
 from .test_serve import QUESTION, start_endpoint
@@ -108,3 +116,182 @@ def test_the_limiter_pool_keeps_a_bounded_number_and_the_recently_used_ones():
             assert pool.get(kept) is first
     assert len(pool) <= pool.size
     assert pool.get(kept) is first
+
+
+# -- what a web page could make a browser send ------------------------------------------------
+
+
+async def serving(upstream: FakeServer, **app_options: object) -> AsyncIterator[int]:
+    """`llamaberry serve`'s app under uvicorn on a free 127.0.0.1 port; yields the port."""
+    settings = Settings.load(api_key="upstream-secret-key", base_url=upstream.groq_base_url)
+    gateway = Gateway(settings)
+    app = create_app(settings, gateway=gateway, **app_options)  # type: ignore[arg-type]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def raw(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """Send `head` (CRLF added) and `body` as they are; the status, headers and body back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    top, _, rest = answer.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    pairs = (line.split(": ", 1) for line in lines[1:])
+    headers = {name.lower(): value for name, value in pairs}
+    return int(lines[0].split()[1]), headers, rest
+
+
+def post(port: int, body: bytes, *extra: str, kind: str = "application/json") -> str:
+    lines = [
+        "POST /v1/chat/completions HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        f"Content-Type: {kind}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *extra,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+CHAT = json.dumps({"model": "single", "messages": MESSAGES}).encode()
+
+
+async def test_a_body_a_page_could_send_without_a_preflight_is_refused(server: FakeServer):
+    server.default = Reply("Three.")
+    async for port in serving(server):
+        for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            status, _, body = await raw(port, post(port, CHAT, kind=kind), CHAT)
+            assert status == 415, body
+            assert json.loads(body)["error"]["code"] == "not_json"
+        status, _, _ = await raw(
+            port, post(port, CHAT, kind="application/json; charset=utf-8"), CHAT
+        )
+        assert status == 200
+    assert len(server.requests) == 1
+
+
+async def test_a_request_from_an_origin_not_allowed_is_refused(server: FakeServer):
+    server.default = Reply("Three.")
+    async for port in serving(server):
+        for origin in ("https://evil.example", "null", f"http://127.0.0.1:{port}"):
+            status, headers, body = await raw(port, post(port, CHAT, f"Origin: {origin}"), CHAT)
+            assert status == 403, body
+            assert "access-control-allow-origin" not in headers
+    assert server.requests == []
+
+
+async def test_an_allowed_origin_gets_a_preflight_answer_and_its_reply(server: FakeServer):
+    server.default = Reply("Three.")
+    origin = "https://chat.example"
+    async for port in serving(server, cors_origins=[origin]):
+        preflight = "\n".join(
+            [
+                "OPTIONS /v1/chat/completions HTTP/1.1",
+                f"Host: localhost:{port}",
+                f"Origin: {origin}",
+                "Access-Control-Request-Method: POST",
+                "Access-Control-Request-Headers: authorization, content-type, x-stainless-os",
+                "Connection: close",
+            ]
+        )
+        status, headers, _ = await raw(port, preflight + "\n")
+        assert status == 200
+        assert headers["access-control-allow-origin"] == origin
+        assert "POST" in headers["access-control-allow-methods"]
+        assert "x-stainless-os" in headers["access-control-allow-headers"].lower()
+        status, headers, _ = await raw(port, post(port, CHAT, f"Origin: {origin}"), CHAT)
+        assert status == 200
+        assert headers["access-control-allow-origin"] == origin
+        # Another origin is still refused, its preflight too.
+        other = preflight.replace(origin, "https://evil.example")
+        status, headers, _ = await raw(port, other + "\n")
+        assert status == 403 and "access-control-allow-origin" not in headers
+
+
+async def test_a_host_that_is_not_this_machine_is_refused_on_loopback(server: FakeServer):
+    server.default = Reply("Three.")
+    async for port in serving(server):
+        # What a page on a rebinding domain (resolved to 127.0.0.1) makes its browser send.
+        rebound = post(port, CHAT).replace(
+            f"Host: 127.0.0.1:{port}", f"Host: rebind.example:{port}"
+        )
+        status, _, body = await raw(port, rebound, CHAT)
+        assert status == 421, body
+        for host in (f"localhost:{port}", f"[::1]:{port}", "127.0.0.1"):
+            fine = post(port, CHAT).replace(f"Host: 127.0.0.1:{port}", f"Host: {host}")
+            status, _, body = await raw(port, fine, CHAT)
+            assert status == 200, body
+    assert len(server.requests) == 3
+    async for port in serving(server, loopback=False):  # serving beyond: any name reaches it
+        rebound = post(port, CHAT).replace(f"Host: 127.0.0.1:{port}", "Host: llm.example")
+        assert (await raw(port, rebound, CHAT))[0] == 200
+
+
+async def test_the_bearer_scheme_is_case_insensitive(server: FakeServer):
+    server.default = Reply("Three.")
+    async for port in serving(server, api_key="serve-key-1234"):
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            status, _, body = await raw(
+                port, post(port, CHAT, f"Authorization: {scheme} serve-key-1234"), CHAT
+            )
+            assert status == 200, body
+        for wrong in ("Basic serve-key-1234", "Bearer serve-key-123", "Bearerserve-key-1234"):
+            status, _, _ = await raw(port, post(port, CHAT, f"Authorization: {wrong}"), CHAT)
+            assert status == 401
+
+
+# -- bounds -----------------------------------------------------------------------------------
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(server: FakeServer):
+    async for port in serving(server, max_body=10_000):
+        # Declared: refused on the headers alone, the 300 MB never sent.
+        status, headers, _ = await raw(
+            port, post(port, b"x" * 0).replace("Content-Length: 0", "Content-Length: 300000000")
+        )
+        assert status == 413 and headers.get("connection") == "close"
+        # Chunked: refused once past the limit.
+        head = post(port, b"").replace("Content-Length: 0", "Transfer-Encoding: chunked")
+        chunk = b"4000\r\n" + b"[" * 0x4000 + b"\r\n"
+        status, _, _ = await raw(port, head, chunk * 3 + b"0\r\n\r\n")
+        assert status == 413
+    assert server.requests == []
+
+
+async def test_deeply_nested_json_is_a_400_without_a_traceback(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.WARNING)
+    async for port in serving(server):
+        for depth in (65, 100_000):
+            deep = b"[" * depth + b"]" * depth
+            status, _, body = await raw(port, post(port, deep), deep)
+            assert status == 400, body
+            assert json.loads(body)["error"]["code"] == "too_deep"
+        inside = json.dumps({"model": "single", "messages": MESSAGES, "turns": [[[[[1]]]]] * 3})
+        status, _, _ = await raw(port, post(port, inside.encode()), inside.encode())
+        assert status == 400  # an unknown option, but read: shallow nesting is fine
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert server.requests == []
+
+
+async def test_a_lone_surrogate_is_a_400_not_an_upstream_error(server: FakeServer):
+    server.default = Reply("Three.")
+    body = b'{"model": "single", "messages": [{"role": "user", "content": "hi \\ud800 there"}]}'
+    async for port in serving(server):
+        status, _, answer = await raw(port, post(port, body), body)
+        assert status == 400, answer
+        assert "surrogate" in json.loads(answer)["error"]["message"]
+    assert server.requests == []

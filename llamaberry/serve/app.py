@@ -6,17 +6,20 @@ from __future__ import annotations
 import contextlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llamaberry.core.errors import LlamaberryError
 from llamaberry.serve.gateway import Gateway, check_options, mode_names
+from llamaberry.serve.guard import MAX_BODY, Guard
 from llamaberry.serve.reply import Reply, SSEResponse, until_disconnected
 from llamaberry.serve.responses import Responses, ResponsesRequest
 from llamaberry.serve.schema import (
@@ -44,8 +47,16 @@ def create_app(
     reasoning_field: ReasoningField = "reasoning_content",
     gateway: Gateway | None = None,
     options: dict[str, Any] | None = None,
+    cors_origins: Sequence[str] = (),
+    loopback: bool = True,
+    max_body: int = MAX_BODY,
 ) -> Starlette:
-    """The ASGI app: /v1/chat/completions, /v1/responses, /v1/models and /health."""
+    """The ASGI app: /v1/chat/completions, /v1/responses, /v1/models and /health.
+
+    Every route is behind `Guard`: browsers' requests come only from `cors_origins`, the Host
+    must name this machine when `loopback` (the server listens on it only), a body is JSON of
+    at most `max_body` bytes, and every reply is redacted.
+    """
     gateway = gateway or Gateway(settings, history=history, options=options)
     routes = _Routes(gateway, mode_names(), reasoning_field)
 
@@ -67,6 +78,17 @@ def create_app(
             ),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(Guard, origins=cors_origins, loopback=loopback, max_body=max_body),
+            # Answers the preflight of an allowed origin and marks its replies readable.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["*"],
+                max_age=600,
+            ),
+        ],
     )
     app.state.gateway = gateway
     return app
@@ -87,8 +109,11 @@ def _guarded(
 
     async def endpoint(request: Request) -> Response:
         if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+            # The scheme's name is case-insensitive (RFC 9110); the key is compared whole.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), api_key.encode()
+            ):
                 return _error_response(
                     ServeError(
                         401,

@@ -10,6 +10,7 @@ import click
 from llamaberry.cli.options import LazyCommand, LazyGroup, mode_choice
 from llamaberry.cli.running import echo_json, handle_errors
 from llamaberry.core.errors import InputError
+from llamaberry.core.terminal import for_terminal
 
 
 @click.group(
@@ -59,8 +60,8 @@ def history(ctx: click.Context, as_json: bool, limit: int, **filters: Any) -> No
                 row.status,
                 f"{row.total_tokens:,}",
                 f"{row.seconds:.1f}",
-                row.model,
-                " ".join(row.question.split())[:70],
+                for_terminal(row.model),
+                for_terminal(" ".join(row.question.split())[:70]),
             )
         )
 
@@ -78,13 +79,16 @@ def history_show(run_id: str, as_json: bool) -> None:
         run = redact_model(store.get(run_id))
     if as_json:
         echo_json(run.model_dump(mode="json"))
-    elif sys.stdout.isatty():
+        return
+    # What the model wrote is shown, never obeyed: no escape sequence reaches the terminal.
+    text = for_terminal(run_markdown(run))
+    if sys.stdout.isatty():
         from rich.console import Console
         from rich.markdown import Markdown
 
-        Console().print(Markdown(run_markdown(run)))
+        Console().print(Markdown(text))
     else:
-        click.echo(run_markdown(run), nl=False)
+        click.echo(text, nl=False)
 
 
 @history.command("export", cls=LazyCommand, modes=mode_choice(help="Only runs of this mode."))

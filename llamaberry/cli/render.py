@@ -21,6 +21,7 @@ from llamaberry.core.events import (
 )
 from llamaberry.core.holdback import HoldBack
 from llamaberry.core.results import Run, Usage, call_title, cut_off_line
+from llamaberry.core.terminal import TerminalStream, for_terminal
 
 
 def plural(count: int, noun: str) -> str:
@@ -73,6 +74,10 @@ class TerminalView:
         # vote's samples, drafts) are shown whole when they finish, so concurrent replies
         # never interleave on the screen.
         self._holdback = HoldBack()
+        # Model text streams through these: no escape sequence or key reaches the terminal
+        # (the run itself, which --json prints, keeps the text as written).
+        self._text = TerminalStream()
+        self._thought = TerminalStream()
 
     def show(self, event: object) -> None:
         """Render one event."""
@@ -95,9 +100,7 @@ class TerminalView:
             return
         elif isinstance(event, ThinkingDelta):
             # The model's own thinking, dimmed so it never reads as the reply.
-            self.console.print(Text(event.text, style="dim italic"), end="")
-            self.console.file.flush()
-            self._at_line_start = event.text.endswith("\n")
+            self._think(self._thought.feed(event.text))
             self._thinking = True
         elif isinstance(event, TextDelta):
             # A step's content comes whole, just before its finish, and is shown under its
@@ -120,18 +123,33 @@ class TerminalView:
         elif isinstance(event, CallFinished):
             self._finished(event)
         elif isinstance(event, RunFinished):
+            self._flush()  # what a call that never finished still held back
             self._summary(event.run)
 
     def _is_held(self, event: ThinkingDelta | TextDelta) -> bool:
         # A call that was not announced streams too, when no other call is.
         return self._holdback.hold(event) or not self._holdback.claim((event.kind, event.index))
 
+    def _think(self, text: str) -> None:
+        if text:
+            self.console.print(Text(text, style="dim italic"), end="")
+            self.console.file.flush()
+            self._at_line_start = text.endswith("\n")
+
     def _write(self, text: str) -> None:
-        self.console.file.write(text)
-        self.console.file.flush()
-        self._at_line_start = text.endswith("\n")
+        """Write model text (cleaned for the terminal as it streams)."""
+        text = self._text.feed(text)
+        if text:
+            self.console.file.write(text)
+            self.console.file.flush()
+            self._at_line_start = text.endswith("\n")
+
+    def _flush(self) -> None:
+        self._think(self._thought.flush())
+        self._write(self._text.flush())
 
     def _newline(self) -> None:
+        self._flush()
         if not self._at_line_start:
             self.console.file.write("\n")
             self._at_line_start = True
@@ -140,14 +158,16 @@ class TerminalView:
         result = event.result
         call = (event.kind, event.index)
         title = getattr(result, "title", None)
-        label = call_title(event.kind, event.index) + (f": {escape(title)}" if title else "")
+        label = call_title(event.kind, event.index) + (
+            f": {escape(for_terminal(title))}" if title else ""
+        )
         if self._holdback.finish(call) is not None:
             # Its thinking and text were held back while another call streamed: shown whole
             # now, the thinking dimmed and a blank line before the reply, as a live call's.
             self._newline()
             self.console.rule(f"[bold]{label}[/bold]", align="left")
             if result.thinking:
-                self.console.print(Text(result.thinking, style="dim italic"))
+                self.console.print(Text(for_terminal(result.thinking), style="dim italic"))
                 self._write("\n")
             self._write(result.content)
         self._newline()
@@ -181,7 +201,7 @@ class TerminalView:
     def _remark(self, text: str) -> None:
         # A reflection on what came before it: set apart, so it never reads as the reasoning.
         if text:
-            self.console.print(Text(f"↳ {text}", style="italic"))
+            self.console.print(Text(f"↳ {for_terminal(text)}", style="italic"))
 
     def _summary(self, run: Run) -> None:
         self.console.print()
@@ -204,7 +224,7 @@ class TerminalView:
             # and under soft wrap a Panel crops its lines at the border instead of wrapping them.
             self.console.print(
                 Panel(
-                    Text(run.answer, overflow="fold"),
+                    Text(for_terminal(run.answer), overflow="fold"),
                     title=title,
                     title_align="left",
                     border_style=border,
@@ -213,6 +233,7 @@ class TerminalView:
             )
         status = "" if run.ok else f" · [red]{run.status}[/red]"
         self.console.print(
-            f"[dim]{run.mode} · {escape(model_line(run))} · {plural(len(run.calls), 'call')} · "
+            f"[dim]{run.mode} · {escape(for_terminal(model_line(run)))} · "
+            f"{plural(len(run.calls), 'call')} · "
             f"{cost_line(run.usage, run.seconds)}[/dim]{status}"
         )

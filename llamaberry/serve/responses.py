@@ -26,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 
 from llamaberry.core.errors import InputError, LlamaberryError
 from llamaberry.core.events import CallStarted
-from llamaberry.core.results import Run, call_title
+from llamaberry.core.results import Call, Run, call_title
+from llamaberry.run.passthrough import Passthrough
 from llamaberry.serve.gateway import Gateway, check_options
 from llamaberry.serve.reply import Reply, SSEResponse, final_text, until_disconnected
 from llamaberry.serve.schema import (
@@ -208,34 +209,39 @@ def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
     raise InputError(f"tool_choice must be auto, none, required or a function (got {choice}).")
 
 
-def chat_request(asked: ResponsesRequest, conversation: list[dict[str, Any]]) -> ChatRequest:
-    """The chat-completions request that asks what `asked` asks, over `conversation`."""
+def chat_request(
+    asked: ResponsesRequest, conversation: list[dict[str, Any]]
+) -> tuple[ChatRequest, Passthrough]:
+    """The chat-completions request that asks what `asked` asks, over `conversation`, and what
+    goes with its calls beside the question (the final call's format and tools, see
+    run/passthrough.py)."""
     if asked.background:
         raise InputError("background responses are not supported: each request is one run.")
     system = [{"role": "system", "content": asked.instructions}] if asked.instructions else []
+    messages = system + conversation
     body: dict[str, Any] = {
         "model": asked.model,
-        "messages": system + conversation,
+        "messages": messages,
         "stream": asked.stream,
         "temperature": asked.temperature,
         "max_completion_tokens": asked.max_output_tokens,
         "reasoning_effort": (asked.reasoning or {}).get("effort"),
-        **asked.options(),
     }
-    extra: dict[str, Any] = {
+    fields = {
         "top_p": asked.top_p,
+        "user": (asked.model_extra or {}).get("user"),
         "response_format": _response_format(asked.text),
         "tools": _tools(asked.tools) if asked.tools else None,
         "tool_choice": _tool_choice(asked.tool_choice) if asked.tool_choice else None,
-        "parallel_tool_calls": asked.parallel_tool_calls,
+        "parallel_tool_calls": asked.parallel_tool_calls if asked.tools else None,
     }
-    body |= {k: v for k, v in extra.items() if v is not None}
     try:
-        return ChatRequest.model_validate(body)
+        chat = ChatRequest.model_validate(body)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise ServeError(400, f"Invalid request: {where}: {first['msg']}.") from None
+    return chat, Passthrough.of(fields, messages)
 
 
 # -- the run as a response --------------------------------------------------------------------
@@ -244,10 +250,14 @@ def chat_request(asked: ResponsesRequest, conversation: list[dict[str, Any]]) ->
 class ResponseWriter(Reply):
     """Turns one run's events into the Responses API's output items and typed events."""
 
-    def __init__(self, asked: ResponsesRequest, mode: str, *, streaming: bool) -> None:
+    def __init__(
+        self, asked: ResponsesRequest, mode: str, *, streaming: bool, shaped: bool = False
+    ) -> None:
         super().__init__(asked.model, mode, "reasoning_content")
         self.asked = asked
         self.streaming = streaming
+        # A JSON reply or tools were asked for: the final call's reply is the answer itself.
+        self.shaped = shaped
         self.output: list[dict[str, Any]] = []
         self.item: dict[str, Any] | None = None  # the output item being written
         self.part_open = False  # a reasoning summary part is being written
@@ -269,6 +279,9 @@ class ResponseWriter(Reply):
         return f"### {call_title(kind, index)}\n\n"
 
     def _route(self, event: object) -> tuple[str, str] | None:
+        if self.shaped and isinstance(event, CallStarted) and event.final:
+            # its text (the JSON, or what it says beside its tool calls) streams as the message
+            self.answer_kind = event.kind
         routed = super()._route(event)
         self.heading_only = isinstance(event, CallStarted)
         return routed
@@ -287,7 +300,7 @@ class ResponseWriter(Reply):
         return {"item_id": self.item["id"], "output_index": len(self.output) - 1}
 
     def _open(self, kind: str, **fields: Any) -> list[bytes]:
-        prefix = "rs" if kind == "reasoning" else "msg"
+        prefix = {"reasoning": "rs", "message": "msg"}.get(kind, "fc")
         self.item = {
             "id": f"{prefix}_{self.run_id}_{len(self.output)}",
             "type": kind,
@@ -426,10 +439,42 @@ class ResponseWriter(Reply):
             "incomplete_details": {"reason": "max_output_tokens"} if cut_off else None,
         }
 
+    def _function_calls(self, final: Call) -> list[bytes]:
+        """The final call's tool calls as function_call items, each sent whole."""
+        events = self._close()
+        for call in final.tool_calls:
+            function = call.get("function") or {}
+            arguments = str(function.get("arguments") or "")
+            events += self._open(
+                "function_call",
+                call_id=call.get("id", ""),
+                name=function.get("name", ""),
+                arguments="",
+            )
+            where = self._where()
+            events += self._event(
+                "response.function_call_arguments.delta", **where, delta=arguments
+            )
+            events += self._event(
+                "response.function_call_arguments.done", **where, arguments=arguments
+            )
+            assert self.item is not None
+            self.item["arguments"] = arguments
+            self.item["status"] = "completed"
+            events += self._event(
+                "response.output_item.done", output_index=where["output_index"], item=self.item
+            )
+            self.item = None
+        return events
+
     def _finish(self, run: Run) -> tuple[dict[str, Any], list[bytes]]:
         """The finished response and the events that close its output."""
-        events = [] if self.content else self._take("content", final_text(run))
+        final = next((call for call in reversed(run.calls) if call.final), None)
+        called = final is not None and bool(final.tool_calls)
+        events = [] if self.content or called else self._take("content", final_text(run))
         events += self._close()
+        if final is not None and final.tool_calls:
+            events += self._function_calls(final)
         cut_off = bool(run.calls) and run.calls[-1].finish_reason == "length"
         return self.body("incomplete" if cut_off else "completed", run=run), events
 
@@ -441,6 +486,17 @@ class ResponseWriter(Reply):
             if item["type"] == "message"
             for part in item["content"]
         )
+        calls = [
+            {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            for item in self.output
+            if item["type"] == "function_call"
+        ]
+        if calls:
+            return [{"role": "assistant", "content": said or None, "tool_calls": calls}]
         return [{"role": "assistant", "content": said}]
 
     async def begin(self, events: AsyncIterator[Any]) -> list[tuple[str, str] | Run]:
@@ -563,8 +619,8 @@ class Responses:
         if asked.previous_response_id:
             conversation = list((await self._find(asked.previous_response_id))["conversation"])
         conversation += input_messages(asked.input)
-        chat = chat_request(asked, conversation)
-        options = chat.options()
+        chat, passthrough = chat_request(asked, conversation)
+        options = asked.options()
         check_options(mode, options)
         question = conversation_question(chat.messages)
         # bad input raises here, before a call; store: false keeps the run out of the history
@@ -574,8 +630,9 @@ class Responses:
             options,
             history=asked.kept,
             settings=self.gateway.run_settings(chat, upstream),
+            passthrough=passthrough,
         )
-        writer = ResponseWriter(asked, mode, streaming=asked.stream)
+        writer = ResponseWriter(asked, mode, streaming=asked.stream, shaped=passthrough.shaped)
 
         async def keep(body: dict[str, Any]) -> None:
             if asked.kept:

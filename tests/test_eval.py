@@ -427,6 +427,13 @@ def saved_count() -> int:
         store.close()
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child before it starts: Ctrl-C does what it does in a terminal, however pytest
+    was started (a shell starts a background job with SIGINT ignored, and a child inherits
+    that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a process group")
 def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeServer, tmp_path):
     dataset = tmp_path / "sums.jsonl"
@@ -453,7 +460,12 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_rerun_resumes(fake_server: FakeSer
     command = [sys.executable, "-m", "llamaberry", "eval", str(dataset), "--modes", "single"]
     command += ["--out", str(tmp_path / "out")]
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     # Ctrl-C once the three quick items are saved and the fourth hangs: waited for in the
     # history the process writes, not slept for (it can take longer on a loaded machine).
@@ -518,7 +530,12 @@ def test_ctrl_c_taken_by_another_thread_still_stops_the_eval(fake_server: FakeSe
     command = [sys.executable, "-c", _SIGINT_ON_A_THREAD, str(go), "eval", str(dataset)]
     command += ["--modes", "single", "--out", str(tmp_path / "out"), "--timeout", "600"]
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + 60
     while len(fake_server.requests) < 2 or saved_count() < 1:

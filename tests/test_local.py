@@ -92,3 +92,47 @@ def test_a_key_typed_in_the_page_of_an_embedded_ui_switches_that_run_to_groq():
     assert chosen.max_tokens == 4096
     untouched = run_settings(base, base.model, None, None, "")
     assert untouched.provider == "local" and untouched.model == EMBEDDED_MODEL
+
+
+def test_an_engine_without_a_key_starts_no_model_until_it_runs():
+    # The README: building an engine is instant; the model starts on first use. Closing one
+    # that never ran starts nothing either.
+    code = (
+        "import asyncio, sys, time\n"
+        "from llamaberry import Engine\n"
+        "started = time.perf_counter()\n"
+        "engine = Engine(history=False)\n"
+        "built = time.perf_counter() - started\n"
+        "asyncio.run(engine.aclose())\n"
+        "print(engine.settings.provider, built < 0.5, 'xllamacpp' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["local", "True", "False"]
+
+
+# A process that starts the embedded model and leaves at once, its engine never closed.
+_LEAVES_AT_ONCE = """
+import asyncio, sys
+from llamaberry import Engine
+from llamaberry.providers.local import acquire, EMBEDDED_MODEL
+
+if sys.argv[1] == "server":
+    acquire(EMBEDDED_MODEL)  # started, never released: stopped at exit
+else:
+    engine = Engine(history=False)
+    asyncio.run(engine.client.ready())  # what a run does first: the model starts
+"""
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("how", ["server", "engine"])
+def test_a_process_that_leaves_its_model_running_still_exits(how):
+    # llama.cpp's server freed before its task loop had started never stopped: the exit
+    # handler waited forever (2 runs in 7). Several quick exits in a row must all finish.
+    for _ in range(4):
+        done = subprocess.run(
+            [sys.executable, "-c", _LEAVES_AT_ONCE, how], capture_output=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr.decode()

@@ -13,7 +13,14 @@ from llamaberry.cli.options import (
     read_question,
     take_options,
 )
-from llamaberry.cli.running import echo_json, fail, handle_errors, make_engine, run_async
+from llamaberry.cli.running import (
+    check_usage,
+    echo_json,
+    fail,
+    handle_errors,
+    make_engine,
+    run_async,
+)
 
 
 @click.command(
@@ -32,6 +39,7 @@ def ask(question: str, mode: str, as_json: bool, **params: Any) -> None:
 
     question = read_question(question)
     chosen = take_options(params)
+    check_usage(params, question, [mode], chosen)
 
     settled: list[Any] = []  # the run as it ended, even when it ended by an interrupt
 

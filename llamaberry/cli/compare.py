@@ -13,7 +13,14 @@ from llamaberry.cli.options import (
     read_question,
     take_options,
 )
-from llamaberry.cli.running import echo_json, fail, handle_errors, make_engine, run_async
+from llamaberry.cli.running import (
+    check_usage,
+    echo_json,
+    fail,
+    handle_errors,
+    make_engine,
+    run_async,
+)
 
 
 @click.command(cls=LazyCommand, modes=mode_options(), endpoint=True)
@@ -32,6 +39,7 @@ def compare(question: str, modes: str | None, as_json: bool, **params: Any) -> N
     question = read_question(question)
     wanted = parse_modes(modes) or registry.default_names()
     chosen = take_options(params)
+    check_usage(params, question, wanted, chosen, own=True)
 
     async def go():
         async with make_engine(params) as engine:

@@ -119,12 +119,20 @@ def take_options(params: dict[str, Any]) -> dict[str, Any]:
 
 def endpoint_params() -> list[click.Parameter]:
     """One flag per endpoint setting `Settings` declares with `flag=True` (`--model`...)."""
-    from llamaberry.core.settings import ENVIRONMENT, FLAG_SETTINGS, Settings, ways
+    from llamaberry.core.settings import (
+        ENVIRONMENT,
+        FLAG_SETTINGS,
+        LOCAL_DEFAULTS,
+        Settings,
+        ways,
+    )
 
     made: list[click.Parameter] = []
     for name in FLAG_SETTINGS:
         field = Settings.model_fields[name]
         shown = ways(name).get("shown_default", _shown_default(field.default))
+        if name in LOCAL_DEFAULTS:  # what a run on the embedded model gets instead
+            shown += f"; {_shown_default(LOCAL_DEFAULTS[name])} without a key"
         where = ([f"default {shown}"] if shown else []) + [f"env {ENVIRONMENT[name]}"]
         help_text = f"{(field.description or name).rstrip('.')} [{'; '.join(where)}]."
         made.append(flag_for(name, field, help_text))
@@ -136,7 +144,7 @@ def _shown_default(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)  # 600.0 -> 600
 
 
 def endpoint_settings(params: dict[str, Any]) -> Settings:

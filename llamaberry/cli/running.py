@@ -37,10 +37,30 @@ def make_engine(params: dict[str, Any], **extra: Any) -> Engine:
             err=True,
         )
     if engine.settings.embedded:
-        server = getattr(engine.client, "server", None)
-        started = f"; llama.cpp started in {server.startup_seconds:.1f}s" if server else ""
-        click.echo(embedded_notice(engine.model) + started + ".", err=True)
+        # The model itself starts on the first call, not here (the engine is instant).
+        click.echo(embedded_notice(engine.model) + ".", err=True)
     return engine
+
+
+def check_usage(
+    params: dict[str, Any],
+    question: str,
+    modes: list[str],
+    options: dict[str, Any],
+    *,
+    own: bool = False,
+) -> None:
+    """Refuse bad input (settings, the question, each mode's options) before an engine or a
+    model starts: a usage error is one line, at once. With `own` (compare), each mode takes
+    the options that are its own and ignores the others."""
+    from llamaberry import modes as registry
+    from llamaberry.run.runner import check_question
+
+    settings = endpoint_settings(params)
+    check_question(question, settings.max_question_chars)
+    registry.check_defaults(options)
+    for mode in modes:
+        registry.options_for(mode, registry.own_options(mode, options) if own else options)
 
 
 def embedded_notice(model: str) -> str:

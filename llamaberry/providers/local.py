@@ -13,10 +13,13 @@ the environment): the file is found through the package's installed-files record
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import os
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -155,16 +158,37 @@ def start(model: str) -> LocalServer:
         server = xllamacpp.Server(params)
     except Exception as error:  # a file that is not a model, or one too large for memory
         raise LlamaberryError(f"llama.cpp could not load '{model}': {error}") from None
+    base_url = str(server.listening_address).rstrip("/")
+    _wait_for_task_loop(base_url)
     return LocalServer(
         model=model,
         path=path,
-        base_url=str(server.listening_address).rstrip("/"),
+        base_url=base_url,
         context=context,
         slots=SLOTS,
         threads=threads,
         startup_seconds=time.perf_counter() - started,
         _server=server,
     )
+
+
+def _wait_for_task_loop(base_url: str, timeout: float = 30.0) -> None:
+    """Return once llama.cpp's task loop answers (its `/slots` is a task on that loop).
+
+    A server freed before its loop has started never stops: the stop request is lost, and the
+    destructor waits forever for the loop's thread (seen as a process that hangs at exit when
+    an engine is made and dropped at once). Once the loop has answered, a stop always lands.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/slots", timeout=5) as response:
+                response.read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return  # serve anyway: the first call will say what is wrong
+            time.sleep(0.01)
 
 
 def acquire(model: str) -> LocalServer:
@@ -212,9 +236,12 @@ class LocalClient(OpenAICompatibleClient):
         # Not OpenAICompatibleClient's constructor: it reads OPENAI_* variables, which are for
         # another endpoint. The server takes no key; the SDK insists on one.
         SDKClient.__init__(self, **kwargs)
+        model_file(self.model)  # a missing file is a usage error now, before anything starts
         self._api_key = "no-key"
         self._base_url = None
         self.server: LocalServer | None = None
+        self._serving = threading.Lock()  # two runs' first calls may start it at once
+        self._closed = False
 
     def prepare(self) -> None:
         """Start (or join) the model's server, then build the SDK client pointed at it."""
@@ -222,19 +249,26 @@ class LocalClient(OpenAICompatibleClient):
         super().prepare()
 
     def warm(self) -> None:
-        """Start (or join) the server now, in this thread, then warm the SDK in the background.
+        """Nothing at construction: an engine is instant, and one that never runs never starts
+        llama.cpp (nor leaves a server to stop at exit). `ready()` starts it."""
 
-        Loading the model is the engine's real start-up cost; paid here, it is measured
-        (`server.startup_seconds`) and never lands inside the first call's seconds.
+    async def ready(self) -> None:
+        """Start (or join) the server and build the SDK client, off the event loop.
+
+        Awaited before a run's clock starts, so loading the model (`server.startup_seconds`)
+        never lands inside a run's or a call's seconds. A server that cannot start is not
+        reported here: the first call starts it again and fails with the reason.
         """
-        self._serve()
-        super().warm()
+        if not self._closed and (self.server is None or self._wire is None):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.prepare)
 
     def _serve(self) -> LocalServer:
-        if self.server is None:
-            self.server = acquire(self.model)
-            self._base_url = self.server.openai_base_url
-        return self.server
+        with self._serving:
+            if self.server is None:
+                self.server = acquire(self.model)
+                self._base_url = self.server.openai_base_url
+            return self.server
 
     def _make_sdk(self, connections: int) -> Any:
         self._serve()
@@ -250,6 +284,7 @@ class LocalClient(OpenAICompatibleClient):
 
     async def aclose(self) -> None:
         """Close the connection pool and give the server back (the last user stops it)."""
+        self._closed = True  # closing never starts a server that was not running
         await super().aclose()
         server, self.server = self.server, None
         if server is not None:

@@ -1,7 +1,12 @@
 """Replies of the kinds real models send, each with the answer a careful reader takes from it.
 
 Every case is (name, reply, gold, reading): `reading` is what the scorer must read as the answer
-(a number's value, a choice letter, yes/no), whether or not it matches the gold. Several cases
+(a number's value, a choice letter, yes/no), whether or not it matches the gold; for text and
+maths golds, `reading` is the gold when a careful grader marks the reply right and anything
+else when wrong. A gold may be a list: the first is the gold, the rest its aliases.
+
+`CLASSES` groups the cases by the kind of misreading they guard against, each with right and
+wrong answers (a scorer that says "right" too easily fails the wrong ones). Several cases
 are right only when the scorer avoids a trap: a bold label, a numbered step, a number inside the
 working, an earlier answer the model later corrected.
 """
@@ -51,7 +56,7 @@ STEPS_STYLE = """**Step 1:** Natalia sold 48 clips in April.
 
 **Explanation:** We add April and May."""
 
-CORPUS: list[tuple[str, str, str, str]] = [
+PLACEMENT: list[tuple[str, str, str | list[str], str]] = [
     # -- markdown answer sections ---------------------------------------------------------------
     ("single reply ending in an answer section", TURN_ONE, "3", "3"),
     ("answer section after numbered steps is wrong", TURN_ONE, "4", "3"),
@@ -258,3 +263,144 @@ CORPUS: list[tuple[str, str, str, str]] = [
         "B",
     ),
 ]
+
+SIGNS_AND_FORMS: list[tuple[str, str, str | list[str], str]] = [
+    ("a minus before a currency sign", "She ends the month at -$5.", "-5", "-5"),
+    ("a minus before a currency sign, gold positive", "The balance is -$5 now.", "5", "-5"),
+    ("a Unicode minus", "Overnight it falls to \u22127 \u00b0C.", "-7", "-7"),
+    ("a Unicode minus, reply positive", "Overnight it rises to 7 \u00b0C.", "-7", "7"),
+    (
+        "a power of ten with a times sign",
+        "Light covers about 3 \u00d7 10^8 metres each second.",
+        "300000000",
+        "300000000",
+    ),
+    ("e-notation", "The error is 1.5e-3 in the end.", "0.0015", "0.0015"),
+    ("e-notation, wrong exponent", "The error is 1.5e-2 in the end.", "0.0015", "0.015"),
+    ("a LaTeX thin space in thousands", "In all, $1,\\!000$ tickets.", "1000", "1000"),
+    ("a mixed number in LaTeX", "Each gets $3\\frac{1}{2}$ cups.", "3.5", "3.5"),
+    ("a mixed number in LaTeX, wrong", "Each gets $2\\frac{1}{2}$ cups.", "3.5", "2.5"),
+    ("a fraction without braces", "The chance is $\\frac34$.", "0.75", "0.75"),
+    (
+        "a power of ten in LaTeX against e-notation",
+        "About $6.02 \\times 10^{23}$ atoms.",
+        "6.02e23",
+        "6.02e23",
+    ),
+]
+
+WHICH_NUMBER: list[tuple[str, str, str | list[str], str]] = [
+    ("a product stated with is", "19 * 21 is 399.", "399", "399"),
+    ("a sum stated with is, wrong", "5 + 5 is 11.", "10", "11"),
+    ("a number ruled out, then the answer", "It is not 8, but 9.", "9", "9"),
+    ("a number ruled out, then a wrong answer", "It is not 9, but 8.", "9", "8"),
+    ("parts then the total", "Answer: 4 cats and 6 dogs, 10 pets in total.", "10", "10"),
+    ("a total of", "Counting both shelves, there is a total of 31 books.", "31", "31"),
+    (
+        "a bold figure in the working, the result in the closing sentence",
+        "Per day: **12** pages.\nOver a week: 12 \u00d7 7 = 84 pages.\n\nSo she reads 84 pages.",
+        "84",
+        "84",
+    ),
+    (
+        "a closing courtesy holding a number",
+        "6 boxes of 8 make 48 eggs.\n\nI hope this helps with your 3 other questions!",
+        "48",
+        "48",
+    ),
+    (
+        "a closing courtesy after a wrong answer",
+        "6 boxes of 8 make 46 eggs. Let me know if you want the 2 other ways to count!",
+        "48",
+        "46",
+    ),
+    ("subtraction is not a sign", "3 - 10 = -7, so it is -7 degrees.", "-7", "-7"),
+]
+
+MATHS: list[tuple[str, str, str | list[str], str]] = [
+    ("a decimal against a LaTeX fraction", "So $\\boxed{0.75}$.", "\\frac{3}{4}", "\\frac{3}{4}"),
+    ("a spaced root", "Hence $\\boxed{2 \\sqrt{3}}$.", "2\\sqrt{3}", "2\\sqrt{3}"),
+    ("a value against an equation", "We get $\\boxed{2}$.", "x=2", "x=2"),
+    ("a spaced pair", "The point is $\\boxed{(2, 3)}$.", "(2,3)", "(2,3)"),
+    ("a wrong fraction", "So $\\boxed{\\frac{2}{3}}$.", "\\frac{3}{4}", "wrong"),
+    ("a wrong root", "Hence $\\boxed{3\\sqrt{2}}$.", "2\\sqrt{3}", "wrong"),
+    ("a wrong pair", "The point is $\\boxed{(3, 2)}$.", "(2,3)", "wrong"),
+    ("an expression in factored form", "$\\boxed{(x+1)^2}$", "x^2+2x+1", "x^2+2x+1"),
+    ("a power tower is not sent to sympy", "$\\boxed{2^{2^{40}}}$", "2^{10}", "wrong"),
+]
+
+CHOICES: list[tuple[str, str, str | list[str], str]] = [
+    (
+        "the correct option is, then an explanation",
+        "The correct option is C. Ribosomes build proteins.",
+        "C",
+        "C",
+    ),
+    (
+        "options ruled out one by one, then so",
+        "Option A is wrong. Option C is wrong. Option D is incorrect. So B.",
+        "B",
+        "B",
+    ),
+    (
+        "options ruled out, then so, wrong",
+        "Option A is wrong. Option B is wrong. Option D is incorrect. So C.",
+        "B",
+        "C",
+    ),
+    (
+        "tempting options, then the answer must be",
+        "(B) is tempting, but (C) ignores drag, so the answer must be A.",
+        "A",
+        "A",
+    ),
+    (
+        "between two, then one is correct",
+        "I'm between A and C. After checking, C is correct.",
+        "C",
+        "C",
+    ),
+    (
+        "between two, then the wrong one is correct",
+        "I'm between A and C. After checking, A is correct.",
+        "C",
+        "A",
+    ),
+]
+
+YES_NO_AND_TEXT: list[tuple[str, str, str | list[str], str]] = [
+    (
+        "no as a determiner before a true",
+        "No data contradicts it, so the claim is true.",
+        "yes",
+        "yes",
+    ),
+    ("not true", "Having checked the dates, that is not true.", "no", "no"),
+    ("a name ruled out before the answer", "It's not Rome, it's Milan.", "Rome", "wrong"),
+    ("the answer before a name ruled out", "It's Milan, not Rome.", "Milan", "Milan"),
+    ("a surname for the full name", "**Lincoln**", "Abraham Lincoln", "Abraham Lincoln"),
+    (
+        "a surname in a sentence",
+        "The 16th president was **Lincoln**.",
+        "Abraham Lincoln",
+        "Abraham Lincoln",
+    ),
+    ("a first name only is not enough", "**Abraham**", "Abraham Lincoln", "wrong"),
+    (
+        "an alias",
+        "That would be the Big Apple.",
+        ["New York City", "Big Apple", "NYC"],
+        "New York City",
+    ),
+    ("no alias matches", "That would be Chicago.", ["New York City", "Big Apple"], "wrong"),
+]
+
+CLASSES: dict[str, list[tuple[str, str, str | list[str], str]]] = {
+    "where the answer sits": PLACEMENT,
+    "signs and number forms": SIGNS_AND_FORMS,
+    "which number is the answer": WHICH_NUMBER,
+    "maths compared by meaning": MATHS,
+    "choices": CHOICES,
+    "yes/no and short text": YES_NO_AND_TEXT,
+}
+CORPUS = [case for cases in CLASSES.values() for case in cases]

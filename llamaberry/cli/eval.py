@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 @click.option("--limit", "-k", type=int, help="Only the first K items.")
 @click.option("--sample", type=int, help="A random subset of K items (reproducible with --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample.")
+@click.option(
+    "--preset",
+    type=click.Choice(["gsm8k", "math", "mmlu", "arc", "boolq", "triviaqa"]),
+    help="Read DATASET as that benchmark's usual export [default: detected from its fields].",
+)
 @click.option("--question-field", default="question", show_default=True)
 @click.option("--answer-field", default="answer", show_default=True)
 @click.option(
@@ -55,14 +60,16 @@ def eval_command(
     limit: int | None,
     sample: int | None,
     seed: int,
+    preset: str | None,
     question_field: str,
     answer_field: str,
     choices_field: str | None,
     out: str | None,
     **params: Any,
 ) -> None:
-    """Score modes on DATASET: JSON lines or a CSV with a header ({"question", "answer",
-    "scorer"?} per record; other field names with --question-field and friends).
+    """Score modes on DATASET: JSON lines, a JSON array, CSV or TSV ({"question", "answer",
+    "scorer"?} per record; the usual exports of GSM8K, MATH, MMLU, ARC, BoolQ and TriviaQA are
+    detected, or named with --preset; other field names with --question-field and friends).
 
     Runs are saved as they finish; after Ctrl-C, the same command resumes where it stopped.
     """
@@ -83,7 +90,7 @@ def eval_command(
         answer=answer_field,
         choices=[f.strip() for f in (choices_field or "").split(",") if f.strip()],
     )
-    data = load_data(builtin or dataset or "", builtin is not None, fields, sample, seed)
+    data = load_data(builtin or dataset or "", builtin is not None, fields, sample, seed, preset)
     wanted = parse_modes(modes) or registry.default_names()
     chosen = take_options(params)
     registry.check_defaults(chosen)
@@ -110,12 +117,21 @@ def eval_command(
         fail(f"no run succeeded{why}.", 1)
 
 
-def load_data(source: str, builtin: bool, fields: Fields, sample: int | None, seed: int) -> Dataset:
-    """The dataset (a file, or a built-in one by name), its bad lines warned about, sampled
-    down to `sample` items when asked."""
+def load_data(
+    source: str,
+    builtin: bool,
+    fields: Fields,
+    sample: int | None,
+    seed: int,
+    preset: str | None = None,
+) -> Dataset:
+    """The dataset (a file, or a built-in one by name), what was detected of its format and its
+    bad lines said on stderr, sampled down to `sample` items when asked."""
     from llamaberry import eval as evaluation
 
-    data = evaluation.load_dataset(source, builtin=builtin, fields=fields)
+    data = evaluation.load_dataset(source, builtin=builtin, fields=fields, preset=preset)
+    if data.detected:
+        click.echo(f"{data.name}: {data.detected}", err=True)
     for line in data.skipped[:10]:
         click.echo(f"warning: skipped {line}", err=True)
     if len(data.skipped) > 10:
@@ -144,17 +160,20 @@ class EvalProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("accuracy {task.fields[accuracy]}"),
+            TextColumn("unreadable {task.fields[unreadable]}"),
             TextColumn("errors {task.fields[errors]}"),
             TimeElapsedColumn(),
             console=self.console,
         )
-        self.tallies: dict[str, list[int]] = {}  # mode -> [right, scored, errors]
+        self.tallies: dict[str, list[int]] = {}  # mode -> [right, scored, errors, unreadable]
         self.tasks: dict[str, Any] = {}
 
     def add(self, mode: str, total: int) -> None:
         """A bar for `mode`, which will run `total` items."""
-        self.tallies[mode] = [0, 0, 0]
-        self.tasks[mode] = self.bars.add_task(mode, total=total, accuracy="–", errors=0)
+        self.tallies[mode] = [0, 0, 0, 0]
+        self.tasks[mode] = self.bars.add_task(
+            mode, total=total, accuracy="–", errors=0, unreadable=0
+        )
 
     def on_result(self, result: ItemResult) -> None:
         """Count one finished item on its mode's bar."""
@@ -164,8 +183,15 @@ class EvalProgress:
         else:
             tally[0] += result.correct
             tally[1] += 1
+            tally[3] += result.unreadable
         shown = f"{tally[0] / tally[1]:.0%}" if tally[1] else "–"
-        self.bars.update(self.tasks[result.mode], advance=1, accuracy=shown, errors=tally[2])
+        self.bars.update(
+            self.tasks[result.mode],
+            advance=1,
+            accuracy=shown,
+            errors=tally[2],
+            unreadable=tally[3],
+        )
 
     def on_warning(self, line: str) -> None:
         """Print a warning above the bars."""

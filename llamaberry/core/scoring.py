@@ -124,6 +124,12 @@ def _boxed(text: str) -> list[str]:
     return found
 
 
+def last_boxed(text: str) -> str | None:
+    """The contents of the last \\boxed{} in `text` (a MATH solution's answer), or None."""
+    found = _boxed(text)
+    return found[-1].strip() if found else None
+
+
 def _answer_heading(line: str) -> str | None:
     """What follows an answer heading on its own line ('' if nothing), or None for any other
     line: '## Final Answer', '**Answer:** 3', 'Answer: 3' are headings; 'The answer' is not."""
@@ -623,6 +629,12 @@ def _math_answer(answer: str) -> str | None:
         return boxed[-1].strip() or None
     segment = final_segment(answer).strip().rstrip(".")
     return segment or None
+
+
+def prepare_math() -> None:
+    """Import math-verify (and sympy) now: a second or more, better spent before an eval starts
+    than in the middle of its event loop."""
+    import math_verify  # noqa: F401
 
 
 def equivalent(answer: str, gold: str) -> bool:

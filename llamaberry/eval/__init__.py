@@ -17,7 +17,8 @@ The parts: `datasets` (loading), `run` (running and scoring), `resume` (the hist
 """
 
 from llamaberry.eval.chart import draw_chart
-from llamaberry.eval.datasets import BUILTIN, Dataset, Fields, Item, load_dataset, sample
+from llamaberry.eval.datasets import BUILTIN, Dataset, Item, load_dataset, sample
+from llamaberry.eval.formats import PRESETS, Fields
 from llamaberry.eval.report import build_report, report_markdown, write_results
 from llamaberry.eval.results import (
     ConfidenceBucket,
@@ -44,6 +45,7 @@ __all__ = [
     "BUILTIN",
     "CONFIDENCE_BANDS",
     "DEFAULT_CONCURRENCY",
+    "PRESETS",
     "ConfidenceBucket",
     "Dataset",
     "Fields",

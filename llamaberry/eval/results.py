@@ -29,6 +29,9 @@ class ItemResult(BaseModel):
     status: str
     correct: bool | None
     predicted: str | None
+    # The run finished but no answer could be read out of its reply (counted wrong, and apart:
+    # the reply's format failed, which says nothing yet about the model's reasoning).
+    unreadable: bool = False
     answer: str | None
     error: str | None
     tokens: int

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from llamaberry import modes as registry
 from llamaberry.core.errors import InputError, RunFailedError, format_duration
 from llamaberry.core.results import Mode, Run
-from llamaberry.core.scoring import parse_gold, score
+from llamaberry.core.scoring import parse_gold, prepare_math, score
 from llamaberry.engine import collect
 from llamaberry.eval.datasets import Dataset, Item
 from llamaberry.eval.report import build_report
@@ -57,6 +57,8 @@ async def evaluate(
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit}).")
     items = dataset.items[:limit] if limit else dataset.items
+    if any(item.scorer == "math" for item in items):
+        await asyncio.to_thread(prepare_math)  # sympy's import, off the event loop
     warnings: list[str] = []
 
     def warn(line: str) -> None:
@@ -232,13 +234,13 @@ def stage_answers(run: Run) -> list[tuple[str, str]]:
 def _scored(answers: list[tuple[str, str]], item: Item) -> list[StageScore]:
     scores = []
     for stage, answer in answers:
-        verdict = score(answer, item.answer, item.scorer)
+        verdict = score(answer, item.answer, item.scorer, item.aliases)
         scores.append(StageScore(stage=stage, correct=verdict.correct, predicted=verdict.predicted))
     return scores
 
 
 def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
-    verdict = score(run.answer, item.answer, item.scorer) if run.ok else None
+    verdict = score(run.answer, item.answer, item.scorer, item.aliases) if run.ok else None
     samples = _scored(run.result.side_by_side(), item) if run.ok else []
     return ItemResult(
         item=item.index,
@@ -249,6 +251,7 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         status=run.status,
         correct=verdict.correct if verdict else None,
         predicted=verdict.predicted if verdict else None,
+        unreadable=verdict.unreadable if verdict else False,
         answer=run.answer,
         error=run.error,
         tokens=run.usage.total_tokens,

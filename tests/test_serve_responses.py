@@ -16,6 +16,7 @@ from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 
 from .conftest import FIRST_TURN, refine_script
 from .test_serve import QUESTION, Endpoint, expected_usage, start_endpoint, words
+from .test_serve_hardening import raw
 
 HEADINGS = ["### Turn 1", "### Turn 2", "### Turn 3", "### Synthesis"]
 
@@ -520,3 +521,51 @@ async def test_refine_thinks_then_its_final_call_gets_the_tools(
     )
     assert [item.type for item in response.output] == ["reasoning", "function_call"]
     assert [bool(r.tools) for r in server.requests] == [False, False, True]
+
+
+# -- the guards every route has ---------------------------------------------------------------
+
+
+async def test_the_responses_routes_refuse_other_origins_non_json_and_oversized_bodies(
+    server: FakeServer, endpoint: Endpoint
+):
+    body = {"model": "single", "input": QUESTION}
+    async with httpx.AsyncClient() as http:
+        other_origin = await http.post(
+            f"{endpoint.url}/responses", json=body, headers={"origin": "https://evil.example"}
+        )
+        reading = await http.get(
+            f"{endpoint.url}/responses/resp_x", headers={"origin": "https://evil.example"}
+        )
+        plain = await http.post(
+            f"{endpoint.url}/responses",
+            content=json.dumps(body),
+            headers={"content-type": "text/plain"},
+        )
+    port = int(endpoint.url.split(":")[-1].split("/")[0])
+    head = "\n".join(
+        [
+            "POST /v1/responses HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Content-Type: application/json",
+            "Content-Length: 300000000",  # refused on the headers alone, never sent
+            "Connection: close",
+        ]
+    )
+    huge, _, _ = await raw(port, head + "\n")
+    assert other_origin.status_code == 403 and reading.status_code == 403
+    assert plain.status_code == 415
+    assert huge == 413
+    assert server.requests == []
+
+
+async def test_an_upstream_key_echoed_in_a_reply_is_redacted_streamed_or_not(
+    server: FakeServer, endpoint: Endpoint
+):
+    server.reply_with(lambda request: Reply("The key is upstream-secret, said the model."))
+    whole = await endpoint.client.responses.create(model="single", input=QUESTION)
+    events, streamed = await stream_events(endpoint.client, model="single", input=QUESTION)
+    for response in (whole, streamed):
+        assert "upstream-secret" not in repr(response)
+        assert "The key is" in response.output_text
+    assert not any("upstream-secret" in repr(event) for event in events)

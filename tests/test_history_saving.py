@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llamaberry import CallFinished, Engine, InputError, Run, RunStarted
 from llamaberry.eval import Dataset, Item, evaluate
-from llamaberry.store import INTERRUPTED, Store
+from llamaberry.store import INTERRUPTED, Store, run_markdown
 from llamaberry.testing import FakeServer, Fault
 
 from .conftest import FIRST_TURN, refine_script
@@ -98,6 +98,12 @@ def test_a_killed_process_keeps_its_finished_turn_and_reads_as_interrupted(
     assert run.status == "interrupted" and run.error == INTERRUPTED
     assert [t.answer for t in run.result.turns] == ["3"]
     assert run.question == "Count the r"
+    # What its finished turn cost is counted, in the run and in the listing (#27).
+    spent = run.result.turns[0].usage.total_tokens
+    assert spent > 0 and run.usage.total_tokens == spent
+    (row,) = Store(tmp_path / "history.db").list_runs()
+    assert row.total_tokens == spent
+    assert "- **Status:** interrupted: the process running it ended" in run_markdown(run)
 
 
 async def test_a_locked_history_never_holds_up_a_run(server: FakeServer, tmp_path):

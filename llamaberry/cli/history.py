@@ -12,6 +12,9 @@ from llamaberry.cli.running import echo_json, handle_errors
 from llamaberry.core.errors import InputError
 from llamaberry.core.terminal import for_terminal
 
+# More runs than anyone keeps; a larger --limit is a usage error, not a database overflow.
+MAX_LIMIT = 1_000_000_000
+
 
 @click.group(
     cls=LazyGroup,
@@ -23,7 +26,7 @@ from llamaberry.core.terminal import for_terminal
 @click.option(
     "--status", type=click.Choice(["ok", "failed", "cancelled", "interrupted", "running"])
 )
-@click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--limit", "-n", type=click.IntRange(0, MAX_LIMIT), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @click.pass_context
 @handle_errors

@@ -13,6 +13,7 @@ run left "running" by a process that no longer exists reads back as "interrupted
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sqlite3
@@ -24,15 +25,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from llamaberry.core.errors import InputError, LlamaberryError
 from llamaberry.core.redact import redact, redact_model, remember
-from llamaberry.core.results import Run
+from llamaberry.core.results import Run, Usage
 from llamaberry.store.location import default_path
 from llamaberry.store.migrations import migrate
 
 # How long opening (and each write) waits for another process holding the database.
 OPEN_TIMEOUT = 10.0
-INTERRUPTED = "interrupted: the process running it ended before it finished"
+# The error of such a run (its status says "interrupted" already).
+INTERRUPTED = "the process running it ended before it finished"
+# SQLite's integers are 64-bit: a larger LIMIT is no limit at all.
+_MAX_LIMIT = 2**63 - 1
 
 log = logging.getLogger("llamaberry")
 
@@ -169,6 +175,7 @@ class Store:
             try:
                 self._write(row)
             except Exception as error:
+                self._settle(row)
                 with self._changed:
                     superseded = run_id in self._pending  # a newer snapshot will be tried
                 if not superseded and run_id not in self._unsaved:  # one warning per run
@@ -178,6 +185,25 @@ class Store:
                 with self._changed:
                     self._writing -= 1
                     self._changed.notify_all()
+
+    def _settle(self, row: tuple) -> None:
+        """After a failed save of a run that has ended, at least say how it ended.
+
+        With the disk full a whole new snapshot may not fit where rewriting a few fields in
+        place does; without this, a finished run would be listed as running for good.
+        """
+        run_id, status, error, tokens, seconds = row[0], row[4], row[7], row[8], row[9]
+        if status == "running":
+            return
+        with contextlib.suppress(StoreError):  # the warning that follows says it was not saved
+            self._execute(
+                """
+                UPDATE runs SET status = ?, error = ?, total_tokens = ?, seconds = ?,
+                    data = json_set(data, '$.status', ?, '$.error', ?)
+                WHERE id = ?
+                """,
+                (status, error, tokens, seconds, status, error, run_id),
+            )
 
     def _write(self, row: tuple) -> None:
         self._execute(
@@ -215,16 +241,23 @@ class Store:
             raise InputError(f"No run '{run_id}' in the history ({self.path}).")
         if len(rows) > 1:
             raise InputError(f"'{run_id}' matches several runs; give more of the id.")
-        return Run.model_validate_json(rows[0][1])
+        found = _read(*rows[0])
+        if isinstance(found, str):
+            raise StoreError(found)
+        return found
 
     def find_eval(self, eval_key: str) -> Run | None:
         """The newest successful run tagged with `eval_key`, if any."""
         rows = self._execute(
-            "SELECT data FROM runs WHERE eval_key = ? AND status = 'ok' "
-            "ORDER BY started_at DESC LIMIT 1",
+            "SELECT id, data FROM runs WHERE eval_key = ? AND status = 'ok' "
+            "ORDER BY started_at DESC",
             (eval_key,),
         )
-        return Run.model_validate_json(rows[0][0]) if rows else None
+        for row in rows:
+            found = _read(*row)
+            if isinstance(found, Run):
+                return found
+        return None
 
     def list_runs(
         self,
@@ -241,18 +274,29 @@ class Store:
         sql = f"SELECT {_SUMMARY_COLUMNS} FROM runs{where} ORDER BY started_at DESC, rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
-        return [RunSummary(*row) for row in self._execute(sql, params)]
+            params.append(min(limit, _MAX_LIMIT))
+        summaries = []
+        for row in self._execute(sql, params):
+            summary = RunSummary(*row)
+            if _well_formed(summary):
+                summaries.append(summary)
+            else:
+                log.warning("llamaberry: run %s in the history is unreadable; skipped.", row[0])
+        return summaries
 
     def runs(self, **filters: str | None) -> Iterator[Run]:
         """Whole runs, newest first, with the same filters as `list_runs`."""
         self._sweep()
         where, params = _filters(**filters)
         rows = self._execute(
-            f"SELECT data FROM runs{where} ORDER BY started_at DESC, rowid DESC", params
+            f"SELECT id, data FROM runs{where} ORDER BY started_at DESC, rowid DESC", params
         )
-        for (data,) in rows:
-            yield Run.model_validate_json(data)
+        for row in rows:
+            found = _read(*row)
+            if isinstance(found, Run):
+                yield found
+            else:
+                log.warning("llamaberry: %s; skipped.", found)
 
     def save_response(self, response_id: str, run_id: str, data: str) -> None:
         """Keep a served response (its JSON) under its id, beside the run it came from."""
@@ -285,8 +329,39 @@ class Store:
         self.close()
 
 
+def _read(run_id: object, data: object) -> Run | str:
+    """The run a row holds, or one line saying why it cannot be read."""
+    try:
+        return Run.model_validate_json(data)  # type: ignore[arg-type]
+    except ValidationError as error:
+        kinds = {detail["type"] for detail in error.errors()}
+        why = (
+            "not JSON"
+            if kinds & {"json_invalid", "json_type"}
+            else f"{plural(error.error_count(), 'invalid field')}"
+        )
+        return f"run {run_id} in the history is unreadable ({why})"
+
+
+_SUMMARY_TYPES = (str, str, str, str, str, str, (str, type(None)), (str, type(None)), int)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _well_formed(summary: RunSummary) -> bool:
+    """Whether a row's listed columns have the types a listing needs."""
+    values = list(summary.__dict__.values())
+    return all(isinstance(v, t) for v, t in zip(values, _SUMMARY_TYPES, strict=False)) and (
+        isinstance(summary.seconds, int | float)
+    )
+
+
 def _row(run: Run, eval_key: str | None, secret: str | None) -> tuple:
     """The run as one row of the runs table, every known secret blanked out everywhere."""
+    if run.status == "running":  # its usage is summed when it ends: what its calls cost so far
+        run = run.model_copy(update={"usage": Usage.total([c.usage for c in run.calls])})
     # Every key this process knows (the client's, the environment's, URL credentials) is
     # blanked too: a run on disk outlives the session that had the key.
     remember(secret)

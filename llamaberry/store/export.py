@@ -22,7 +22,7 @@ def run_markdown(run: Run) -> str:
             else ""
         ),
         f"- **Started:** {run.started_at.strftime('%Y-%m-%d %H:%M:%S UTC')}",
-        f"- **Status:** {run.status}" + (f": {run.error}" if run.error else ""),
+        f"- **Status:** {run.status}" + (f": {_error(run)}" if run.error else ""),
         f"- **Cost:** {format_duration(run.seconds)}, {run.usage.total_tokens:,} tokens "
         f"({run.usage.prompt_tokens:,} in, {run.usage.completion_tokens:,} out)",
     ]
@@ -38,6 +38,12 @@ def run_markdown(run: Run) -> str:
         if result.remark():  # a reflection on what came before it, set apart as a quote
             lines += ["\n".join(f"> {line}" for line in result.remark().splitlines()), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _error(run: Run) -> str:
+    # Runs saved before the status was left out of an interrupted run's error still have it.
+    error = run.error or ""
+    return error.removeprefix(f"{run.status}: ")
 
 
 def _section(title: str, tokens: int, seconds: float) -> str:

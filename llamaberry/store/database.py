@@ -343,18 +343,18 @@ def _read(run_id: object, data: object) -> Run | str:
         return f"run {run_id} in the history is unreadable ({why})"
 
 
-_SUMMARY_TYPES = (str, str, str, str, str, str, (str, type(None)), (str, type(None)), int)
-
-
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _well_formed(summary: RunSummary) -> bool:
     """Whether a row's listed columns have the types a listing needs."""
-    values = list(summary.__dict__.values())
-    return all(isinstance(v, t) for v, t in zip(values, _SUMMARY_TYPES, strict=False)) and (
-        isinstance(summary.seconds, int | float)
+    text = (summary.id, summary.started_at, summary.mode, summary.model, summary.status)
+    return (
+        all(isinstance(value, str) for value in (*text, summary.question))
+        and all(isinstance(value, str | None) for value in (summary.answer, summary.error))
+        and isinstance(summary.total_tokens, int)
+        and isinstance(summary.seconds, int | float)
     )
 
 

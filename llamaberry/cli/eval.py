@@ -46,6 +46,19 @@ if TYPE_CHECKING:
     "the choices are shown lettered and scored by letter.",
 )
 @click.option(
+    "--batch",
+    is_flag=True,
+    help="Send the calls through the provider's Batch API, a batch per round of calls "
+    "(cheaper, outside the per-minute limits, slower); the same command resumes it.",
+)
+@click.option(
+    "--batch-poll",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between looks at a batch in progress.",
+)
+@click.option(
     "--out",
     "-o",
     type=click.Path(file_okay=False),
@@ -64,6 +77,8 @@ def eval_command(
     question_field: str,
     answer_field: str,
     choices_field: str | None,
+    batch: bool,
+    batch_poll: float,
     out: str | None,
     **params: Any,
 ) -> None:
@@ -82,6 +97,10 @@ def eval_command(
     # request is paid for.
     if (dataset is None) == (builtin is None):
         raise InputError("Give a DATASET.jsonl file or --builtin NAME (one of them).")
+    if batch and concurrency is not None:
+        raise InputError("--batch sends every run at once; leave out --concurrency.")
+    if batch_poll <= 0:
+        raise InputError(f"--batch-poll must be above 0 (got {batch_poll}).")
     for flag, value in (("concurrency", concurrency), ("limit", limit), ("sample", sample)):
         if value is not None and value < 1:
             raise InputError(f"--{flag} must be at least 1 (got {value}).")
@@ -98,7 +117,8 @@ def eval_command(
     if folder is not None:
         check_writable(folder)
     progress = EvalProgress()
-    running = run_eval(params, data, wanted, chosen, folder, concurrency, limit, progress)
+    batching = batch_poll if batch else None
+    running = run_eval(params, data, wanted, chosen, folder, concurrency, limit, progress, batching)
     try:
         report, folder = run_async(running)
     except KeyboardInterrupt:
@@ -193,6 +213,15 @@ class EvalProgress:
             unreadable=tally[3],
         )
 
+    def on_batch(self, where: Any) -> None:
+        """Say where the batch rounds stand, at most every few seconds."""
+        import time
+
+        now = time.monotonic()
+        if now - getattr(self, "_said", 0.0) >= 5.0 or where.done + where.failed >= where.total:
+            self._said = now
+            self.console.print(where.line(), markup=False, highlight=False)
+
     def on_warning(self, line: str) -> None:
         """Print a warning above the bars."""
         self.console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
@@ -212,6 +241,7 @@ async def run_eval(
     concurrency: int | None,
     limit: int | None,
     progress: EvalProgress,
+    batch_poll: float | None = None,
 ) -> tuple[Report, Path]:
     """Run the eval on the endpoint `params` name, with the bars drawn; the report and the
     folder it goes to (named after the dataset and the model unless `folder` says)."""
@@ -222,7 +252,8 @@ async def run_eval(
         if folder is None:
             folder = default_folder(data.name, engine.model)
         total = min(limit, len(data.items)) if limit else len(data.items)
-        if concurrency is None:
+        batcher = await through_batches(engine, batch_poll, progress) if batch_poll else None
+        if concurrency is None and batcher is None:
             concurrency = await evaluation.default_concurrency(engine)
             if await engine.client.server_slots() is not None:
                 click.echo(f"concurrency {concurrency}: the server's slots", err=True)
@@ -237,9 +268,31 @@ async def run_eval(
                 limit=limit,
                 on_result=progress.on_result,
                 on_warning=progress.on_warning,
+                batcher=batcher,
                 **chosen,
             )
         return report, folder
+
+
+async def through_batches(engine: Any, poll: float, progress: EvalProgress) -> Any:
+    """Put the engine's calls on the provider's Batch API; one line if it has none."""
+    from llamaberry.eval.batch import BatchClient, Batcher, NoBatchAPIError
+    from llamaberry.store.batches import BatchLedger
+
+    inner = engine.client
+    sdk = getattr(inner, "sdk", None)
+    if sdk is None or not hasattr(inner, "request"):
+        raise NoBatchAPIError(
+            f"The {inner.provider} provider has no Batch API: --batch needs Groq or an "
+            "OpenAI-compatible endpoint that serves /files and /batches."
+        )
+    endpoint = f"{engine.settings.provider} {engine.settings.base_url or ''}".strip()
+    batcher = Batcher(
+        ledger=BatchLedger(endpoint), backend=sdk, poll=poll, on_progress=progress.on_batch
+    )
+    await batcher.check()
+    engine.client = BatchClient(inner, batcher)
+    return batcher
 
 
 def default_folder(dataset: str, model: str) -> Path:

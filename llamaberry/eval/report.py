@@ -267,6 +267,8 @@ def _closing_notes(report: Report) -> list[str]:
     lines: list[str] = []
     if any(s.failures for s in report.summaries):
         lines += ["", "Failed runs are not scored; rerun the same command to retry them."]
+    if report.batch:
+        lines += ["", report.batch]
     if report.stopped:
         lines += ["", f"**Stopped early.** {report.stopped}."]
     for warning in report.warnings:

@@ -39,6 +39,8 @@ class ItemResult(BaseModel):
     queued_seconds: float = 0.0
     run_id: str | None
     reused: bool
+    # True when the run's calls went through the provider's Batch API.
+    batch: bool = False
     stages: list[StageScore] = []
     # Every answer the run drew side by side (vote's samples, drafts' drafts), scored; the share
     # of them that was right; and the mode's own confidence in its answer (vote's agreement).
@@ -155,6 +157,8 @@ class Report(BaseModel):
     confidence: list[ConfidenceBucket] = []
     # Why the eval stopped before sending every item (a long rate-limit reset), if it did.
     stopped: str | None = None
+    # How the runs went through the provider's Batch API, when they did (one line).
+    batch: str | None = None
     # Things the reader must know about how it ran: the history was unusable, not saved...
     warnings: list[str] = []
 

@@ -4,6 +4,7 @@ into an `ItemResult` (or taken from the history when it already finished)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from llamaberry.eval.resume import Claims, History, eval_key, history_store
 
 if TYPE_CHECKING:
     from llamaberry.engine import Engine
+    from llamaberry.eval.batch import Batcher
     from llamaberry.providers.limits import RateLimiter
     from llamaberry.store import Store
 
@@ -38,6 +40,7 @@ async def evaluate(
     store: Store | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    batcher: Batcher | None = None,
     **options: object,
 ) -> Report:
     """Run every item through every mode (reusing finished runs from the store) and score them.
@@ -48,6 +51,9 @@ async def evaluate(
     it ends. The runs go to `store`, else the engine's history, else the default history
     unless LLAMABERRY_HISTORY=0. A history that cannot be used costs the eval its resume,
     never its report: `on_warning` is told once and the eval goes on unsaved.
+
+    With a `batcher` (whose `BatchClient` is the engine's client), every run starts at once
+    and their calls go to the provider's Batch API in rounds (see `eval.batch`).
     """
     chosen, own = _modes_and_options(modes, options)
     if concurrency is None:
@@ -59,6 +65,8 @@ async def evaluate(
     items = dataset.items[:limit] if limit else dataset.items
     if any(item.scorer == "math" for item in items):
         await asyncio.to_thread(prepare_math)  # sympy's import, off the event loop
+    if batcher is not None:
+        concurrency = max(1, len(items) * len(chosen))  # a round holds every run's next call
     warnings: list[str] = []
 
     def warn(line: str) -> None:
@@ -79,7 +87,10 @@ async def evaluate(
         served=await engine.client.resolve_model(),
         limiter=getattr(engine.client, "limiter", None),
         on_result=on_result,
+        batcher=batcher,
     )
+    if batcher is not None:
+        batcher.announce([runs.key(item, mode) for item in items for mode in chosen])
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(runs.one(item, mode)) for item in items for mode in chosen]
@@ -87,6 +98,8 @@ async def evaluate(
         claims.close()
     report = build_report(dataset.name, engine.model, chosen, [task.result() for task in tasks])
     report.stopped = runs.stopped[0] if runs.stopped else None
+    if batcher is not None:
+        report.batch = batcher.summary()
     report.warnings = warnings
     return report
 
@@ -116,11 +129,26 @@ class _Runs:
     served: str | None
     limiter: RateLimiter | None
     on_result: Callable[[ItemResult], None] | None
+    batcher: Batcher | None = None
     stopped: list[str] = field(default_factory=list)
+
+    def key(self, item: Item, mode: Mode) -> str:
+        """The run's key in the history: what makes its answer reusable."""
+        return eval_key(self.engine, item, mode, self.served, self.own[mode])
 
     async def one(self, item: Item, mode: Mode) -> ItemResult:
         """The item through `mode`: from the history when it finished before, else run now."""
-        key = eval_key(self.engine, item, mode, self.served, self.own[mode])
+        key = self.key(item, mode)
+        try:
+            result = await self._found_or_run(item, mode, key)
+        finally:
+            if self.batcher is not None:
+                self.batcher.skip(key)  # a run that never started holds no round back
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    async def _found_or_run(self, item: Item, mode: Mode, key: str) -> ItemResult:
         while True:
             stored = await self.history.find(key)
             if stored is not None:
@@ -131,8 +159,6 @@ class _Runs:
                 result = claimed
                 break
             await asyncio.sleep(_CLAIM_POLL)
-        if self.on_result is not None:
-            self.on_result(result)
         return result
 
     async def _claim_and_run(self, item: Item, mode: Mode, key: str) -> ItemResult | None:
@@ -153,7 +179,12 @@ class _Runs:
                 if stored is not None:
                     result = _result(item, mode, stored, reused=True)
                 else:
-                    result, run = await _run_item(self.engine, item, mode, self.own[mode])
+                    tagged = self.batcher.run(key) if self.batcher else contextlib.nullcontext()
+                    with tagged:
+                        result, run = await _run_item(self.engine, item, mode, self.own[mode])
+                    if run is not None and self.batcher is not None:
+                        run.settings["batch"] = True  # it came through the Batch API
+                        result = result.model_copy(update={"batch": True})
             except BaseException:
                 self.claims.release(key)
                 raise
@@ -260,6 +291,7 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         queued_seconds=round(run.queued_seconds, 3),
         run_id=run.id,
         reused=reused,
+        batch=bool(run.settings.get("batch")),
         stages=_scored(stage_answers(run), item) if run.ok else [],
         samples=samples,
         sample_accuracy=sum(s.correct for s in samples) / len(samples) if samples else None,

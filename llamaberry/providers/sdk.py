@@ -276,6 +276,24 @@ class SDKClient(ChatClient):
             if bound is not None:
                 bound.cancel()
 
+    def request(
+        self,
+        messages: Sequence[Message],
+        *,
+        json_mode: bool = False,
+        max_tokens: int | None = None,
+        schema: JSONSchema | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """The body of the chat request `stream` would send for the same arguments, un-streamed:
+        what one line of a Batch API file carries (same model, messages, sampling and format)."""
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        fmt = self._response_format(json_mode or schema is not None, schema)
+        params = self._params(payload, fmt, schema, max_tokens, temperature)
+        for streamed_only in self._extra_params(stream=True):
+            params.pop(streamed_only, None)
+        return params
+
     def _retry_wait(self, error: ProviderError, attempt: int, slot: Slot, deadline: float) -> float:
         """Seconds to wait before trying the call again after `error`; raises the error (or a
         timeout, when the wait would pass the call's `deadline`) when it is not retried."""

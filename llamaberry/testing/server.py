@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from llamaberry.testing.batches import BatchDesk
 from llamaberry.testing.http import (
     _DONE,
     _LAST_CHUNK,
@@ -216,6 +217,11 @@ class FakeServer:
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread_stop: asyncio.Event | None = None
 
+        # The Batch API (/files, /batches): its files, batches and faults (see testing.batches).
+        self.batches = BatchDesk(self._batch_line)
+        # The requests that batch lines carried, in the order they were answered.
+        self.batch_requests: list[RecordedRequest] = []
+
         # HTTPS: the server's TLS context, and the PEM file of the CA a client must trust.
         self._tls: ssl.SSLContext | None = None
         self.ca_file: str | None = None
@@ -317,6 +323,7 @@ class FakeServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.batches.aclose()
         await server.wait_closed()
         self._port = None
 
@@ -444,6 +451,9 @@ class FakeServer:
         if llamacpp and path == _HEALTH_PATH and method == "GET":
             await _send(writer, 200, {"status": "ok"}, keep_alive)
             return keep_alive
+        # Groq and OpenAI have a Batch API; llama.cpp's and Ollama's servers have none.
+        if BatchDesk.handles(path) and self.flavor not in ("llamacpp", "ollama"):
+            return await self._batch_api(request, writer, keep_alive)
         if not ((path in _CHAT_PATHS and method == "POST") or discovery):
             if llamacpp:  # its words, an integer code, and the connection closed
                 error: dict[str, Any] = {"message": "File Not Found", "type": "not_found_error"}
@@ -727,6 +737,49 @@ class FakeServer:
             reused = keep_alive
         await self._answer_in_slot(request, reply, usage, writer, keep_alive)
         return reused
+
+    async def _batch_api(
+        self, request: _Request, writer: asyncio.StreamWriter, keep_alive: bool
+    ) -> bool:
+        """/files and /batches, behind the same key as every other route."""
+        if self.api_key is not None and request.headers.get("authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            body = _error("Invalid API Key", "invalid_request_error", "invalid_api_key")
+            await _send(writer, 401, body, keep_alive)
+            return keep_alive
+        status, payload, kind = await self.batches.dispatch(
+            request.method, request.path, request.headers, request.body
+        )
+        await _send(writer, status, payload, keep_alive, content_type=kind)
+        return keep_alive
+
+    async def _batch_line(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One line of a batch, answered as the chat endpoint would answer it un-streamed,
+        outside the per-minute limits (as the providers run batches)."""
+        request = RecordedRequest("POST", "/v1/chat/completions", {}, body)
+        with self._lock:
+            self.batch_requests.append(request)
+        prompt_tokens = estimate_prompt_tokens(request.messages)
+        invalid = self._invalid(request, prompt_tokens)
+        if invalid is not None:
+            return invalid
+        reply, scripted = await self._choose_reply(request)
+        if isinstance(reply, Fault):
+            return 500, _error("a fault was scripted for this request", "internal_server_error")
+        reply = self._shape(request, reply, prompt_tokens)
+        if scripted and self._refuses_json(request, reply):
+            body = _error(
+                "Failed to generate JSON. Please adjust your prompt. "
+                "See 'failed_generation' for more details.",
+                "invalid_request_error",
+                "json_validate_failed",
+                failed_generation=reply.text,
+            )
+            return 400, body
+        reply = _cut_to_budget(reply, request.max_tokens)
+        usage = _usage(reply, prompt_tokens, None)
+        return 200, self._completion(request, reply, usage)
 
     def _refuses_json(self, request: RecordedRequest, reply: Reply) -> bool:
         """Whether the reply fails JSON mode the way Groq refuses it (json_validate_failed)."""

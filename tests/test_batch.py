@@ -1,0 +1,269 @@
+"""`eval --batch`: the eval's calls through the Batch API, one batch per round, through the real
+SDKs' own `files` and `batches` calls into the fake server's Batch API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llamaberry import Engine
+from llamaberry.cli import cli
+from llamaberry.eval import evaluate, load_dataset
+from llamaberry.eval.batch import Batcher, BatchClient, NoBatchAPIError, import_outputs
+from llamaberry.store import Store
+from llamaberry.store.batches import BatchLedger
+from llamaberry.testing import FakeServer, RecordedRequest
+
+from .conftest import sums
+
+QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")
+
+
+def sums_script(request: RecordedRequest) -> str:
+    """Refine's sections and single's plain reply for "What is i + i?": right, except for
+    every fifth item, which every call gets wrong the same way."""
+    found = QUESTION.search(" ".join(m.get("content") or "" for m in request.messages))
+    assert found is not None
+    i = int(found.group(1))
+    answer = 2 * i + (1 if i % 5 == 0 else 0)
+    system = request.system or ""
+    if "## Concise Answer" in system:
+        return (
+            "## Analysis of Turns\nThey agree.\n\n## Comparison\nSame.\n\n## Final Reasoning\n"
+            f"1. Add.\n**Explanation:** Sum.\n\n## Comprehensive Final Answer\n{answer}\n\n"
+            f"## Concise Answer\nThe sum is {answer}."
+        )
+    if "## Critique" in system:
+        return (
+            "## Critique\nFine.\n\n## New Reasoning\n1. Add again.\n**Explanation:** Same.\n\n"
+            f"## Updated Answer\n{answer}"
+        )
+    if "## Reasoning" in system:
+        return f"## Reasoning\n1. Add.\n**Explanation:** Sum.\n\n## Answer\n{answer}"
+    return f"The answer is {answer}."
+
+
+def engine_on(server: FakeServer, provider: str = "openai") -> Engine:
+    base = server.openai_base_url if provider == "openai" else server.groq_base_url
+    return Engine(provider=provider, api_key="test-key", base_url=base, history=False)
+
+
+def batched(engine: Engine, ledger: BatchLedger, **options) -> Batcher:
+    batcher = Batcher(ledger=ledger, backend=engine.client.sdk, poll=0.02, **options)
+    engine.client = BatchClient(engine.client, batcher)
+    return batcher
+
+
+def uploads(server: FakeServer) -> int:
+    return sum(r.path.endswith("/files") and r.method == "POST" for r in server.requests)
+
+
+def creations(server: FakeServer) -> int:
+    return sum(r.path.endswith("/batches") and r.method == "POST" for r in server.requests)
+
+
+@pytest.mark.parametrize("provider", ["openai", "groq"])
+async def test_a_batch_eval_scores_as_the_synchronous_one_in_one_batch_per_round(
+    tmp_path: Path, provider: str
+):
+    data = load_dataset(str(sums(tmp_path / "sums.jsonl", 200)))
+    async with FakeServer() as server:
+        server.reply_with(sums_script)
+        async with engine_on(server, provider) as engine:
+            plain = await evaluate(
+                engine, data, ["single", "refine"], store=Store(tmp_path / "plain.db")
+            )
+        sync_requests = len(server.requests)
+        server.reset()
+        server.reply_with(sums_script)
+        async with engine_on(server, provider) as engine:
+            batcher = batched(engine, BatchLedger("test", tmp_path / "batch.db"))
+            batch = await evaluate(
+                engine,
+                data,
+                ["single", "refine"],
+                store=Store(tmp_path / "batch.db"),
+                batcher=batcher,
+            )
+        batch_requests = len(server.requests)
+
+    def answers(report):
+        return {(r.item, r.mode): (r.answer, r.correct) for r in report.results}
+
+    assert answers(batch) == answers(plain)
+    assert [s.accuracy for s in batch.summaries] == [s.accuracy for s in plain.summaries]
+    assert all(r.batch for r in batch.results) and not any(r.batch for r in plain.results)
+    # Refine's three turns and its synthesis: four rounds, single's call in the first. One file
+    # and one batch per round, never one per item.
+    assert batcher.rounds == 4
+    assert uploads(server) == creations(server) == batcher.batches_created == 4
+    assert len(server.batch_requests) == 200 * (1 + 4)
+    # The same requests went out, un-streamed: each line's messages are a synchronous call's.
+    assert batch_requests < sync_requests / 20
+    assert "Batch API in 4 round(s)" in (batch.batch or "")
+
+
+async def test_each_line_carries_what_the_synchronous_call_sends(tmp_path: Path):
+    data = load_dataset(str(sums(tmp_path / "sums.jsonl", 3)))
+    async with FakeServer() as server:
+        server.reply_with(sums_script)
+        async with engine_on(server) as engine:
+            await evaluate(engine, data, ["refine"], store=Store(tmp_path / "a.db"))
+        sent = sorted(
+            json.dumps(r.messages, sort_keys=True) for r in server.requests if r.path.endswith("/completions")
+        )
+        streamed = [r.body for r in server.requests if r.path.endswith("/completions")]
+        server.reset()
+        server.reply_with(sums_script)
+        async with engine_on(server) as engine:
+            batcher = batched(engine, BatchLedger("t", tmp_path / "b.db"))
+            await evaluate(
+                engine, data, ["refine"], store=Store(tmp_path / "b.db"), batcher=batcher
+            )
+        lines = server.batch_requests
+    assert sorted(json.dumps(r.messages, sort_keys=True) for r in lines) == sent
+    # Everything but the streaming switches is the same body.
+    strip = {"stream", "stream_options"}
+    assert {k for k in streamed[0] if k not in strip} == set(lines[0].body)
+
+
+async def test_an_interrupted_batch_eval_resumes_without_sending_anything_twice(tmp_path: Path):
+    data = load_dataset(str(sums(tmp_path / "sums.jsonl", 20)))
+    history, ledger_path = tmp_path / "h.db", tmp_path / "h.db"
+    async with FakeServer() as server:
+        server.reply_with(sums_script)
+        server.batches.delay = 0.3
+        async with engine_on(server) as engine:
+            batcher = batched(engine, BatchLedger("t", ledger_path))
+            task = asyncio.create_task(
+                evaluate(engine, data, ["single", "refine"], store=Store(history), batcher=batcher)
+            )
+            # Killed while round 3's batch is in progress (created, not yet done).
+            while creations(server) < 3:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        before = (uploads(server), creations(server), len(server.batch_requests))
+        assert before[:2] == (3, 3)
+
+        async with engine_on(server) as engine:
+            batcher = batched(engine, BatchLedger("t", ledger_path))
+            report = await evaluate(
+                engine, data, ["single", "refine"], store=Store(history), batcher=batcher
+            )
+    # Rounds 1 to 3 were not sent again; only the synthesis round is new.
+    assert (uploads(server), creations(server)) == (4, 4)
+    assert batcher.files_uploaded == batcher.batches_created == 1
+    assert len(server.batch_requests) == 20 * 5  # every line answered once, over both runs
+    assert max(server.batches.answered.values()) == 1
+    assert all(r.status == "ok" for r in report.results)
+
+
+async def test_failed_and_expired_lines_go_again_next_round_then_fail_the_run(tmp_path: Path):
+    data = load_dataset(str(sums(tmp_path / "sums.jsonl", 4)))
+    async with FakeServer() as server:
+        server.reply_with(sums_script)
+        async with engine_on(server) as engine:
+            batcher = batched(engine, BatchLedger("t", tmp_path / "h.db"))
+            ledger_ids: dict[str, str] = {}
+
+            async def fail_first_lines():
+                # Once round 1's file is in, its first line fails and its second expires, for
+                # good: both are retried, then their runs fail with the provider's words.
+                while not server.batches.files:
+                    await asyncio.sleep(0.005)
+                content = next(iter(server.batches.files.values())).content.splitlines()
+                ids = [json.loads(line)["custom_id"] for line in content]
+                ledger_ids["failed"], ledger_ids["expired"] = ids[0], ids[1]
+                server.batches.fail_lines.add(ids[0])
+                server.batches.expire_lines.add(ids[1])
+
+            watcher = asyncio.create_task(fail_first_lines())
+            server.batches.delay = 0.05
+            report = await evaluate(
+                engine, data, ["single"], store=Store(tmp_path / "h.db"), batcher=batcher
+            )
+            await watcher
+    failed = [r for r in report.results if r.status == "failed"]
+    assert len(failed) == 2
+    assert any("told to fail" in (r.error or "") for r in failed)
+    assert any("expired" in (r.error or "") for r in failed)
+    assert server.batches.answered[ledger_ids["failed"]] == 3  # MAX_TRIES
+    assert sum(r.status == "ok" for r in report.results) == 2
+
+
+async def test_a_rejected_batch_file_shows_the_providers_first_errors_with_lines(tmp_path: Path):
+    data = load_dataset(str(sums(tmp_path / "sums.jsonl", 2)))
+    async with FakeServer() as server:
+        server.reply_with(sums_script)
+        server.batches.reject = [
+            {"line": 2, "message": "max_completion_tokens is too large", "code": "invalid"},
+        ]
+        async with engine_on(server) as engine:
+            batcher = batched(engine, BatchLedger("t", tmp_path / "h.db"))
+            report = await evaluate(
+                engine, data, ["single"], store=Store(tmp_path / "h.db"), batcher=batcher
+            )
+    assert [r.status for r in report.results] == ["failed", "failed"]
+    for result in report.results:
+        assert (result.error or "").endswith(
+            "The provider rejected the batch file: line 2: max_completion_tokens is too large"
+        )
+
+
+async def test_an_endpoint_without_a_batch_api_is_one_line_before_anything_is_sent(
+    tmp_path: Path,
+):
+    async with FakeServer(flavor="llamacpp") as server:
+        base = server.openai_base_url
+        async with Engine(provider="openai", api_key="k", base_url=base, history=False) as engine:
+            batcher = Batcher(ledger=BatchLedger("t", tmp_path / "h.db"), backend=engine.client.sdk)
+            with pytest.raises(NoBatchAPIError, match="no Batch API"):
+                await batcher.check()
+        assert not any(r.path.endswith("/completions") for r in server.requests)
+
+
+def test_cli_eval_batch_writes_the_report_and_says_the_rounds(
+    fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    fake_server.reply_with(sums_script)
+    monkeypatch.setenv("GROQ_BASE_URL", fake_server.groq_base_url)
+    monkeypatch.setenv("GROQ_API_KEY", "test-key")
+    data = sums(tmp_path / "sums.jsonl", 6)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        ["eval", str(data), "--modes", "single,refine", "--batch", "--batch-poll", "0.05",
+         "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "round 4:" in result.output
+    report = (out / "report.md").read_text()
+    assert "Batch API in 4 round(s)" in report
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rows and all(row["batch"] for row in rows)
+
+
+def test_cli_eval_batch_on_the_embedded_model_is_one_line(tmp_path: Path):
+    data = sums(tmp_path / "sums.jsonl", 2)
+    result = CliRunner().invoke(cli, ["eval", str(data), "--batch", "--provider", "local"])
+    assert result.exit_code != 0
+    assert "no Batch API" in result.output
+    assert "Traceback" not in result.output
+
+
+async def test_outputs_of_an_exported_round_come_back_by_import(tmp_path: Path):
+    ledger = BatchLedger("vllm", tmp_path / "h.db")
+    ledger.sent("exported", [("abc-1", "h1")])
+    line = {"custom_id": "abc-1", "response": {"status_code": 200, "body": {"choices": []}}}
+    stray = {"custom_id": "zzz-9", "response": {"status_code": 200, "body": {}}}
+    taken = import_outputs(ledger, (json.dumps(line) + "\n" + json.dumps(stray)).encode())
+    assert taken == (1, 1)
+    known = ledger.call("abc-1", "h1")
+    assert known is not None and known.status == 200

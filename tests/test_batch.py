@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from llamaberry import Engine
 from llamaberry.cli import cli
 from llamaberry.eval import evaluate, load_dataset
-from llamaberry.eval.batch import Batcher, BatchClient, NoBatchAPIError, import_outputs
+from llamaberry.eval.batch import BatchClient, Batcher, NoBatchAPIError, import_outputs
 from llamaberry.store import Store
 from llamaberry.store.batches import BatchLedger
 from llamaberry.testing import FakeServer, RecordedRequest
@@ -115,7 +115,9 @@ async def test_each_line_carries_what_the_synchronous_call_sends(tmp_path: Path)
         async with engine_on(server) as engine:
             await evaluate(engine, data, ["refine"], store=Store(tmp_path / "a.db"))
         sent = sorted(
-            json.dumps(r.messages, sort_keys=True) for r in server.requests if r.path.endswith("/completions")
+            json.dumps(r.messages, sort_keys=True)
+            for r in server.requests
+            if r.path.endswith("/completions")
         )
         streamed = [r.body for r in server.requests if r.path.endswith("/completions")]
         server.reset()

@@ -26,7 +26,7 @@ import contextvars
 import hashlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -436,6 +436,7 @@ class BatchClient(ChatClient):
         max_tokens: int | None = None,
         schema: Any = None,
         temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamItem]:
         body = self.inner.request(  # type: ignore[attr-defined]
             messages,
@@ -443,6 +444,7 @@ class BatchClient(ChatClient):
             max_tokens=max_tokens,
             schema=schema,
             temperature=temperature,
+            extra=extra,
         )
         started = time.perf_counter()
         status, reply = await self.batcher.submit(body)

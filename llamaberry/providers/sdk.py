@@ -284,12 +284,13 @@ class SDKClient(ChatClient):
         max_tokens: int | None = None,
         schema: JSONSchema | None = None,
         temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The body of the chat request `stream` would send for the same arguments, un-streamed:
         what one line of a Batch API file carries (same model, messages, sampling and format)."""
-        payload = [{"role": m.role, "content": m.content} for m in messages]
+        payload: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in messages]
         fmt = self._response_format(json_mode or schema is not None, schema)
-        params = self._params(payload, fmt, schema, max_tokens, temperature)
+        params = self._params(payload, fmt, schema, max_tokens, temperature, extra)
         for streamed_only in self._extra_params(stream=True):
             params.pop(streamed_only, None)
         return params

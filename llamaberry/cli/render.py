@@ -20,7 +20,8 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.holdback import HoldBack
-from llamaberry.core.results import Run, Usage, call_title, cut_off_line
+from llamaberry.core.results import Run, Usage, VoteResult, call_title, cut_off_line
+from llamaberry.core.settings import on_demo_model
 from llamaberry.core.terminal import TerminalStream, for_terminal
 
 
@@ -52,6 +53,22 @@ def partial_source(run: Run) -> str:
     return f"{where}, the run did not finish"
 
 
+DEMO_LINE = "a 135M demo model answered; set GROQ_API_KEY or --base-url for real answers"
+
+
+def tally_line(result: VoteResult) -> str:
+    """'Votes: 2 ×2 · 3 ×2 · 5 ×1 · agreement 40% (2 of 5) · a tie, won by the first to 2'."""
+    if not result.votes or result.winner is None:
+        return ""
+    counts = " · ".join(f"{answer} ×{count}" for answer, count in result.votes.items())
+    top = result.votes.get(result.winner, 0)
+    readable = sum(result.votes.values())
+    line = f"Votes: {counts} · agreement {top / readable:.0%} ({top} of {readable})"
+    if sum(1 for count in result.votes.values() if count == top) > 1:
+        line += f" · a tie, won by the first answer to reach {top}"
+    return line
+
+
 def stopped(result: object) -> str:
     """' · cut off by …' naming the limit that stopped a reply early, or ''."""
     if getattr(result, "looped", False):
@@ -78,6 +95,9 @@ class TerminalView:
         # (the run itself, which --json prints, keeps the text as written).
         self._text = TerminalStream()
         self._thought = TerminalStream()
+        # Held-back calls that finished while another call was still streaming: shown whole
+        # once it is done, never in the middle of its text.
+        self._waiting: list[CallFinished] = []
 
     def show(self, event: object) -> None:
         """Render one event."""
@@ -87,6 +107,7 @@ class TerminalView:
             return
         if isinstance(event, RunStarted):
             self._holdback = HoldBack()
+            self._waiting = []
             self.console.print(f"[dim]{event.mode} · {escape(event.model)}[/dim]")
         elif isinstance(event, CallStarted):
             if event.kind == "step":
@@ -124,6 +145,7 @@ class TerminalView:
             self._finished(event)
         elif isinstance(event, RunFinished):
             self._flush()  # what a call that never finished still held back
+            self._show_waiting()
             self._summary(event.run)
 
     def _is_held(self, event: ThinkingDelta | TextDelta) -> bool:
@@ -155,13 +177,26 @@ class TerminalView:
             self._at_line_start = True
 
     def _finished(self, event: CallFinished) -> None:
+        held = self._holdback.finish((event.kind, event.index)) is not None
+        if held and self._holdback.live is not None:
+            self._waiting.append(event)  # another call is mid-stream: after it
+            return
+        self._show_finished(event, whole=held)
+        if self._holdback.live is None:
+            self._show_waiting()
+
+    def _show_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for event in waiting:
+            self._show_finished(event, whole=True)
+
+    def _show_finished(self, event: CallFinished, *, whole: bool) -> None:
         result = event.result
-        call = (event.kind, event.index)
         title = getattr(result, "title", None)
         label = call_title(event.kind, event.index) + (
             f": {escape(for_terminal(title))}" if title else ""
         )
-        if self._holdback.finish(call) is not None:
+        if whole:
             # Its thinking and text were held back while another call streamed: shown whole
             # now, the thinking dimmed and a blank line before the reply, as a live call's.
             self._newline()
@@ -231,6 +266,10 @@ class TerminalView:
                 ),
                 soft_wrap=False,
             )
+        if isinstance(run.result, VoteResult) and (tally := tally_line(run.result)):
+            self.console.print(Text(for_terminal(tally)))
+        if run.answer and on_demo_model(run.provider, run.model):
+            self.console.print(f"[yellow]{DEMO_LINE}[/yellow]")
         status = "" if run.ok else f" · [red]{run.status}[/red]"
         self.console.print(
             f"[dim]{run.mode} · {escape(for_terminal(model_line(run)))} · "

@@ -33,6 +33,11 @@ LOCAL_MODEL = "SmolLM2-135M-Instruct"
 LOCAL_DEFAULTS: dict[str, Any] = {"model": LOCAL_MODEL, "max_tokens": 512, "timeout": 600.0}
 
 
+def on_demo_model(provider: str, model: str) -> bool:
+    """Whether a run was answered by the embedded 135M demo model (not a model of one's own)."""
+    return provider == "local" and model == LOCAL_MODEL
+
+
 def setting(
     default: Any,
     description: str,

@@ -172,6 +172,15 @@ def parse_modes(text: str | None) -> list[str] | None:
 def read_question(question: str) -> str:
     """The question argument, or stdin when it is `-`."""
     if question != "-":
+        # Bytes that are not UTF-8 reach us as lone surrogates (surrogateescape): no server
+        # could read them, so they are the caller's mistake, said before anything is sent.
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise click.BadParameter(
+                f"not UTF-8 text (character {error.start + 1} is a byte that is not UTF-8).",
+                param_hint="QUESTION",
+            ) from None
         return question
     data = sys.stdin.buffer.read()
     try:

@@ -132,24 +132,52 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message (and traceback) with `redact()`; never drop it."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string is the logger's problem, not ours
-            return True
-        record.msg, record.args = redact(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+        _redact_record(record)
         return True
 
 
-_filter = RedactingFilter()
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string is the logger's problem, not ours
+        return
+    record.msg, record.args = redact(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+
+
+def _ours(name: str) -> bool:
+    """Whether a logger called `name` is one of `_LOGGERS` or a child of one."""
+    return any(name == root or name.startswith(root + ".") for root in _LOGGERS)
+
+
+_factory_lock = threading.Lock()
+_factory_installed = False
 
 
 def guard_logs() -> None:
-    """Put the redacting filter on the loggers that can see a key or a URL (once each)."""
-    for name in _LOGGERS:
-        logger = logging.getLogger(name)
-        if _filter not in logger.filters:
-            logger.addFilter(_filter)
+    """Redact every record of the loggers that can see a key or a URL, their children's too.
+
+    A filter on a logger sees only the records logged on that very logger, not those of its
+    children (`llamaberry.serve`) that pass up to its handlers; the record factory sees every
+    record when it is made. It is installed once, wrapping whatever factory was there.
+    """
+    global _factory_installed
+    with _factory_lock:
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def redacting_factory(name: str, *args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(name, *args, **kwargs)
+            if _ours(name):
+                _redact_record(record)
+            return record
+
+        logging.setLogRecordFactory(redacting_factory)
+        _factory_installed = True
+
+
+guard_logs()  # keys from the environment are secrets from the start

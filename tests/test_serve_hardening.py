@@ -4,6 +4,7 @@ misbehave, on 127.0.0.1, against the real app run by uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ from llamaberry.core.errors import InputError
 from llamaberry.core.settings import Settings
 from llamaberry.engine import MAX_CLIENTS
 from llamaberry.serve import Gateway, create_app
+from llamaberry.serve import server as serve_server
+from llamaberry.serve.server import Connections
 from llamaberry.testing import DEFAULT_MODELS, FakeServer, Reply
 
 from .test_serve import QUESTION, start_endpoint
@@ -295,3 +298,75 @@ async def test_a_lone_surrogate_is_a_400_not_an_upstream_error(server: FakeServe
         assert status == 400, answer
         assert "surrogate" in json.loads(answer)["error"]["message"]
     assert server.requests == []
+
+
+# -- connections: how many, and how slow their heads may be -----------------------------------
+
+
+async def bounded(upstream: FakeServer, connections: Connections) -> AsyncIterator[int]:
+    """The app run the way `llamaberry serve` runs it (its uvicorn config, its bounds)."""
+    settings = Settings.load(api_key="upstream-secret-key", base_url=upstream.groq_base_url)
+    app = create_app(settings, gateway=Gateway(settings))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    config = serve_server.config(app, host="127.0.0.1", port=0, connections=connections)
+    running = serve_server.Server(config, on_stop=app.state.stopping.request)
+    task = asyncio.create_task(running.serve(sockets=[sock]))
+    while not running.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        running.should_exit = True
+        await task
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True when the server closes the connection within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(1024):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def test_slow_headers_are_cut_off_and_connections_are_bounded(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.WARNING)
+    server.default = Reply("Three.")
+    book = Connections(limit=20, head_seconds=0.6)
+    async for port in bounded(server, book):
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+
+        async def trickle(writer: asyncio.StreamWriter) -> None:
+            # A slow-loris client: a request line, then one header byte every 0.1 s.
+            with contextlib.suppress(ConnectionError):
+                writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+                for _ in range(50):
+                    await asyncio.sleep(0.1)
+                    writer.write(b"a")
+                    await writer.drain()
+
+        trickling = [asyncio.create_task(trickle(w)) for _, w in opened]
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(closed_within(r, 3) for r, _ in opened))
+        took = asyncio.get_running_loop().time() - started
+        assert all(results) and took < 2.5
+        assert book.refused == 10 and book.timed_out == 20
+        for task in trickling:
+            task.cancel()
+        for _, writer in opened:
+            writer.close()
+        # An idle connection (nothing sent) is closed too; a real request still gets through.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed_within(reader, 2)
+        writer.close()
+        status, _, _ = await raw(port, post(port, CHAT), CHAT)
+        assert status == 200
+    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not noisy, [r.getMessage() for r in noisy]

@@ -33,8 +33,39 @@ from llamaberry.core.errors import LlamaberryError
     show_default=True,
     help="The message field that carries the intermediate work.",
 )
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A web origin (https://chat.example.com) whose pages may call the API from a browser; "
+    "repeat for more. Requests from any other origin are refused.",
+)
+@click.option(
+    "--max-body-size",
+    type=click.IntRange(1024),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="The largest request body taken, in bytes.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Connections open at once (lowered to fit the process's file limit); more are closed.",
+)
 @handle_errors
-def serve(host: str, port: int, serve_key: str | None, reasoning_field: str, **params: Any) -> None:
+def serve(
+    host: str,
+    port: int,
+    serve_key: str | None,
+    reasoning_field: str,
+    cors_origins: tuple[str, ...],
+    max_body_size: int,
+    max_connections: int,
+    **params: Any,
+) -> None:
     """Serve every mode as a model behind an OpenAI-compatible API on http://HOST:PORT/v1.
 
     Point any OpenAI client at it and pick a mode as the model name (`refine`, `steps`,
@@ -74,6 +105,9 @@ def serve(host: str, port: int, serve_key: str | None, reasoning_field: str, **p
             reasoning_field=reasoning_field,  # type: ignore[arg-type]
             on_ready=ready,
             options=defaults,
+            cors_origins=cors_origins,
+            max_body=max_body_size,
+            max_connections=max_connections,
         )
     except OSError as error:
         raise LlamaberryError(f"Cannot serve on {host}:{port}: {error}") from None

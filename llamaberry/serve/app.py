@@ -19,8 +19,8 @@ from starlette.routing import Route
 
 from llamaberry.core.errors import LlamaberryError
 from llamaberry.serve.gateway import Gateway, check_options, mode_names
-from llamaberry.serve.guard import MAX_BODY, Guard
-from llamaberry.serve.reply import Reply, SSEResponse, until_disconnected
+from llamaberry.serve.guard import MAX_BODY, Guard, is_loopback_name
+from llamaberry.serve.reply import Reply, SSEResponse, Stopping, until_disconnected
 from llamaberry.serve.responses import Responses, ResponsesRequest
 from llamaberry.serve.schema import (
     ChatRequest,
@@ -58,10 +58,13 @@ def create_app(
     at most `max_body` bytes, and every reply is redacted.
     """
     gateway = gateway or Gateway(settings, history=history, options=options)
+    # Set on SIGINT/SIGTERM (by `serve`): the streams and runs in flight end at once.
+    stopping = Stopping()
     routes = _Routes(gateway, mode_names(), reasoning_field)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stopping.bind()
         yield
         await gateway.aclose()
 
@@ -91,6 +94,7 @@ def create_app(
         ],
     )
     app.state.gateway = gateway
+    app.state.stopping = stopping
     return app
 
 
@@ -213,14 +217,29 @@ def serve(
     reasoning_field: ReasoningField = "reasoning_content",
     on_ready: Callable[[str], None] | None = None,
     options: dict[str, Any] | None = None,
+    cors_origins: Sequence[str] = (),
+    max_body: int = MAX_BODY,
+    max_connections: int | None = None,
 ) -> None:
-    """Run the endpoint until interrupted; `options` are the modes' default options."""
-    import uvicorn
+    """Run the endpoint until interrupted; `options` are the modes' default options,
+    `max_connections` how many may be open at once (default `server.MAX_CONNECTIONS`)."""
+    from llamaberry.serve import server
 
-    app = create_app(settings, api_key=api_key, reasoning_field=reasoning_field, options=options)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    app = create_app(
+        settings,
+        api_key=api_key,
+        reasoning_field=reasoning_field,
+        options=options,
+        cors_origins=cors_origins,
+        loopback=is_loopback_name(host),
+        max_body=max_body,
+    )
+    connections = server.Connections(
+        server.connection_limit(max_connections or server.MAX_CONNECTIONS)
+    )
+    config = server.config(app, host=host, port=port, connections=connections)
+    running = server.Server(config, on_stop=app.state.stopping.request)
     if on_ready is not None:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{port}/v1")
-    server.run()
+    running.run()

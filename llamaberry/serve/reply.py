@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -46,13 +46,98 @@ def final_text(run: Run) -> str:
     return run.answer or ""
 
 
+class Stopping:
+    """Set when the server is asked to stop: every run in flight is cancelled at once (and
+    saved as cancelled), and its reply ended with an error saying why."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self) -> None:
+        """Remember the server's loop (called in it, at startup)."""
+        self.loop = asyncio.get_running_loop()
+
+    def request(self) -> None:
+        """Stop the runs; safe to call from a signal handler."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.event.set)
+
+    def error(self) -> ServeError:
+        return ServeError(
+            503,
+            "The server is shutting down: the run was cancelled (what finished is kept).",
+            kind="server_error",
+            code="shutting_down",
+        )
+
+
+def stopping_of(scope: Any) -> Stopping | None:
+    """The app's `Stopping`, where it has one."""
+    app = scope.get("app") if isinstance(scope, dict) else None
+    stopping = getattr(getattr(app, "state", None), "stopping", None)
+    return stopping if isinstance(stopping, Stopping) else None
+
+
+def error_event(error: ServeError) -> bytes:
+    """An error as a chat-completions stream's last event."""
+    return b"data: " + json.dumps(error.body(), ensure_ascii=False).encode() + b"\n\n"
+
+
 class SSEResponse(StreamingResponse):
-    """A server-sent-events stream; Starlette cancels it when the client disconnects."""
+    """A server-sent-events stream; Starlette cancels it when the client disconnects, and a
+    server shutdown ends it with `farewell` (an error event) once its run is cancelled."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        farewell: Callable[[ServeError], bytes] = error_event,
+    ) -> None:
         super().__init__(content, headers={"cache-control": "no-cache"})
+        self.farewell = farewell
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        stopping = stopping_of(scope)
+        if stopping is not None:
+            self.body_iterator = _until_stopped(self.body_iterator, stopping, self.farewell)  # type: ignore[arg-type]
+        await super().__call__(scope, receive, send)
+
+
+async def _until_stopped(
+    chunks: AsyncIterator[bytes], stopping: Stopping, farewell: Callable[[ServeError], bytes]
+) -> AsyncIterator[bytes]:
+    """`chunks` until the server stops: then the run is cancelled and `farewell` ends it.
+
+    Each chunk is awaited in a task of its own, raced against the stop; whatever ends this
+    stream early (the stop, or the client going away) cancels that task, so the run records
+    that it was cancelled and is saved."""
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stopping.event.wait())
+    step: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(chunks))
+            await asyncio.wait({step, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                await _cancelled(step)
+                yield farewell(stopping.error())
+                return
+            try:
+                chunk = step.result()
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        stopped.cancel()
+        if step is not None and not step.done():
+            await _cancelled(step)
+
+
+async def _cancelled(step: asyncio.Future[Any]) -> None:
+    step.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        await step
 
 
 def _retrying(event: TextReset) -> str:
@@ -255,8 +340,9 @@ class Reply:
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it the moment the client goes away."""
+    """Await `work`, cancelling it the moment the client goes away or the server stops."""
     task = asyncio.ensure_future(work)
+    stopping = stopping_of(request.scope)
 
     async def watch() -> None:
         while True:
@@ -264,14 +350,19 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
             if message["type"] == "http.disconnect":
                 return
 
-    watcher = asyncio.ensure_future(watch())
+    watchers: set[asyncio.Future[Any]] = {asyncio.ensure_future(watch())}
+    if stopping is not None:
+        watchers.add(asyncio.ensure_future(stopping.event.wait()))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
+        for watcher in watchers:
+            watcher.cancel()
     if not task.done():
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if stopping is not None and stopping.event.is_set():
+            raise stopping.error()
         raise ServeError(499, "the client closed the connection", kind="cancelled")
     return task.result()

@@ -8,8 +8,12 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,7 +27,8 @@ from llamaberry.engine import MAX_CLIENTS
 from llamaberry.serve import Gateway, create_app
 from llamaberry.serve import server as serve_server
 from llamaberry.serve.server import Connections
-from llamaberry.testing import DEFAULT_MODELS, FakeServer, Reply
+from llamaberry.store import Store
+from llamaberry.testing import DEFAULT_MODELS, FakeServer, Fault, Reply
 
 from .test_serve import QUESTION, start_endpoint
 
@@ -370,3 +375,81 @@ async def test_slow_headers_are_cut_off_and_connections_are_bounded(
         assert status == 200
     noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert not noisy, [r.getMessage() for r in noisy]
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_streams_in_flight_at_once_and_saves_their_runs_cancelled(
+    tmp_path, sig: signal.Signals
+):
+    with FakeServer(default=Fault.hang()) as upstream:  # a silent upstream
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GROQ_", "LLAMABERRY_"))}
+        env |= {
+            "GROQ_API_KEY": "upstream-secret-key",
+            "GROQ_BASE_URL": upstream.groq_base_url,
+            "LLAMABERRY_HOME": str(tmp_path),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llamaberry", "serve", "--port", str(port)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.TransportError):
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                time.sleep(0.1)
+            body = {"model": "refine", "messages": MESSAGES, "stream": True}
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            with httpx.stream("POST", url, json=body, timeout=30) as reply:
+                lines = reply.iter_lines()
+                first = json.loads(next(line for line in lines if line)[len("data: ") :])
+                while not upstream.requests:  # the first turn is asked, and never answered
+                    time.sleep(0.05)
+                process.send_signal(sig)
+                sent = time.monotonic()
+                rest = [line for line in lines if line]
+                ended = time.monotonic() - sent
+            assert ended < 1.5, ended
+            last = json.loads(rest[-1][len("data: ") :])
+            assert last["error"]["code"] == "shutting_down"
+            assert process.wait(10) is not None
+        finally:
+            if process.poll() is None:
+                process.kill()
+            stderr = process.stderr.read() if process.stderr else ""
+        assert "Traceback" not in stderr, stderr
+    run = Store(tmp_path / "history.db").get(first["id"].removeprefix("chatcmpl-"))
+    assert run.status == "cancelled"
+
+
+# -- redaction --------------------------------------------------------------------------------
+
+
+async def test_an_upstream_that_echoes_the_key_never_gets_it_to_the_client(server: FakeServer):
+    key = "upstream-secret-key"
+    echo = f"Your key is {key} and again ({key})."
+    async for port in serving(server):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=30) as http:
+            server.enqueue(Reply(echo, reasoning=f"thinking about {key}"))
+            whole = await http.post(
+                "/chat/completions", json={"model": "single", "messages": MESSAGES}
+            )
+            server.enqueue(Reply(echo, reasoning=f"thinking about {key}"))
+            body = {"model": "single", "messages": MESSAGES, "stream": True}
+            async with http.stream("POST", "/chat/completions", json=body) as streamed:
+                text = (await streamed.aread()).decode()
+    assert whole.status_code == 200
+    assert (
+        key not in whole.text and "[redacted]" in whole.json()["choices"][0]["message"]["content"]
+    )
+    assert key not in text and "[redacted]" in text

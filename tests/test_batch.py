@@ -269,3 +269,54 @@ async def test_outputs_of_an_exported_round_come_back_by_import(tmp_path: Path):
     assert taken == (1, 1)
     known = ledger.call("abc-1", "h1")
     assert known is not None and known.status == 200
+
+
+def run_batch_like_vllm(server: FakeServer, requests: Path, outputs: Path) -> int:
+    """What `vllm run-batch` does with a request file: each line's body answered by the
+    server, one output line per request; returns the number of lines."""
+    import urllib.request
+
+    lines = [json.loads(line) for line in requests.read_text().splitlines()]
+    out = []
+    for line in lines:
+        asked = urllib.request.Request(
+            server.openai_base_url + "/chat/completions",
+            data=json.dumps(line["body"]).encode(),
+            headers={"content-type": "application/json", "authorization": "Bearer k"},
+        )
+        with urllib.request.urlopen(asked, timeout=30) as answer:
+            body = json.loads(answer.read())
+        out.append({"id": "x", "custom_id": line["custom_id"], "error": None,
+                    "response": {"status_code": 200, "body": body}})  # fmt: skip
+    outputs.write_text("".join(json.dumps(o) + "\n" for o in out))
+    return len(lines)
+
+
+def test_batch_export_and_import_walk_an_eval_round_by_round(
+    fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    fake_server.reply_with(sums_script)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    data = sums(tmp_path / "sums.jsonl", 5)
+    requests, outputs, out = tmp_path / "round.jsonl", tmp_path / "out.jsonl", tmp_path / "rep"
+    export = ["batch", "export", str(data), "--modes", "single,refine", "--provider", "openai",
+              "--base-url", "http://127.0.0.1:9/v1", "-o", str(requests),
+              "--out", str(out)]  # fmt: skip
+    sizes = []
+    for _ in range(6):
+        result = CliRunner().invoke(cli, export)
+        assert result.exit_code == 0, result.output
+        if (out / "report.md").exists():
+            break
+        assert f"wrote {5 * (2 if not sizes else 1)} requests" in result.output
+        sizes.append(run_batch_like_vllm(fake_server, requests, outputs))
+        imported = CliRunner().invoke(cli, ["batch", "import", str(outputs)])
+        assert imported.exit_code == 0, imported.output
+        assert f"took {sizes[-1]} answers" in imported.output
+    # Round 1: single and refine's turn 1; then turns 2 and 3; then the synthesis.
+    assert sizes == [10, 5, 5, 5]
+    assert "answered by your own batch runner" in (out / "report.md").read_text()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(row["status"] == "ok" for row in rows)
+    # Nothing was sent to the endpoint named on the command line (it does not exist).
+    assert all("127.0.0.1:9/" not in r.path for r in fake_server.requests)

@@ -1,6 +1,6 @@
 """The `llamaberry` command line: the group and its entry point. Each command lives in the
 module named after it (`ask.py`, `compare.py`, `eval.py`, `history.py`, `models.py`,
-`modes.py`, `serve.py`, `ui.py`); what they share is in `options.py` (reading the command line)
+`modes.py`, `serve.py`, `ui.py`, `batch.py`); what they share is in `options.py` (reading the command line)
 and `running.py` (engines, errors, exit codes, signals).
 
 Kept light on purpose: the SDKs are imported when a request is made and gradio only by `ui`,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from llamaberry.cli.ask import ask
+from llamaberry.cli.batch import batch
 from llamaberry.cli.compare import clip, compare
 from llamaberry.cli.eval import eval_command
 from llamaberry.cli.history import history
@@ -24,7 +25,7 @@ from llamaberry.cli.ui import ui
 
 __all__ = ["cli", "clip", "main"]
 
-COMMANDS = [ask, modes_command, models, history, compare, eval_command, ui, serve]
+COMMANDS = [ask, modes_command, models, history, compare, eval_command, batch, ui, serve]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, commands=COMMANDS)

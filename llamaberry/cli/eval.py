@@ -6,7 +6,8 @@ write the report.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -15,8 +16,6 @@ from llamaberry.cli.running import fail, handle_errors, make_engine, run_async
 from llamaberry.core.errors import InputError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from llamaberry.eval import Dataset, Fields, ItemResult, Report
 
 
@@ -52,6 +51,12 @@ if TYPE_CHECKING:
     "(cheaper, outside the per-minute limits, slower); the same command resumes it.",
 )
 @click.option(
+    "--batch-export",
+    type=click.Path(dir_okay=False),
+    help="Send nothing: write the next round's requests to this JSONL file, for your own "
+    "batch runner (vLLM's run-batch); see `llamaberry batch`.",
+)
+@click.option(
     "--batch-poll",
     type=float,
     default=10.0,
@@ -78,6 +83,7 @@ def eval_command(
     answer_field: str,
     choices_field: str | None,
     batch: bool,
+    batch_export: str | None,
     batch_poll: float,
     out: str | None,
     **params: Any,
@@ -88,7 +94,6 @@ def eval_command(
 
     Runs are saved as they finish; after Ctrl-C, the same command resumes where it stopped.
     """
-    from pathlib import Path
 
     from llamaberry import eval as evaluation
     from llamaberry import modes as registry
@@ -97,8 +102,10 @@ def eval_command(
     # request is paid for.
     if (dataset is None) == (builtin is None):
         raise InputError("Give a DATASET.jsonl file or --builtin NAME (one of them).")
-    if batch and concurrency is not None:
+    if (batch or batch_export) and concurrency is not None:
         raise InputError("--batch sends every run at once; leave out --concurrency.")
+    if batch and batch_export:
+        raise InputError("Give --batch (send to the provider) or --batch-export FILE, not both.")
     if batch_poll <= 0:
         raise InputError(f"--batch-poll must be above 0 (got {batch_poll}).")
     for flag, value in (("concurrency", concurrency), ("limit", limit), ("sample", sample)):
@@ -117,10 +124,13 @@ def eval_command(
     if folder is not None:
         check_writable(folder)
     progress = EvalProgress()
-    batching = batch_poll if batch else None
-    running = run_eval(params, data, wanted, chosen, folder, concurrency, limit, progress, batching)
+    plan = BatchPlan(batch_poll if batch else None, Path(batch_export) if batch_export else None)
+    running = run_eval(params, data, wanted, chosen, folder, concurrency, limit, progress, plan)
     try:
         report, folder = run_async(running)
+    except ExportedRound as exported:
+        write_round(exported, plan.export)
+        return
     except KeyboardInterrupt:
         click.echo(
             f"stopped after {progress.done} runs; they are saved, so the same command resumes "
@@ -241,7 +251,7 @@ async def run_eval(
     concurrency: int | None,
     limit: int | None,
     progress: EvalProgress,
-    batch_poll: float | None = None,
+    plan: BatchPlan | None = None,
 ) -> tuple[Report, Path]:
     """Run the eval on the endpoint `params` name, with the bars drawn; the report and the
     folder it goes to (named after the dataset and the model unless `folder` says)."""
@@ -252,7 +262,7 @@ async def run_eval(
         if folder is None:
             folder = default_folder(data.name, engine.model)
         total = min(limit, len(data.items)) if limit else len(data.items)
-        batcher = await through_batches(engine, batch_poll, progress) if batch_poll else None
+        batcher = await through_batches(engine, plan, progress) if plan else None
         if concurrency is None and batcher is None:
             concurrency = await evaluation.default_concurrency(engine)
             if await engine.client.server_slots() is not None:
@@ -260,7 +270,7 @@ async def run_eval(
         for mode in wanted:
             progress.add(mode, total)
         with progress.bars:
-            report = await evaluation.evaluate(
+            evaluating = evaluation.evaluate(
                 engine,
                 data,
                 wanted,  # type: ignore[arg-type]
@@ -271,15 +281,78 @@ async def run_eval(
                 batcher=batcher,
                 **chosen,
             )
+            report = await until_exported(evaluating, batcher)
         return report, folder
 
 
-async def through_batches(engine: Any, poll: float, progress: EvalProgress) -> Any:
-    """Put the engine's calls on the provider's Batch API; one line if it has none."""
-    from llamaberry.eval.batch import BatchClient, Batcher, NoBatchAPIError
+class BatchPlan(NamedTuple):
+    """How an eval's calls go: `poll` seconds between looks at the provider's batches
+    (--batch), or the file the next round is written to (--batch-export); neither: at once."""
+
+    poll: float | None
+    export: Path | None
+
+    def __bool__(self) -> bool:
+        return self.poll is not None or self.export is not None
+
+
+class ExportedRound(Exception):
+    """--batch-export wrote nothing upstream: here are the round's request lines."""
+
+    def __init__(self, lines: list[dict[str, Any]], round_: int) -> None:
+        super().__init__(f"round {round_}: {len(lines)} requests")
+        self.lines = lines
+        self.round = round_
+
+
+async def until_exported(evaluating: Any, batcher: Any) -> Report:
+    """The eval's report; with --batch-export, `ExportedRound` as soon as a round is written
+    (the runs wait on answers that come back only through `llamaberry batch import`)."""
+    import asyncio
+    import contextlib
+
+    task = asyncio.ensure_future(evaluating)
+    if batcher is None or batcher.backend is not None:
+        return await task
+    exported = asyncio.ensure_future(batcher.exported_round.wait())
+    await asyncio.wait({task, exported}, return_when=asyncio.FIRST_COMPLETED)
+    exported.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ExportedRound(batcher.exported, batcher.rounds)
+    return task.result()
+
+
+def write_round(exported: ExportedRound, path: Path | None) -> None:
+    """The round's requests as JSONL at `path`, and what to do next."""
+    import orjson
+
+    assert path is not None
+    try:
+        path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in exported.lines))
+    except OSError as error:
+        raise InputError(f"Cannot write {path}: {error.strerror or error}.") from None
+    click.echo(
+        f"round {exported.round}: wrote {len(exported.lines)} requests to {path}. Run them "
+        f"(vllm run-batch -i {path} -o OUTPUT.jsonl --model MODEL), then "
+        "`llamaberry batch import OUTPUT.jsonl`, then this command again for the next round.",
+        err=True,
+    )
+
+
+async def through_batches(engine: Any, plan: BatchPlan, progress: EvalProgress) -> Any:
+    """Put the engine's calls on the provider's Batch API (or, exporting, on a file); one line
+    if it has none."""
+    from llamaberry.eval.batch import EXPORTED, BatchClient, Batcher, NoBatchAPIError
     from llamaberry.store.batches import BatchLedger
 
     inner = engine.client
+    if plan.export is not None and hasattr(inner, "request"):
+        batcher = Batcher(ledger=BatchLedger(EXPORTED), backend=None)
+        engine.client = BatchClient(inner, batcher)
+        return batcher
     sdk = getattr(inner, "sdk", None)
     if sdk is None or not hasattr(inner, "request"):
         raise NoBatchAPIError(
@@ -288,7 +361,10 @@ async def through_batches(engine: Any, poll: float, progress: EvalProgress) -> A
         )
     endpoint = f"{engine.settings.provider} {engine.settings.base_url or ''}".strip()
     batcher = Batcher(
-        ledger=BatchLedger(endpoint), backend=sdk, poll=poll, on_progress=progress.on_batch
+        ledger=BatchLedger(endpoint),
+        backend=sdk,
+        poll=plan.poll or 10.0,
+        on_progress=progress.on_batch,
     )
     await batcher.check()
     engine.client = BatchClient(inner, batcher)
@@ -297,7 +373,6 @@ async def through_batches(engine: Any, poll: float, progress: EvalProgress) -> A
 
 def default_folder(dataset: str, model: str) -> Path:
     """eval-results/DATASET-MODEL, spelt for any file system, checked writable."""
-    from pathlib import Path
 
     name = f"{dataset}-{model}"
     folder = Path("eval-results") / "".join(c if c.isalnum() or c in "-." else "-" for c in name)

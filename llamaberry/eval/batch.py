@@ -49,6 +49,8 @@ MAX_TRIES = 3
 # The window asked for; Groq and OpenAI both take 24h (Groq also shorter ones).
 COMPLETION_WINDOW = "24h"
 CHAT_URL = "/v1/chat/completions"
+# The ledger's name for requests written to a file (`batch export`) rather than sent.
+EXPORTED = "export"
 _DONE = ("completed", "failed", "expired", "cancelled")
 
 # The run a call belongs to: its key and how many calls it has made so far.
@@ -182,6 +184,11 @@ class Batcher:
 
     def summary(self) -> str:
         """One line for the report: what went through the Batch API."""
+        if self.backend is None:
+            return (
+                "Calls were answered by your own batch runner, round by round "
+                "(`llamaberry batch export` and `import`)."
+            )
         return (
             f"Calls went through the provider's Batch API in {self.rounds} round(s): "
             f"{self.files_uploaded} file(s) uploaded, {self.batches_created} batch(es) created "
@@ -473,10 +480,11 @@ class BatchClient(ChatClient):
         return await self.inner.list_models()
 
     async def resolve_model(self) -> str | None:
-        return await self.inner.resolve_model()
+        # Exporting asks the endpoint nothing: it may be a cluster this machine cannot reach.
+        return None if self.batcher.backend is None else await self.inner.resolve_model()
 
     async def context_window(self) -> int | None:
-        return await self.inner.context_window()
+        return None if self.batcher.backend is None else await self.inner.context_window()
 
     def warm(self) -> None:
         self.inner.warm()

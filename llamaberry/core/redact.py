@@ -3,11 +3,14 @@
 Every sink (an error line, a saved run, an export, eval's results, the web page, `--json`)
 passes its text through `redact()`. It blanks out every API key this process knows about: the
 ones a chat client was really built with (explicit or from the environment), the keys in the
-SDKs' own environment variables, and any credentials written into a URL (`user:key@host`).
+SDKs' own environment variables, any credentials written into a URL (`user:key@host`), and
+credentials in a basic-auth header (`Basic <base64>`). Text is redacted before it is cut to a
+length, so a key that straddles the cut cannot leak its first part.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -24,6 +27,10 @@ _URL_VARIABLES = ("GROQ_BASE_URL", "OPENAI_BASE_URL", "LLAMABERRY_BASE_URL")
 # scheme://userinfo@ : whatever sits before the @ of a URL's authority is a credential.
 # (A literal start lets the regex engine jump between "://"s instead of trying every position.)
 _USERINFO = re.compile(r"://[^/@\s\"'<>]+@")
+# Credentials sent as HTTP basic auth (`Authorization: Basic dXNlcjpwYXNz`), which a server
+# may echo back in an error: the base64 of `user:password`.
+# Only a token that decodes to printable `name:secret` counts, so prose ("basic idea") stays.
+_BASIC = re.compile(r"\b(?:[Bb]asic|BASIC)\s+([A-Za-z0-9+/]{8,}={0,2})")
 
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -53,6 +60,9 @@ def _variants(secret: str | None) -> list[str]:
         if parts is not None and "@" in parts.netloc:
             userinfo = parts.netloc.rsplit("@", 1)[0]
             found += [userinfo, unquote(userinfo)]
+            # As a basic-auth header carries them (httpx sends URL credentials that way).
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            found.append(base64.b64encode(pair.encode()).decode("ascii"))
             for piece in (parts.username, parts.password):
                 if piece:
                     found += [piece, unquote(piece)]
@@ -81,11 +91,24 @@ def _redact(text: str, known: list[str]) -> str:
     for secret in known:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "asic" in text or "ASIC" in text:
+        text = _BASIC.sub(_blank_credentials, text)
     if (
         "://" not in text or "@" not in text
     ):  # the regex is the slow part: skip it when it can't match
         return text
     return _USERINFO.sub("://" + REDACTED + "@", text)
+
+
+def _blank_credentials(found: re.Match[str]) -> str:
+    token = found[1]
+    try:
+        pair = base64.b64decode(token, validate=True).decode("ascii")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return found[0]
+    if ":" not in pair or not pair.isprintable():
+        return found[0]
+    return found[0][: found.start(1) - found.start(0)] + REDACTED
 
 
 def redact_data(value: T) -> T:

@@ -2,8 +2,8 @@
 line that says what happened and what to do.
 
 The SDKs' exceptions are read through what they document (`status_code`, `body`, `response`),
-and transport errors by their class names, so both SDKs (and httpx's fork under openai) are read
-the same way.
+and transport errors by their class names, so both SDKs (and httpx's fork under openai, and
+aiohttp under both) are read the same way.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from llamaberry.core.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
+from llamaberry.core.redact import redact
 from llamaberry.providers.limits import parse_duration
-from llamaberry.providers.streams import StreamErrorEvent
+from llamaberry.providers.streams import ReplyTooLarge, StreamErrorEvent
 
 if TYPE_CHECKING:
     import ssl
@@ -62,6 +63,9 @@ def translate(error: Exception, endpoint: Endpoint) -> ProviderError:
     refused = _certificate_refusal(error)
     if refused is not None:  # not retried: a certificate that failed will fail again
         return _untrusted(refused, endpoint)
+    too_large = _in_chain(error, ReplyTooLarge)
+    if too_large is not None:  # not retried: the same request would draw the same reply
+        return ProviderError(f"{endpoint.where()} sent a reply we will not read: {too_large}.")
     status = getattr(error, "status_code", None)
     if status is None and not isinstance(error, StreamErrorEvent):
         return _connection_error(error, endpoint)
@@ -229,10 +233,20 @@ def _certificate_refusal(error: BaseException) -> ssl.SSLCertVerificationError |
     httpcore's, whose context is the ssl error); a plain asyncio connection raises it as is."""
     import ssl  # only on an error: the CLI's start-up does not pay for it
 
+    # aiohttp's ClientConnectorCertificateError is one too, without ssl's details; the ssl
+    # error it wraps is its cause.
+    refused = _in_chain(error, ssl.SSLCertVerificationError, having="verify_code")
+    return refused if isinstance(refused, ssl.SSLCertVerificationError) else None
+
+
+def _in_chain(error: BaseException, kind: type, *, having: str = "") -> BaseException | None:
+    """The first exception of type `kind` (with an attribute `having`, if named) among `error`
+    and what it was raised from: the SDKs wrap their HTTP library's errors, and that library
+    the one underneath."""
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLCertVerificationError):
+        if isinstance(cause, kind) and (not having or hasattr(cause, having)):
             return cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
@@ -264,5 +278,7 @@ def _headers_of(error: Exception) -> Mapping[str, str]:
 
 
 def _first_line(text: str) -> str:
+    """The first line of an upstream's message, redacted, then cut to 300 characters (in that
+    order: a key cut in two would not be found, and its first part would be shown)."""
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return line[:300]
+    return redact(line)[:300]

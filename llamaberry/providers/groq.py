@@ -14,7 +14,6 @@ class GroqClient(SDKClient):
 
     provider = "groq"
     key_variable = "GROQ_API_KEY"
-    _chat_path = "/openai/v1/chat/completions"
 
     def __init__(self, *, api_key: str | None, base_url: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -28,4 +27,4 @@ class GroqClient(SDKClient):
         import groq
         import httpx
 
-        return self._build_sdk(groq.AsyncGroq, groq.DefaultAsyncHttpxClient, httpx, connections)
+        return self._build_sdk(groq.AsyncGroq, groq.DefaultAioHttpClient, httpx, connections)

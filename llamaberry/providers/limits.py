@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 import time
 from collections import deque
@@ -25,26 +26,34 @@ from typing import TYPE_CHECKING
 
 from asyncio_throttle import Throttler
 
+from llamaberry.core.errors import RateLimitError
+
 if TYPE_CHECKING:
     from llamaberry.core.settings import Settings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# The longest wait a provider's header is believed to ask for: its longest window (a day)
+# resets within this. `retry-after: inf`, or a year, is read as this much.
+MAX_RESET = 86400.0
 
 
 def parse_duration(value: str | None) -> float | None:
-    """Read a provider duration (`7.66s`, `2m59.56s`, `120ms`, or bare seconds) as seconds."""
+    """Read a provider duration (`7.66s`, `2m59.56s`, `120ms`, or bare seconds) as seconds,
+    at most `MAX_RESET`; None when it is not a duration (`nan` included)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    parts = _DURATION_PART.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            return None
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if math.isnan(seconds):
         return None
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return min(MAX_RESET, max(0.0, seconds))
 
 
 class Slot:
@@ -97,9 +106,16 @@ class RateLimiter:
         self.blocked_limit = ""
         self.waited = 0.0
 
-    async def acquire(self, tokens: int) -> Slot:
-        """Wait until a call estimated at `tokens` tokens may start, then count it."""
+    async def acquire(self, tokens: int, *, max_wait: float | None = None) -> Slot:
+        """Wait until a call estimated at `tokens` tokens may start, then count it.
+
+        When the provider said its limit resets later than `max_wait` seconds from now (a
+        call's timeout), `RateLimitError` at once, naming when: waiting would only end in a
+        timeout, and would hold every call behind this one.
+        """
         async with self._lock:
+            if max_wait is not None:
+                self._refuse_beyond(tokens, max_wait)
             await self._sleep_until(self._paused_until)
             await self._wait_for_provider_budget(tokens)
             if self.tpm:
@@ -154,6 +170,19 @@ class RateLimiter:
     def blocked_for(self) -> float:
         """Seconds until the provider's limit resets after `block` (0 when it has)."""
         return max(0.0, self._blocked_until - time.monotonic())
+
+    def _refuse_beyond(self, tokens: int, max_wait: float) -> None:
+        now = time.monotonic()
+        waits = [(self._paused_until - now, "the provider's rate limit")]
+        if self._requests_left is not None and self._requests_left <= 0:
+            waits.append((self._requests_reset_at - now, "requests (none left)"))
+        if self._tokens_left is not None and self._tokens_left < tokens:
+            waits.append((self._tokens_reset_at - now, "tokens (too few left)"))
+        wait, limit = max(waits)
+        if wait > max_wait:
+            raise RateLimitError(
+                limit, wait, detail=f"longer than the call's {max_wait:g}s timeout allows"
+            )
 
     async def _wait_for_provider_budget(self, tokens: int) -> None:
         now = time.monotonic()

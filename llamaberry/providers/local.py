@@ -259,7 +259,7 @@ class LocalClient(OpenAICompatibleClient):
         never lands inside a run's or a call's seconds. A server that cannot start is not
         reported here: the first call starts it again and fails with the reason.
         """
-        if not self._closed and (self.server is None or self._wire is None):
+        if not self._closed and (self.server is None or self._client is None):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.prepare)
 

@@ -36,9 +36,7 @@ class OpenAICompatibleClient(SDKClient):
         import httpx2
         import openai
 
-        return self._build_sdk(
-            openai.AsyncOpenAI, openai.DefaultAsyncHttpxClient, httpx2, connections
-        )
+        return self._build_sdk(openai.AsyncOpenAI, openai.DefaultAioHttpClient, httpx2, connections)
 
     def _extra_params(self, stream: bool) -> dict[str, Any]:
         return {"stream_options": {"include_usage": True}} if stream else {}

@@ -47,6 +47,7 @@ from llamaberry.providers.errors import (
 )
 from llamaberry.providers.limits import Slot
 from llamaberry.providers.streams import (
+    MAX_EVENT_BYTES,
     ThinkTags,
     ToolCalls,
     queued_since,
@@ -56,7 +57,7 @@ from llamaberry.providers.streams import (
     whole_reply,
 )
 from llamaberry.providers.tokens import estimate_prompt
-from llamaberry.providers.transport import _Wire, build_sdk, connect_timeout
+from llamaberry.providers.transport import build_sdk, connect_timeout
 
 log = logging.getLogger("llamaberry")
 
@@ -80,16 +81,16 @@ class SDKClient(ChatClient):
     # Set by each provider's constructor; the key lives here and nowhere else.
     _api_key: str
     _base_url: str | None
-    # Where chat completions are posted, below the SDK's base URL, and the name of the httpx
-    # module the SDK is built on (groq: httpx; openai: its fork httpx2).
-    _chat_path = "/chat/completions"
+    # The name of the httpx module the SDK is built on (groq: httpx; openai: its fork httpx2).
     _http_name = "httpx"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # How calls go out through the SDK client (`_wire.sdk`), built on first use or by
-        # `warm()`.
-        self._wire: _Wire | None = None
+        # The SDK client, built on first use or by `warm()`, and the httpx module under it.
+        self._client: Any = None
+        self._http: Any = None
+        # The event loop the SDK client's connections belong to, once a call has used it.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight = 0  # calls
         self._models: list[str] | None = None
         # Set once the endpoint has answered 404 for this model: later calls fail at once.
@@ -125,16 +126,16 @@ class SDKClient(ChatClient):
     @property
     def sdk(self) -> Any:
         """The underlying SDK client, created on first use."""
-        return self._open().sdk
+        return self._open()
 
     @property
     def pools(self) -> int:
         """How many connection pools are built: one once the SDK client is, none before."""
-        return 0 if self._wire is None else 1
+        return 0 if self._client is None else 1
 
     def prepare(self) -> None:
         """Import the SDK and build its first client now, in this thread."""
-        if self._wire is None:
+        if self._client is None:
             self._open()
 
     def warm(self) -> None:
@@ -143,7 +144,7 @@ class SDKClient(ChatClient):
         The import costs a few hundred milliseconds once per process; started while the engine
         is built, it overlaps with whatever the caller does next instead of delaying it.
         """
-        if self._wire is None and self._warming is None:
+        if self._client is None and self._warming is None:
             self._warming = concurrent.futures.Future()
             # Started on the event loop's next turn, when there is one: starting a thread hands
             # the CPU to it (it goes straight into the import), which on a busy machine cost the
@@ -178,25 +179,39 @@ class SDKClient(ChatClient):
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(warming)
 
-    def _open(self) -> _Wire:
-        """The SDK client and its wire, built now if they are not yet (maybe in `warm()`'s
-        thread, hence the lock)."""
-        wire = self._wire
-        if wire is None:
+    def _open(self) -> Any:
+        """The SDK client, built now if it is not yet (maybe in `warm()`'s thread, hence the
+        lock)."""
+        client = self._client
+        if client is None:
             with self._lock:
-                if self._wire is None:
-                    sdk = self._make_sdk(self.max_connections)
-                    http = importlib.import_module(self._http_name)
-                    self._wire = _Wire.of(sdk, http, self._chat_path)
-                wire = self._wire
-        return wire
+                if self._client is None:
+                    self._http = importlib.import_module(self._http_name)
+                    self._client = self._make_sdk(self.max_connections)
+                client = self._client
+        return client
+
+    def _for_this_loop(self) -> Any:
+        """The SDK client, for a call on the running event loop. Connections belong to the
+        loop that opened them: a client used from a new loop (a second `asyncio.run`) starts
+        afresh, and the old loop's connections die with it."""
+        client = self._client or self._open()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                with self._lock:
+                    self._client = None
+                client = self._open()
+            self._loop = loop
+        return client
 
     async def aclose(self) -> None:
-        """Close the connection pools."""
+        """Close the connection pool."""
         await self.ready()  # a pool still being built in the background is closed too
-        wire, self._wire = self._wire, None
-        if wire is not None:
-            await wire.sdk.close()
+        client, self._client = self._client, None
+        loop, self._loop = self._loop, None
+        if client is not None and (loop is None or loop is asyncio.get_running_loop()):
+            await client.close()
 
     # -- one call, retried -------------------------------------------------------------------
 
@@ -231,7 +246,7 @@ class SDKClient(ChatClient):
         attempt = 1
         try:
             while True:
-                slot = await self.limiter.acquire(estimate)
+                slot = await self.limiter.acquire(estimate, max_wait=self.timeout)
                 await self._check_model_known()
                 if bound is None:
                     deadline = asyncio.get_running_loop().time() + self.timeout
@@ -377,14 +392,22 @@ class SDKClient(ChatClient):
         # A client's own response_format comes back whole too (Groq streams no JSON reply).
         asked = _format_of(extra)
         whole = fmt is not None or asked is not None
-        wire = self._wire or self._open()
+        sdk = self._for_this_loop()
+        connect = connect_timeout(self._in_flight + 1, self.timeout)
         self._in_flight += 1
         sent = time.perf_counter()
+        model, messages = params.pop("model"), params.pop("messages")
         try:
-            response = await wire.send(
-                params, not whole, connect=connect_timeout(self._in_flight, self.timeout)
-            )
-            try:
+            # The SDK builds and sends the request and raises its typed error for a refusal;
+            # the reply's bytes come to us unparsed (see streams.py). The other fields go as
+            # they are, in `extra_body`: some are a client's own (serve's passthrough).
+            async with sdk.chat.completions.with_streaming_response.create(
+                model=model,
+                messages=messages,
+                stream=not whole,
+                extra_body=params,
+                timeout=self._http.Timeout(self.timeout, connect=connect),
+            ) as response:
                 self.limiter.observe(response.headers)
                 self.limiter.answered(slot)
                 if whole:
@@ -394,8 +417,6 @@ class SDKClient(ChatClient):
                 async with contextlib.aclosing(self._read_stream(response, prompt, sent)) as items:
                     async for item in items:
                         yield item
-            finally:
-                await response.aclose()
         except ProviderError:
             raise
         except Exception as error:
@@ -406,14 +427,14 @@ class SDKClient(ChatClient):
     async def _read_stream(
         self, response: Any, prompt: int, sent: float
     ) -> AsyncGenerator[StreamItem]:
-        """The items of a streamed reply: its thinking and text as they come, then its end."""
+        """The items of a streamed reply as its events arrive: thinking, text, and its end."""
         parts: list[str] = []
         thinking: list[str] = []
         finish_reason = usage = model = timings = None
         tools = ToolCalls()
         logprobs: list[Any] | None = None
         tags = ThinkTags()
-        async for chunk in read_chunks(response.aiter_bytes()):
+        async for chunk in read_chunks(response.iter_bytes(), max_event=MAX_EVENT_BYTES):
             if chunk.usage:
                 usage = chunk.usage
             if model is None and chunk.model:
@@ -459,7 +480,7 @@ class SDKClient(ChatClient):
         self, response: Any, prompt: int, fmt: ResponseFormat | None, sent: float
     ) -> list[StreamItem]:
         """The items of a reply that came whole (a JSON one): its thinking, text and end."""
-        reply = whole_reply(await response.aread())
+        reply = whole_reply(await response.read())
         await self._note_served(reply.model)
         inline, text = split_thinking(reply.content or "")
         thought = (reply.reasoning or "") + inline
@@ -499,7 +520,7 @@ class SDKClient(ChatClient):
 
     def _translate(self, error: Exception) -> ProviderError:
         """Turn an SDK exception into one of our typed errors with a readable line."""
-        url = str(getattr(self._wire.sdk, "base_url", "") or "") if self._wire else ""
+        url = str(getattr(self._client, "base_url", "") or "") if self._client else ""
         where = Endpoint(
             self.provider, self.model, url, self.timeout, self.key_variable, self._models
         )

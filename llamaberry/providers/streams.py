@@ -2,10 +2,9 @@
 reply says beside its text: its usage and how long it queued.
 
 The SDKs turn every streamed chunk into a pydantic object, which was most of the client's CPU
-at a hundred concurrent runs. The engine reads the raw server-sent events instead (the request
-goes out with the SDK's base URL, auth and headers over our own HTTP/1.1 client, and a refused
-one raises the SDK's typed error; see `_Wire` in transport.py and wire.py) and keeps only the
-handful of fields it uses, parsed with orjson.
+at a hundred concurrent runs. The engine reads the raw server-sent events instead (the SDK's
+`with_streaming_response` hands over the response unparsed; see sdk.py and transport.py) and
+keeps only the handful of fields it uses, parsed with orjson.
 """
 
 from __future__ import annotations
@@ -21,6 +20,9 @@ from llamaberry.core.results import Usage
 from llamaberry.providers.tokens import estimate_tokens
 
 _DONE = b"[DONE]"
+# The most one line, or one event's data, of a reply stream may hold: a chunk carries a few
+# tokens, and even a server that sends a whole reply as one event stays far below this.
+MAX_EVENT_BYTES = 4 << 20
 
 
 @dataclass(slots=True)
@@ -40,6 +42,11 @@ class Chunk:
     tool_calls: list[Mapping[str, Any]] | None = None
     # The token log-probabilities of this piece (`logprobs.content`), when they were asked for.
     logprobs: list[Any] | None = None
+
+
+class ReplyTooLarge(Exception):
+    """The upstream sent more than a chat reply ever needs (a body, or one event of a stream,
+    over its limit), or sent it in a form we did not ask for and cannot read."""
 
 
 class StreamErrorEvent(Exception):
@@ -137,16 +144,22 @@ def whole_reply(body: bytes) -> Chunk:
     return chunk_of(orjson.loads(body), whole=True)
 
 
-async def read_chunks(blocks: AsyncIterator[bytes]) -> AsyncIterator[Chunk]:
+async def read_chunks(
+    blocks: AsyncIterator[bytes], *, max_event: int = MAX_EVENT_BYTES
+) -> AsyncIterator[Chunk]:
     """Decode server-sent events from raw bytes and yield one `Chunk` per data event.
 
     Lines end in LF or CRLF (every chat server we know uses these); an event ends at a blank
     line; `data: [DONE]` ends the stream; comments, `id:` and `retry:` are ignored. An event
-    named `error`, or any data carrying an `error` object, raises `StreamErrorEvent`.
+    named `error`, or any data carrying an `error` object, raises `StreamErrorEvent`. One line,
+    or one event's data, over `max_event` bytes raises `ReplyTooLarge`; a line that spans many
+    reads is joined once, when it ends.
     """
-    rest = b""
+    held: list[bytes] = []  # the pieces of a line not ended yet
+    held_size = 0
     event = b""
     data: list[bytes] = []
+    data_size = 0
     done = False
     async for block in blocks:
         # After [DONE] the rest of the body is still read (the HTTP stream's end usually comes
@@ -154,19 +167,34 @@ async def read_chunks(blocks: AsyncIterator[bytes]) -> AsyncIterator[Chunk]:
         # a new one.
         if done:
             continue
-        if rest:
-            block = rest + block
+        if b"\n" not in block:
+            held.append(block)
+            held_size += len(block)
+            if held_size > max_event:
+                raise ReplyTooLarge(f"one line of the reply stream is over {max_event:,} bytes")
+            continue
+        if held:
+            block = b"".join((*held, block))
+            held, held_size = [], 0
         lines = block.split(b"\n")
         rest = lines.pop()
+        if rest:
+            held, held_size = [rest], len(rest)
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if line.startswith(b"data:"):
-                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+                piece = line[6:] if line.startswith(b"data: ") else line[5:]
+                data.append(piece)
+                data_size += len(piece)
+                if data_size > max_event:
+                    raise ReplyTooLarge(
+                        f"one event of the reply stream is over {max_event:,} bytes"
+                    )
             elif not line:
                 if data:
                     payload = data[0] if len(data) == 1 else b"\n".join(data)
-                    data = []
+                    data, data_size = [], 0
                     if payload == _DONE:
                         done = True
                         break
@@ -180,7 +208,7 @@ async def read_chunks(blocks: AsyncIterator[bytes]) -> AsyncIterator[Chunk]:
     if done:
         return
     # A last event the server closed without its blank line still counts.
-    line = rest.rstrip(b"\r")
+    line = b"".join(held).rstrip(b"\r")
     if line.startswith(b"data:"):
         data.append(line[6:] if line.startswith(b"data: ") else line[5:])
     if data:

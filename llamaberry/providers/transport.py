@@ -1,24 +1,32 @@
-"""How calls reach the provider: the SDK client built over our own HTTP/1.1 client (wire.py), and
-`_Wire`, which sends each call through it without the SDK's per-request machinery.
+"""How calls reach the provider: the SDK's own client over its aiohttp backend
+(`DefaultAioHttpClient`, the SDKs' `aiohttp` extra), with bounds on what an upstream may send.
 
-Everything here is about the HTTP path, apart from what a call means (that is `sdk.py`), so the
-path can change without touching the retry loop, the errors or the providers.
+Only the SDKs' and httpx's public API is used: the SDK client is built with `http_client=`, a
+call goes out through `chat.completions.with_streaming_response.create` (see sdk.py), and the
+bounds sit in `send`, the public method every request of the HTTP client passes through, so
+they hold for proxies (which httpx picks from the environment), redirects and model lists alike.
+
+The bounds (what a chat server never needs to exceed):
+- a reply body, streamed or whole, is at most `MAX_REPLY_BYTES`: past that the call fails
+  with one line and is not retried;
+- an error body is read up to `MAX_ERROR_BYTES` and cut there (its status and headers still
+  say what happened);
+- calls ask for an uncompressed reply; a server that compresses anyway (gzip or deflate) is
+  decoded a bounded piece at a time, within the same limits, so a small bomb cannot grow;
+- a redirect's body is never read.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import importlib
-import logging
 import os
-from dataclasses import dataclass
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import orjson
-
 from llamaberry.core.errors import InputError
-from llamaberry.providers.wire import Pool, Transport
+from llamaberry.providers.streams import ReplyTooLarge
 
 # A new connection must be made within this many seconds when little else is going on...
 CONNECT_TIMEOUT = 10.0
@@ -27,6 +35,17 @@ CONNECT_TIMEOUT = 10.0
 # endpoint, a TLS handshake of its own; on a busy machine the last waited past 10 s and was
 # retried (194 of 4000 calls at load 13), though nothing was wrong with the endpoint.
 CONNECT_TIMEOUT_PER_CALL = 0.05
+# The most a reply body (a stream's bytes, or a whole JSON reply) may hold: a reply at a
+# model's largest output (about 128K tokens) streams about 30 MB of events.
+MAX_REPLY_BYTES = 32 << 20
+# The most of an error body that is read; an error's message is a few hundred bytes.
+MAX_ERROR_BYTES = 1 << 20
+# Redirects followed for one request (httpx's own default is 20).
+MAX_REDIRECTS = 5
+# A compressed reply is inflated at most this much at a time.
+_INFLATE_STEP = 1 << 16
+# Seconds an idle connection is kept for the next call.
+KEEPALIVE_EXPIRY = 5.0
 
 
 def connect_timeout(in_flight: int, timeout: float) -> float:
@@ -46,27 +65,21 @@ def build_sdk(
     connections: int,
     keep_alive: bool,
 ) -> Any:
-    """An SDK client with its own retries off and a pool of `connections` connections.
+    """An SDK client with its own retries off, over `http_client` (the SDK's
+    `DefaultAioHttpClient`) bounded as this module says, with `connections` connections.
 
     Both SDKs take the same arguments; only the HTTP library differs (`http` is the httpx
     module the SDK is built on: groq uses httpx, openai its fork httpx2).
     """
-    client = http_client(
+    client = bounded_client(http_client, http)(
         limits=http.Limits(
             max_connections=connections,
             max_keepalive_connections=connections if keep_alive else 0,
+            # aiohttp keeps every released connection; one kept no time is never reused.
+            keepalive_expiry=KEEPALIVE_EXPIRY if keep_alive else 0.0,
         ),
         verify=_ssl_context(http),
-    )
-    # Requests go over our own HTTP/1.1 client (see wire.py) in place of the HTTP client's
-    # default transport. Set after construction, because httpx reads the proxies named in
-    # the environment (and NO_PROXY) only when it builds its own: those still go through
-    # the transports it made for them, with the limits and TLS context above.
-    client._transport = Transport(
-        http,
-        ssl_context=_ssl_context(http),
-        limit=connections,
-        keep_alive=connections if keep_alive else 0,
+        headers={"accept-encoding": "identity"},
     )
     return sdk(
         api_key=api_key,
@@ -79,8 +92,8 @@ def build_sdk(
 
 @functools.cache
 def _ssl_context(http: Any) -> Any:
-    """One verified TLS context per HTTP library, shared by every pool: building one reads the
-    CA bundle (about 25 ms), which each SDK client would otherwise do for itself."""
+    """One verified TLS context per HTTP library, shared by every client: building one reads
+    the CA bundle (about 25 ms), which each SDK client would otherwise do for itself."""
     try:
         return http.create_ssl_context()
     except OSError as error:  # ssl.SSLError too: a CA file that is missing or not PEM
@@ -92,141 +105,119 @@ def _ssl_context(http: Any) -> Any:
         ) from None
 
 
-@dataclass(slots=True)
-class _Wire:
-    """How a call goes out through one SDK client, without the SDK's per-request machinery.
+@functools.cache
+def bounded_client(base: Any, http: Any) -> Any:
+    """A subclass of the SDK's HTTP client class `base` whose every response is bounded (see
+    the module's docstring). `http` is the httpx module `base` is built on."""
+    stream_type = _bounded_stream_type(http)
 
-    The SDK builds one request for the chat-completions path when the pool opens: its URL,
-    its auth and platform headers on top of its HTTP client's own, its timeouts. Every call
-    then sends that request's URL and headers with its own body, and a refused call still
-    raises the SDK's typed error. What is skipped is the work the SDK and its HTTP stack repeat
-    for every request to arrive at the same answer: a pydantic options model, the typed-dict
-    transform of the body, the headers and URL merged again, the HTTP client's cookie,
-    redirect and auth steps, and a general-purpose HTTP/1.1 and connection-pool layer under
-    them. Calls go straight into the pool of our own HTTP/1.1 client (wire.py), which is also
-    the SDK's HTTP client's transport; a URL the environment sends through a proxy goes to the
-    proxy transport that client built for it. (An SDK whose key could change between requests,
-    a key provider, would be read once per pool: the engine gives it a fixed key.)
-    """
-
-    sdk: Any
-    http: Any  # the httpx module the SDK is built on
-    transport: Any
-    url: Any
-    headers: Any
-    extensions: dict[str, Any]
-    log: logging.Logger  # the HTTP library's own, where it notes every request at INFO
-    pool: Pool | None  # our own HTTP/1.1 client, where the SDK's would send plainly
-    head: bytes  # with `pool`: the request line and headers, all but the body's length
-
-    @classmethod
-    def of(cls, sdk: Any, http: Any, path: str) -> _Wire:
-        """The wire of `sdk`, for requests to `path` below its base URL."""
-        models = importlib.import_module(type(sdk).__module__.split(".")[0] + "._models")
-        options = models.FinalRequestOptions.construct(method="post", url=path, json_data={})
-        template = sdk._build_request(options)
-        headers = http.Headers(template.headers)
-        headers.pop("content-length", None)  # each call's own body sets its own
-        if "x-stainless-async" in headers:  # worked out where the pool opened, maybe a thread
-            headers["x-stainless-async"] = "async:asyncio"
-        url = template.url
-        if url.username or url.password:
-            # As the HTTP client's own auth step does: credentials in the base URL (a gateway's
-            # basic auth) are sent as basic auth, in place of the key's header.
-            pair = f"{url.username}:{url.password}".encode()
-            headers["authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-        client = sdk._client  # the HTTP client we handed the SDK (see `build_sdk`)
-        transport = client._transport_for_url(url)
-        pool = transport.pool_for(url) if isinstance(transport, Transport) else None
-        head = b""
-        if pool is not None:
-            # Our client reads only what it asked for: replies uncompressed.
-            lines = [b"POST " + url.raw_path + b" HTTP/1.1\r\n"]
-            for name, value in headers.raw:
-                if name.lower() == b"accept-encoding":
-                    value = b"identity"
-                lines.append(name + b": " + value + b"\r\n")
-            head = b"".join(lines)
-        return cls(
-            sdk=sdk,
-            http=http,
-            transport=transport,
-            url=url,
-            headers=headers,
-            extensions=dict(template.extensions),
-            log=logging.getLogger(http.__name__),
-            pool=pool,
-            head=head,
-        )
-
-    async def send(self, body: dict[str, Any], stream: bool, connect: float) -> Any:
-        """Post `body` as JSON and return the response, its body unread; a refused request
-        raises the SDK's typed error for its status, as the SDK itself would. A new connection
-        must be made within `connect` seconds."""
-        content = orjson.dumps({**body, "stream": stream})
-        if self.pool is None:
-            return await self._send_by_transport(content, connect)
-        response: Any = await self.pool.send(
-            b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(content), content), connect
-        )
-        self._log(response)
-        if response.is_redirect or response.status_code >= 400:
-            try:
-                received = await response.aread()
-            finally:
-                await response.aclose()
-            request = self._request(content, connect)
-            if response.is_redirect:
-                # Rare (a proxy sending http to https, say): the SDK's HTTP client follows it.
-                response = await self.sdk._client.send(request, stream=True)
-                if response.status_code >= 400:
-                    await self._refuse(response)
-                return response
-            raise self.sdk._make_status_error_from_response(
-                self.http.Response(
-                    response.status_code,
-                    headers=response.raw_headers,
-                    content=received,
-                    request=request,
+    class BoundedClient(base):  # type: ignore[misc, valid-type]
+        async def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
+            if request.url.userinfo:
+                _credentials_as_basic_auth(request)
+            follow = kwargs.pop("follow_redirects", self.follow_redirects)
+            for _ in range(MAX_REDIRECTS + 1):
+                response = await super().send(
+                    request, stream=True, follow_redirects=False, **kwargs
                 )
-            )
-        return response
+                following = response.next_request if follow else None
+                if following is None:
+                    break
+                await response.aclose()  # a redirect's body is never read
+                request = following
+            else:
+                raise http.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects", request=request)
+            try:
+                bounded = _bounded(response, request, http, stream_type)
+                if not stream:
+                    await bounded.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+            return bounded
 
-    async def _send_by_transport(self, content: bytes, connect: float) -> Any:
-        request = self._request(content, connect)
-        response = await self.transport.handle_async_request(request)
-        response.request = request
-        self._log(response)
-        if response.is_redirect:
-            await response.aclose()
-            response = await self.sdk._client.send(request, stream=True)
-        if response.status_code >= 400:
-            await self._refuse(response)
-        return response
+    BoundedClient.__name__ = BoundedClient.__qualname__ = f"Bounded{base.__name__.lstrip('_')}"
+    return BoundedClient
 
-    def _request(self, content: bytes, connect: float) -> Any:
-        timeouts = self.extensions.get("timeout")
-        extensions = self.extensions
-        if isinstance(timeouts, dict) and timeouts.get("connect") != connect:
-            extensions = {**extensions, "timeout": {**timeouts, "connect": connect}}
-        return self.http.Request(
-            "POST", self.url, headers=self.headers, content=content, extensions=extensions
-        )
 
-    async def _refuse(self, response: Any) -> None:
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        raise self.sdk._make_status_error_from_response(response)
+def _credentials_as_basic_auth(request: Any) -> None:
+    """Send the credentials of a base URL (`https://user:pass@gateway`) as basic auth, as httpx
+    does, in place of the key's header; and take them off the URL, which aiohttp refuses to
+    take together with an authorization header."""
+    url = request.url
+    pair = f"{url.username}:{url.password}".encode()
+    request.headers["authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    request.url = url.copy_with(userinfo=b"")
 
-    def _log(self, response: Any) -> None:
-        if self.log.isEnabledFor(logging.INFO):  # the line the HTTP client would have logged
-            self.log.info(
-                'HTTP Request: %s %s "%s %d %s"',
-                "POST",
-                self.url,
-                response.http_version,
-                response.status_code,
-                response.reason_phrase,
-            )
+
+def _bounded(response: Any, request: Any, http: Any, stream_type: type) -> Any:
+    """`response` with its body read through our bounds, and decoded here if it came
+    compressed (so the HTTP library does not inflate it without a limit)."""
+    headers = response.headers.copy()
+    encoding = headers.pop("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+        raise ReplyTooLarge(f"the reply is in an encoding that was not asked for ({encoding})")
+    error = response.status_code >= 400
+    limit = MAX_ERROR_BYTES if error else MAX_REPLY_BYTES
+    declared = headers.get("content-length", "")
+    if encoding != "identity":
+        headers.pop("content-length", None)  # the length of what was sent, not of the text
+    elif declared.isdigit() and int(declared) > limit and not error:
+        raise ReplyTooLarge(f"the reply says it is {int(declared):,} bytes long")
+    return http.Response(
+        response.status_code,
+        headers=headers,
+        stream=stream_type(response, encoding, limit, cut=error),
+        request=request,
+        extensions=response.extensions,
+    )
+
+
+@functools.cache
+def _bounded_stream_type(http: Any) -> type:
+    """A response body for the httpx module `http` (a subclass of its `AsyncByteStream`) that
+    reads another response's raw bytes, inflates them when they came compressed, and stops at
+    a limit: by raising `ReplyTooLarge`, or, with `cut`, by ending there (an error body)."""
+
+    class BoundedStream(http.AsyncByteStream):  # type: ignore[misc, name-defined]
+        def __init__(self, response: Any, encoding: str, limit: int, *, cut: bool) -> None:
+            self.response = response
+            self.limit = limit
+            self.cut = cut
+            self.inflate: Any = None
+            if encoding in ("gzip", "x-gzip"):
+                self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            elif encoding == "deflate":
+                self.inflate = zlib.decompressobj()
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            total = 0
+            async for raw in self.response.aiter_raw():
+                for piece in self._decoded(raw):
+                    total += len(piece)
+                    if total > self.limit:
+                        if not self.cut:
+                            raise ReplyTooLarge(f"the reply is over {self.limit:,} bytes")
+                        yield piece[: len(piece) - (total - self.limit)]
+                        return
+                    yield piece
+
+        def _decoded(self, raw: bytes) -> Iterator[bytes]:
+            inflate = self.inflate
+            if inflate is None:
+                yield raw
+                return
+            try:
+                data = raw
+                while data:
+                    piece = inflate.decompress(data, _INFLATE_STEP)
+                    if piece:
+                        yield piece
+                    data = inflate.unconsumed_tail
+            except zlib.error as error:
+                raise http.DecodingError(f"a compressed reply could not be read: {error}") from None
+
+        async def aclose(self) -> None:
+            await self.response.aclose()
+
+    return BoundedStream

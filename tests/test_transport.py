@@ -1,5 +1,7 @@
-"""Our own HTTP/1.1 client (llamaberry/wire.py) against the framings, encodings and connection
-habits a chat server may have, scripted byte for byte with `Fault.raw` on the fake server."""
+"""The transport (the SDKs over their aiohttp backend, bounded in providers/transport.py) against
+the framings, encodings and connection habits a chat server may have, scripted byte for byte with
+`Fault.raw` on the fake server: a response cut at every byte, chunked and length-framed and
+close-framed bodies, compression we did not ask for, one connection reused."""
 
 from __future__ import annotations
 
@@ -184,20 +186,6 @@ async def test_a_connection_the_server_closed_while_idle_is_not_sent_the_next_ca
     await client.aclose()
     assert (first.text, second.text) == ("first", "echo: next")
     assert second.attempts == 1 and server.connections_opened == 2
-
-
-async def test_bytes_after_a_whole_response_keep_its_connection_from_being_reused(
-    server: FakeServer,
-):
-    payload = sse("tidy")
-    extra = response(payload, SSE, b"Content-Length: %d" % len(payload)) + b"HTTP/1.1 200 OK\r\n"
-    server.enqueue(Fault.raw(extra, close=False))
-    client = client_for(server, retry=NO_RETRY)
-    first = await answer(client)
-    second = await answer(client, "next")
-    await client.aclose()
-    assert (first.text, second.text) == ("tidy", "echo: next")
-    assert server.connections_opened == 2
 
 
 async def test_a_reply_that_arrives_faster_than_it_is_read_arrives_whole(server: FakeServer):

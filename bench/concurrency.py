@@ -4,7 +4,8 @@ call, through the engine and through raw `groq.AsyncGroq`, each in a fresh proce
 Two raw baselines: `raw` is one `AsyncGroq` with a pool of N connections, as a user would
 write it; `raw_pooled` spreads the same N connections over pools of `RAW_POOL_SIZE`, the raw
 SDK at its best at scale (httpcore's pool costs O(N^2) per request), the one the engine is held
-to. The engine keeps its N connections in one pool of its own HTTP client (llamaberry/wire.py).
+to. The engine keeps its N connections in one pool: the SDK's own client over its aiohttp backend
+(llamaberry/providers/transport.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 - `keys`, `retries`, `errors`, `schema`, `deadline`, `discovery`, `tokens`, `limits`: one job
   each (key lookup; when to retry; SDK errors to ours; JSON replies; a call's timeout; what an
   endpoint says about itself; token estimates; rate limits).
-- `transport`, `wire`, `streams`: the HTTP path a call takes, and reading its reply.
+- `transport`, `streams`: the HTTP path a call takes (the SDK over its aiohttp backend, with
+  bounds on what an upstream may send), and reading its reply.
 
 Adding a provider is one module with its client class, and one line in `CLIENTS` below.
 """

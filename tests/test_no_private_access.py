@@ -22,6 +22,7 @@ OURS = {
     ("llamaberry/providers/local.py", "server", "_users"),
     ("llamaberry/providers/local.py", "super()", "_make_sdk"),
     ("llamaberry/run/runner.py", "run", "_exception"),
+    ("llamaberry/serve/responses.py", "super()", "_route"),
     ("llamaberry/testing/server.py", "request", "_answered"),
     ("ui/llamaberry_ui/views.py", "view", "_finish_call"),
     ("ui/llamaberry_ui/views.py", "view", "_finish_run"),
@@ -53,6 +54,7 @@ def private_accesses(source: str, where: str) -> list[tuple[str, str, str]]:
                 isinstance(name, ast.Constant)
                 and isinstance(name.value, str)
                 and _private(name.value)
+                and ast.unparse(node.args[0]) not in ("self", "cls")
             ):
                 found.append((where, ast.unparse(node.args[0]), name.value))
         elif isinstance(node, ast.Import | ast.ImportFrom):

@@ -44,7 +44,7 @@ def synthesis(steps: int) -> str:
 
 
 def make_script(steps: int = 3, chunk_words: int = 1):
-    """A `reply_with` handler answering each refine call by its system prompt."""
+    """A `reply_with` handler answering each refine call by its instruction."""
     replies = {
         "first": first_turn(steps),
         "synthesis": synthesis(steps),
@@ -52,11 +52,14 @@ def make_script(steps: int = 3, chunk_words: int = 1):
     }
 
     def script(request: RecordedRequest) -> Reply:
-        system = request.system or ""
-        if "## Concise Answer" in system:
+        # Each call's own instruction (its sections) is its last message; the turns before it
+        # are its assistant messages, or <turn> tags when they went out condensed.
+        asked = request.user or ""
+        earlier = sum(1 for m in request.messages if m.get("role") == "assistant")
+        if "## Concise Answer" in asked:
             text = replies["synthesis"]
-        elif "## Critique" in system:
-            text = replies[(request.user or "").count('<turn number="') + 1]
+        elif "## Critique" in asked:
+            text = replies[max(earlier, asked.count('<turn number="')) + 1]
         else:
             text = replies["first"]
         return Reply(text, chunk_words=chunk_words)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -51,14 +52,32 @@ There are 3 r's in "strawberry"."""
 
 
 def refine_script(request: RecordedRequest) -> str:
-    """Answer each refine call with a well-formed reply for its section contract."""
-    system = request.system or ""
-    if "## Concise Answer" in system:
+    """Answer each refine call with a well-formed reply for its section contract, which its
+    last message (the call's own instruction) names."""
+    asked = request.user or ""
+    if "## Concise Answer" in asked:
         return SYNTHESIS
-    if "## Critique" in system:
-        index = (request.user or "").count('<turn number="') + 1
+    if "## Critique" in asked:
+        index = len(replies_in(request)) + 1
         return LATER_TURN.format(previous=index - 1, index=index)
     return FIRST_TURN
+
+
+def replies_in(request: RecordedRequest) -> list[str]:
+    """The earlier replies a request carries (its assistant messages), in order."""
+    return [m.get("content") or "" for m in request.messages if m.get("role") == "assistant"]
+
+
+def question_of(request: RecordedRequest) -> str:
+    """The question a request asks: inside <question> tags where a mode puts it there, else
+    its last user message (the single mode sends the bare question)."""
+    found = re.search(r"<question>\n(.*?)\n</question>", said(request), re.DOTALL)
+    return found.group(1) if found else request.user or ""
+
+
+def said(request: RecordedRequest) -> str:
+    """Everything a request says, every message's text one after another."""
+    return "\n".join(str(m.get("content") or "") for m in request.messages)
 
 
 def together(

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from llamaberry.cli import cli
 from llamaberry.testing import FakeServer
 
-from .conftest import FIRST_TURN, refine_script
+from .conftest import FIRST_TURN, question_of, refine_script
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ def test_ask_json_prints_exactly_one_object_with_the_documented_shape(env):
         "completion_tokens",
         "total_tokens",
         "reasoning_tokens",
+        "cached_tokens",
     }
     assert (
         data["usage"]["total_tokens"]
@@ -78,7 +79,7 @@ def test_ask_single_mode(env, fake_server: FakeServer):
 def test_dash_reads_the_question_from_stdin(env, fake_server: FakeServer):
     result = invoke(["ask", "-", "--turns", "1", "--json"], env, input="Is 0.9 > 0.11?\n")
     assert result.exit_code == 0
-    assert fake_server.requests[0].user == "Is 0.9 > 0.11?"
+    assert question_of(fake_server.requests[0]) == "Is 0.9 > 0.11?"
 
 
 def test_undecodable_stdin_is_a_usage_error(env, fake_server: FakeServer):

@@ -39,7 +39,7 @@ def mode_script(
             return Reply(json.dumps(step), latency=delays.get("steps"))
         if request.system is None:  # the single mode sends the bare question
             return Reply(single, latency=delays.get("single"))
-        if "## " in request.system:  # refine's section contracts
+        if "## " in (request.user or ""):  # refine's section contracts, in each call's instruction
             return Reply(refine_script(request), latency=delays.get("refine"))
         return Reply(final, latency=delays.get("steps"))  # the steps mode's final answer
 
@@ -58,7 +58,7 @@ def mode_of(request: RecordedRequest) -> str:
         return "steps"
     if request.system is None:
         return "single"
-    return "refine" if "## " in request.system else "steps"
+    return "refine" if "## " in (request.user or "") else "steps"
 
 
 async def test_modes_run_concurrently(server: FakeServer, engine: Engine):

@@ -10,7 +10,7 @@ from llamaberry import CallNote, ContextTooLongError, Engine, Message, RunFailed
 from llamaberry.cli import cli
 from llamaberry.testing import FakeServer, Reply, estimate_prompt_tokens
 
-from .conftest import refine_script
+from .conftest import refine_script, said
 
 # A long reply that never repeats itself (the loop guard would rightly stop "word word ...").
 FILLER = " ".join(f"w{i}" for i in range(2000))
@@ -88,7 +88,7 @@ async def test_a_refine_run_in_a_700_token_window_ends_ok_and_no_request_exceeds
     assert any("condensed" in note for note in run.notes)
     notes = [e for e in events if isinstance(e, CallNote) and e.note == "condensed"]
     assert [(n.kind, n.index) for n in notes] == [("turn", 2), ("turn", 3), ("synthesis", 1)]
-    assert "condensed" in chat[-1].user and "Answer:" in chat[-1].user
+    assert "condensed" in chat[-1].user and "Answer:" in said(chat[-1])
 
 
 async def test_five_long_turns_on_a_small_llama_cpp_server_end_ok_with_later_turns_condensed():

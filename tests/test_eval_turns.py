@@ -20,7 +20,7 @@ from llamaberry.eval import (
 )
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
-from .conftest import sums
+from .conftest import said, sums
 
 ITEMS = 10
 TURN_ONE_WRONG = {8, 9}  # turn 1 gets every other item right
@@ -31,8 +31,9 @@ SINGLE_RIGHT = {0, 1, 2, 3, 4, 5}
 
 
 def _number(request: RecordedRequest) -> int:
-    found = re.search(r"What is (\d+) \+", request.user or "")
-    assert found, request.user
+    # The question is in the first user message; a later call's last one is its instruction.
+    found = re.search(r"What is (\d+) \+", said(request))
+    assert found, request.messages
     return int(found.group(1))
 
 
@@ -41,17 +42,17 @@ def turn_two_breaks_turn_one(request: RecordedRequest) -> Reply:
     follows turn 2); single is right on six items."""
     i = _number(request)
     right = 2 * i
-    system = request.system or ""
-    if not system:
+    if not request.system:
         return Reply(f"It is {right if i in SINGLE_RIGHT else right + 5}.")
-    if "## Concise Answer" in system or "## Critique" in system:
+    asked = request.user or ""  # each refine call's own instruction comes last
+    if "## Concise Answer" in asked or "## Critique" in asked:
         if i in BROKEN_BY_TURN_TWO:
             value = right + 1
         elif i in OTHER_WRONG_AT_TURN_TWO:
             value = right + 2
         else:
             value = right
-        if "## Concise Answer" in system:
+        if "## Concise Answer" in asked:
             return Reply(f"## Analysis of Turns\nTurn 2 recounted.\n\n## Concise Answer\n{value}")
         return Reply(
             f"## Critique\nTurn 1 said {right}.\n\n## New Reasoning\n1. Recount.\n"

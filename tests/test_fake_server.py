@@ -772,6 +772,7 @@ async def test_slots_are_served_at_props_and_replies_carry_timings() -> None:
     # llama.cpp's timings name the tokens they cover too (prompt_n, predicted_n).
     assert whole.timings == {  # type: ignore[attr-defined]
         "prompt_n": whole.usage.prompt_tokens,  # type: ignore[union-attr]
+        "cache_n": 0,  # the first request: nothing in the cache yet
         "prompt_ms": 50.0,
         "predicted_n": whole.usage.completion_tokens,  # type: ignore[union-attr]
         "predicted_ms": 0.0,

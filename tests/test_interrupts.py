@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 def first_turn_then_hang(request: RecordedRequest):
     """Turn 1 answers; every later call hangs, so the run is in flight when it is stopped."""
-    if "## Critique" in (request.system or ""):
+    if "## Critique" in (request.user or ""):
         return Fault.hang()
     return FIRST_TURN
 

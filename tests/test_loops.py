@@ -13,7 +13,7 @@ from llamaberry.cli import cli
 from llamaberry.run.loops import LoopGuard, find_loop
 from llamaberry.testing import FakeServer, Reply
 
-from .conftest import FIRST_TURN, refine_script
+from .conftest import FIRST_TURN, refine_script, said
 
 LINE = "I need to check the count of the letter r again to be sure.\n"
 
@@ -24,7 +24,7 @@ def engine_on(server: FakeServer, **options) -> Engine:
 
 def first_turn_loops(request):
     """Turn 1 begins well, then repeats one line until its budget runs out."""
-    if "## Critique" in (request.system or "") or "## Concise Answer" in (request.system or ""):
+    if "## Critique" in (request.user or "") or "## Concise Answer" in (request.user or ""):
         return refine_script(request)
     return Reply("## Reasoning\n1. Spell the word.\n", repeat=LINE)
 
@@ -67,7 +67,7 @@ async def test_a_looping_first_turn_is_stopped_within_a_few_dozen_repeats_and_th
     assert [(e.kind, e.index) for e in events if isinstance(e, CallNote)] == [("turn", 1)]
     assert any("repeating itself" in note for note in run.notes)
     # The later turns were given the text up to the loop, not the loop.
-    assert server.requests[1].user.count(LINE.strip()) == 1
+    assert said(server.requests[1]).count(LINE.strip()) == 1
     assert [t.looped for t in run.result.turns[1:]] == [False, False]
 
 

@@ -15,9 +15,10 @@ from llamaberry import (
     Turn,
     Usage,
 )
+from llamaberry.modes import prompts
 from llamaberry.testing import FakeServer, Reply
 
-from .conftest import FIRST_TURN, refine_script
+from .conftest import FIRST_TURN, refine_script, replies_in, said
 
 QUESTION = 'How many times does the letter r appear in "strawberry"?'
 
@@ -41,38 +42,38 @@ async def test_first_turn_is_given_the_bare_question(server: FakeServer, engine:
     server.reply_with(refine_script)
     await engine.refine(QUESTION)
     first = server.requests[0]
-    assert first.user == QUESTION
-    assert "## Reasoning" in first.system and "## Answer" in first.system
+    # The question whole, then turn 1's instruction: its two sections.
+    assert first.user.startswith(f"<question>\n{QUESTION}\n</question>")
+    assert "## Reasoning" in first.user and "## Answer" in first.user
+    assert first.system == prompts.REFINE_SYSTEM
 
 
 async def test_second_turn_is_given_the_first_turn_verbatim(server: FakeServer, engine: Engine):
     server.reply_with(refine_script)
     await engine.refine(QUESTION)
     second = server.requests[1]
-    assert QUESTION in second.user
-    assert FIRST_TURN in second.user
-    assert "Turn 1" in second.user
-    assert "## Critique" in second.system and "## Updated Answer" in second.system
+    assert QUESTION in said(second)
+    assert replies_in(second) == [FIRST_TURN]
+    assert "Turn 2" in second.user
+    assert "## Critique" in second.user and "## Updated Answer" in second.user
 
 
 async def test_each_later_turn_is_given_every_earlier_turn(server: FakeServer, engine: Engine):
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION, turns=4)
     fourth = server.requests[3]
-    for turn in run.result.turns[:3]:
-        assert turn.content in fourth.user
-    assert run.result.turns[3].content not in fourth.user
+    assert replies_in(fourth) == [turn.content for turn in run.result.turns[:3]]
+    assert run.result.turns[3].content not in said(fourth)
 
 
 async def test_synthesis_is_given_the_question_and_all_turns(server: FakeServer, engine: Engine):
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION)
     synthesis = server.requests[-1]
-    assert QUESTION in synthesis.user
-    for i, turn in enumerate(run.result.turns, 1):
-        assert turn.content in synthesis.user
-        assert f"Turn {i}" in synthesis.user
-    assert "## Concise Answer" in synthesis.system
+    assert QUESTION in said(synthesis)
+    assert replies_in(synthesis) == [turn.content for turn in run.result.turns]
+    assert "your 3 reasoning turn(s)" in synthesis.user
+    assert "## Concise Answer" in synthesis.user
 
 
 async def test_answer_is_the_synthesis_concise_answer(server: FakeServer, engine: Engine):
@@ -166,7 +167,7 @@ async def test_the_call_log_keeps_messages_and_replies(server: FakeServer, engin
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION, turns=2)
     assert [(c.kind, c.index) for c in run.calls] == [("turn", 1), ("turn", 2), ("synthesis", 1)]
-    assert run.calls[0].messages[-1].content == QUESTION
+    assert run.calls[0].messages[-1].content.startswith(f"<question>\n{QUESTION}\n</question>")
     assert run.calls[0].reply == FIRST_TURN
     assert run.calls[1].messages[-1].content == server.requests[1].user
 
@@ -264,5 +265,6 @@ async def test_a_chat_client_of_ones_own_plugs_into_the_engine():
     async with Engine(client=Canned(model="canned-1"), history=False) as engine:
         run = await engine.refine(QUESTION, turns=2)
     assert run.provider == "canned" and run.model == "canned-1"
-    assert [t.content for t in run.result.turns] == ["echo of 2 messages "] * 2
-    assert run.calls[-1].reply == "echo of 2 messages "
+    # One growing conversation: system and question, then each reply and the next instruction.
+    assert [t.content for t in run.result.turns] == ["echo of 2 messages ", "echo of 4 messages "]
+    assert run.calls[-1].reply == "echo of 6 messages "

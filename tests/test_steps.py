@@ -581,6 +581,7 @@ def test_ask_steps_json_has_the_documented_shape(cli_env):
             "completion_tokens",
             "total_tokens",
             "reasoning_tokens",
+            "cached_tokens",
         }
     assert steps[0]["title"] == "Title 1"
     assert steps[-1]["next_action"] == "final_answer"

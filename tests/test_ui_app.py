@@ -35,7 +35,7 @@ from llamaberry.run.merge import merge
 from llamaberry.run.runner import ModeSpec, RunContext, to_messages
 from llamaberry.testing import FakeServer, Fault, RecordedRequest, Reply
 
-from .conftest import FIRST_TURN, SYNTHESIS, refine_script
+from .conftest import FIRST_TURN, SYNTHESIS, question_of, refine_script
 
 KEY = "session-key-7f3a9c"
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,11 +283,11 @@ def waits_for_company(count: int):
     questions: set[str] = set()
 
     async def handler(request: RecordedRequest) -> str:
-        if "## Reasoning" in (request.system or "") and "## Critique" not in request.system:
-            questions.add(request.user or "")
+        if "## Reasoning" in (request.user or "") and "## Critique" not in (request.user or ""):
+            questions.add(question_of(request))
             for _ in range(500):
                 if len(questions) >= count:
-                    return f"## Answer\ntogether: {request.user}"
+                    return f"## Answer\ntogether: {question_of(request)}"
                 await asyncio.sleep(0.01)
             return "## Answer\nalone"
         if request.system is None:

@@ -236,7 +236,7 @@ def test_a_compare_column_shows_the_streaming_call_then_the_answer():
     view.apply(CallFinished(kind="answer", index=1, result=result))
     view.apply(finished("ok", answer="Paris.", seconds=0.4, usage=Usage(total_tokens=9)))
     assert view.live_markdown() == "Paris."
-    assert view.stats_markdown() == "Done · 400ms in all · 9 tokens"
+    assert view.stats_markdown() == "Done · 400ms in all · 9 tokens · unknown price"
 
 
 def test_an_error_before_the_stream_is_one_line():
@@ -452,3 +452,14 @@ def test_a_mode_with_no_view_of_its_own_gets_the_answer_and_one_section_per_call
     assert view.answer_markdown() == "4"
     assert view.details_markdown() == ""
     assert view.summary_markdown().startswith("Done · ")
+
+
+def test_a_finished_run_shows_its_cached_tokens_and_its_cost():
+    usage = Usage(prompt_tokens=1840, completion_tokens=300, total_tokens=2140, cached_tokens=1210)
+    view = fold([started(), finished("ok", answer="x", seconds=1.0, usage=usage, cost=0.0031)])
+    assert "1,840 in, 1,210 cached, 300 out" in view.summary_markdown()
+    assert "$0.0031" in view.summary_markdown()
+    local = fold(
+        [started(), finished("ok", answer="x", seconds=1.0, usage=usage, provider="local")]
+    )
+    assert "free (local model)" in local.summary_markdown()

@@ -20,6 +20,7 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.holdback import HoldBack
+from llamaberry.core.prices import cost_text
 from llamaberry.core.results import Run, Usage, VoteResult, call_title, cut_off_line
 from llamaberry.core.settings import on_demo_model
 from llamaberry.core.terminal import TerminalStream, for_terminal
@@ -31,11 +32,13 @@ def plural(count: int, noun: str) -> str:
 
 
 def cost_line(usage: Usage, seconds: float) -> str:
-    """'2.3s · 812 tokens (120 in, 692 out)', and how many of those out were thinking."""
+    """'2.3s · 812 tokens (120 in, 80 cached, 692 out)': how many of those in the server read
+    from its prompt cache, and how many of those out were thinking, where it said."""
+    cached = f", {usage.cached_tokens:,} cached" if usage.cached_tokens else ""
     thinking = f", {usage.reasoning_tokens:,} thinking" if usage.reasoning_tokens else ""
     return (
         f"{format_duration(seconds)} · {usage.total_tokens:,} tokens "
-        f"({usage.prompt_tokens:,} in, {usage.completion_tokens:,} out{thinking})"
+        f"({usage.prompt_tokens:,} in{cached}, {usage.completion_tokens:,} out{thinking})"
     )
 
 
@@ -274,5 +277,6 @@ class TerminalView:
         self.console.print(
             f"[dim]{run.mode} · {escape(for_terminal(model_line(run)))} · "
             f"{plural(len(run.calls), 'call')} · "
-            f"{cost_line(run.usage, run.seconds)}[/dim]{status}"
+            f"{cost_line(run.usage, run.seconds)} · {cost_text(run.cost, run.provider)}[/dim]"
+            f"{status}"
         )

@@ -557,6 +557,9 @@ class Run(BaseModel):
     context_window: int | None = None
     notes: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    # What the run cost in dollars, from a maintained price table (`core.prices`), priced when
+    # it ended; None when its price is unknown, and always for the local provider.
+    cost: float | None = None
     seconds: float = 0.0
     # Of `seconds`, the time its calls waited in the server's queue for a free slot (summed;
     # known where the server reports its own timings, as llama.cpp does).

@@ -1,16 +1,33 @@
 """Every prompt llamaberry sends, in one place.
 
-The section headings are a contract with `parsing.py`; the wording around them is ours. Earlier
-turns are handed to the model inside <turn> tags rather than under markdown headings, so the
-model's own `##` headings can never be mistaken for ours.
+The section headings are a contract with `parsing.py`; the wording around them is ours.
+
+Every mode that makes several calls lays them out for the servers' prompt caches: one system
+prompt per run, covering every part the run's calls play; the question in the same place and
+the same words each time; each call's own instruction last. A call's request then begins with
+what an earlier one sent (refine's with the whole of the previous call and its reply), and a
+server that caches prompt prefixes reads that part back instead of evaluating it again.
+Drafts are handed to the editor inside <draft> tags rather than under markdown headings, so
+a draft's own `##` headings can never be mistaken for ours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+# A refine run is one conversation: the system prompt below, the question with turn 1's
+# instruction, then each turn's reply and the next call's instruction, up to the synthesis's. So
+# each call's request begins, byte for byte, with the previous call's request and its reply, and
+# a server's prompt cache (Groq's, OpenAI's, vLLM's, llama.cpp's slot) reads all of that back
+# instead of evaluating it again; only the newest reply and instruction are new. Each call's own
+# instruction (the sections to write) comes last, right before its reply.
+REFINE_SYSTEM = """\
+You are a careful problem solver. You answer the user's question in turns: a first answer,
+later turns that review the earlier ones and answer again, then a final synthesis of them all.
+Each request says which turn it is and the sections to reply in."""
+
 FIRST_TURN = """\
-You are a careful problem solver. Work through the user's question before you commit to an answer.
+Turn 1: work through the question before you commit to an answer.
 
 Reply in markdown with exactly these two sections, in this order:
 
@@ -26,9 +43,9 @@ letter, a number, a list, code), give exactly that format here.
 Do not add other top-level sections. Be thorough but do not pad."""
 
 LATER_TURN = """\
-You are reviewing earlier attempts at the user's question and then answering it again, better.
-The earlier attempts appear inside <turn> tags. They may contain mistakes, including confident
-ones; do not trust them because they agree with each other. Re-derive anything that matters.
+Turn {number}: review the earlier attempts at the question (your turns 1 to {previous} above)
+and then answer it again, better. They may contain mistakes, including confident ones; do not
+trust them because they agree with each other. Re-derive anything that matters.
 
 Reply in markdown with exactly these three sections, in this order:
 
@@ -46,10 +63,19 @@ earlier result.
 Your answer now, stated plainly, in any format the question asked for. Change the earlier
 answer only when your reasoning shows it was wrong."""
 
+# Turn 3 onwards in the full conversation: turn 2's instruction, with the whole format, is in
+# the conversation already, so each later one names its sections and points back to it.
+LATER_TURN_AGAIN = """\
+Turn {number}: review the earlier attempts at the question (your turns 1 to {previous} above)
+and then answer it again, better, as in turn 2. They may contain mistakes, including confident
+ones; do not trust them because they agree with each other. Re-derive anything that matters.
+
+Reply in markdown with exactly the three sections turn 2's instruction above describes, in this
+order: ## Critique, ## New Reasoning, ## Updated Answer."""
+
 SYNTHESIS = """\
-You are the final reviewer. Several reasoning turns on the user's question appear inside
-<turn> tags. Weigh them on the strength of their reasoning, not on how many of them agree,
-and produce the single best answer.
+Final review: your {count} reasoning turn(s) on the question are above. Weigh them on the
+strength of their reasoning, not on how many of them agree, and produce the single best answer.
 
 Reply in markdown with exactly these five sections, in this order:
 
@@ -72,26 +98,36 @@ asked for (a letter, a number, a word)."""
 
 
 def first_turn_messages(question: str) -> list[tuple[str, str]]:
-    """Turn 1: the structure to follow, then the bare question."""
-    return [("system", FIRST_TURN), ("user", question)]
+    """Turn 1: the run's system prompt, then the question with turn 1's instruction."""
+    return [("system", REFINE_SYSTEM), ("user", f"{_question(question)}\n\n{FIRST_TURN}")]
 
 
 def later_turn_messages(question: str, turns: Sequence[str]) -> list[tuple[str, str]]:
-    """Turn k >= 2: the question with every earlier turn in full, labelled."""
-    body = (
-        f"<question>\n{question}\n</question>\n\n{_labelled(turns)}\n\n"
-        f"Critique the attempts above, then answer as turn {len(turns) + 1}."
-    )
-    return [("system", LATER_TURN), ("user", body)]
+    """Turn k >= 2: the conversation so far (every earlier turn in full, as the replies they
+    were), then turn k's instruction."""
+    return _after_turns(question, turns, _later(len(turns) + 1))
 
 
 def synthesis_messages(question: str, turns: Sequence[str]) -> list[tuple[str, str]]:
-    """The synthesis: the question with all turns, labelled, to be merged."""
-    body = (
-        f"<question>\n{question}\n</question>\n\n{_labelled(turns)}\n\n"
-        f"Synthesize the {len(turns)} turn(s) above into the final answer."
-    )
-    return [("system", SYNTHESIS), ("user", body)]
+    """The synthesis: the conversation with every turn, then the instruction to weigh them."""
+    return _after_turns(question, turns, SYNTHESIS.format(count=len(turns)))
+
+
+def _after_turns(question: str, turns: Sequence[str], instruction: str) -> list[tuple[str, str]]:
+    # Turn k's instruction is sent again exactly as turn k was given it, so the conversation
+    # up to any turn is the very request that turn answered, followed by its reply.
+    messages = first_turn_messages(question)
+    for number, text in enumerate(turns, 1):
+        if number > 1:
+            messages.append(("user", _later(number)))
+        messages.append(("assistant", text if text.strip() else "(no reply)"))
+    messages.append(("user", instruction))
+    return messages
+
+
+def _later(number: int) -> str:
+    text = LATER_TURN if number == 2 else LATER_TURN_AGAIN
+    return text.format(number=number, previous=number - 1)
 
 
 # How much of each earlier turn a condensed form keeps, from the most to the least: its
@@ -123,27 +159,29 @@ def clip(text: str, chars: int) -> str:
 
 
 def condensed_later_turn_messages(question: str, digests: Sequence[str]) -> list[tuple[str, str]]:
-    """Turn k >= 2 when the earlier turns in full do not fit: their condensed forms."""
-    system, user = later_turn_messages(question, digests)
-    return [system, (user[0], f"{CONDENSED_NOTE}\n\n{user[1]}")]
+    """Turn k >= 2 when the earlier turns in full do not fit: their condensed forms, in one
+    message after the question. Shorter than the conversation (the earlier instructions are
+    left out), and it still begins with the run's system prompt and question."""
+    instruction = LATER_TURN.format(number=len(digests) + 1, previous=len(digests))
+    return _condensed(question, digests, instruction)
 
 
 def condensed_synthesis_messages(question: str, digests: Sequence[str]) -> list[tuple[str, str]]:
     """The synthesis when the turns in full do not fit: their condensed forms."""
-    system, user = synthesis_messages(question, digests)
-    return [system, (user[0], f"{CONDENSED_NOTE}\n\n{user[1]}")]
+    return _condensed(question, digests, SYNTHESIS.format(count=len(digests)))
+
+
+def _condensed(question: str, digests: Sequence[str], instruction: str) -> list[tuple[str, str]]:
+    labelled = "\n\n".join(
+        f'<turn number="{i}">\n{text.strip()}\n</turn>' for i, text in enumerate(digests, 1)
+    )
+    body = f"{_question(question)}\n\n{CONDENSED_NOTE}\n\n{labelled}\n\n{instruction}"
+    return [("system", REFINE_SYSTEM), ("user", body)]
 
 
 def single_messages(question: str) -> list[tuple[str, str]]:
     """The single-turn baseline: the bare question, no system prompt, no scaffold."""
     return [("user", question)]
-
-
-def _labelled(turns: Sequence[str]) -> str:
-    return "\n\n".join(
-        f'<turn number="{i}">\nTurn {i}:\n{text.strip()}\n</turn>'
-        for i, text in enumerate(turns, 1)
-    )
 
 
 # -- the steps (g1) mode ---------------------------------------------------------------------
@@ -241,15 +279,21 @@ def vote_sample_messages(question: str) -> list[tuple[str, str]]:
     return [("system", VOTE_SAMPLE), ("user", question)]
 
 
+DRAFTS_SYSTEM = """\
+You help answer the user's question in two ways, and each request says which it wants: either
+a draft of your own answer, written independently, or, as the editor, one final answer made
+from several drafts that others wrote independently."""
+
 DRAFT = """\
-Write a careful, complete answer to the user's question. Reason it out in numbered steps,
-check the steps that decide the result, and finish with your answer stated plainly."""
+Write a careful, complete answer to the question. Reason it out in numbered steps, check the
+steps that decide the result, and finish with your answer stated plainly."""
 
 DRAFTS_SYNTHESIS = """\
-You are the editor. Several people drafted answers to the user's question independently;
-their drafts appear inside <draft> tags. They may disagree and any of them may be wrong,
+You are the editor. Several people drafted answers to the question independently; their
+drafts appear above inside <draft> tags. They may disagree and any of them may be wrong,
 including in the same way. Judge each draft by whether its reasoning survives checking, not
-by how many drafts share its answer, and write the one best final answer.
+by how many drafts share its answer, and write the one best final answer from the {count}
+draft(s).
 
 Reply in markdown with exactly these five sections, in this order:
 
@@ -272,20 +316,25 @@ asked for (a letter, a number, a word)."""
 
 
 def draft_messages(question: str) -> list[tuple[str, str]]:
-    """One independent draft: the bare question."""
-    return [("system", DRAFT), ("user", question)]
+    """One independent draft: the run's system prompt, the question, the draft's instruction."""
+    return [("system", DRAFTS_SYSTEM), ("user", f"{_question(question)}\n\n{DRAFT}")]
 
 
 def drafts_synthesis_messages(question: str, drafts: Sequence[str]) -> list[tuple[str, str]]:
-    """The drafts' synthesis: the question with every draft, labelled, to be merged."""
+    """The drafts' synthesis: the same system prompt and question as every draft, then every
+    draft, labelled, and the editor's instruction."""
     labelled = "\n\n".join(
         f'<draft number="{n}">\n{text.strip()}\n</draft>' for n, text in enumerate(drafts, 1)
     )
-    body = (
-        f"<question>\n{question}\n</question>\n\n{labelled}\n\n"
-        f"Weigh the {len(drafts)} draft(s) above and write the final answer."
-    )
-    return [("system", DRAFTS_SYNTHESIS), ("user", body)]
+    instruction = DRAFTS_SYNTHESIS.format(count=len(drafts))
+    return [
+        ("system", DRAFTS_SYSTEM),
+        ("user", f"{_question(question)}\n\n{labelled}\n\n{instruction}"),
+    ]
+
+
+def _question(question: str) -> str:
+    return f"<question>\n{question}\n</question>"
 
 
 REFLECT = """\

@@ -467,7 +467,7 @@ class SDKClient(ChatClient):
         yield Completion(
             text=text,
             finish_reason=finish_reason,
-            usage=usage_of(usage, text, prompt),
+            usage=usage_of(usage, text, prompt, timings),
             seconds=0.0,
             model=model or None,
             queued=queued_since(sent, timings),
@@ -490,7 +490,7 @@ class SDKClient(ChatClient):
         completion = Completion(
             text=text,
             finish_reason=reply.finish_reason,
-            usage=usage_of(reply.usage, text, prompt),
+            usage=usage_of(reply.usage, text, prompt, reply.timings),
             seconds=0.0,
             response_format=fmt,
             model=reply.model or None,

@@ -303,26 +303,43 @@ def split_thinking(content: str) -> tuple[str, str]:
     return thinking, visible
 
 
-def usage_of(reported: Mapping[str, Any] | None, text: str, prompt: int) -> Usage:
+def usage_of(
+    reported: Mapping[str, Any] | None,
+    text: str,
+    prompt: int,
+    timings: Mapping[str, Any] | None = None,
+) -> Usage:
     """The usage a reply `reported`; when it sent none, an estimate from its `text` and the
-    `prompt` tokens estimated for its request."""
+    `prompt` tokens estimated for its request. Cached prompt tokens from its
+    `prompt_tokens_details` (Groq, OpenAI, vLLM), else llama.cpp's `timings.cache_n`."""
     if reported:
         prompt_tokens = reported.get("prompt_tokens") or 0
         completion = reported.get("completion_tokens") or 0
         total = reported.get("total_tokens") or prompt_tokens + completion
-        details = reported.get("completion_tokens_details")
-        reasoning = (details.get("reasoning_tokens") if isinstance(details, Mapping) else 0) or 0
         return Usage(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion,
             total_tokens=total,
-            reasoning_tokens=reasoning,
+            reasoning_tokens=_count(reported.get("completion_tokens_details"), "reasoning_tokens"),
+            cached_tokens=min(cached_of(reported, timings), prompt_tokens),
         )
     # Some local servers send no usage at all; an estimate beats a zero in a comparison.
     completion = estimate_tokens(text)
     return Usage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
+
+
+def cached_of(reported: Mapping[str, Any], timings: Mapping[str, Any] | None) -> int:
+    """Prompt tokens the server read from its cache, as it reported them; 0 when it did not."""
+    cached = _count(reported.get("prompt_tokens_details"), "cached_tokens")
+    return cached or _count(timings, "cache_n")
+
+
+def _count(details: Any, key: str) -> int:
+    # A count the server may leave out, send as null, or (a broken one) as something else.
+    value = details.get(key) if isinstance(details, Mapping) else None
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def queued_since(sent: float, timings: Any) -> float | None:

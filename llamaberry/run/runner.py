@@ -28,6 +28,7 @@ from llamaberry.core.events import (
 )
 from llamaberry.core.json_reply import JSONSchema, ResponseFormat
 from llamaberry.core.options import Options
+from llamaberry.core.prices import run_cost
 from llamaberry.core.results import (
     Call,
     CallKind,
@@ -548,6 +549,7 @@ async def _lifecycle(
         run.error_kind = kind
         run.seconds = time.perf_counter() - started
         run.usage = Usage.total([c.usage for c in run.calls])
+        run.cost = run_cost(run)
         run.queued_seconds = sum(c.queued_seconds or 0.0 for c in run.calls)
 
     yield RunStarted(run_id=run.id, mode=run.mode, model=run.model, question=run.question)

@@ -271,6 +271,7 @@ class Reply:
             "prompt_tokens": run.usage.prompt_tokens,
             "completion_tokens": run.usage.completion_tokens,
             "total_tokens": run.usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": run.usage.cached_tokens},
             "completion_tokens_details": {
                 "reasoning_tokens": run.usage.completion_tokens - answer_tokens
             },

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 from llamaberry.core.errors import format_duration
+from llamaberry.core.prices import cost_text
 from llamaberry.core.redact import redact, redact_data
 from llamaberry.core.results import Run
 
@@ -24,7 +25,8 @@ def run_markdown(run: Run) -> str:
         f"- **Started:** {run.started_at.strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"- **Status:** {run.status}" + (f": {_error(run)}" if run.error else ""),
         f"- **Cost:** {format_duration(run.seconds)}, {run.usage.total_tokens:,} tokens "
-        f"({run.usage.prompt_tokens:,} in, {run.usage.completion_tokens:,} out)",
+        f"({run.usage.prompt_tokens:,} in, {run.usage.cached_tokens:,} cached, "
+        f"{run.usage.completion_tokens:,} out), {cost_text(run.cost, run.provider)}",
     ]
     settings = {k: v for k, v in run.settings.items() if v is not None and k != "model"}
     if settings:

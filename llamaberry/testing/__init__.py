@@ -67,6 +67,13 @@ Token accounting is deterministic, so tests can assert on it:
 * completion tokens: the number of whitespace-separated words in the reply text plus
   those in its reasoning, unless ``Reply.usage`` overrides them; the reasoning's words are
   also given as ``completion_tokens_details.reasoning_tokens``.
+* cached prompt tokens, as Groq reports them in ``prompt_tokens_details.cached_tokens``: the
+  longest prefix of the request's messages that one of the last 64 requests for the same model
+  began with (prompts only, not their replies), counted the same way; the characters a partly
+  shared message begins with count a token per four (see :func:`cached_prefix_tokens`).
+  ``FakeServer(prompt_cache=False)`` leaves them out, and so does a reply scripted with its own
+  ``Reply.usage``. With ``slots`` or the ``"llamacpp"`` flavor, ``timings.cache_n`` says the same
+  and ``timings.prompt_n`` counts only the tokens evaluated.
 
 A reply's ``reasoning`` (the model's own thinking) is sent the way ``Reply.thinking_as`` says,
 one of the three ways real servers send it: a ``reasoning`` field (Groq's parsed format,
@@ -102,7 +109,13 @@ pytest fixtures). The server imports nothing else of llamaberry, so it stays a p
 double (only the plugin's ``local_model`` fixture, when used, starts the local provider).
 """
 
-from llamaberry.testing.replies import Fault, RecordedRequest, Reply, estimate_prompt_tokens
+from llamaberry.testing.replies import (
+    Fault,
+    RecordedRequest,
+    Reply,
+    cached_prefix_tokens,
+    estimate_prompt_tokens,
+)
 from llamaberry.testing.server import DEFAULT_DECOMMISSIONED, DEFAULT_MODELS, FakeServer
 
 __all__ = [
@@ -112,5 +125,6 @@ __all__ = [
     "Fault",
     "RecordedRequest",
     "Reply",
+    "cached_prefix_tokens",
     "estimate_prompt_tokens",
 ]

@@ -9,7 +9,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -250,6 +250,39 @@ def estimate_prompt_tokens(messages: Iterable[Any]) -> int:
         content = message.get("content") if isinstance(message, dict) else None
         total += math.ceil(len(_content_text(content)) / 4) + 4
     return total
+
+
+def cached_prefix_tokens(messages: Sequence[Any], earlier: Iterable[Sequence[Any]]) -> int:
+    """Prompt tokens of ``messages`` a prompt cache holds after the requests ``earlier``: the
+    longest prefix any one of them shares with it, counted as :func:`estimate_prompt_tokens`
+    does (whole messages alike, then the characters the next message begins with, a token per
+    four). Prompts only, as Groq's and OpenAI's caches hold them: an earlier reply is not."""
+    best = 0
+    for other in earlier:
+        shared = 0
+        for mine, theirs in zip(messages, other, strict=False):
+            if _role(mine) != _role(theirs):
+                break
+            a, b = _content_text(_content(mine)), _content_text(_content(theirs))
+            if a == b:
+                shared += math.ceil(len(a) / 4) + 4
+                continue
+            same = next(
+                (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                min(len(a), len(b)),
+            )
+            shared += same // 4
+            break
+        best = max(best, shared)
+    return best
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, dict) else None
+
+
+def _content(message: Any) -> Any:
+    return message.get("content") if isinstance(message, dict) else None
 
 
 def _content_text(content: Any) -> str:

@@ -52,6 +52,7 @@ from llamaberry.testing.replies import (
     _pieces,
     _usage,
     _word_count,
+    cached_prefix_tokens,
     estimate_prompt_tokens,
     finish_of,
     logprobs_of,
@@ -60,6 +61,9 @@ from llamaberry.testing.replies import (
 
 log = logging.getLogger("llamaberry.testing")
 
+
+# How many recent chat requests' prompts the fake prompt cache holds.
+_CACHED_PROMPTS = 64
 
 DEFAULT_MODELS: tuple[str, ...] = (
     "openai/gpt-oss-120b",
@@ -165,6 +169,7 @@ class FakeServer:
         slots: int | None = None,
         flavor: Flavor = "groq",
         tls: bool | Sequence[str] = False,
+        prompt_cache: bool = True,
     ) -> None:
         self.served_model = served_model
         self.models: list[str] = (
@@ -190,6 +195,8 @@ class FakeServer:
         # refused, and whether a reply is stopped when the window fills up.
         self.flavor: Flavor = flavor
         self.default = default
+        # Report cached prompt tokens as Groq does: the longest prefix a recent request shared.
+        self.prompt_cache = prompt_cache
         self.rate_limited = 0
         if slots is not None and slots < 1:
             raise ValueError("slots must be at least 1")
@@ -208,6 +215,8 @@ class FakeServer:
         self._requests: list[RecordedRequest] = []
         self._discovery: list[RecordedRequest] = []
         self._charges: deque[_Charge] = deque()
+        # (model, messages) of the latest chat requests: what the prompt cache holds.
+        self._cached_prompts: deque[tuple[str, list[Any]]] = deque(maxlen=_CACHED_PROMPTS)
         self._ids = itertools.count(1)
 
         self._server: asyncio.Server | None = None
@@ -278,6 +287,7 @@ class FakeServer:
             self._requests.clear()
             self._discovery.clear()
             self._charges.clear()
+            self._cached_prompts.clear()
             self.rate_limited = 0
 
     @property
@@ -728,13 +738,16 @@ class FakeServer:
         with self._lock:
             if charge is not None:
                 charge.tokens = usage["prompt_tokens"] + usage["completion_tokens"]
-        if llamacpp:
-            usage["prompt_tokens_details"] = {"cached_tokens": 0}  # type: ignore[assignment]
-            # llama.cpp closes the connection after a streamed reply, though its headers say
-            # keep-alive: a client that reuses it at once finds it gone.
-            reused = keep_alive and not request.stream
-        else:
-            reused = keep_alive
+        cached = self._read_cache(request, model)
+        # A reply scripted with its own usage reports that usage and nothing else (llama.cpp
+        # always names its cached tokens).
+        if reply.usage is None and self.prompt_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        elif llamacpp:
+            usage["prompt_tokens_details"] = {"cached_tokens": 0}
+        # llama.cpp closes the connection after a streamed reply, though its headers say
+        # keep-alive: a client that reuses it at once finds it gone.
+        reused = keep_alive and not request.stream if llamacpp else keep_alive
         await self._answer_in_slot(request, reply, usage, writer, keep_alive)
         return reused
 
@@ -781,6 +794,14 @@ class FakeServer:
         usage = _usage(reply, prompt_tokens, None)
         return 200, self._completion(request, reply, usage)
 
+    def _read_cache(self, request: RecordedRequest, model: str) -> int:
+        """Prompt tokens the cache holds for this request; then it holds this one's prompt too."""
+        messages = request.messages
+        with self._lock:
+            earlier = [m for name, m in self._cached_prompts if name == model]
+            self._cached_prompts.append((model, messages))
+        return cached_prefix_tokens(messages, earlier) if self.prompt_cache else 0
+
     def _refuses_json(self, request: RecordedRequest, reply: Reply) -> bool:
         """Whether the reply fails JSON mode the way Groq refuses it (json_validate_failed)."""
         return (
@@ -812,7 +833,7 @@ class FakeServer:
         self,
         request: RecordedRequest,
         reply: Reply,
-        usage: dict[str, int],
+        usage: dict[str, Any],
         writer: asyncio.StreamWriter,
         keep_alive: bool,
     ) -> None:
@@ -823,8 +844,11 @@ class FakeServer:
             # llama.cpp's own account of the time a reply spent in its slot: the latency
             # stands for reading the prompt, the pacing for generating the reply.
             paced = len(self._stream_steps(request, reply, usage)) - 1 if request.stream else 0
+            details = usage.get("prompt_tokens_details")
+            cache_n = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
             timings = {
-                "prompt_n": usage["prompt_tokens"],
+                "prompt_n": usage["prompt_tokens"] - cache_n,
+                "cache_n": cache_n,
                 "prompt_ms": round(latency * 1000, 3),
                 "predicted_n": usage["completion_tokens"],
                 "predicted_ms": round(delay * paced * 1000, 3),

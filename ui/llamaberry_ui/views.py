@@ -27,6 +27,7 @@ from llamaberry.core.events import (
     TextReset,
     ThinkingDelta,
 )
+from llamaberry.core.prices import cost_text
 from llamaberry.core.redact import redact
 from llamaberry.core.results import (
     CallResult,
@@ -484,6 +485,8 @@ class RunView:
         if seconds is not None:
             parts.append(f"{format_duration(seconds)} in all")
         parts.append(_tokens(self.usage if self.run else Usage(total_tokens=self.tokens_so_far)))
+        if self.run is not None:
+            parts.append(cost_text(self.run.cost, self.run.provider))
         line = " · ".join(parts)
         return f"{line}\n\n{self.answer_label()}" if self.answer and self.source else line
 
@@ -587,9 +590,10 @@ def fold(events: Iterable[object], view: RunView | None = None) -> RunView:
 
 def _tokens(usage: Usage) -> str:
     if usage.prompt_tokens or usage.completion_tokens:
+        cached = f", {usage.cached_tokens:,} cached" if usage.cached_tokens else ""
         thinking = f", {usage.reasoning_tokens:,} thinking" if usage.reasoning_tokens else ""
         return (
-            f"{usage.total_tokens:,} tokens ({usage.prompt_tokens:,} in, "
+            f"{usage.total_tokens:,} tokens ({usage.prompt_tokens:,} in{cached}, "
             f"{usage.completion_tokens:,} out{thinking})"
         )
     return f"{usage.total_tokens:,} tokens"

@@ -51,9 +51,9 @@ def _final_or_text(final: Reply, text: str = "1. think\n\nAnswer: 3"):
     def handler(request: RecordedRequest) -> str | Reply:
         if request.tools or request.json_mode:
             return final
-        if "Concise Answer" in (request.system or "") or "## Critique" in (request.system or ""):
+        if "Concise Answer" in (request.user or "") or "## Critique" in (request.user or ""):
             return refine_script(request)
-        if "## Reasoning" in (request.system or ""):
+        if "## Reasoning" in (request.user or ""):
             return refine_script(request)
         return text
 

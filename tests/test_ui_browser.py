@@ -182,7 +182,7 @@ PAYLOAD = (
 
 def hostile(request: RecordedRequest) -> str:
     """Every reply carries the payload; the synthesis puts it in the answer too."""
-    if "## Concise Answer" in (request.system or ""):
+    if "## Concise Answer" in (request.user or ""):
         return SYNTHESIS.replace('There are 3 r\'s in "strawberry".', "Answer.\n\n" + PAYLOAD)
     return FIRST_TURN + "\n\n" + PAYLOAD
 
@@ -258,7 +258,7 @@ EXFILTRATION = (
 
 def leaking(request: RecordedRequest) -> str:
     """Every reply, and the synthesized answer, tries to send data to an outside host."""
-    if "## Concise Answer" in (request.system or ""):
+    if "## Concise Answer" in (request.user or ""):
         return SYNTHESIS.replace('There are 3 r\'s in "strawberry".', EXFILTRATION)
     return FIRST_TURN + "\n\n" + EXFILTRATION
 
@@ -369,7 +369,7 @@ def test_compare_keeps_finished_work_after_stop(page, server):
 
     def crawling_second_turn(request: RecordedRequest) -> str | Reply:
         # Chosen by what is asked, not by arrival order: single and refine's turn 1 race.
-        return slow if "## Critique" in (request.system or "") else FIRST_TURN
+        return slow if "## Critique" in (request.user or "") else FIRST_TURN
 
     # single answers at once; refine's turn 1 finishes, then turn 2 crawls until Stop.
     server.reply_with(crawling_second_turn)

@@ -61,11 +61,19 @@ async def start_endpoint(
     *,
     api_key: str | None = None,
     rate_period: float = 60.0,
+    reasoning: str = "reasoning_content",
     **settings: object,
 ) -> AsyncIterator[Endpoint]:
     values = {"api_key": "upstream-secret", "base_url": upstream.groq_base_url} | settings
     gateway = Gateway(Settings.load(**values), rate_period=rate_period)
-    app = create_app(gateway.settings, api_key=api_key, gateway=gateway)
+    # These tests read the thinking from reasoning_content; test_serve_clients.py covers the
+    # default (inline <think>) and the other formats.
+    app = create_app(
+        gateway.settings,
+        api_key=api_key,
+        gateway=gateway,
+        reasoning_field=reasoning,  # type: ignore[arg-type]
+    )
     # IPPROTO_TCP, so asyncio sets TCP_NODELAY on accepted connections (else each keep-alive
     # request waits ~40 ms for a delayed ACK), as it does when uvicorn binds the port itself.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -356,10 +364,16 @@ async def test_earlier_messages_are_context_and_earlier_reasoning_is_never_sent_
     )
     sent = json.dumps(server.requests[-1].messages)
     assert "SECRET-INTERMEDIATE-WORK" not in sent
-    user = server.requests[-1].user or ""
-    assert "Answer like a pirate." in user
-    assert "Three, matey." in user
-    assert user.rstrip().endswith("And in raspberry?")
+    # single passes the conversation through: the system message stays a system message.
+    assert server.requests[-1].system == "Answer like a pirate."
+    assert [m["role"] for m in server.requests[-1].messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert server.requests[-1].messages[2]["content"] == "Three, matey."
+    assert server.requests[-1].user == "And in raspberry?"
 
 
 async def test_a_conversation_must_end_with_a_user_message(server: FakeServer, endpoint: Endpoint):
@@ -373,14 +387,16 @@ async def test_a_conversation_must_end_with_a_user_message(server: FakeServer, e
 # -- errors ------------------------------------------------------------------------------------
 
 
-async def test_an_unknown_mode_is_a_400_that_lists_the_modes(
+async def test_an_unknown_model_is_a_404_model_not_found_that_lists_the_modes(
     server: FakeServer, endpoint: Endpoint
 ):
-    with pytest.raises(openai.BadRequestError) as caught:
+    # As OpenAI answers it, so a client left on `gpt-4` knows what is wrong.
+    with pytest.raises(openai.NotFoundError) as caught:
         await endpoint.client.chat.completions.create(
             model="gpt-4", messages=[{"role": "user", "content": QUESTION}]
         )
     assert "refine" in str(caught.value) and "single" in str(caught.value)
+    assert caught.value.code == "model_not_found"
     assert server.requests == []
 
 

@@ -27,11 +27,16 @@ from llamaberry.core.errors import LlamaberryError
     help="Require `Authorization: Bearer KEY` on every request [env LLAMABERRY_SERVE_KEY].",
 )
 @click.option(
+    "--reasoning-format",
     "--reasoning-field",
-    type=click.Choice(["reasoning_content", "reasoning", "both"]),
-    default="reasoning_content",
+    "reasoning_field",
+    type=click.Choice(["think", "reasoning_content", "reasoning", "both", "none"]),
+    default="think",
     show_default=True,
-    help="The message field that carries the intermediate work.",
+    help="How the intermediate work is sent: inline at the head of content in "
+    "<think>...</think> (shown by every client, folded by chat apps), in the reasoning_content "
+    "or reasoning field (or both), or not at all. A request may choose its own "
+    "(reasoning_format); one that asks for JSON or tools gets reasoning_content instead of think.",
 )
 @click.option(
     "--cors-origin",

@@ -12,6 +12,8 @@ as follows:
   final answer; vote and reflect, whose answer is not one call's reply, make one more call
   that gives the answer they reached in the asked form). That call is told to answer in
   the asked form; its reply is the answer as the caller gets it.
+- `system`, the caller's own system message, stays a system message in every call: ahead of
+  the mode's own instructions in its system message, or as one where the call has none;
 - `messages`, the conversation exactly as the caller sent it (system messages, image parts,
   tool calls and results), goes out in place of the prompt of a call that has no scaffold of
   its own (single's), so that mode passes everything through untouched.
@@ -48,10 +50,15 @@ class Passthrough:
     final_call: Mapping[str, Any] = field(default_factory=dict)
     # The conversation as sent (chat-completions messages), for a call with no scaffold.
     messages: list[dict[str, Any]] | None = None
+    # The caller's system message (its text), kept a system message in every call.
+    system: str | None = None
 
     @classmethod
     def of(
-        cls, fields: Mapping[str, Any], messages: list[dict[str, Any]] | None = None
+        cls,
+        fields: Mapping[str, Any],
+        messages: list[dict[str, Any]] | None = None,
+        system: str | None = None,
     ) -> Passthrough:
         """Split a request's `fields` (any others are ignored; None means not given)."""
         given = {k: v for k, v in fields.items() if v is not None}
@@ -59,6 +66,7 @@ class Passthrough:
             every_call={k: v for k, v in given.items() if k in EVERY_CALL},
             final_call={k: v for k, v in given.items() if k in FINAL_CALL},
             messages=messages,
+            system=system,
         )
 
     @property
@@ -93,11 +101,23 @@ class Passthrough:
         extra = self.fields(index, final=final)
         if final and as_sent and self.messages:
             extra["messages"] = self.messages
-        elif final and self.shaped:
+            return extra, messages, condensed
+        if final and self.shaped:
             told = Message(role="user", content=self.instruction())
             messages = [*messages, told]
             condensed = ([*form, told] for form in condensed)
+        if self.system:
+            messages = self._with_system(messages)
+            condensed = (self._with_system(form) for form in condensed)
         return extra, messages, condensed
+
+    def _with_system(self, messages: list[Message]) -> list[Message]:
+        """`messages` with the caller's system message ahead of the mode's own instructions."""
+        assert self.system is not None
+        if messages and messages[0].role == "system":
+            merged = f"{self.system}\n\n{messages[0].content}"
+            return [Message(role="system", content=merged), *messages[1:]]
+        return [Message(role="system", content=self.system), *messages]
 
     def instruction(self) -> str:
         """What a final call is told, after its own prompt, when its reply has a form to take."""

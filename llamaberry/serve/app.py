@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import time
@@ -18,11 +19,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llamaberry.core.errors import LlamaberryError
+from llamaberry.run.merge import merge
 from llamaberry.serve.gateway import Gateway, check_options, mode_names
 from llamaberry.serve.guard import MAX_BODY, Guard, is_loopback_name
 from llamaberry.serve.reply import Reply, SSEResponse, Stopping, until_disconnected
 from llamaberry.serve.responses import Responses, ResponsesRequest
 from llamaberry.serve.schema import (
+    DEFAULT_REASONING_FORMAT,
     ChatRequest,
     ReasoningField,
     ServeError,
@@ -44,7 +47,7 @@ def create_app(
     *,
     api_key: str | None = None,
     history: bool | Store | None = None,
-    reasoning_field: ReasoningField = "reasoning_content",
+    reasoning_field: ReasoningField = DEFAULT_REASONING_FORMAT,
     gateway: Gateway | None = None,
     options: dict[str, Any] | None = None,
     cors_origins: Sequence[str] = (),
@@ -92,6 +95,7 @@ def create_app(
                 max_age=600,
             ),
         ],
+        exception_handlers={404: _not_found, 405: _not_found},
     )
     app.state.gateway = gateway
     app.state.stopping = stopping
@@ -162,24 +166,46 @@ class _Routes:
         return JSONResponse({"object": "list", "data": data})
 
     async def chat(self, request: Request) -> Response:
-        """POST /v1/chat/completions: one run of the mode the model name picks."""
+        """POST /v1/chat/completions: one run of the mode the model name picks (n runs at
+        once for n choices)."""
         chat_request = await _read_request(request)
         mode, upstream = parse_model(chat_request.model, self.modes)
         options = chat_request.options()
         check_options(mode, options)
-        question = conversation_question(chat_request.messages)
+        # The caller's system message goes to every call as one; single takes images.
+        question = conversation_question(
+            chat_request.messages, system_apart=True, images=mode == "single"
+        )
+        passthrough = chat_request.passthrough(mode)
         engine = self.gateway.engine()
         chosen = self.gateway.run_settings(chat_request, upstream)
-        # Bad input raises here, before a call.
-        events = engine.stream(mode, question, settings=chosen, **options)  # type: ignore[arg-type]
-        reply = Reply(chat_request.model, mode, self.reasoning_field)
+        reasoning = chat_request.reasoning_format or self.reasoning_field
+        replies, streams = [], []
+        for index in range(chat_request.n or 1):
+            replies.append(
+                Reply(chat_request.model, mode, reasoning, shaped=chat_request.shaped, index=index)
+            )
+            # Bad input raises here, before a call.
+            streams.append(
+                engine.stream(mode, question, settings=chosen, passthrough=passthrough, **options)  # type: ignore[arg-type]
+            )
         if chat_request.stream:
             usage = bool((chat_request.stream_options or {}).get("include_usage"))
-            return SSEResponse(reply.chunks(events, include_usage=usage))
-        run = await until_disconnected(request, reply.collect(events))
-        if run.status != "ok":
-            raise failed_run_error(run)
-        return JSONResponse(reply.completion(run))
+            body = _chunks(replies, streams, usage)
+            # Held until the first word from upstream: a first call that fails is answered
+            # with its own status (429 and retry-after), not a 200 stream with an error in it.
+            first = await until_disconnected(request, _first(body))
+            return SSEResponse(_prepend(first, body))
+        runs = await until_disconnected(
+            request, asyncio.gather(*(r.collect(s) for r, s in zip(replies, streams, strict=True)))
+        )
+        for run in runs:
+            if run.status != "ok":
+                raise failed_run_error(run)
+        completion = replies[0].completion(runs[0])
+        completion["choices"] = [r.choice(run) for r, run in zip(replies, runs, strict=True)]
+        completion["usage"] = _total([r.usage(run) for r, run in zip(replies, runs, strict=True)])
+        return JSONResponse(completion)
 
     async def responses(self, request: Request) -> Response:
         """POST /v1/responses: one run, in the Responses API's shape (see `responses`)."""
@@ -188,10 +214,64 @@ class _Routes:
 
 async def _read_request(request: Request) -> ChatRequest:
     """The request's body as a chat-completions request; 400 for one we cannot act on."""
-    chat_request = await _read_body(request, ChatRequest)
-    if chat_request.n not in (None, 1):
-        raise ServeError(400, "n must be 1: each request is one run.")
-    return chat_request
+    return await _read_body(request, ChatRequest)
+
+
+def _total(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The usage of n runs, summed."""
+    total = dict(usages[0])
+    for usage in usages[1:]:
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            total[key] += usage[key]
+    total["completion_tokens_details"] = {
+        "reasoning_tokens": sum(u["completion_tokens_details"]["reasoning_tokens"] for u in usages)
+    }
+    return total
+
+
+async def _chunks(
+    replies: list[Reply], streams: list[AsyncIterator[Any]], include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The chunks of one run, or of n runs at once (each its own choice), ending `[DONE]`."""
+    if len(replies) == 1:
+        async with contextlib.aclosing(
+            replies[0].chunks(streams[0], include_usage=include_usage)
+        ) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                yield chunk
+        return
+    bodies = {
+        index: reply.chunks(stream, include_usage=False, done=False)
+        for index, (reply, stream) in enumerate(zip(replies, streams, strict=True))
+    }
+    async for batch in merge(bodies):
+        for _, chunk in batch:
+            yield chunk
+    if include_usage:
+        usage = _total([r.usage(r.run) for r in replies if r.run is not None])
+        yield replies[0]._chunk({}, usage=usage)
+    yield b"data: [DONE]\n\n"
+
+
+async def _first(body: AsyncIterator[bytes]) -> bytes:
+    return await anext(body)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async with contextlib.aclosing(rest):  # type: ignore[type-var]
+        async for chunk in rest:
+            yield chunk
+
+
+async def _not_found(request: Request, error: Exception) -> Response:
+    """An unknown route or method, answered in OpenAI's error shape."""
+    status = getattr(error, "status_code", 404)
+    if status == 405:
+        line = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        line = f"Unknown route {request.method} {request.url.path}: the API is under /v1."
+    return _error_response(ServeError(status, line, code="not_found" if status == 404 else None))
 
 
 async def _read_body(request: Request, schema: type[Body]) -> Body:
@@ -214,7 +294,7 @@ def serve(
     host: str,
     port: int,
     api_key: str | None,
-    reasoning_field: ReasoningField = "reasoning_content",
+    reasoning_field: ReasoningField = DEFAULT_REASONING_FORMAT,
     on_ready: Callable[[str], None] | None = None,
     options: dict[str, Any] | None = None,
     cors_origins: Sequence[str] = (),
@@ -242,4 +322,17 @@ def serve(
     if on_ready is not None:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{port}/v1")
+    _log_runs()
     running.run()
+
+
+def _log_runs() -> None:
+    """Show the endpoint's own log (a line per answered run with its usage) on stderr."""
+    import logging
+
+    logger = logging.getLogger("llamaberry.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s llamaberry serve: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

@@ -104,14 +104,13 @@ class Gateway:
         }
 
     async def upstream_models(self) -> list[str]:
-        """The upstream endpoint's models (empty when it will not say), asked once."""
-        if self._models is None:
-            try:
-                self._models = await self.engine().models()
-            except LlamaberryError as error:
-                log.warning("llamaberry serve: upstream models not listed: %s", error)
-                return []
-        return self._models
+        """The upstream endpoint's models, asked each time (a model loaded or dropped upstream
+        shows at once); the last list it gave when it will not answer now, else none."""
+        try:
+            self._models = await self.engine().models()
+        except LlamaberryError as error:
+            log.warning("llamaberry serve: upstream models not listed: %s", error)
+        return self._models or []
 
     async def aclose(self) -> None:
         """Close the engine."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -24,10 +25,12 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.holdback import HoldBack
-from llamaberry.core.results import CallResult, Run, Synthesis, call_title
+from llamaberry.core.results import Call, CallResult, Run, Synthesis, call_title
 from llamaberry.serve.schema import ReasoningField, ServeError, error_for, failed_run_error
 
 T = TypeVar("T")
+
+log = logging.getLogger("llamaberry.serve")
 
 # A call of this kind writes the answer itself (single's reply, steps' closing call), so its
 # text streams live as content; every other call is intermediate work.
@@ -82,6 +85,33 @@ def stopping_of(scope: Any) -> Stopping | None:
 def error_event(error: ServeError) -> bytes:
     """An error as a chat-completions stream's last event."""
     return b"data: " + json.dumps(error.body(), ensure_ascii=False).encode() + b"\n\n"
+
+
+def final_call(run: Run) -> Call | None:
+    """The run's final call (the one the request's format, tools and stop went with)."""
+    return next((call for call in reversed(run.calls) if call.final), None)
+
+
+def finish_reason(run: Run) -> str:
+    """Why the reply ended, as OpenAI says it: its final call's tool calls, or its cut-off."""
+    final = final_call(run)
+    if final is not None and final.tool_calls:
+        return "tool_calls"
+    if final is not None and final.finish_reason == "length":
+        return "length"
+    return "stop"
+
+
+def log_usage(run: Run, usage: dict[str, Any]) -> None:
+    """One line in the server's log per answered run, whether or not the client asked for usage."""
+    log.info(
+        "run %s (%s): %d prompt + %d completion tokens in %.1fs",
+        run.id,
+        run.mode,
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        run.seconds,
+    )
 
 
 class SSEResponse(StreamingResponse):
@@ -164,12 +194,38 @@ def _held_block(events: list[TextDelta | ThinkingDelta | TextReset]) -> str:
 class Reply:
     """Turns one run's events into chat-completion chunks, or into one completion."""
 
-    def __init__(self, model: str, mode: str, reasoning_field: ReasoningField) -> None:
+    def __init__(
+        self,
+        model: str,
+        mode: str,
+        reasoning_field: ReasoningField,
+        *,
+        shaped: bool = False,
+        index: int = 0,
+    ) -> None:
         self.model = model
         self.mode = mode
-        self.fields = (
-            ["reasoning_content", "reasoning"] if reasoning_field == "both" else [reasoning_field]
+        # A reply that must parse (JSON, tool calls) keeps its content clean of inline thinking.
+        if shaped and reasoning_field == "think":
+            reasoning_field = "reasoning_content"
+        self.inline = reasoning_field == "think"
+        self.fields: list[str] = (
+            ["reasoning_content", "reasoning"]
+            if reasoning_field == "both"
+            else []
+            if reasoning_field in ("think", "none")
+            else [reasoning_field]
         )
+        # The final call's text is the content as it streams (JSON, or text beside tool calls).
+        self.shaped = shaped
+        self._final: tuple[str, int] | None = None
+        # Which of the request's n choices this reply is.
+        self.index = index
+        # A word from upstream has arrived: before it, a failure still gets its own status.
+        self.heard = False
+        self._think_open = False
+        # The finished run, once it is.
+        self.run: Run | None = None
         self.created = int(time.time())
         self.id = "chatcmpl-"
         self.run_id = ""
@@ -186,6 +242,8 @@ class Reply:
     def _route(self, event: object) -> tuple[str, str] | None:
         """Which part of the reply an event adds to, and the text it adds."""
         if isinstance(event, CallStarted):
+            if event.final and self.shaped:
+                self._final = (event.kind, event.index)
             if event.kind == self.answer_kind:
                 return None
             if not self._holdback.start((event.kind, event.index)):
@@ -208,7 +266,7 @@ class Reply:
         if isinstance(event, TextDelta):
             after_thinking = self._thinking == (event.kind, event.index)
             self._thinking = None
-            if event.kind == self.answer_kind:
+            if event.kind == self.answer_kind or (event.kind, event.index) == self._final:
                 return "content", event.text
             return "reasoning", ("\n\n" if after_thinking else "") + event.text
         if isinstance(event, TextReset):
@@ -239,6 +297,8 @@ class Reply:
     async def _events(self, events: AsyncIterator[Any]) -> AsyncIterator[tuple[str, str] | Run]:
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             async for event in events:
+                if not self.heard and type(event) in (TextDelta, ThinkingDelta):
+                    self.heard = True
                 if isinstance(event, RunStarted):  # the run's id names every chunk
                     self.run_id = event.run_id
                     self.id = f"chatcmpl-{event.run_id}"
@@ -260,6 +320,9 @@ class Reply:
                 run = item
         if run is None:
             raise ServeError(500, "the run ended without a result", kind="server_error")
+        self.run = run
+        if run.status == "ok":
+            log_usage(run, self.usage(run))
         return run
 
     def usage(self, run: Run) -> dict[str, Any]:
@@ -278,66 +341,137 @@ class Reply:
         }
 
     def answer(self, run: Run) -> str:
-        """The reply's content: what streamed as the answer, else the run's final text."""
+        """The reply's content: what streamed as the answer, else the run's final text (for
+        a reply that must parse, the final call's own text)."""
+        if self.shaped:
+            final = final_call(run)
+            return "".join(self.content) or (final.reply if final is not None else "")
         return "".join(self.content) or final_text(run)
+
+    def choice(self, run: Run) -> dict[str, Any]:
+        """The run as one choice of a non-streaming chat completion."""
+        answer = self.answer(run)
+        reasoning = "".join(self.reasoning)
+        if self.inline and reasoning:
+            answer = f"<think>\n{reasoning.strip()}\n</think>\n\n{answer}"
+        final = final_call(run)
+        message: dict[str, Any] = {"role": "assistant", "content": answer}
+        for name in self.fields:
+            message[name] = reasoning
+        if final is not None and final.tool_calls:
+            message["tool_calls"] = final.tool_calls
+            message["content"] = answer or None
+        logprobs = final.logprobs if final is not None else None
+        return {
+            "index": self.index,
+            "message": message,
+            "logprobs": {"content": logprobs} if logprobs is not None else None,
+            "finish_reason": finish_reason(run),
+        }
 
     def completion(self, run: Run) -> dict[str, Any]:
         """One non-streaming chat completion for a finished run."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.answer(run)}
-        for name in self.fields:
-            message[name] = "".join(self.reasoning)
         return {
             "id": f"chatcmpl-{run.id}",
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [self.choice(run)],
             "usage": self.usage(run),
         }
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": self.index, "delta": delta, "finish_reason": finish}
+        if "logprobs" in extra:
+            choice["logprobs"] = extra.pop("logprobs")
         body = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
-            if delta or finish
-            else [],
+            "choices": [choice] if delta or finish or "logprobs" in choice else [],
             **extra,
         }
         return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
 
+    def _piece(self, part: str, text: str) -> bytes:
+        """The chunk of one routed piece, inline thinking opened and closed around it."""
+        if part == "start":
+            return self._chunk({"role": "assistant", "content": ""})
+        if part == "content":
+            if self._think_open:
+                self._think_open = False
+                text = "\n</think>\n\n" + text
+            return self._chunk({"content": text})
+        if self.inline:
+            if not self._think_open:
+                self._think_open = True
+                text = "<think>\n" + text
+            return self._chunk({"content": text})
+        if not self.fields:
+            return b""
+        return self._chunk({name: text for name in self.fields})
+
+    def _ending(self, run: Run) -> list[bytes]:
+        """The chunks after the streamed parts: the answer if it did not stream, the tool
+        calls, the log-probabilities, and the finish."""
+        out = []
+        if not self.content:
+            answer = self.answer(run)
+            if answer or self._think_open:
+                out.append(self._piece("content", answer))
+        final = final_call(run)
+        if final is not None and final.tool_calls:
+            calls = [{"index": i, **call} for i, call in enumerate(final.tool_calls)]
+            out.append(self._chunk({"tool_calls": calls}))
+        if final is not None and final.logprobs is not None:
+            out.append(self._chunk({}, logprobs={"content": final.logprobs}))
+        out.append(self._chunk({}, finish_reason(run)))
+        return out
+
     async def chunks(
-        self, events: AsyncIterator[Any], *, include_usage: bool
+        self, events: AsyncIterator[Any], *, include_usage: bool, done: bool = True
     ) -> AsyncIterator[bytes]:
-        """The run as server-sent chat-completion chunks, ending with `[DONE]`."""
+        """The run as server-sent chat-completion chunks, ending with `[DONE]` (unless `done`
+        is False: one of n choices, whose stream the caller ends).
+
+        Nothing is yielded until a word has come from upstream (or the run has ended): a run
+        whose first call fails before that raises its `ServeError`, so the client gets the real
+        status (a 429 with retry-after) rather than a 200 stream with an error event in it.
+        """
         run: Run | None = None
+        pending: list[bytes] | None = []
         try:
             async for item in self._events(events):
                 if isinstance(item, Run):
                     run = item
                     break
-                part, text = item
-                if part == "start":
-                    yield self._chunk({"role": "assistant", "content": ""})
-                elif part == "content":
-                    yield self._chunk({"content": text})
-                else:
-                    yield self._chunk({name: text for name in self.fields})
+                piece = self._piece(*item)
+                if pending is None:
+                    yield piece
+                    continue
+                pending.append(piece)
+                if self.heard:
+                    yield b"".join(pending)
+                    pending = None
         except LlamaberryError as error:  # the runner settles most failures; this is the rest
+            if pending is not None:
+                raise error_for(error) from None
             yield b"data: " + json.dumps(error_for(error).body()).encode() + b"\n\n"
             return
         if run is None or run.status != "ok":
             failure = failed_run_error(run) if run is not None else ServeError(500, "no result")
+            if pending is not None:
+                raise failure
             yield b"data: " + json.dumps(failure.body(), ensure_ascii=False).encode() + b"\n\n"
             return
-        if not self.content:
-            yield self._chunk({"content": final_text(run)})
-        yield self._chunk({}, "stop")
+        self.run = run
+        log_usage(run, self.usage(run))
+        yield b"".join(pending or []) + b"".join(self._ending(run))
         if include_usage:
             yield self._chunk({}, usage=self.usage(run))
-        yield b"data: [DONE]\n\n"
+        if done:
+            yield b"data: [DONE]\n\n"
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:

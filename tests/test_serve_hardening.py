@@ -380,11 +380,27 @@ async def test_slow_headers_are_cut_off_and_connections_are_bounded(
 # -- shutdown ---------------------------------------------------------------------------------
 
 
+_EVENT = (
+    b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"Thinking"},"finish_reason":null}]}\n\n'
+)
+_STARTS_THEN_HANGS = Fault.raw(
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    + f"{len(_EVENT):x}\r\n".encode()
+    + _EVENT
+    + b"\r\n",
+    close=False,
+)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_streams_in_flight_at_once_and_saves_their_runs_cancelled(
     tmp_path, sig: signal.Signals
 ):
-    with FakeServer(default=Fault.hang()) as upstream:  # a silent upstream
+    # An upstream that starts its reply, one word, and then goes silent: the stream to the
+    # client has begun (serve holds it back until a first word, so that a first call refused
+    # outright is answered with its own status; see test_serve_clients.py).
+    with FakeServer(default=_STARTS_THEN_HANGS) as upstream:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -258,10 +258,12 @@ async def test_the_report_numbers_match_the_per_item_file(
         assert summary.mean_seconds == pytest.approx(mean_seconds)
         low, high = wilson(right, len(mine))
         line = next(x for x in markdown.splitlines() if x.startswith(f"| {summary.mode} |"))
-        assert line.split(" | ")[1:5] == [
+        unreadable = sum(r["unreadable"] for r in mine)
+        assert line.split(" | ")[1:6] == [
             f"{right / len(mine):.1%}",
             f"{low:.1%} – {high:.1%}",
             f"{right} / {len(mine)}",
+            str(unreadable),
             f"{mean_tokens:,.0f}",
         ]
     assert "| single vs refine | 4 | 1 | 1 |" in markdown

@@ -176,10 +176,13 @@ async def test_the_report_gives_a_verdict_and_the_cost_of_accuracy(report):
     assert pair.p_value == pytest.approx(mcnemar(4, 3))
     assert pair.verdict.startswith("no detectable difference (p = 1)")
     markdown = report_markdown(report)
-    assert "| single vs refine | 10 | 4 | 3 | 1 | no detectable difference" in markdown
+    assert "| single vs refine | 10 | 4 | 3 | +10.0 pts (" in markdown
+    assert "| 1 | no detectable difference" in markdown
     single, refine = report.summaries
     assert refine.gain_per_1k_tokens is not None
+    # Every item finished in both modes, so the items both finished are all of them.
     extra = refine.mean_tokens - single.mean_tokens
     expected = (refine.accuracy - single.accuracy) * 100 / (extra / 1000)
     assert refine.gain_per_1k_tokens == pytest.approx(expected)
+    assert refine.gain_low < refine.gain_per_1k_tokens < refine.gain_high
     assert "points per 1k extra tokens" in markdown

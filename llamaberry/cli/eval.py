@@ -138,6 +138,7 @@ def eval_command(
             err=True,
         )
         sys.exit(130)
+    report.provenance += command_provenance(sample, seed)
     write_report(report, folder)
     if report.stopped:
         fail(f"stopped early: {report.stopped}.", 1)
@@ -169,6 +170,22 @@ def load_data(
     if sample is not None:
         data = evaluation.sample(data, sample, seed)
     return data
+
+
+def command_provenance(sample: int | None, seed: int) -> list[tuple[str, str]]:
+    """The sample drawn and the command line, with any key on it blanked out."""
+    import shlex
+
+    from llamaberry.core.redact import redact
+
+    words = ["llamaberry", *sys.argv[1:]]
+    for index, word in enumerate(words):
+        if word == "--api-key" and index + 1 < len(words):
+            words[index + 1] = "[redacted]"
+        elif word.startswith("--api-key="):
+            words[index] = "--api-key=[redacted]"
+    drawn = f"{sample} items, seed {seed}" if sample is not None else "all items (no --sample)"
+    return [("sample", drawn), ("command", redact(shlex.join(words)))]
 
 
 class EvalProgress:

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from llamaberry.core.results import Mode
-from llamaberry.eval.results import Report
+from llamaberry.eval.results import HeadToHead, Report
 
 
 def draw_chart(report: Report, path: Path) -> None:
-    """Save a PNG: accuracy after each turn (95% intervals) beside the single baseline; for
-    modes that draw answers side by side, one alone against the mode's answer and any right;
-    and accuracy against mean tokens, one point per mode."""
+    """Save a PNG: each mode's accuracy against the baseline's as a paired difference (on the
+    items both answered, with its 95% paired interval and the test's verdict beside it); then
+    accuracy after each turn beside the baseline, and for modes that draw answers side by side,
+    one alone against the mode's answer and any right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,37 +23,66 @@ def draw_chart(report: Report, path: Path) -> None:
     colours: dict[str, str] = {m: f"C{i}" for i, m in enumerate(report.modes)}  # every panel
     panels = 1 + bool(staged) + bool(report.samples)
     figure, axes_list = plt.subplots(1, panels, figsize=(6 * panels, 4.2), dpi=120, squeeze=False)
+    _draw_differences(axes_list[0][0], report, colours)
     if staged:
-        _draw_turns(axes_list[0][0], report, staged, colours)
+        _draw_turns(axes_list[0][1], report, staged, colours)
     if report.samples:
-        _draw_samples(axes_list[0][panels - 2], report, colours)
-    axes = axes_list[0][-1]
-    for s in report.summaries:
-        if s.accuracy is None or s.mean_tokens is None:
-            continue
-        # Clamped: at 0% or 100% rounding can put the interval's edge a hair inside the point.
-        below = max(0.0, s.accuracy - (s.low or 0.0))
-        above = max(0.0, (s.high or 0.0) - s.accuracy)
-        axes.errorbar(
-            [s.mean_tokens],
-            [s.accuracy],
-            yerr=[[below], [above]],
-            fmt="o",
-            capsize=4,
-            color=colours.get(s.mode),
-        )
-        axes.annotate(
-            s.mode, (s.mean_tokens, s.accuracy), xytext=(6, 6), textcoords="offset points"
-        )
-    axes.set_xlabel("mean tokens per item")
-    axes.set_ylabel("accuracy (95% interval)")
-    axes.set_ylim(-0.05, 1.05)
-    axes.set_title("accuracy and what it cost")
-    axes.grid(alpha=0.3)
+        _draw_samples(axes_list[0][panels - 1], report, colours)
     figure.suptitle(f"{report.dataset} · {report.model}")
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)
+
+
+def _draw_differences(axes: Any, report: Report, colours: dict[str, str]) -> None:
+    """One row per mode: its accuracy minus the baseline's on the items both answered, in
+    points, with the 95% paired interval, and the verdict (Holm-adjusted p) written beside."""
+    from llamaberry.eval.report import against_baseline, baseline_mode
+
+    base = baseline_mode(report.modes) if report.modes else "single"
+    shown: list[tuple[Mode, HeadToHead]] = []
+    for mode in report.modes:
+        pair = against_baseline(report, mode) if mode != base else None
+        if pair is not None and pair.items:
+            shown.append((mode, pair))
+    axes.axvline(0, color="grey", linestyle="--", linewidth=1)
+    for y, (mode, h) in enumerate(shown):
+        x = h.difference * 100
+        axes.errorbar(
+            [x],
+            [y],
+            xerr=[[max(0.0, x - h.low * 100)], [max(0.0, h.high * 100 - x)]],
+            fmt="o",
+            capsize=4,
+            color=colours.get(mode),
+        )
+        verdict = (
+            "better"
+            if h.p_adjusted < 0.05 and h.a_only > h.b_only
+            else ("worse" if h.p_adjusted < 0.05 else "no detectable difference")
+        )
+        p = f"p = {h.p_adjusted:.2g}" if h.p_adjusted >= 0.001 else "p < 0.001"
+        axes.annotate(
+            f"{x:+.1f} pts · {verdict} ({p})",
+            (x, y),
+            xytext=(0, 9),
+            textcoords="offset points",
+            ha="center",
+            fontsize="small",
+        )
+    axes.set_yticks(range(len(shown)), [m for m, _ in shown])
+    axes.set_ylim(-0.7, max(len(shown), 1) - 0.3)
+    low = min([h.low * 100 for _, h in shown] + [-10.0])
+    high = max([h.high * 100 for _, h in shown] + [10.0])
+    axes.set_xlim(low - 5, high + 5)
+    axes.set_xlabel(f"accuracy minus {base}'s, points (95% paired interval)")
+    adjusted = ", Holm-adjusted p" if len(report.head_to_head) > 1 else ""
+    axes.set_title(f"each mode against {base}, on the same items{adjusted}")
+    axes.grid(alpha=0.3, axis="x")
+    if not shown:
+        axes.text(
+            0.5, 0.5, f"no mode to compare with {base}", ha="center", transform=axes.transAxes
+        )
 
 
 def _draw_baseline(axes: Any, report: Report) -> None:

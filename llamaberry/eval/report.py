@@ -16,57 +16,41 @@ from llamaberry.eval.results import (
     ModeSummary,
     Report,
 )
-from llamaberry.eval.stats import items_needed, mcnemar, sample_figures, stage_figures, wilson
+from llamaberry.eval.stats import (
+    holm,
+    items_for_power,
+    mcnemar,
+    paired_difference,
+    sample_figures,
+    stage_figures,
+    wilson,
+)
 
 
-def _verdict(h: HeadToHead, alpha: float = 0.05) -> str:
-    p = f"p = {h.p_value:.2g}" if h.p_value >= 0.001 else "p < 0.001"
+def _p(value: float) -> str:
+    return f"p = {value:.2g}" if value >= 0.001 else "p < 0.001"
+
+
+def _verdict(h: HeadToHead, adjusted: bool, alpha: float = 0.05) -> str:
+    """The pair's verdict in words, on the Holm-adjusted p when several pairs were tested."""
+    p = _p(h.p_adjusted) + (", Holm-adjusted" if adjusted else "")
     if h.a_only + h.b_only == 0:
         return f"no difference: {h.a} and {h.b} got the same items right ({p})"
-    if h.p_value < alpha:
+    if h.p_adjusted < alpha:
         better, worse = (h.a, h.b) if h.a_only > h.b_only else (h.b, h.a)
         return f"{better} is better than {worse} on this set ({p})"
-    more = items_needed(h.items, h.a_only, h.b_only, alpha)
-    tail = (
-        f"; about {more:,} more items would be needed to see a difference of this size"
-        if more is not None
-        else ""
-    )
+    tail = ""
+    if h.items_for_power is not None and h.items_for_power <= 1_000_000:
+        tail = (
+            f"; estimated from this sample, about {h.items_for_power:,} items in all would give "
+            "an 80% chance of detecting a difference of this size"
+        )
     return f"no detectable difference ({p}){tail}"
 
 
-def build_report(
-    dataset: str, model: str, modes: Sequence[Mode], results: list[ItemResult]
-) -> Report:
-    """Summarize per-item results: accuracy over scored items, means over scored runs."""
-    summaries = []
-    for mode in modes:
-        mine = [r for r in results if r.mode == mode]
-        scored = [r for r in mine if r.correct is not None]
-        right = sum(r.correct is True for r in scored)
-        low, high = wilson(right, len(scored)) if scored else (None, None)
-        summaries.append(
-            ModeSummary(
-                mode=mode,
-                items=len(mine),
-                scored=len(scored),
-                correct=right,
-                accuracy=right / len(scored) if scored else None,
-                low=low,
-                high=high,
-                mean_tokens=_mean([r.tokens for r in scored]),
-                mean_seconds=_mean([r.seconds for r in scored]),
-                failures=len(mine) - len(scored),
-                reused=sum(r.reused for r in mine),
-            )
-        )
-    baseline = next((s for s in summaries if s.mode == "single"), None)
-    for s in summaries:
-        if baseline is None or s is baseline or s.accuracy is None or baseline.accuracy is None:
-            continue
-        extra = (s.mean_tokens or 0) - (baseline.mean_tokens or 0)
-        if extra > 0:
-            s.gain_per_1k_tokens = (s.accuracy - baseline.accuracy) * 100 / (extra / 1000)
+def _pairs(modes: Sequence[Mode], results: list[ItemResult]) -> list[HeadToHead]:
+    """Every pair of modes on the items both answered: McNemar's p, Holm-adjusted over the
+    pairs, the paired difference with its interval, and the verdict."""
     verdicts = {(r.item, r.mode): r.correct for r in results if r.correct is not None}
     pairs = []
     for a, b in combinations(modes, 2):
@@ -79,8 +63,74 @@ def build_report(
             b_only=sum(verdicts[i, b] and not verdicts[i, a] for i in both),
         )
         pair.p_value = mcnemar(pair.a_only, pair.b_only)
-        pair.verdict = _verdict(pair)
+        pair.difference, pair.low, pair.high = paired_difference(
+            pair.items, pair.a_only, pair.b_only
+        )
+        pair.items_for_power = items_for_power(pair.items, pair.a_only, pair.b_only)
         pairs.append(pair)
+    for pair, adjusted in zip(pairs, holm([p.p_value for p in pairs]), strict=True):
+        pair.p_adjusted = adjusted
+        pair.verdict = _verdict(pair, adjusted=len(pairs) > 1)
+    return pairs
+
+
+def _summary(mode: Mode, results: list[ItemResult]) -> ModeSummary:
+    mine = [r for r in results if r.mode == mode]
+    scored = [r for r in mine if r.correct is not None]
+    right = sum(r.correct is True for r in scored)
+    low, high = wilson(right, len(scored)) if scored else (None, None)
+    costs = [r.cost for r in scored]
+    known = bool(costs) and all(c is not None for c in costs)
+    return ModeSummary(
+        mode=mode,
+        items=len(mine),
+        scored=len(scored),
+        correct=right,
+        accuracy=right / len(scored) if scored else None,
+        low=low,
+        high=high,
+        mean_tokens=_mean([r.tokens for r in scored]),
+        mean_seconds=_mean([r.seconds for r in scored]),
+        failures=len(mine) - len(scored),
+        reused=sum(r.reused for r in mine),
+        unreadable=sum(r.unreadable for r in scored),
+        mean_cost=_mean([c for c in costs if c is not None]) if known else None,
+    )
+
+
+def _gain(s: ModeSummary, base: Mode, results: list[ItemResult]) -> None:
+    """Points per 1,000 extra tokens over `base`, on the items both finished, with the paired
+    interval scaled alike (the extra tokens taken as fixed); left out when none were extra."""
+    by = {(r.item, r.mode): r for r in results if r.correct is not None}
+    both = [i for (i, m) in by if m == s.mode and (i, base) in by]
+    if not both:
+        return
+    extra = sum(by[i, s.mode].tokens - by[i, base].tokens for i in both) / len(both)
+    if extra <= 0:
+        return
+    mine = sum(by[i, s.mode].correct is True and by[i, base].correct is False for i in both)
+    theirs = sum(by[i, base].correct is True and by[i, s.mode].correct is False for i in both)
+    difference, low, high = paired_difference(len(both), mine, theirs)
+    scale = 100 / (extra / 1000)
+    s.gain_per_1k_tokens, s.gain_low, s.gain_high = difference * scale, low * scale, high * scale
+    s.gain_items = len(both)
+
+
+def baseline_mode(modes: Sequence[Mode]) -> Mode:
+    """The mode the others are measured against: single where it ran, else the first."""
+    return "single" if "single" in modes else modes[0]
+
+
+def build_report(
+    dataset: str, model: str, modes: Sequence[Mode], results: list[ItemResult]
+) -> Report:
+    """Summarize per-item results: accuracy over scored items, means over scored runs, every
+    pair compared on the items both answered, and each mode's gain over the baseline."""
+    summaries = [_summary(mode, results) for mode in modes]
+    base = baseline_mode(modes) if modes else None
+    for s in summaries:
+        if base is not None and s.mode != base:
+            _gain(s, base, results)
     stages, flips = stage_figures(modes, results)
     samples, confidence = sample_figures(modes, results)
     ordered = sorted(results, key=lambda r: (r.item, list(modes).index(r.mode)))
@@ -90,7 +140,7 @@ def build_report(
         modes=list(modes),
         results=ordered,
         summaries=summaries,
-        head_to_head=pairs,
+        head_to_head=_pairs(modes, results),
         stages=stages,
         flips=flips,
         samples=samples,
@@ -103,8 +153,9 @@ def _mean(values: list[float] | list[int]) -> float | None:
 
 
 def report_markdown(report: Report) -> str:
-    """The report as Markdown: a table per mode's figures, then the pairwise differences."""
-    lines = _summary_table(report)
+    """The report as Markdown: the bottom line, a table of each mode's figures, the pairwise
+    differences, the per-stage figures, and last what produced it."""
+    lines = _bottom_line(report) + _summary_table(report)
     for section in (
         _head_to_head_table,
         _stage_table,
@@ -112,54 +163,138 @@ def report_markdown(report: Report) -> str:
         _sample_table,
         _confidence_table,
         _closing_notes,
+        _reproduce,
     ):
         lines += section(report)
     return "\n".join(lines) + "\n"
 
 
+def against_baseline(report: Report, mode: Mode) -> HeadToHead | None:
+    """The pair of `mode` and the baseline, oriented so that a is `mode`."""
+    base = baseline_mode(report.modes)
+    for h in report.head_to_head:
+        if (h.a, h.b) == (mode, base):
+            return h
+        if (h.a, h.b) == (base, mode):
+            return h.model_copy(
+                update={
+                    "a": mode,
+                    "b": base,
+                    "a_only": h.b_only,
+                    "b_only": h.a_only,
+                    "difference": -h.difference,
+                    "low": -h.high,
+                    "high": -h.low,
+                }
+            )
+    return None
+
+
+def _bottom_line(report: Report) -> list[str]:
+    """One paragraph: the best mode against the baseline, by how much (paired, with its
+    interval), whether that is significant, and at what cost."""
+    title = [f"## Eval: {report.dataset} · {report.model}", ""]
+    ranked = [s for s in report.summaries if s.accuracy is not None]
+    if not ranked:
+        return [*title, "**Bottom line:** no run finished, so there is nothing to compare.", ""]
+    base = baseline_mode(report.modes)
+    best = max(ranked, key=lambda s: (s.accuracy or 0.0, s.mode == base))
+    by_mode = {s.mode: s for s in report.summaries}
+    if best.mode == base or len(ranked) == 1:
+        others = [s.mode for s in ranked if s.mode != base]
+        text = f"{base} scored {best.accuracy:.1%} ({best.correct} of {best.scored})"
+        text += f"; no other mode ({', '.join(others)}) scored higher." if others else "."
+        return [*title, f"**Bottom line:** {text}", ""]
+    pair = against_baseline(report, best.mode)
+    baseline = by_mode[base]
+    text = f"{best.mode} scored {best.accuracy:.1%} against {base}'s {baseline.accuracy or 0:.1%}"
+    if pair is not None:
+        text += (
+            f": {pair.difference * 100:+.1f} points on the {pair.items} items both answered "
+            f"(95% paired interval {pair.low * 100:+.1f} to {pair.high * 100:+.1f}), "
+            + ("significant" if pair.p_adjusted < 0.05 else "not significant")
+            + f" ({_p(pair.p_adjusted)}"
+            + (", Holm-adjusted)" if len(report.head_to_head) > 1 else ")")
+        )
+    if best.mean_tokens and baseline.mean_tokens:
+        text += (
+            f", at {best.mean_tokens / baseline.mean_tokens:.1f}× the tokens "
+            f"({best.mean_tokens:,.0f} against {baseline.mean_tokens:,.0f} per item"
+            f"; cost per item {best.cost} against {baseline.cost})"
+        )
+    return [*title, f"**Bottom line:** {text}.", ""]
+
+
 def _summary_table(report: Report) -> list[str]:
-    """The title and one line per mode: accuracy, interval, cost, failures, gain over single."""
+    """One line per mode: accuracy, interval, unreadable replies, cost, failures, gain."""
     lines = [
-        f"## Eval: {report.dataset} · {report.model}",
-        "",
-        "| mode | accuracy | 95% interval | correct / scored | mean tokens | mean seconds "
-        "| failures | points per 1k extra tokens |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | accuracy | 95% interval | correct / scored | unreadable | mean tokens "
+        "| cost per item | mean seconds | failures | points per 1k extra tokens (95%) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in report.summaries:
         accuracy = f"{s.accuracy:.1%}" if s.accuracy is not None else "–"
         interval = f"{s.low:.1%} – {s.high:.1%}" if s.low is not None else "–"
         tokens = f"{s.mean_tokens:,.0f}" if s.mean_tokens is not None else "–"
         seconds = f"{s.mean_seconds:.2f}" if s.mean_seconds is not None else "–"
-        gain = f"{s.gain_per_1k_tokens:+.1f}" if s.gain_per_1k_tokens is not None else "–"
+        gain = "–"
+        if s.gain_per_1k_tokens is not None:
+            gain = f"{s.gain_per_1k_tokens:+.1f} ({s.gain_low:+.1f} to {s.gain_high:+.1f})"
         lines.append(
-            f"| {s.mode} | {accuracy} | {interval} | {s.correct} / {s.scored} | {tokens} "
-            f"| {seconds} | {s.failures} | {gain} |"
+            f"| {s.mode} | {accuracy} | {interval} | {s.correct} / {s.scored} | {s.unreadable} "
+            f"| {tokens} | {s.cost} | {seconds} | {s.failures} | {gain} |"
         )
+    base = baseline_mode(report.modes) if report.modes else "single"
+    lines += [
+        "",
+        "Unreadable: finished runs whose reply held no answer the scorer could read; they count "
+        "as wrong, but they say the reply's format failed, not the model's reasoning.",
+    ]
     if any(s.gain_per_1k_tokens is not None for s in report.summaries):
         lines += [
             "",
-            "Points per 1k extra tokens: accuracy gained over single, in percentage points, for "
-            "every 1,000 tokens per item spent beyond single's.",
+            f"Points per 1k extra tokens: accuracy gained over {base}, in percentage points, for "
+            f"every 1,000 tokens per item spent beyond {base}'s, on the items both finished; "
+            "the interval is the paired difference's, scaled the same way (the extra tokens "
+            "taken as fixed).",
         ]
     return lines
 
 
 def _head_to_head_table(report: Report) -> list[str]:
-    """Each pair of modes on the items both answered, with McNemar's p and its verdict."""
+    """Each pair of modes on the items both answered: the paired difference, McNemar's p
+    (Holm-adjusted when more than one pair) and the verdict."""
     if not report.head_to_head:
         return []
+    several = len(report.head_to_head) > 1
     lines = [
         "",
         "| modes | items both answered | right only in first | right only in second "
-        "| McNemar p | verdict |",
-        "|---|---:|---:|---:|---:|---|",
+        "| difference (95% paired interval) | McNemar p"
+        + (" | Holm-adjusted p" if several else "")
+        + " | verdict |",
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if several else "") + "---|",
     ]
     for h in report.head_to_head:
+        held = f" | {h.p_adjusted:.3g}" if several else ""
         lines.append(
-            f"| {h.a} vs {h.b} | {h.items} | {h.a_only} | {h.b_only} | {h.p_value:.3g} "
-            f"| {h.verdict} |"
+            f"| {h.a} vs {h.b} | {h.items} | {h.a_only} | {h.b_only} "
+            f"| {h.difference * 100:+.1f} pts ({h.low * 100:+.1f} to {h.high * 100:+.1f}) "
+            f"| {h.p_value:.3g}{held} | {h.verdict} |"
         )
+    lines += [
+        "",
+        "Difference: the first mode's accuracy minus the second's on the items both answered, "
+        "with the Bonett-Price interval for paired proportions. The items needed for an 80% "
+        "chance of detecting a difference come from the normal approximation to McNemar's "
+        "test, taking this sample's split as the truth: an estimate, no more.",
+    ]
+    if several:
+        lines += [
+            "",
+            f"With {len(report.head_to_head)} pairs tested, the p-values are adjusted by Holm's "
+            "method, and the verdicts read the adjusted ones.",
+        ]
     return lines
 
 
@@ -297,6 +432,15 @@ def _confidence_lines(buckets: list[ConfidenceBucket], high: float = 0.8) -> lis
 def _sure(bucket: ConfidenceBucket, high: float) -> bool:
     # Bands never straddle `high` (it is a band's edge), so the band's mean tells its side.
     return bucket.mean_confidence >= high - 1e-9
+
+
+def _reproduce(report: Report) -> list[str]:
+    """What produced the report, setting by setting, for someone to run it again."""
+    if not report.provenance:
+        return []
+    lines = ["", "### What produced this report", ""]
+    lines += [f"- {name}: {value}" for name, value in report.provenance]
+    return lines
 
 
 def _ids(items: list[int], shown: int = 12) -> str:

@@ -36,6 +36,8 @@ class ItemResult(BaseModel):
     error: str | None
     tokens: int
     seconds: float
+    # Dollars the run cost by genai-prices' table; None where the price is unknown.
+    cost: float | None = None
     queued_seconds: float = 0.0
     run_id: str | None
     reused: bool
@@ -125,8 +127,17 @@ class ModeSummary(BaseModel):
     mean_seconds: float | None
     failures: int
     reused: int
-    # Accuracy points gained over the baseline (single) per 1,000 extra tokens per item.
+    # Finished runs whose reply held no answer the scorer could read (counted wrong).
+    unreadable: int = 0
+    # Mean dollars per item, and how to show it ('$0.0012', 'unknown price', 'free (local...)').
+    mean_cost: float | None = None
+    cost: str = "unknown price"
+    # Accuracy points gained over the baseline per 1,000 extra tokens per item, on the items
+    # both finished, with the interval of the paired difference scaled the same way.
     gain_per_1k_tokens: float | None = None
+    gain_low: float | None = None
+    gain_high: float | None = None
+    gain_items: int = 0
 
 
 class HeadToHead(BaseModel):
@@ -139,6 +150,14 @@ class HeadToHead(BaseModel):
     a_only: int
     b_only: int
     p_value: float = 1.0
+    # Holm-adjusted over every pair of the report (the same as p_value with one pair).
+    p_adjusted: float = 1.0
+    # a's accuracy minus b's on these items, with its 95% paired interval.
+    difference: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
+    # Items in all for an 80% chance of detecting a difference this size (an estimate).
+    items_for_power: int | None = None
     verdict: str = ""
 
 
@@ -161,6 +180,9 @@ class Report(BaseModel):
     batch: str | None = None
     # Things the reader must know about how it ran: the history was unusable, not saved...
     warnings: list[str] = []
+    # What produced it, for someone to run it again: version, provider, model, settings,
+    # dataset (path, items, hash), command line, date; in order, as (name, value).
+    provenance: list[tuple[str, str]] = []
 
     @property
     def succeeded(self) -> int:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from llamaberry import modes as registry
 from llamaberry.core.errors import InputError, RunFailedError, format_duration
+from llamaberry.core.prices import PRICED_PROVIDERS, cost_text, run_cost
+from llamaberry.core.redact import redact
 from llamaberry.core.results import Mode, Run
 from llamaberry.core.scoring import parse_gold, prepare_math, score
 from llamaberry.engine import collect
@@ -67,6 +69,8 @@ async def evaluate(
         await asyncio.to_thread(prepare_math)  # sympy's import, off the event loop
     if batcher is not None:
         concurrency = max(1, len(items) * len(chosen))  # a round holds every run's next call
+    if engine.settings.provider in PRICED_PROVIDERS:
+        await asyncio.to_thread(prepare_prices)  # the price table, off the event loop too
     warnings: list[str] = []
 
     def warn(line: str) -> None:
@@ -101,7 +105,56 @@ async def evaluate(
     if batcher is not None:
         report.batch = batcher.summary()
     report.warnings = warnings
+    for summary in report.summaries:
+        summary.cost = cost_text(summary.mean_cost, engine.settings.provider)
+    report.provenance = provenance(engine, dataset, len(items), chosen, own, runs.served)
     return report
+
+
+def provenance(
+    engine: Engine,
+    dataset: Dataset,
+    items: int,
+    modes: Sequence[Mode],
+    own: dict[Mode, dict[str, object]],
+    served: str | None,
+) -> list[tuple[str, str]]:
+    """What produced an eval, for someone to run it again: our version, the endpoint and model
+    (and the model it really served), every setting that changes an answer, each mode's
+    options, the dataset (path, items, content hash, detected format) and the date."""
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("llamaberry")
+    except PackageNotFoundError:
+        ours = "unknown"
+    settings = engine.settings
+    lines = [
+        ("llamaberry", ours),
+        ("provider", settings.provider),
+        ("model", settings.model),
+        ("served model", served or "not said by the endpoint"),
+        ("endpoint", redact(settings.base_url or "the provider's default")),
+        (
+            "temperature",
+            "the endpoint's default" if settings.temperature is None else str(settings.temperature),
+        ),
+        ("max tokens", str(settings.max_tokens)),
+        ("reasoning effort", settings.reasoning_effort or "the endpoint's default"),
+    ]
+    for mode in modes:
+        options = registry.options_for(mode, own[mode], engine.options).model_dump(mode="json")
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "none"
+        lines.append((f"{mode} options", shown))
+    lines += [
+        ("dataset", dataset.path or f"built-in '{dataset.name}'"),
+        ("items", f"{items} of {len(dataset.items)}"),
+        ("dataset sha256", dataset.sha256 or "unknown"),
+        ("format", dataset.detected or "as named by the command"),
+        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+    return lines
 
 
 def _modes_and_options(
@@ -232,6 +285,11 @@ async def _run_item(
     return _result(item, mode, run, reused=False), run
 
 
+def prepare_prices() -> None:
+    """Load genai-prices' table now (about a second) rather than on the event loop."""
+    import genai_prices  # noqa: F401
+
+
 # How often an item another eval is running is looked at again.
 _CLAIM_POLL = 0.2
 
@@ -286,6 +344,7 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         answer=run.answer,
         error=run.error,
         tokens=run.usage.total_tokens,
+        cost=run_cost(run),
         # The time the mode took, not the time it waited for a free slot at the server.
         seconds=round(max(0.0, run.seconds - run.queued_seconds), 3),
         queued_seconds=round(run.queued_seconds, 3),

@@ -38,6 +38,51 @@ def mcnemar(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def items_for_power(
+    items: int, a_only: int, b_only: int, power: float = 0.8, alpha: float = 0.05
+) -> int | None:
+    """About how many items in all a paired comparison needs to detect a difference of the size
+    seen here with probability `power` (two-sided McNemar test at `alpha`), by the normal
+    approximation for paired proportions (Connor, 1987), taking this sample's discordant shares
+    as the truth: an estimate from this sample, no more. None when the split is even."""
+    if items == 0 or a_only == b_only:
+        return None
+    from statistics import NormalDist
+
+    discordant = (a_only + b_only) / items
+    difference = (a_only - b_only) / items
+    z_alpha = NormalDist().inv_cdf(1 - alpha / 2)
+    z_power = NormalDist().inv_cdf(power)
+    root = z_alpha * math.sqrt(discordant) + z_power * math.sqrt(discordant - difference**2)
+    return math.ceil(root**2 / difference**2)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of several p-values tested together (each comparison's p
+    made larger so that the chance of any false "better" stays at the level asked)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def paired_difference(
+    items: int, a_only: int, b_only: int, z: float = 1.96
+) -> tuple[float, float, float]:
+    """The difference in accuracy of two modes on the same items (a's minus b's), with the
+    Bonett-Price adjusted Wald interval for paired proportions (95% by default)."""
+    if items == 0:
+        return 0.0, -1.0, 1.0
+    difference = (a_only - b_only) / items
+    p_a, p_b = (a_only + 1) / (items + 2), (b_only + 1) / (items + 2)
+    half = z * math.sqrt(max(0.0, p_a + p_b - (p_a - p_b) ** 2) / (items + 2))
+    centre = p_a - p_b
+    return difference, max(-1.0, centre - half), min(1.0, centre + half)
+
+
 def items_needed(items: int, a_only: int, b_only: int, alpha: float = 0.05) -> int | None:
     """About how many more items, answered like these, would make the difference significant:
     the discordant counts are scaled up in proportion until the test says p < alpha. None when

@@ -249,7 +249,7 @@ async def _chunks(
             yield chunk
     if include_usage:
         usage = _total([r.usage(r.run) for r in replies if r.run is not None])
-        yield replies[0]._chunk({}, usage=usage)
+        yield replies[0].usage_chunk(usage)
     yield b"data: [DONE]\n\n"
 
 

@@ -394,6 +394,10 @@ class Reply:
         }
         return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
 
+    def usage_chunk(self, usage: dict[str, Any]) -> bytes:
+        """The chunk that carries a stream's usage (the last before `[DONE]`)."""
+        return self._chunk({}, usage=usage)
+
     def _piece(self, part: str, text: str) -> bytes:
         """The chunk of one routed piece, inline thinking opened and closed around it."""
         if part == "start":
@@ -469,7 +473,7 @@ class Reply:
         log_usage(run, self.usage(run))
         yield b"".join(pending or []) + b"".join(self._ending(run))
         if include_usage:
-            yield self._chunk({}, usage=self.usage(run))
+            yield self.usage_chunk(self.usage(run))
         if done:
             yield b"data: [DONE]\n\n"
 

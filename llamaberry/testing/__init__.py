@@ -55,6 +55,12 @@ sets ``additionalProperties: false`` and lists every property as required) or is
 without structured outputs: every ``json_schema`` request is refused with 400 naming
 ``response_format``.
 
+Tools: ``Reply(text, tool_calls=({"name": ..., "arguments": {...}},))`` answers with tool
+calls (streamed as OpenAI does: the id and name, then the arguments in pieces) and ends with
+``finish_reason: "tool_calls"``; a request that declares no such tool (``RecordedRequest.tools``
+names those it does) is refused with 400, as no real model could call it. A request that asks
+for ``logprobs`` gets made-up ones for its reply's pieces.
+
 A reply longer than the request's ``max_completion_tokens`` (or ``max_tokens``) is cut at
 that many words, reasoning first, and ends with ``finish_reason: "length"``, as a real
 server's would. The ``"llamacpp"`` flavor first holds a JSON reply to its schema's

@@ -110,7 +110,11 @@ async def test_a_final_call_with_a_format_is_told_to_answer_in_it_and_comes_back
     synthesis = server.requests[-1]
     assert synthesis.body["response_format"] == SCHEMA
     assert not synthesis.stream
-    assert "JSON this request asks for" in synthesis.messages[-1]["content"]
+    assert synthesis.messages[-1]["role"] == "user"  # the instruction ends the user's turn
+    assert synthesis.messages[-1]["content"].endswith(
+        "that JSON takes the place of any other layout described above."
+    )
+    assert synthesis.messages[-2]["role"] != "user"
     assert run.calls[-1].final and run.calls[-1].reply == '{"count": 3}'
     assert run.calls[-1].response_format == "json_schema"
     assert not any(r.json_mode for r in server.requests[:-1])
@@ -153,3 +157,35 @@ async def test_without_a_passthrough_nothing_extra_is_sent(server: FakeServer, e
     sent = server.requests[-1].body
     assert not {"tools", "response_format", "stop", "seed", "top_p"} & set(sent)
     assert run.calls[-1].final and run.calls[-1].tool_calls == []
+
+
+async def test_steps_final_answer_carries_the_tools(server: FakeServer, engine: Engine):
+    steps = [
+        json.dumps({"title": f"T{n}", "content": f"step {n}", "next_action": action})
+        for n, action in ((1, "continue"), (2, "final_answer"))
+    ]
+    server.enqueue(*steps, Reply("", tool_calls=(CALL,)))
+    asked = Passthrough.of({"tools": TOOLS})
+    run = await collect(
+        engine.stream("steps", "Weather?", min_steps=1, max_steps=2, passthrough=asked)
+    )
+    assert [bool(r.tools) for r in server.requests] == [False, False, True]
+    assert run.calls[-1].final and run.calls[-1].tool_calls[0]["function"]["name"] == "get_weather"
+
+
+async def test_reflect_makes_one_closing_call_in_the_asked_form(server: FakeServer, engine: Engine):
+    chain = "<step>Spell it: s-t-r-a-w-b-e-r-r-y.</step>\n<answer>3</answer>"
+    server.enqueue(chain, Reply('{"count": 3}'))
+    asked = Passthrough.of({"response_format": SCHEMA})
+    run = await collect(engine.stream("reflect", "How many r?", passthrough=asked))
+    assert [r.json_mode for r in server.requests] == [False, True]
+    assert "<answer>\n3\n</answer>" in (server.requests[-1].user or "")
+    assert run.answer == "3" and run.calls[-1].final and run.calls[-1].reply == '{"count": 3}'
+
+
+async def test_without_a_format_or_tools_vote_and_reflect_make_no_closing_call(
+    server: FakeServer, engine: Engine
+):
+    server.reply_with(lambda request: "Answer: 3")
+    run = await collect(engine.stream("vote", "How many r?", samples=2))
+    assert len(server.requests) == 2 and not any(c.final for c in run.calls)

@@ -160,7 +160,8 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
     final = FinalAnswer(**reply.result_fields())
     result.final = final
     answer = _plain_answer(reply.text)
-    if not answer:
+    # A final call that called the caller's tools instead has said all it had to.
+    if not answer and not reply.tool_calls:
         why = f" (it was {cut_off_line(reply.cut_off_by)})" if reply.truncated else ""
         _fail(ctx, f"the model gave an empty final answer{why}")
     ctx.run.answer = answer

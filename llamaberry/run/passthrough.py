@@ -103,13 +103,21 @@ class Passthrough:
             extra["messages"] = self.messages
             return extra, messages, condensed
         if final and self.shaped:
-            told = Message(role="user", content=self.instruction())
-            messages = [*messages, told]
-            condensed = ([*form, told] for form in condensed)
+            messages = self._told(messages)
+            condensed = (self._told(form) for form in condensed)
         if self.system:
             messages = self._with_system(messages)
             condensed = (self._with_system(form) for form in condensed)
         return extra, messages, condensed
+
+    def _told(self, messages: list[Message]) -> list[Message]:
+        """`messages` with the instruction at the end of the last user message (a message of
+        its own would put two user turns in a row, which some chat templates refuse)."""
+        told = self.instruction()
+        if messages and messages[-1].role == "user":
+            last = messages[-1]
+            return [*messages[:-1], Message(role="user", content=f"{last.content}\n\n{told}")]
+        return [*messages, Message(role="user", content=told)]
 
     def _with_system(self, messages: list[Message]) -> list[Message]:
         """`messages` with the caller's system message ahead of the mode's own instructions."""
@@ -126,13 +134,13 @@ class Passthrough:
         if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema"):
             lines.append(
                 "Write your final reply as the JSON this request asks for, and nothing else: "
-                "that JSON takes the place of the sections described above."
+                "that JSON takes the place of any other layout described above."
             )
         if self.final_call.get("tools"):
             lines.append(
                 "Tools are available for this reply. If the answer needs one of them (to look "
                 "something up or to act), call it now rather than writing the answer; "
-                "otherwise answer as described above."
+                "otherwise answer as asked above."
             )
         return "\n".join(lines)
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from llamaberry import Engine
-from llamaberry.core.errors import ProviderUnavailableError
+from llamaberry.core.errors import ProviderError, ProviderUnavailableError
 from llamaberry.core.results import Message
 from llamaberry.providers.groq import GroqClient
 from llamaberry.providers.openai import OpenAICompatibleClient
@@ -121,6 +121,28 @@ async def test_a_reply_compressed_although_we_asked_for_none_is_decoded(
     reply = await answer(client)
     await client.aclose()
     assert reply.text == "squeezed words"
+
+
+async def test_a_reply_in_an_encoding_we_do_not_read_fails_once_with_its_own_line(
+    server: FakeServer, provider: str
+):
+    # Brotli (or any encoding but gzip and deflate) is not read: one line that names it, not
+    # the line of an oversized reply, and no retry (the same request would come back the same).
+    compressed = response(
+        chunked(b"\x1b\x03\x00\xf8", 16),
+        SSE,
+        b"Content-Encoding: br",
+        b"Transfer-Encoding: chunked",
+    )
+    server.enqueue(Fault.raw(compressed, close=False))
+    client = client_for(server, provider)
+    with pytest.raises(ProviderError) as caught:
+        await answer(client)
+    await client.aclose()
+    line = str(caught.value)
+    assert "compressed its reply as 'br', which we did not ask for and do not read" in line
+    assert "will not read" not in line and "bytes" not in line
+    assert len(server.requests) == 1
 
 
 async def test_an_interim_response_before_the_real_one_is_skipped(server: FakeServer):

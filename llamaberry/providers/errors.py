@@ -24,7 +24,7 @@ from llamaberry.core.errors import (
 )
 from llamaberry.core.redact import redact
 from llamaberry.providers.limits import parse_duration
-from llamaberry.providers.streams import ReplyTooLarge, StreamErrorEvent
+from llamaberry.providers.streams import ReplyTooLarge, StreamErrorEvent, UnreadableEncoding
 
 if TYPE_CHECKING:
     import ssl
@@ -66,6 +66,13 @@ def translate(error: Exception, endpoint: Endpoint) -> ProviderError:
     too_large = _in_chain(error, ReplyTooLarge)
     if too_large is not None:  # not retried: the same request would draw the same reply
         return ProviderError(f"{endpoint.where()} sent a reply we will not read: {too_large}.")
+    encoded = _in_chain(error, UnreadableEncoding)
+    if isinstance(encoded, UnreadableEncoding):  # not retried either: it would come the same way
+        return ProviderError(
+            f"{endpoint.where()} compressed its reply as {encoded.encoding!r}, which we did not "
+            "ask for and do not read (calls ask for an uncompressed reply); a proxy in between "
+            "may be compressing it."
+        )
     status = getattr(error, "status_code", None)
     if status is None and not isinstance(error, StreamErrorEvent):
         return _connection_error(error, endpoint)

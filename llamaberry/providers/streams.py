@@ -46,7 +46,16 @@ class Chunk:
 
 class ReplyTooLarge(Exception):
     """The upstream sent more than a chat reply ever needs (a body, or one event of a stream,
-    over its limit), or sent it in a form we did not ask for and cannot read."""
+    over its limit)."""
+
+
+class UnreadableEncoding(Exception):
+    """The upstream compressed its reply in an encoding we did not ask for and do not read
+    (calls ask for none; gzip and deflate are read anyway, within the size limits)."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(encoding)
+        self.encoding = encoding
 
 
 class StreamErrorEvent(Exception):

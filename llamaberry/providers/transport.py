@@ -12,7 +12,8 @@ The bounds (what a chat server never needs to exceed):
 - an error body is read up to `MAX_ERROR_BYTES` and cut there (its status and headers still
   say what happened);
 - calls ask for an uncompressed reply; a server that compresses anyway (gzip or deflate) is
-  decoded a bounded piece at a time, within the same limits, so a small bomb cannot grow;
+  decoded a bounded piece at a time, within the same limits, so a small bomb cannot grow; any
+  other encoding (br, zstd) fails the call with `UnreadableEncoding`, which names it;
 - a redirect's body is never read.
 """
 
@@ -26,7 +27,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from llamaberry.core.errors import InputError
-from llamaberry.providers.streams import ReplyTooLarge
+from llamaberry.providers.streams import ReplyTooLarge, UnreadableEncoding
 
 # A new connection must be made within this many seconds when little else is going on...
 CONNECT_TIMEOUT = 10.0
@@ -156,7 +157,7 @@ def _bounded(response: Any, request: Any, http: Any, stream_type: type) -> Any:
     headers = response.headers.copy()
     encoding = headers.pop("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-        raise ReplyTooLarge(f"the reply is in an encoding that was not asked for ({encoding})")
+        raise UnreadableEncoding(encoding)
     error = response.status_code >= 400
     limit = MAX_ERROR_BYTES if error else MAX_REPLY_BYTES
     declared = headers.get("content-length", "")

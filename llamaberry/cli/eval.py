@@ -173,19 +173,13 @@ def load_data(
 
 
 def command_provenance(sample: int | None, seed: int) -> list[tuple[str, str]]:
-    """The sample drawn and the command line, with any key on it blanked out."""
+    """The sample drawn and the command line (redacted: no key is ever shown)."""
     import shlex
 
     from llamaberry.core.redact import redact
 
-    words = ["llamaberry", *sys.argv[1:]]
-    for index, word in enumerate(words):
-        if word == "--api-key" and index + 1 < len(words):
-            words[index + 1] = "[redacted]"
-        elif word.startswith("--api-key="):
-            words[index] = "--api-key=[redacted]"
     drawn = f"{sample} items, seed {seed}" if sample is not None else "all items (no --sample)"
-    return [("sample", drawn), ("command", redact(shlex.join(words)))]
+    return [("sample", drawn), ("command", redact(shlex.join(["llamaberry", *sys.argv[1:]])))]
 
 
 class EvalProgress:

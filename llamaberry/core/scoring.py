@@ -631,20 +631,29 @@ def _math_answer(answer: str) -> str | None:
     return segment or None
 
 
-def prepare_math() -> None:
-    """Import math-verify (and sympy) now: a second or more, better spent before an eval starts
-    than in the middle of its event loop."""
-    import math_verify  # noqa: F401
+def prepare_math() -> str | None:
+    """Import math-verify (and sympy) now, a second or more better spent before an eval starts
+    than in the middle of its event loop; why it cannot be used, or None when it can."""
+    try:
+        import math_verify  # noqa: F401
+    except ImportError as error:
+        # latex2sympy2_extended ships parsers for antlr4 runtimes 4.9.3, 4.11 and 4.13.2 only;
+        # another installed alongside (pinned by some other package) makes it refuse to load.
+        return f"maths answers are compared as text only: math-verify cannot load ({error})"
+    return None
 
 
 def equivalent(answer: str, gold: str) -> bool:
-    """True when `answer` and `gold` (LaTeX or plain) are the same mathematical object."""
+    """True when `answer` and `gold` (LaTeX or plain) are the same mathematical object; False
+    too when that cannot be told (too large to give sympy, or math-verify cannot load)."""
     if not (_safe_for_sympy(answer) and _safe_for_sympy(gold)):
         return False
     import logging
 
-    from math_verify import parse, verify  # sympy: imported on first use only
-
+    try:
+        from math_verify import parse, verify  # sympy: imported on first use only
+    except ImportError:
+        return False
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" notice
     wanted = parse(_math_gold(gold), parsing_timeout=None)  # type: ignore[arg-type]
     found = parse(answer if "$" in answer else f"${answer}$", parsing_timeout=None)  # type: ignore[arg-type]

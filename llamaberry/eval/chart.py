@@ -71,7 +71,7 @@ def _draw_differences(axes: Any, report: Report, colours: dict[str, str]) -> Non
             fontsize="small",
         )
     axes.set_yticks(range(len(shown)), [m for m, _ in shown])
-    axes.set_ylim(-0.7, max(len(shown), 1) - 0.3)
+    axes.set_ylim(max(len(shown), 1) - 0.3, -0.7)  # the first mode on top
     low = min([h.low * 100 for _, h in shown] + [-10.0])
     high = max([h.high * 100 for _, h in shown] + [10.0])
     axes.set_xlim(low - 5, high + 5)

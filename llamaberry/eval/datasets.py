@@ -51,6 +51,8 @@ class Dataset(BaseModel):
     detected: str | None = None
     path: str | None = None
     sha256: str | None = None
+    # The file's item count when these items are a --sample of it.
+    drawn_from: int | None = None
 
 
 def load_dataset(
@@ -283,4 +285,5 @@ def sample(dataset: Dataset, k: int, seed: int = 0) -> Dataset:
     if k >= len(dataset.items):
         return dataset
     chosen = sorted(random.Random(seed).sample(range(len(dataset.items)), k))
-    return dataset.model_copy(update={"items": [dataset.items[i] for i in chosen]})
+    items = [dataset.items[i] for i in chosen]
+    return dataset.model_copy(update={"items": items, "drawn_from": len(dataset.items)})

@@ -287,7 +287,8 @@ def _head_to_head_table(report: Report) -> list[str]:
         "Difference: the first mode's accuracy minus the second's on the items both answered, "
         "with the Bonett-Price interval for paired proportions. The items needed for an 80% "
         "chance of detecting a difference come from the normal approximation to McNemar's "
-        "test, taking this sample's split as the truth: an estimate, no more.",
+        "test for the pair alone at p < 0.05, taking this sample's split as the truth: an "
+        "estimate, no more.",
     ]
     if several:
         lines += [

@@ -65,8 +65,9 @@ async def evaluate(
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit}).")
     items = dataset.items[:limit] if limit else dataset.items
+    unfit = None
     if any(item.scorer == "math" for item in items):
-        await asyncio.to_thread(prepare_math)  # sympy's import, off the event loop
+        unfit = await asyncio.to_thread(prepare_math)  # sympy's import, off the event loop
     if batcher is not None:
         concurrency = max(1, len(items) * len(chosen))  # a round holds every run's next call
     if engine.settings.provider in PRICED_PROVIDERS:
@@ -78,6 +79,8 @@ async def evaluate(
         if on_warning is not None:
             on_warning(line)
 
+    if unfit is not None:
+        warn(unfit)
     history = History(history_store(engine, store, warn), warn)
     await history.check()
     claims = Claims.beside(history.store, warn)
@@ -149,7 +152,7 @@ def provenance(
         lines.append((f"{mode} options", shown))
     lines += [
         ("dataset", dataset.path or f"built-in '{dataset.name}'"),
-        ("items", f"{items} of {len(dataset.items)}"),
+        ("items", f"{items} of {len(dataset.items)}" + _drawn(dataset)),
         ("dataset sha256", dataset.sha256 or "unknown"),
         ("format", dataset.detected or "as named by the command"),
         ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
@@ -283,6 +286,12 @@ async def _run_item(
         # only; nothing was sent, so there is no run to keep.
         return _refused(item, mode, str(error)), None
     return _result(item, mode, run, reused=False), run
+
+
+def _drawn(dataset: Dataset) -> str:
+    if dataset.drawn_from is None:
+        return ""
+    return f" (a sample of the file's {dataset.drawn_from})"
 
 
 def prepare_prices() -> None:

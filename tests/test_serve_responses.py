@@ -487,9 +487,6 @@ async def test_a_tool_call_goes_out_as_a_function_call_item(server: FakeServer, 
     await call_the_tool(server, endpoint)
 
 
-@pytest.mark.xfail(
-    reason="waits for #28: a chat conversation may end with a tool message (serve/schema.py)"
-)
 async def test_a_tool_result_sent_back_by_previous_response_id_reaches_upstream(
     server: FakeServer, endpoint: Endpoint
 ):

@@ -22,6 +22,7 @@ from llamaberry.providers.base import ChatClient
 from llamaberry.providers.limits import LimiterPool, RateLimiter
 from llamaberry.providers.retries import RetryPolicy
 from llamaberry.run.passthrough import Passthrough
+from llamaberry.run.replay import Replay
 from llamaberry.run.runner import RunStream, check_question, drive
 from llamaberry.store import Store, history_enabled
 
@@ -153,9 +154,16 @@ class Engine:
         history: Store | bool | None = True,
         settings: Mapping[str, Any] | None = None,
         passthrough: Passthrough | None = None,
+        resume: Run | None = None,
+        on_run: Callable[[Run], None] | None = None,
     ) -> AsyncIterator[Event]:
         """`stream` with the history's say: `eval_key` tags the saved run, `history` picks the
-        store (True: this engine's; False or None: not saved)."""
+        store (True: this engine's; False or None: not saved).
+
+        `resume` is an earlier run of this question that did not finish: each call of the new
+        run sent exactly as one of its finished calls was gets that call's reply, unsent
+        (`run.replay`). `on_run` is given the new `Run` at once, to keep even if the run is
+        cancelled before it yields its end."""
         spec = modes.get(mode)
         # Checked here, eagerly, so bad input fails before a generator (or a request) exists.
         chosen = modes.options_for(mode, options or {}, self.options)
@@ -165,7 +173,9 @@ class Engine:
         store = self.history if history is True else history or None
         own = self.run_settings(settings)
         client = self._client_for(own)
-        run = drive(client, own, spec, question, chosen, passthrough)
+        run = drive(client, own, spec, question, chosen, passthrough, Replay.of(resume))
+        if on_run is not None:
+            on_run(run.run)
         return self._consume(run, store, eval_key, client)
 
     def run_settings(self, settings: Mapping[str, Any] | None = None) -> Settings:

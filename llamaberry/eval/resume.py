@@ -90,6 +90,28 @@ class History:
             self._off(error)
             return None
 
+    async def find_unfinished(self, key: str) -> Run | None:
+        """The run stored under `key` that was stopped part way, if any (and the store works)."""
+        store = self.store
+        if store is None:
+            return None
+        try:
+            return await asyncio.to_thread(store.find_unfinished, key)
+        except Exception as error:
+            self._off(error)
+            return None
+
+    def save_now(self, run: Run, key: str, secret: str | None) -> None:
+        """Save `run` under `key` at once, on this thread: for a run stopped by Ctrl-C, whose
+        task may not get to await anything more. A failure is only told."""
+        store = self.store
+        if store is None:
+            return
+        try:
+            store.save(run, eval_key=key, redact=secret)
+        except Exception as error:
+            self._off(error)
+
     async def save(self, run: Run, key: str, secret: str | None) -> None:
         """Save `run` under `key`; a failure turns the store off instead of failing the eval."""
         async with self._saving:

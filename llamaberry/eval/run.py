@@ -13,7 +13,7 @@ from llamaberry import modes as registry
 from llamaberry.core.errors import InputError, RunFailedError, format_duration
 from llamaberry.core.prices import PRICED_PROVIDERS, cost_text, run_cost
 from llamaberry.core.redact import redact
-from llamaberry.core.results import Mode, Run
+from llamaberry.core.results import Mode, Run, Usage
 from llamaberry.core.scoring import parse_gold, prepare_math, score
 from llamaberry.engine import collect
 from llamaberry.eval.datasets import Dataset, Item
@@ -235,9 +235,10 @@ class _Runs:
                 if stored is not None:
                     result = _result(item, mode, stored, reused=True)
                 else:
+                    earlier = await self.history.find_unfinished(key)
                     tagged = self.batcher.run(key) if self.batcher else contextlib.nullcontext()
                     with tagged:
-                        result, run = await _run_item(self.engine, item, mode, self.own[mode])
+                        result, run = await self._run_item(item, mode, key, earlier)
                     if run is not None and self.batcher is not None:
                         run.settings["batch"] = True  # it came through the Batch API
                         result = result.model_copy(update={"batch": True})
@@ -251,6 +252,23 @@ class _Runs:
         finally:
             self.claims.release(key)
         return result
+
+    async def _run_item(
+        self, item: Item, mode: Mode, key: str, earlier: Run | None
+    ) -> tuple[ItemResult, Run | None]:
+        """Run one item through `mode`: its result, and the run to save (None when none was
+        made). The finished calls of an `earlier` run of it that was stopped are not paid for
+        again; a run stopped now (Ctrl-C) is saved at once with the calls it finished."""
+        started: list[Run] = []
+        try:
+            result, run = await _run_item(
+                self.engine, item, mode, self.own[mode], earlier, started.append
+            )
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            if started and started[0].calls:
+                self.history.save_now(_stopped(started[0]), key, self.secret)
+            raise
+        return result, run
 
     def _rate_limited(self, item: Item, mode: Mode) -> ItemResult | None:
         """The item skipped, when the endpoint's rate limit will not reset for a long while."""
@@ -273,12 +291,20 @@ async def default_concurrency(engine: Engine) -> int:
 
 
 async def _run_item(
-    engine: Engine, item: Item, mode: Mode, options: dict[str, object]
+    engine: Engine,
+    item: Item,
+    mode: Mode,
+    options: dict[str, object],
+    earlier: Run | None = None,
+    on_run: Callable[[Run], None] | None = None,
 ) -> tuple[ItemResult, Run | None]:
     """Run one item through `mode`: its result, and the run to save (None when none was made)."""
     try:
         # Not saved by the engine: the eval saves each run once, tagged with its key.
-        run = await collect(engine.open(mode, item.question, options, history=False))
+        events = engine.open(
+            mode, item.question, options, history=False, resume=earlier, on_run=on_run
+        )
+        run = await collect(events)
     except RunFailedError as error:
         run = error.run
     except InputError as error:
@@ -297,6 +323,17 @@ def _drawn(dataset: Dataset) -> str:
 def prepare_prices() -> None:
     """Load genai-prices' table now (about a second) rather than on the event loop."""
     import genai_prices  # noqa: F401
+
+
+def _stopped(run: Run) -> Run:
+    """`run` as it stands when its task is cancelled: settled as cancelled (the run's own
+    lifecycle does so when the cancellation reaches it first), its finished calls' cost."""
+    if run.status == "running":
+        run.status = "cancelled"
+        run.error = "cancelled before it finished"
+        run.error_kind = "cancelled"
+        run.usage = Usage.total([call.usage for call in run.calls])
+    return run
 
 
 # How often an item another eval is running is looked at again.

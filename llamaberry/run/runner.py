@@ -47,6 +47,7 @@ from llamaberry.providers.tokens import estimate_tokens
 from llamaberry.run.context import Fit, context_window, cut_off_by, fit
 from llamaberry.run.loops import LoopGuard, find_loop
 from llamaberry.run.passthrough import Passthrough, closing_messages
+from llamaberry.run.replay import Replay, played
 
 # C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -211,6 +212,7 @@ class RunContext:
         settings: Settings,
         run: Run,
         passthrough: Passthrough | None = None,
+        replay: Replay | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -218,6 +220,8 @@ class RunContext:
         self.reply: CallReply | None = None
         # What the caller asked of the upstream model beside the question (none: nothing).
         self.passthrough = passthrough or Passthrough()
+        # Calls an earlier, unfinished run of the same question already paid for.
+        self.replay = replay
 
     async def window(self) -> int | None:
         """The model's context window: the setting, else what the endpoint says (asked once)."""
@@ -275,7 +279,11 @@ class RunContext:
         if temperature is None:
             temperature = self.settings.temperature
         options = _options(json_mode, schema, plan.sent, temperature, extra)
-        stream = self.client.stream(plan.fit.messages, **options)  # type: ignore[arg-type]
+        replayed = self.replay.take(kind, index, record.messages) if self.replay else None
+        if replayed is not None:
+            stream = played(replayed)  # answered before: nothing is sent
+        else:
+            stream = self.client.stream(plan.fit.messages, **options)  # type: ignore[arg-type]
         try:
             # Closed at once when the loop guard stops reading, so the connection is dropped
             # and the server stops generating.
@@ -300,6 +308,8 @@ class RunContext:
         except BaseException as error:
             reading.failed(error)
             raise
+        if replayed is not None:
+            record.response_format = replayed.response_format
         if self.reply is not None and self.reply.looped:
             yield self.note(
                 kind,
@@ -405,7 +415,7 @@ class RunContext:
     def child(self) -> RunContext:
         """A context for one of several concurrent calls: the same client, settings and run,
         but its own `reply`, so calls in flight together do not overwrite each other's."""
-        return RunContext(self.client, self.settings, self.run, self.passthrough)
+        return RunContext(self.client, self.settings, self.run, self.passthrough, self.replay)
 
     async def closing_call(self, answer: str) -> AsyncIterator[Any]:
         """When the caller asked for a form (JSON, tools) and the mode reached its answer
@@ -518,6 +528,7 @@ def drive(
     question: str,
     options: Options,
     passthrough: Passthrough | None = None,
+    replay: Replay | None = None,
 ) -> RunStream:
     """Run `spec` as a mode: wrap its events in RunStarted/RunFinished and settle the run.
 
@@ -533,7 +544,7 @@ def drive(
         settings={**settings.public(), **options.model_dump(mode="json")},
         result=spec.result(mode=spec.name),
     )
-    context = RunContext(client, settings, run, passthrough)
+    context = RunContext(client, settings, run, passthrough, replay)
     return RunStream(run, _lifecycle(client, spec, context, options))
 
 

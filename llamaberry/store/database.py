@@ -259,6 +259,21 @@ class Store:
                 return found
         return None
 
+    def find_unfinished(self, eval_key: str) -> Run | None:
+        """The newest run tagged with `eval_key` that was stopped before it finished (cancelled,
+        or interrupted), if any: its finished calls need not be paid for again."""
+        self._sweep()
+        rows = self._execute(
+            "SELECT id, data FROM runs WHERE eval_key = ? "
+            "AND status IN ('cancelled', 'interrupted') ORDER BY started_at DESC LIMIT 5",
+            (eval_key,),
+        )
+        for row in rows:
+            found = _read(*row)
+            if isinstance(found, Run):
+                return found
+        return None
+
     def list_runs(
         self,
         *,

@@ -62,5 +62,6 @@ async def played(call: Call) -> AsyncIterator[StreamItem]:
         seconds=call.seconds,
         attempts=call.attempts,
         thinking=call.thinking,
+        response_format=call.response_format,  # type: ignore[arg-type]
         tool_calls=list(call.tool_calls),
     )

@@ -279,11 +279,7 @@ class RunContext:
         if temperature is None:
             temperature = self.settings.temperature
         options = _options(json_mode, schema, plan.sent, temperature, extra)
-        replayed = self.replay.take(kind, index, record.messages) if self.replay else None
-        if replayed is not None:
-            stream = played(replayed)  # answered before: nothing is sent
-        else:
-            stream = self.client.stream(plan.fit.messages, **options)  # type: ignore[arg-type]
+        stream = self._stream(record, plan, options)
         try:
             # Closed at once when the loop guard stops reading, so the connection is dropped
             # and the server stops generating.
@@ -308,8 +304,6 @@ class RunContext:
         except BaseException as error:
             reading.failed(error)
             raise
-        if replayed is not None:
-            record.response_format = replayed.response_format
         if self.reply is not None and self.reply.looped:
             yield self.note(
                 kind,
@@ -318,6 +312,15 @@ class RunContext:
                 f"{call_title(kind, index)} kept repeating itself, so it was stopped; its text "
                 "up to the loop is kept (--no-loop-guard lets a reply run on).",
             )
+
+    def _stream(self, record: Call, plan: _Plan, options: dict[str, Any]) -> AsyncIterator[Any]:
+        """The call's reply as a stream: the client's, or played back when an unfinished
+        earlier run of this question had this very call answered (then nothing is sent)."""
+        replay = self.replay
+        replayed = replay.take(record.kind, record.index, record.messages) if replay else None
+        if replayed is not None:
+            return played(replayed)
+        return self.client.stream(plan.fit.messages, **options)
 
     async def _fit(
         self,

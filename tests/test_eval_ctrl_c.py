@@ -14,16 +14,15 @@ import pytest
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Fault, RecordedRequest
 
-from .conftest import refine_script, sums
+from .conftest import refine_script, replies_in, sums
 from .test_eval import ctrl_c_as_in_a_terminal, stopped_by_ctrl_c
 
 
 def turn(request: RecordedRequest) -> str:
     """Which call of refine this is: 'turn N' or 'synthesis'."""
-    if "## Concise Answer" in (request.system or ""):
+    if "## Concise Answer" in (request.user or ""):
         return "synthesis"
-    earlier = (request.user or "").count('<turn number="')
-    return f"turn {earlier + 1}"
+    return f"turn {len(replies_in(request)) + 1}"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a process group")
@@ -57,7 +56,10 @@ def test_ctrl_c_saves_runs_in_flight_and_the_rerun_pays_only_for_what_had_not_fi
     )
     deadline = time.monotonic() + 60
     while sum(turn(r) == "turn 3" for r in fake_server.requests) < 2:
-        assert time.monotonic() < deadline, "the third turns were never asked for"
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate()
+            raise AssertionError(f"the third turns were never asked for:\n{err.decode()}")
         time.sleep(0.05)
     paid = len(fake_server.requests) - 2  # two turns of each item were answered
     assert paid == 4

@@ -3,7 +3,7 @@
 Every case is (name, reply, gold, reading): `reading` is what the scorer must read as the answer
 (a number's value, a choice letter, yes/no), whether or not it matches the gold; for text and
 maths golds, `reading` is the gold when a careful grader marks the reply right and anything
-else when wrong. A gold may be a list: the first is the gold, the rest its aliases.
+else when wrong; an empty `reading` means the reply holds no answer at all (unreadable). A gold may be a list: the first is the gold, the rest its aliases.
 
 `CLASSES` groups the cases by the kind of misreading they guard against, each with right and
 wrong answers (a scorer that says "right" too easily fails the wrong ones). Several cases
@@ -313,6 +313,12 @@ WHICH_NUMBER: list[tuple[str, str, str | list[str], str]] = [
         "6 boxes of 8 make 46 eggs. Let me know if you want the 2 other ways to count!",
         "48",
         "46",
+    ),
+    (
+        "a reply that is only a courtesy holds no answer",
+        "Good question! I hope this helps with your 3 exams!",
+        "3",
+        "",
     ),
     ("subtraction is not a sign", "3 - 10 = -7, so it is -7 degrees.", "-7", "-7"),
 ]

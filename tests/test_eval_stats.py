@@ -130,3 +130,33 @@ def test_the_report_opens_with_its_bottom_line_and_ends_with_what_produced_it():
     assert "significant (p = 0.0059, Holm-adjusted)" in bottom
     assert "5.0× the tokens" in bottom and "unknown price" in bottom
     assert lines[-3:] == ["", "- llamaberry: 9.9", "- dataset sha256: abc"]
+
+
+def test_an_unreadable_reply_is_counted_apart_in_the_bar_the_report_and_the_file(
+    fake_server, tmp_path
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from llamaberry.cli import cli
+
+    path = tmp_path / "two.jsonl"
+    path.write_text(
+        '{"question": "1 + 1?", "answer": "2"}\n{"question": "2 + 2?", "answer": "4"}\n'
+    )
+    fake_server.reply_with(lambda r: "I would rather not say." if "1 + 1" in r.user else "It is 4.")
+    env = {"GROQ_API_KEY": "k", "GROQ_BASE_URL": fake_server.groq_base_url}
+    env["LLAMABERRY_HISTORY"] = "0"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["eval", str(path), "--modes", "single", "-o", str(out)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "unreadable 1" in result.stderr
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["correct"], r["unreadable"]) for r in rows] == [(False, True), (True, False)]
+    line = next(
+        x for x in (out / "report.md").read_text().splitlines() if x.startswith("| single |")
+    )
+    assert line.split(" | ")[3:5] == ["1 / 2", "1"]

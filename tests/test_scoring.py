@@ -33,6 +33,9 @@ def test_the_scorer_reads_the_answer_a_person_would(
 ):
     first, aliases = _golds(gold)
     verdict = score(reply, first, also=aliases)
+    if reading == "":  # nothing a careful reader would take as an answer
+        assert verdict.unreadable and not verdict.correct, verdict
+        return
     if infer_scorer(first) in ("contains", "math"):
         # Text and maths: the verdict is what matters; something must have been read.
         assert verdict.predicted is not None, verdict

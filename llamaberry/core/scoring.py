@@ -442,7 +442,7 @@ def read_number(answer: str) -> tuple[Fraction, str] | None:
         if found:
             return found
     # Nowhere an answer usually sits: the last number of the reply, labels left out.
-    anywhere = numbers(_delatex(_strip_labels(answer)))
+    anywhere = numbers(_delatex(_strip_labels(_without_pleasantries(answer))))
     return anywhere[-1] if anywhere else None
 
 

@@ -399,3 +399,66 @@ async def test_engines_given_one_limiter_pace_as_one(server: FakeServer):
         await asyncio.gather(a.single("1"), b.single("2"), a.single("3"))
     arrivals.sort()
     assert arrivals[2] - arrivals[0] >= 0.95
+
+
+def _client_of(provider: str):
+    if provider == "groq":
+        return GroqClient(api_key="test-key", base_url="http://127.0.0.1:9/", model="m", timeout=7)
+    return OpenAICompatibleClient(
+        api_key=None, base_url="http://127.0.0.1:9/v1", model="m", timeout=7
+    )
+
+
+def _sdk_failures(provider: str):
+    """A call's failures with no HTTP status, as each library raises them, and the line each
+    must read as: the SDK's, its httpx module's (groq: httpx, openai: httpx2), aiohttp's."""
+    import importlib
+
+    import aiohttp
+
+    sdk = importlib.import_module(provider)
+    http = importlib.import_module("httpx" if provider == "groq" else "httpx2")
+    request = http.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    where = "endpoint"  # its URL is named once its SDK client is built (not here)
+    return [
+        (sdk.APITimeoutError(request=request), "did not answer within 7s"),
+        (sdk.APIConnectionError(request=request), f"Could not reach the {provider} {where}"),
+        (http.ConnectTimeout("slow", request=request), f"Could not connect to the {provider}"),
+        (http.ReadTimeout("slow", request=request), "did not answer within 7s"),
+        (http.ReadError("reset", request=request), f"Could not reach the {provider} {where}"),
+        (http.UnsupportedProtocol("ftp"), "the base URL is not usable"),
+        (aiohttp.ClientPayloadError("cut"), f"Could not reach the {provider} {where}"),
+        (aiohttp.ServerTimeoutError("slow"), "did not answer within 7s"),
+        (ConnectionResetError(104, "reset"), f"Could not reach the {provider} {where}"),
+    ]
+
+
+async def test_a_failure_with_no_status_is_read_by_its_public_type(provider: str):
+    client = _client_of(provider)
+    for error, line in _sdk_failures(provider):
+        translated = client._translate(error)
+        assert line in str(translated), (type(error), str(translated))
+        assert translated.status_code is None
+
+
+async def test_a_failure_is_not_read_by_its_class_name(provider: str):
+    # Named like a timeout and a connection error, but neither: no retry-worthy timeout line.
+    class ConnectionTimeoutSetting(ValueError):
+        pass
+
+    translated = _client_of(provider)._translate(ConnectionTimeoutSetting("bad"))
+    assert type(translated).__name__ == "ProviderUnavailableError"
+    assert str(translated) == f"{provider}: ConnectionTimeoutSetting: bad"
+
+
+async def test_a_refusal_is_read_from_the_sdks_status_error_by_its_status_code(provider: str):
+    import importlib
+
+    sdk = importlib.import_module(provider)
+    http = importlib.import_module("httpx" if provider == "groq" else "httpx2")
+    request = http.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    refused = sdk.APIStatusError(
+        "busy", response=http.Response(503, request=request), body={"error": {"message": "busy"}}
+    )
+    translated = _client_of(provider)._translate(refused)
+    assert translated.status_code == 503 and "failed with HTTP 503: busy" in str(translated)

@@ -1,15 +1,19 @@
 """Turning an SDK's or HTTP library's exception into one of our typed errors, with one readable
 line that says what happened and what to do.
 
-The SDKs' exceptions are read through what they document (`status_code`, `body`, `response`),
-and transport errors by their class names, so both SDKs (and httpx's fork under openai, and
-aiohttp under both) are read the same way.
+One place decides: a refusal is read from the SDK's `APIStatusError` (its documented
+`status_code`, `body` and `response`) by status code and the body's error code; a call that got no
+answer is matched by type against `Failures`, one table of the public exception types of the SDK
+(`APITimeoutError`, `APIConnectionError`), of the httpx module under it (groq's httpx, openai's
+fork httpx2) and of aiohttp, each with what it means.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from llamaberry.core.errors import (
@@ -58,7 +62,51 @@ def timed_out(provider: str, timeout: float) -> str:
     )
 
 
-def translate(error: Exception, endpoint: Endpoint) -> ProviderError:
+# What a call that got no answer means: a function from the error and its endpoint to our error.
+NoAnswer = Callable[[Exception, "Endpoint"], ProviderError]
+
+
+@dataclass(frozen=True)
+class Failures:
+    """The exception types one SDK's calls raise, and what each means (see `failures_of`)."""
+
+    refused: type[Any]  # the SDK's APIStatusError: the endpoint answered with an HTTP error
+    no_answer: tuple[tuple[tuple[type[BaseException], ...], NoAnswer], ...]  # first match wins
+
+    def status_of(self, error: Exception) -> int | None:
+        """The HTTP status `error` carries, if it is the endpoint's refusal."""
+        return error.status_code if isinstance(error, self.refused) else None
+
+    def meaning(self, error: Exception) -> NoAnswer:
+        """What a failure with no HTTP status means, by the first type in the table it is."""
+        for kinds, meaning in self.no_answer:
+            if isinstance(error, kinds):
+                return meaning
+        return _other_failure
+
+
+@functools.cache
+def failures_of(sdk: ModuleType, http: ModuleType) -> Failures:
+    """The table for one SDK (`groq`, `openai`) over its httpx module (`httpx`, `httpx2`).
+
+    The SDK wraps what its HTTP library raises while sending; what is raised while a reply's
+    body is read comes from the httpx module as is (translated from aiohttp's by the backend);
+    aiohttp's own and the OS's are there for anything that reaches us unwrapped.
+    """
+    import aiohttp
+
+    return Failures(
+        refused=sdk.APIStatusError,
+        no_answer=(
+            ((http.InvalidURL, http.UnsupportedProtocol), _unusable_url),
+            ((http.ConnectTimeout,), _connect_timed_out),
+            ((sdk.APITimeoutError, http.TimeoutException, TimeoutError), _call_timed_out),
+            ((sdk.APIConnectionError, http.HTTPError, aiohttp.ClientError, OSError), _unreachable),
+        ),
+    )
+
+
+def translate(error: Exception, endpoint: Endpoint, failures: Failures) -> ProviderError:
     """Turn an SDK exception into one of our typed errors with a readable line."""
     refused = _certificate_refusal(error)
     if refused is not None:  # not retried: a certificate that failed will fail again
@@ -73,9 +121,9 @@ def translate(error: Exception, endpoint: Endpoint) -> ProviderError:
             "ask for and do not read (calls ask for an uncompressed reply); a proxy in between "
             "may be compressing it."
         )
-    status = getattr(error, "status_code", None)
+    status = failures.status_of(error)
     if status is None and not isinstance(error, StreamErrorEvent):
-        return _connection_error(error, endpoint)
+        return failures.meaning(error)(error, endpoint)
     code, message = _error_details(error)
     if status == 401:
         return AuthenticationError(
@@ -111,14 +159,14 @@ def translate(error: Exception, endpoint: Endpoint) -> ProviderError:
     return _by_status(status, message, _headers_of(error), endpoint)
 
 
-def refuses_schema(error: Exception) -> bool:
+def refuses_schema(error: Exception, failures: Failures) -> bool:
     """Whether an SDK error is the endpoint refusing `response_format` of type json_schema.
 
     Groq says "This model does not support response format `json_schema`", OpenAI names the
     parameter ("param": "response_format"), older llama.cpp servers say the type must be
     "text" or "json_object"; some servers answer 422 for a field they do not know.
     """
-    if getattr(error, "status_code", None) not in (400, 422):
+    if failures.status_of(error) not in (400, 422):
         return False
     code, message = _error_details(error)
     if code == "json_validate_failed":
@@ -160,21 +208,26 @@ def _untrusted(refused: ssl.SSLCertVerificationError, endpoint: Endpoint) -> Pro
     )
 
 
-def _connection_error(error: Exception, endpoint: Endpoint) -> ProviderError:
-    """An error with no HTTP status: the request did not get an answer."""
-    name = type(error).__name__
-    if name in ("InvalidURL", "UnsupportedProtocol"):  # not worth a retry
-        return ProviderError(f"{endpoint.provider}: the base URL is not usable: {error}")
-    if name == "ConnectTimeout":
-        return ProviderTimeoutError(f"Could not connect to {endpoint.where()} in time.")
-    if "Timeout" in name:
-        return ProviderTimeoutError(timed_out(endpoint.provider, endpoint.timeout))
-    transport = type(error).__module__.startswith(("httpx", "httpcore", "h11"))
-    if "Connection" in name or transport or isinstance(error, OSError):
-        return ProviderUnavailableError(
-            f"Could not reach {endpoint.where()}: the connection failed or was dropped."
-        )
-    return ProviderUnavailableError(f"{endpoint.provider}: {name}: {error}")
+def _unusable_url(error: Exception, endpoint: Endpoint) -> ProviderError:
+    return ProviderError(f"{endpoint.provider}: the base URL is not usable: {error}")
+
+
+def _connect_timed_out(error: Exception, endpoint: Endpoint) -> ProviderError:
+    return ProviderTimeoutError(f"Could not connect to {endpoint.where()} in time.")
+
+
+def _call_timed_out(error: Exception, endpoint: Endpoint) -> ProviderError:
+    return ProviderTimeoutError(timed_out(endpoint.provider, endpoint.timeout))
+
+
+def _unreachable(error: Exception, endpoint: Endpoint) -> ProviderError:
+    return ProviderUnavailableError(
+        f"Could not reach {endpoint.where()}: the connection failed or was dropped."
+    )
+
+
+def _other_failure(error: Exception, endpoint: Endpoint) -> ProviderError:
+    return ProviderUnavailableError(f"{endpoint.provider}: {type(error).__name__}: {error}")
 
 
 def _too_long(error: Exception, code: str, message: str) -> bool:

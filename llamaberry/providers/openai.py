@@ -19,6 +19,7 @@ class OpenAICompatibleClient(SDKClient):
     provider = "openai"
     key_variable = "OPENAI_API_KEY"
     own_server = True
+    _sdk_name = "openai"
     _http_name = "httpx2"
 
     def __init__(self, *, api_key: str | None, base_url: str | None = None, **kwargs: Any):

@@ -40,7 +40,9 @@ from llamaberry.providers.discovery import (
 )
 from llamaberry.providers.errors import (
     Endpoint,
+    Failures,
     SchemaRefusedError,
+    failures_of,
     refuses_schema,
     timed_out,
     translate,
@@ -81,7 +83,9 @@ class SDKClient(ChatClient):
     # Set by each provider's constructor; the key lives here and nowhere else.
     _api_key: str
     _base_url: str | None
-    # The name of the httpx module the SDK is built on (groq: httpx; openai: its fork httpx2).
+    # The SDK's package, and the httpx module it is built on (groq: httpx; openai: its fork
+    # httpx2): their public exception types are what a failed call raises (see errors.py).
+    _sdk_name = "groq"
     _http_name = "httpx"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -506,7 +510,7 @@ class SDKClient(ChatClient):
 
     def _failed(self, error: Exception, fmt: ResponseFormat | None) -> ProviderError:
         """Our error for an attempt that raised `error` (an SDK's, or its HTTP library's)."""
-        if fmt == "json_schema" and refuses_schema(error):
+        if fmt == "json_schema" and refuses_schema(error, self._failures()):
             return SchemaRefusedError(
                 f"{self.provider} does not take a JSON schema for {self.model}",
                 status_code=getattr(error, "status_code", None),
@@ -524,7 +528,12 @@ class SDKClient(ChatClient):
         where = Endpoint(
             self.provider, self.model, url, self.timeout, self.key_variable, self._models
         )
-        return translate(error, where)
+        return translate(error, where, self._failures())
+
+    def _failures(self) -> Failures:
+        """The exception types this client's SDK and its HTTP library raise, and their meaning."""
+        sdk = importlib.import_module(self._sdk_name)
+        return failures_of(sdk, importlib.import_module(self._http_name))
 
     def _timed_out(self) -> str:
         return timed_out(self.provider, self.timeout)

@@ -68,9 +68,9 @@ async def groq_cache_share(layout: Layout) -> tuple[int, int]:
     async with FakeServer(default="ok") as server, httpx.AsyncClient() as http:
         for messages in requests_of(layout, replies):
             body = {"model": "openai/gpt-oss-120b", "messages": messages}
-            usage = (await http.post(f"{server.groq_base_url}/chat/completions", json=body)).json()[
-                "usage"
-            ]
+            usage = (
+                await http.post(f"{server.groq_base_url}/openai/v1/chat/completions", json=body)
+            ).json()["usage"]
             sent += usage["prompt_tokens"]
             cached += usage["prompt_tokens_details"]["cached_tokens"]
     return cached, sent
@@ -114,12 +114,13 @@ async def embedded_run(layout: Layout, max_tokens: int) -> dict[str, float]:
     try:
         replies: list[str] = []
         calls = []
-        async with httpx.AsyncClient(timeout=600) as http:
-            for k in range(TURNS + 1):
-                messages = requests_of(layout, [*replies, "", "", ""])[k]
+        for k in range(TURNS + 1):
+            messages = requests_of(layout, [*replies, "", "", ""])[k]
+            # A connection per call: llama.cpp closes one after a streamed reply.
+            async with httpx.AsyncClient(timeout=600) as http:
                 call = await _call(http, server.openai_base_url, messages, max_tokens)
-                calls.append(call)
-                replies.append(call["text"])
+            calls.append(call)
+            replies.append(call["text"])
     finally:
         server.stop()
     sent = sum(c["usage"].get("prompt_tokens", 0) for c in calls)

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 
 from llamaberry.core.prices import cost_text, dollars, price, price_calls, run_cost
 from llamaberry.core.results import Call, Message, Run, Usage
+from llamaberry.eval import build_report
+from llamaberry.eval.results import ItemResult
+from llamaberry.eval.run import price_summaries
 
 WHEN = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -90,3 +93,38 @@ def test_importing_the_package_and_the_price_module_does_not_load_the_price_tabl
     code = "import sys, llamaberry, llamaberry.core.prices\nprint('genai_prices' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _item(mode: str, item: int, cost: float | None) -> ItemResult:
+    return ItemResult(
+        item=item,
+        mode=mode,
+        question="q",
+        gold="3",
+        scorer="number",
+        status="ok",
+        correct=True,
+        predicted="3",
+        answer="3",
+        error=None,
+        tokens=100,
+        cost=cost,
+        seconds=1.0,
+        run_id=None,
+        reused=False,
+    )
+
+
+def test_each_eval_mode_s_cost_per_item_is_given_beside_single_s():
+    results = [_item("single", i, 0.0005) for i in (1, 2)]
+    results += [_item("refine", i, 0.0031) for i in (1, 2)]
+    results += [_item("steps", 1, 0.002), _item("steps", 2, None)]
+    report = build_report("d", "m", ["single", "refine", "steps"], results)
+    price_summaries(report.summaries, "groq")
+    cost = {s.mode: s.cost for s in report.summaries}
+    assert cost["single"] == "$0.00050"
+    assert cost["refine"] == "$0.0031, 6.2x single"
+    # One item of unknown price makes the mode's price unknown, never a partial sum.
+    assert cost["steps"] == "unknown price"
+    price_summaries(report.summaries, "local")
+    assert {s.cost for s in report.summaries} >= {"free (local model)"}

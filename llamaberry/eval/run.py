@@ -18,7 +18,7 @@ from llamaberry.core.scoring import parse_gold, prepare_math, score
 from llamaberry.engine import collect
 from llamaberry.eval.datasets import Dataset, Item
 from llamaberry.eval.report import build_report
-from llamaberry.eval.results import ItemResult, Report, StageScore
+from llamaberry.eval.results import ItemResult, ModeSummary, Report, StageScore
 from llamaberry.eval.resume import Claims, History, eval_key, history_store
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ async def evaluate(
     if batcher is not None:
         report.batch = batcher.summary()
     report.warnings = warnings
-    for summary in report.summaries:
-        summary.cost = cost_text(summary.mean_cost, engine.settings.provider)
+    price_summaries(report.summaries, engine.settings.provider)
     report.provenance = provenance(engine, dataset, len(items), chosen, own, runs.served)
     return report
 
@@ -357,6 +356,15 @@ def _refused(item: Item, mode: Mode, error: str, *, status: str = "failed") -> I
         run_id=None,
         reused=False,
     )
+
+
+def price_summaries(summaries: list[ModeSummary], provider: str) -> None:
+    """Each mode's cost per item in words: '$0.0031, 6.1x single', 'unknown price'."""
+    single = next((s.mean_cost for s in summaries if s.mode == "single"), None)
+    for summary in summaries:
+        summary.cost = cost_text(summary.mean_cost, provider)
+        if summary.mean_cost is not None and single and summary.mode != "single":
+            summary.cost += f", {summary.mean_cost / single:.1f}x single"
 
 
 def stage_answers(run: Run) -> list[tuple[str, str]]:

@@ -150,3 +150,16 @@ async def test_serve_reports_the_run_s_cached_tokens(server: FakeServer):
     assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
     cached = reply.usage.prompt_tokens_details.cached_tokens
     assert cached is not None and 0 < cached < reply.usage.prompt_tokens
+
+
+async def test_eval_keeps_each_run_s_cached_tokens(server: FakeServer, tmp_path):
+    from llamaberry.eval import evaluate, load_dataset
+
+    server.reply_with(refine_script)
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"question": QUESTION, "answer": "3"}) + "\n")
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        report = await evaluate(engine, load_dataset(path), ("refine",))
+    [result] = report.results
+    assert result.cached_tokens > 0 and result.cost is None
+    assert report.summaries[0].cost == "unknown price"

@@ -38,6 +38,8 @@ class ItemResult(BaseModel):
     seconds: float
     # Dollars the run cost by genai-prices' table; None where the price is unknown.
     cost: float | None = None
+    # Of the run's prompt tokens, those the server read from its prompt cache.
+    cached_tokens: int = 0
     queued_seconds: float = 0.0
     run_id: str | None
     reused: bool

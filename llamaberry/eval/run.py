@@ -398,6 +398,7 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         answer=run.answer,
         error=run.error,
         tokens=run.usage.total_tokens,
+        cached_tokens=run.usage.cached_tokens,
         cost=run_cost(run),
         # The time the mode took, not the time it waited for a free slot at the server.
         seconds=round(max(0.0, run.seconds - run.queued_seconds), 3),

@@ -60,7 +60,10 @@ _RUN: contextvars.ContextVar[_RunTag | None] = contextvars.ContextVar("batch_run
 @dataclass
 class _RunTag:
     key: str
-    calls: int = 0
+    # How many calls of each body the run has made: a request is named by its run, its body
+    # and this count, never by its place among the run's calls, so calls a resumed run
+    # replays from the history (run/replay.py) do not shift the names of those it sends.
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,13 +171,15 @@ class Batcher:
         tag = _RUN.get()
         if tag is None:
             raise RuntimeError("a batch call outside Batcher.run()")
-        tag.calls += 1
         encoded = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        body_hash = hashlib.sha256(encoded).hexdigest()[:32]
+        seen = tag.calls[body_hash] = tag.calls.get(body_hash, 0) + 1
+        run = hashlib.sha256(tag.key.encode()).hexdigest()[:16]
         item = _Pending(
             run=tag.key,
-            custom_id=f"{hashlib.sha256(tag.key.encode()).hexdigest()[:20]}-{tag.calls}",
+            custom_id=f"{run}-{body_hash[:12]}-{seen}",
             body=body,
-            body_hash=hashlib.sha256(encoded).hexdigest()[:32],
+            body_hash=body_hash,
             future=asyncio.get_running_loop().create_future(),
         )
         self._pending.append(item)

@@ -219,12 +219,7 @@ class FakeServer:
         self._cached_prompts: deque[tuple[str, list[Any]]] = deque(maxlen=_CACHED_PROMPTS)
         self._ids = itertools.count(1)
 
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
-        self._thread_stop: asyncio.Event | None = None
+        self._not_serving_yet()
 
         # The Batch API (/files, /batches): its files, batches and faults (see testing.batches).
         self.batches = BatchDesk(self._batch_line)
@@ -234,6 +229,18 @@ class FakeServer:
         # HTTPS: the server's TLS context, and the PEM file of the CA a client must trust.
         self._tls: ssl.SSLContext | None = None
         self.ca_file: str | None = None
+        self._use_tls(tls)
+
+    def _not_serving_yet(self) -> None:
+        # Set by start(), in the loop that serves (or a thread of its own, for sync tests).
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._thread_stop: asyncio.Event | None = None
+
+    def _use_tls(self, tls: bool | Sequence[str]) -> None:
         if isinstance(tls, str):
             raise TypeError("tls takes True or a list of names, not one string")
         if tls:

@@ -74,14 +74,19 @@ def test_the_engine_takes_exactly_the_endpoint_settings_declared_for_it():
 
 
 def test_every_provider_in_the_table_builds_its_own_client_class():
+    from llamaberry.core import providers as table
     from llamaberry.core.settings import Settings
-    from llamaberry.providers import PROVIDERS, client_class
+    from llamaberry.providers import CLIENTS, PROVIDERS, client_class
     from llamaberry.providers.base import ChatClient
 
     assert set(PROVIDERS) == set(Settings.model_fields["provider"].annotation.__args__)
+    # The rows (core) and the client modules (providers) name the same providers, in order.
+    assert tuple(CLIENTS) == table.NAMES == tuple(r.name for r in table.ROWS) == PROVIDERS
+    assert Settings.model_fields["provider"].default == table.DEFAULT.name
     for name in PROVIDERS:
         cls = client_class(name)
         assert issubclass(cls, ChatClient) and cls.provider == name
+        assert cls.row is table.PROVIDERS[name]
 
 
 def test_an_unknown_provider_is_one_line_naming_the_choices():

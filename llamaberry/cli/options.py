@@ -122,7 +122,7 @@ def endpoint_params() -> list[click.Parameter]:
     from llamaberry.core.settings import (
         ENVIRONMENT,
         FLAG_SETTINGS,
-        LOCAL_DEFAULTS,
+        KEYLESS_DEFAULTS,
         Settings,
         ways,
     )
@@ -131,8 +131,8 @@ def endpoint_params() -> list[click.Parameter]:
     for name in FLAG_SETTINGS:
         field = Settings.model_fields[name]
         shown = ways(name).get("shown_default", _shown_default(field.default))
-        if name in LOCAL_DEFAULTS:  # what a run on the embedded model gets instead
-            shown += f"; {_shown_default(LOCAL_DEFAULTS[name])} without a key"
+        if name in KEYLESS_DEFAULTS:  # what a run on the embedded model gets instead
+            shown += f"; {_shown_default(KEYLESS_DEFAULTS[name])} without a key"
         where = ([f"default {shown}"] if shown else []) + [f"env {ENVIRONMENT[name]}"]
         help_text = f"{(field.description or name).rstrip('.')} [{'; '.join(where)}]."
         made.append(flag_for(name, field, help_text))

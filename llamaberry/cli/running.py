@@ -25,17 +25,13 @@ T = TypeVar("T")
 
 def make_engine(params: dict[str, Any], **extra: Any) -> Engine:
     """Build an engine from the endpoint flags a command received."""
+    from llamaberry.core.providers import PROVIDERS
     from llamaberry.engine import Engine  # pydantic and friends load only when a command runs
-    from llamaberry.providers.openai import OPENAI_API_URL
 
     engine = Engine(settings=endpoint_settings(params), **extra)
-    if engine.settings.provider == "openai" and engine.settings.base_url is None:
-        # Said out loud: a forgotten --base-url would otherwise send every question to OpenAI.
-        click.echo(
-            f"note: no --base-url, so this uses OpenAI's own API ({OPENAI_API_URL}); for a "
-            "local server give --base-url http://HOST:PORT/v1 or set OPENAI_BASE_URL.",
-            err=True,
-        )
+    note = PROVIDERS[engine.settings.provider].without_base_url
+    if note and engine.settings.base_url is None:
+        click.echo(f"note: {note}", err=True)
     if engine.settings.embedded:
         # The model itself starts on the first call, not here (the engine is instant).
         click.echo(embedded_notice(engine.model) + ".", err=True)
@@ -64,10 +60,13 @@ def check_usage(
 
 
 def embedded_notice(model: str) -> str:
-    """The one line that says the embedded model runs, and how to use Groq instead."""
+    """The one line that says the embedded model runs, and how to use the default provider
+    (Groq) instead."""
+    from llamaberry.core.providers import DEFAULT
+
     return (
-        f"note: no GROQ_API_KEY, so this runs on the embedded {model}, a tiny local demo "
-        "model, not a reasoner; set GROQ_API_KEY to use Groq"
+        f"note: no {DEFAULT.key_variable}, so this runs on the embedded {model}, a tiny local "
+        f"demo model, not a reasoner; set {DEFAULT.key_variable} to use {DEFAULT.title}"
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llamaberry.core.providers import DEFAULT, PROVIDERS
 from llamaberry.core.redact import redact
 
 if TYPE_CHECKING:
@@ -39,26 +40,14 @@ class InputError(LlamaberryError, ValueError):
 
 
 class MissingKeyError(LlamaberryError):
-    """No API key where one is needed: Groq, or OpenAI's own API (no base URL given).
-
-    Local OpenAI-compatible servers may take no key, so only those two need one.
-    """
+    """No API key where the provider needs one (its row's `needs_key`): Groq always, OpenAI's
+    own API (no base URL given); a server of one's own may take none. The line is the row's."""
 
     kind = "missing_key"
 
-    def __init__(self, provider: str = "groq") -> None:
-        if provider == "openai":
-            message = (
-                "--provider openai without --base-url means OpenAI's own API, which needs "
-                "OPENAI_API_KEY; for a local OpenAI-compatible server give --base-url "
-                "http://HOST:PORT/v1 (or set OPENAI_BASE_URL)."
-            )
-        else:
-            message = (
-                "No API key: set GROQ_API_KEY (get one at console.groq.com), or use "
-                "--provider openai --base-url URL for a local OpenAI-compatible server."
-            )
-        super().__init__(message)
+    def __init__(self, provider: str = DEFAULT.name) -> None:
+        row = PROVIDERS.get(provider)
+        super().__init__(row.missing_key if row and row.missing_key else DEFAULT.missing_key)
 
 
 class ProviderError(LlamaberryError):

@@ -24,13 +24,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from llamaberry.core.providers import PROVIDERS, ROWS
 from llamaberry.core.results import Usage
 
 if TYPE_CHECKING:
     from llamaberry.core.results import Run
 
-# Our provider names that genai-prices knows by the same id. `local` is deliberately absent.
-PRICED_PROVIDERS = frozenset({"groq", "openai"})
+# The providers someone bills (their rows say so), which genai-prices knows by the same id;
+# `local` is not billed.
+PRICED_PROVIDERS = frozenset(row.name for row in ROWS if row.billed)
 UNKNOWN = "unknown price"
 FREE = "free (local model)"
 
@@ -114,4 +116,5 @@ def cost_text(cost: float | None, provider: str) -> str:
     """'$0.0012', 'unknown price', or 'free (local model)' for the local provider."""
     if cost is not None:
         return dollars(cost)
-    return FREE if provider == "local" else UNKNOWN
+    row = PROVIDERS.get(provider)
+    return FREE if row is not None and not row.billed else UNKNOWN

@@ -18,12 +18,18 @@ import threading
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from llamaberry.core.providers import ROWS
+
 REDACTED = "[redacted]"
 # Shorter strings are not keys worth hiding (and blanking "no-key" or "k" would mangle text).
 MIN_SECRET = 8
-# The SDKs read these; a key set here is in use even when nobody passed it to us.
-KEY_VARIABLES = ("GROQ_API_KEY", "OPENAI_API_KEY")
-_URL_VARIABLES = ("GROQ_BASE_URL", "OPENAI_BASE_URL", "LLAMABERRY_BASE_URL")
+# The SDKs read these (each provider's row names its own); a key set here is in use even when
+# nobody passed it to us.
+KEY_VARIABLES = tuple(row.key_variable for row in ROWS if row.key_variable)
+_URL_VARIABLES = (
+    *(row.base_url_variable for row in ROWS if row.base_url_variable),
+    "LLAMABERRY_BASE_URL",
+)
 # scheme://userinfo@ : whatever sits before the @ of a URL's authority is a credential.
 # (A literal start lets the regex engine jump between "://"s instead of trying every position.)
 _USERINFO = re.compile(r"://[^/@\s\"'<>]+@")

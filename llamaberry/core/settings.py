@@ -9,7 +9,7 @@ one line that names the setting; nothing is sent.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,18 +24,17 @@ from pydantic import (
 
 from llamaberry.core.errors import InputError
 from llamaberry.core.options import env_name
+from llamaberry.core.providers import DEFAULT, DEFAULT_MODEL, KEYLESS, NAMES, PROVIDERS, ROWS
+from llamaberry.core.providers import on_demo_model as on_demo_model
 from llamaberry.core.redact import redact, redact_data
 
-DEFAULT_MODEL = "openai/gpt-oss-120b"
-# The `local` provider's defaults (see llamaberry.providers.local, which is not imported here: it is
-# the one module that needs xllamacpp).
-LOCAL_MODEL = "SmolLM2-135M-Instruct"
-LOCAL_DEFAULTS: dict[str, Any] = {"model": LOCAL_MODEL, "max_tokens": 512, "timeout": 600.0}
-
-
-def on_demo_model(provider: str, model: str) -> bool:
-    """Whether a run was answered by the embedded 135M demo model (not a model of one's own)."""
-    return provider == "local" and model == LOCAL_MODEL
+# The provider setting takes the names in the provider table (core/providers.py).
+if TYPE_CHECKING:
+    ProviderName = str
+else:
+    ProviderName = Literal[NAMES]
+# What a run on the keyless provider (the embedded model) gets for settings not given.
+KEYLESS_DEFAULTS: dict[str, Any] = KEYLESS.settings_defaults()
 
 
 def setting(
@@ -69,10 +68,9 @@ class Settings(BaseModel):
     (see `setting`); the CLI's flags, `Engine`'s arguments and the environment variables are
     read from here. The README's table lists them for users."""
 
-    provider: Literal["groq", "openai", "local"] = setting(
-        "groq",
-        "groq (default with GROQ_API_KEY), openai for any OpenAI-compatible server, or local "
-        "to run a GGUF model here (default without a key).",
+    provider: ProviderName = setting(
+        DEFAULT.name,
+        ", ".join(row.choice for row in ROWS[:-1]) + f", or {ROWS[-1].choice}.",
         flag=True,
         engine=True,
         shown_default="",
@@ -149,10 +147,16 @@ class Settings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _local_defaults(cls, values: Any) -> Any:
-        # The tiny embedded model gets its own defaults for whatever was not given.
-        if isinstance(values, dict) and values.get("provider") == "local":
-            return {**LOCAL_DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+    def _provider_defaults(cls, values: Any) -> Any:
+        # A provider's row may have its own defaults (the tiny embedded model's budget) for
+        # whatever was not given.
+        row = PROVIDERS.get(str(values.get("provider"))) if isinstance(values, dict) else None
+        if row is None:
+            return values
+        fields = cls.model_fields
+        own = {k: v for k, v in row.settings_defaults().items() if v != fields[k].default}
+        if own:
+            return {**own, **{k: v for k, v in values.items() if v is not None}}
         return values
 
     @property
@@ -181,16 +185,16 @@ class Settings(BaseModel):
         values.update({k: v for k, v in overrides.items() if v is not None})
         embedded = "provider" not in values and _wants_embedded(values)
         if embedded:
-            values["provider"] = "local"
+            values["provider"] = KEYLESS.name
         try:
             settings = cls(**values)
         except ValidationError as error:
             raise InputError(_explain(error, overrides)) from None
         settings._embedded = embedded
-        if settings.base_url is None and settings.provider != "local":
+        url_variable = PROVIDERS[settings.provider].base_url_variable
+        if settings.base_url is None and url_variable:
             # The SDKs' own variables, resolved here so a run records the endpoint it used.
-            variable = "GROQ_BASE_URL" if settings.provider == "groq" else "OPENAI_BASE_URL"
-            settings.base_url = check_base_url(os.environ.get(variable) or None, variable)
+            settings.base_url = check_base_url(os.environ.get(url_variable) or None, url_variable)
         return settings
 
     def public(self) -> dict[str, Any]:
@@ -222,17 +226,22 @@ FLAG_SETTINGS = _given_by("flag")
 
 
 def _wants_embedded(values: dict[str, Any]) -> bool:
-    """No provider chosen: the embedded model runs unless a key or an endpoint says Groq.
+    """No provider chosen: the keyless provider's embedded model runs unless a key or an
+    endpoint says the default provider (Groq).
 
     A model name that is not a .gguf file means a hosted model was wanted, so that case stays
-    on Groq and gets the missing-key line rather than a surprise local run.
+    on the default provider and gets the missing-key line rather than a surprise local run.
     """
-    if values.get("api_key") or os.environ.get("GROQ_API_KEY"):
+    if values.get("api_key") or _from_environment(DEFAULT.key_variable):
         return False
-    if values.get("base_url") or os.environ.get("GROQ_BASE_URL"):
+    if values.get("base_url") or _from_environment(DEFAULT.base_url_variable):
         return False
     model = values.get("model")
-    return model is None or str(model).endswith(".gguf") or model == LOCAL_MODEL
+    return model is None or str(model).endswith(".gguf") or model == KEYLESS.default_model
+
+
+def _from_environment(variable: str | None) -> str | None:
+    return os.environ.get(variable) if variable else None
 
 
 def check_base_url(url: str | None, source: str | None = None) -> str | None:

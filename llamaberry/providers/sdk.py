@@ -2,8 +2,9 @@
 to its last token, with the rate limiter, the retry policy, the call's deadline and the
 fallback from a JSON schema the endpoint refuses to any JSON object.
 
-Each provider (groq.py, openai.py, local.py) only says which SDK it builds and where its key and
-base URL come from. The SDKs are imported lazily, so the CLI starts fast.
+Each provider (groq.py, openai.py, local.py) only says which SDK it builds and which row of the
+provider table (core/providers.py) it is: where its key and base URL come from, what it can do.
+The SDKs are imported lazily, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from llamaberry.core.errors import (
     JSONValidationError,
@@ -28,6 +29,7 @@ from llamaberry.core.errors import (
     RateLimitError,
 )
 from llamaberry.core.json_reply import JSONSchema, ResponseFormat
+from llamaberry.core.providers import Provider
 from llamaberry.core.results import Message
 from llamaberry.providers.base import ChatClient, Completion, Delta, Restart, StreamItem, Thinking
 from llamaberry.providers.deadline import Deadline
@@ -47,6 +49,7 @@ from llamaberry.providers.errors import (
     timed_out,
     translate,
 )
+from llamaberry.providers.keys import endpoint_of
 from llamaberry.providers.limits import Slot
 from llamaberry.providers.streams import (
     MAX_EVENT_BYTES,
@@ -70,26 +73,27 @@ class SDKClient(ChatClient):
     # Set once the endpoint has refused a json_schema request: from then on this client asks
     # for json_object instead, so the refusal costs one request, not one per call.
     json_schema_refused: bool = False
-    # Whether the server enforces a schema's length limits (minLength...): only one known to
-    # compile the whole schema into a grammar; strict mode elsewhere refuses those keywords.
-    schema_lengths: bool = False
-    # Whether idle connections are kept for the next call.
-    keep_alive: bool = True
-    # Whether a base URL may point at a server of one's own (llama.cpp, Ollama, vLLM) that
-    # says more about itself beside its API (see discovery.py); a provider's hosted API does not.
-    own_server: bool = False
-    # The environment variable the key is read from, named when the endpoint rejects it.
-    key_variable: str = ""
-    # Set by each provider's constructor; the key lives here and nowhere else.
-    _api_key: str
-    _base_url: str | None
+    # The provider's row in the table (core/providers.py): where its key and base URL come
+    # from and what it can do. Each provider's class sets it; `provider` is its name.
+    row: ClassVar[Provider]
+    # Whether the server enforces a schema's length limits (the row's `schema_lengths`).
+    schema_lengths: bool
     # The SDK's package, and the httpx module it is built on (groq: httpx; openai: its fork
     # httpx2): their public exception types are what a failed call raises (see errors.py).
     _sdk_name = "groq"
     _http_name = "httpx"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.provider = cls.row.name
+
+    def __init__(
+        self, *, api_key: str | None = None, base_url: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        # The key lives here and nowhere else; both as given, else from the row's variables.
+        self._api_key, self._base_url = endpoint_of(self.row, api_key, base_url)
+        self.schema_lengths = self.row.schema_lengths
         # The SDK client, built on first use or by `warm()`, and the httpx module under it.
         self._client: Any = None
         self._http: Any = None
@@ -122,7 +126,7 @@ class SDKClient(ChatClient):
             base_url=self._base_url,
             timeout=self.timeout,
             connections=connections,
-            keep_alive=self.keep_alive,
+            keep_alive=self.row.keep_alive,
         )
 
     # -- the SDK client, built once --------------------------------------------------------
@@ -525,9 +529,8 @@ class SDKClient(ChatClient):
     def _translate(self, error: Exception) -> ProviderError:
         """Turn an SDK exception into one of our typed errors with a readable line."""
         url = str(getattr(self._client, "base_url", "") or "") if self._client else ""
-        where = Endpoint(
-            self.provider, self.model, url, self.timeout, self.key_variable, self._models
-        )
+        variable = self.row.key_variable or ""
+        where = Endpoint(self.provider, self.model, url, self.timeout, variable, self._models)
         return translate(error, where, self._failures())
 
     def _failures(self) -> Failures:
@@ -553,7 +556,7 @@ class SDKClient(ChatClient):
     async def resolve_model(self) -> str | None:
         """The model that will really answer: the asked id when the endpoint lists it, the one
         model a single-model server lists (llama.cpp answers any id with it), else None."""
-        if not self.own_server or self._base_url is None:
+        if not self.row.describes_itself or self._base_url is None:
             return None  # hosted APIs serve the id they are asked for, or refuse it
         try:
             listed = self._models if self._models is not None else await self.list_models()
@@ -597,7 +600,7 @@ class SDKClient(ChatClient):
         """Where the server's own endpoints are: beside the base URL's API, on the same
         server, so they are asked with the same key (llama.cpp's `--api-key` guards `/props`
         too). None for a provider's hosted API."""
-        return server_root(self._base_url) if self.own_server else None
+        return server_root(self._base_url) if self.row.describes_itself else None
 
     def _server_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._api_key}"}

@@ -125,3 +125,22 @@ def test_a_long_synthesis_answer_wraps_inside_its_box(env, fake_server):
     box = answer_box(screen_lines(output))
     assert all(cell_len(line) == 80 for line in box), output
     assert box_text(box) == LONG_ANSWER
+
+
+def test_a_reply_that_ends_like_the_start_of_a_known_key_is_shown_whole():
+    # The end of a streamed piece that could begin a key waits for the next piece; when the
+    # run ends it is written as it is, not held back again and lost.
+    import io
+
+    from rich.console import Console
+
+    from llamaberry.cli.render import TerminalView
+    from llamaberry.core.events import TextDelta
+    from llamaberry.core.redact import remember
+
+    remember("tk-9a8b7c6d5e4f3a2b1c0d")
+    out = io.StringIO()
+    view = TerminalView(console=Console(file=out, force_terminal=True, color_system="standard"))
+    view.show(TextDelta(kind="turn", index=1, text="the answer is at"))
+    view._flush()  # as when the run ends
+    assert out.getvalue().endswith("the answer is at")

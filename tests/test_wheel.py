@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,9 +113,8 @@ def test_a_plain_install_needs_nothing_heavy_or_compiled(wheel: Path):
     lines = zipfile.ZipFile(wheel).read(meta).decode().splitlines()
     plain = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
     plain = [r for r in plain if "extra ==" not in r]
-    names = {
-        r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in plain
-    }
+    # The name alone: before any extras, marker or version ("groq[aiohttp]<2,>=1.7").
+    names = {re.split(r"[\s\[;<>=!~]", r, maxsplit=1)[0].lower() for r in plain}
     assert "groq" in names and "openai" in names  # the metadata was read
     # gradio is the ui extra; llama.cpp and the model (whose own requirements compile
     # llama-cpp-python under pip) are the local extra.

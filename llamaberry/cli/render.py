@@ -163,7 +163,10 @@ class TerminalView:
 
     def _write(self, text: str) -> None:
         """Write model text (cleaned for the terminal as it streams)."""
-        text = self._text.feed(text)
+        self._emit(self._text.feed(text))
+
+    def _emit(self, text: str) -> None:
+        """Write text already cleaned for the terminal."""
         if text:
             self.console.file.write(text)
             self.console.file.flush()
@@ -171,7 +174,9 @@ class TerminalView:
 
     def _flush(self) -> None:
         self._think(self._thought.flush())
-        self._write(self._text.flush())
+        # Written as it is: fed to the stream again, an end that could begin a key would be
+        # held back once more, and lost.
+        self._emit(self._text.flush())
 
     def _newline(self) -> None:
         self._flush()

@@ -33,11 +33,15 @@ class Replay:
         ]
         self.used = 0
 
+    def __bool__(self) -> bool:
+        """True while a finished call is left to give."""
+        return bool(self._calls)
+
     @classmethod
     def of(cls, run: Run | None) -> Replay | None:
         """The replay of `run`'s finished calls, or None when it has none."""
         replay = cls(run.calls) if run is not None else None
-        return replay if replay is not None and replay._calls else None
+        return replay if replay else None
 
     def take(self, kind: str, index: int, messages: list[Message]) -> Call | None:
         """The finished call sent exactly so, if there is one (each is given once)."""

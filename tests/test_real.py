@@ -35,6 +35,7 @@ QUESTION = "What is 2 + 2?"
 async def engine(local_model: LocalServer):
     """An engine on the embedded model with a small budget, sharing the session's server."""
     async with Engine(provider="local", max_tokens=48, history=False) as built:
+        await built.client.ready()  # what a run does first: join the session's server
         assert built.client.server is local_model  # type: ignore[attr-defined]
         yield built
 
@@ -371,3 +372,18 @@ def test_the_fake_plays_llama_cpp_the_way_the_real_server_does(local_model: Loca
     # The fake names only timings the real server sends (it leaves some out).
     assert played.pop("timing_names") <= real.pop("timing_names")  # type: ignore[operator]
     assert played == real
+
+
+# Our own wording and tags: never part of an answer.
+ECHO = re.compile(r"</?(?:question|turn)\b|Synthesize the \d+ turn|Critique the attempts above")
+
+
+async def test_no_answer_of_the_small_model_is_our_prompt_written_back(local_model: LocalServer):
+    # SmolLM2 writes back the synthesis prompt ("Synthesize the 3 turn(s) above...", </turn>)
+    # and the turn tags: the run's answer is its own words, or the best turn's.
+    async with Engine(provider="local", temperature=0, history=False) as engine:
+        for question in ("How many r are in strawberry?", "Which is larger, 9.11 or 9.9?"):
+            run = await engine.refine(question)
+            assert run.status == "ok" and run.answer
+            assert not ECHO.search(run.answer), run.answer
+            assert all(not ECHO.search(turn.answer) for turn in run.result.turns)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from llamaberry import Engine, Run, RunFailedError
+from llamaberry import Engine, Run, RunFailedError, TextDelta
 from llamaberry.modes.reflect import ReflectResult
 from llamaberry.providers.local import LocalServer
 
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.real
 
 async def test_reflect_ends_in_a_clear_state_with_its_replies_kept(local_model: LocalServer):
     async with Engine(provider="local", max_tokens=96, history=False) as engine:
+        await engine.client.ready()  # what a run does first: join the session's server
         assert engine.client.server is local_model  # type: ignore[attr-defined]
         try:
             run: Run = await engine.run("reflect", "What is 12 + 7?", step_budget=3)
@@ -39,3 +40,16 @@ async def test_reflect_ends_in_a_clear_state_with_its_replies_kept(local_model: 
         assert run.status == "failed" and "no answer and no step" in (run.error or "")
     if result.budget_stopped:
         assert run.calls[0].closed_early and any("budget of 3 steps" in n for n in run.notes)
+
+
+async def test_a_chain_written_without_tags_is_seen_as_it_is_written(local_model: LocalServer):
+    # The tiny model writes no tags: its text streams as the chain's until a step is
+    # recognised, instead of nothing until the reply ends.
+    async with Engine(provider="local", temperature=0, max_tokens=160, history=False) as engine:
+        events = [e async for e in engine.stream("reflect", "What is 12 + 7?", step_budget=3)]
+    pieces = [e for e in events if isinstance(e, TextDelta)]
+    assert pieces, "nothing streamed"
+    first = events.index(pieces[0])
+    # Text came before the chain's call ended (the call's record is made when it ends).
+    assert first < len(events) - 2
+    assert len(pieces) > 3 or any(e.kind != "chain" for e in pieces)

@@ -74,3 +74,18 @@ async def test_steps_asked_with_the_schema_are_valid_on_the_first_try(
     valid = len(replies) - len(misses)
     # The misses are shown, so a failure in CI says how the model went wrong.
     assert valid / len(replies) >= 0.9, f"{valid} of {len(replies)} valid; misses: {misses}"
+
+
+async def test_a_chain_that_repeats_a_step_stops_there_instead_of_at_the_bound(
+    local_model: LocalServer,
+):
+    # The tiny model writes the same "continue" step until the bound (24 of them, 60 s and
+    # 23,595 tokens for one question before): the first repeat ends the chain.
+    async with Engine(provider="local", temperature=0, history=False) as engine:
+        run = await engine.steps('How many times does the letter r appear in "strawberry"?')
+    steps = run.result.steps
+    assert run.status == "ok", run.error
+    assert len(steps) < 25
+    last = steps[-1]
+    assert last.next_action == "final_answer" or last.looped
+    assert [s.looped for s in steps[:-1]] == [False] * (len(steps) - 1)

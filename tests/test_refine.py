@@ -16,7 +16,7 @@ from llamaberry import (
     Usage,
 )
 from llamaberry.modes import prompts
-from llamaberry.testing import FakeServer, Reply
+from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
 from .conftest import FIRST_TURN, refine_script, replies_in, said
 
@@ -268,3 +268,57 @@ async def test_a_chat_client_of_ones_own_plugs_into_the_engine():
     # One growing conversation: system and question, then each reply and the next instruction.
     assert [t.content for t in run.result.turns] == ["echo of 2 messages ", "echo of 4 messages "]
     assert run.calls[-1].reply == "echo of 6 messages "
+
+
+# -- a model that writes our prompt back ------------------------------------------------------
+
+
+def echoing_model(request: RecordedRequest) -> str:
+    """What the embedded SmolLM2 does: turns that answer, then a "synthesis" that is our own
+    tags, labels and instruction written back, with a turn copied in."""
+    system = request.system or ""
+    if "## Concise Answer" in system:
+        return (
+            "<question>\nHow many r in strawberry?\n</question>\n"
+            '<turn number="1">\nTurn 1:\nThere are 3 r letters.\n</turn>\n'
+            "Synthesize the 2 turn(s) above into the final answer."
+        )
+    if "## Critique" in system:
+        return '<turn number="2">Your turn 2</turn>\nThere are 3 r letters, checked again.'
+    return "There are 3 r letters."
+
+
+async def test_a_synthesis_that_echoes_the_prompt_falls_back_to_the_best_turn_and_says_so(
+    server: FakeServer, engine: Engine
+):
+    server.reply_with(echoing_model)
+    run = await engine.refine("How many r in strawberry?", turns=2)
+    assert run.status == "ok"
+    # Turn 2's own words, without the tag and label it wrote back.
+    assert run.result.turns[1].answer == "There are 3 r letters, checked again."
+    assert run.answer == "There are 3 r letters, checked again."
+    assert "<turn" not in run.answer and "Synthesize" not in run.answer
+    assert any("the answer is turn 2's" in note for note in run.notes)
+    # Nothing is lost: the synthesis keeps its reply as written.
+    assert run.result.synthesis.content.startswith("<question>")
+
+
+async def test_a_synthesis_with_words_of_its_own_keeps_them_without_the_echo(
+    server: FakeServer, engine: Engine
+):
+    def model(request: RecordedRequest) -> str:
+        if "## Concise Answer" in (request.system or ""):
+            return "</turn>\nThe word has three r's: s-t-r-a-w-b-e-r-r-y."
+        return "There are 3 r letters."
+
+    server.reply_with(model)
+    run = await engine.refine("How many r in strawberry?", turns=2)
+    assert run.answer == "The word has three r's: s-t-r-a-w-b-e-r-r-y."
+    assert any("left out of the answer" in note for note in run.notes)
+
+
+async def test_a_well_formed_synthesis_is_untouched(server: FakeServer, engine: Engine):
+    server.reply_with(refine_script)
+    run = await engine.refine("How many r in strawberry?", turns=2)
+    assert run.answer == 'There are 3 r\'s in "strawberry".'
+    assert not any("prompt" in note for note in run.notes)

@@ -522,3 +522,38 @@ async def test_the_budget_comes_from_the_engine_or_the_environment_like_any_opti
         "reflect_every must be a whole number from 1 to 20 (got 0). "
         "It comes from LLAMABERRY_REFLECT_EVERY."
     )
+
+
+# -- a model that writes no tags --------------------------------------------------------------
+
+UNTAGGED = (
+    "The word strawberry has letters.\n"
+    "I think there are two r letters in it because I counted them.\n"
+    "So the count is two."
+)
+
+
+async def test_a_reply_without_tags_streams_as_it_is_written(server: FakeServer):
+    # What the embedded SmolLM2 does: plain prose, no <step> or label. It used to show
+    # nothing until the reply ended (11 s on the tiny model), then the answer.
+    server.enqueue(Reply(UNTAGGED, chunk_delay=0.05))
+    arrived: list[tuple[float, str]] = []
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        loop = asyncio.get_running_loop()
+        async for event in engine.stream("reflect", "How many r's in strawberry?"):
+            if isinstance(event, TextDelta) and event.kind == "chain":
+                arrived.append((loop.time(), event.text))
+            if isinstance(event, RunFinished):
+                run, ended = event.run, loop.time()
+    assert "".join(text for _, text in arrived) == UNTAGGED
+    # Piece by piece, the first well before the reply ended.
+    assert len(arrived) > 5
+    assert ended - arrived[0][0] > 0.5
+    assert run.status == "ok" and run.answer
+
+
+async def test_a_tagged_reply_does_not_stream_its_raw_tags(server: FakeServer):
+    server.enqueue(Reply(CHAIN, chunk_delay=0.01))
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        events = [e async for e in engine.stream("reflect", "How many r's in strawberry?")]
+    assert not [e for e in events if isinstance(e, TextDelta) and e.kind == "chain"]

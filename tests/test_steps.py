@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -917,3 +918,47 @@ async def test_the_length_limits_shrink_to_fit_a_small_step_budget(budget: int):
     # The strict form (what Groq and OpenAI get) has no lengths to fit.
     strict = STEP_SCHEMA.response_format()["json_schema"]["schema"]
     assert "maxLength" not in strict["properties"]["title"]
+
+
+# -- a chain that repeats itself -------------------------------------------------------------
+
+
+def smollm_steps(request: RecordedRequest) -> Reply:
+    """What the embedded SmolLM2 does: after two real steps, the same "continue" step again
+    and again, never "final_answer"."""
+    if not request.json_mode:
+        return Reply("3")
+    taken = len(assistant_steps(request))
+    if taken < 2:
+        return Reply(step_json(taken + 1))
+    step = {"title": f"Step {taken + 1}", "content": "continue", "next_action": "continue"}
+    return Reply(json.dumps(step))
+
+
+async def test_a_step_that_repeats_an_earlier_one_stops_the_chain_and_the_answer_is_asked_for(
+    server: FakeServer, engine: Engine
+):
+    server.reply_with(smollm_steps)
+    run = await engine.steps(QUESTION, min_steps=3, max_steps=25)
+    assert run.status == "ok" and run.answer == "3"
+    # Steps 1 and 2, then "continue" twice: the second says the first again, and the chain
+    # stops there instead of going on to the bound of 25.
+    assert [s.content for s in run.result.steps] == [
+        "Reasoning of step 1.",
+        "Reasoning of step 2.",
+        "continue",
+        "continue",
+    ]
+    assert [s.looped for s in run.result.steps] == [False, False, False, True]
+    assert len(server.requests) == 5
+    final = server.requests[-1]
+    assert not final.json_mode
+    # The repeat is never sent back; roles still alternate before the request for the answer.
+    assert [s["content"] for s in assistant_steps(final)] == [
+        "Reasoning of step 1.",
+        "Reasoning of step 2.",
+        "continue",
+    ]
+    roles = [m["role"] for m in final.messages]
+    assert all(a != b for a, b in itertools.pairwise(roles[1:]))
+    assert any("repeats step 3" in note for note in run.notes)

@@ -152,6 +152,10 @@ class TerminalView:
             self._summary(event.run)
 
     def _is_held(self, event: ThinkingDelta | TextDelta) -> bool:
+        if event.kind == "chain":
+            # A reflect chain's text before any step is recognised: shown as it comes, and
+            # never the live call (its steps are, once they begin).
+            return self._holdback.live is not None
         # A call that was not announced streams too, when no other call is.
         return self._holdback.hold(event) or not self._holdback.claim((event.kind, event.index))
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from llamaberry.core.results import ReasoningStep, Synthesis, Turn, Usage
 
@@ -220,3 +222,57 @@ def parse_synthesis(
         usage=usage or Usage(),
         seconds=seconds,
     )
+
+
+# -- our own prompt coming back ---------------------------------------------------------------
+# Small models (the embedded 135M one) often write back what they were sent: the tags we wrap
+# the question and earlier turns in, the labels on them, our instructions. That is never an
+# answer. What they copy of the question or of earlier turns is not an answer of its own either.
+
+_OUR_TAG = re.compile(r"</?\s*(?:question|turn|draft|conversation)\b[^>]*>", re.IGNORECASE)
+_OUR_LABEL = re.compile(r"^\s*(?:your\s+)?(?:turn|draft)\s+\d+\s*:?\s*", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n+")
+
+
+@dataclass
+class Echo:
+    """A reply read for echoes of our prompt: `text` is the reply without them."""
+
+    text: str
+    echoed: bool  # it held some of our tags, labels or instructions
+    own: bool  # something of its own is left once what it copied is set aside too
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _sentences(texts: Sequence[str], least_words: int = 4) -> list[str]:
+    found = {_plain(s) for text in texts for s in _SENTENCE_END.split(text)}
+    return sorted((s for s in found if len(s.split()) >= least_words), key=len, reverse=True)
+
+
+def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()) -> Echo:
+    """`text` without our tags, our labels and any sentence of `instructions` (the prompt's
+    own wording), and whether anything of its own is left beside what it repeats of `copied`
+    (the question, earlier turns)."""
+    said = _sentences(instructions)
+    kept: list[str] = []
+    echoed = False
+    for line in text.splitlines():
+        bare = _OUR_TAG.sub(" ", line)
+        bare = _OUR_LABEL.sub("", bare)
+        plain = _plain(bare)
+        for sentence in said:
+            if sentence in plain:
+                plain = plain.replace(sentence, " ")
+                bare = re.sub(re.escape(sentence).replace(r"\ ", r"\s+"), " ", bare, flags=re.I)
+        if _plain(bare) != _plain(line):
+            echoed = True
+        kept.append(bare.rstrip() if bare.strip() else "")
+    cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+    left = _plain(cleaned)
+    for sentence in _sentences(copied, least_words=1):
+        left = left.replace(sentence, " ")
+    own = any(ch.isalnum() for ch in left)
+    return Echo(text=cleaned, echoed=echoed, own=own)

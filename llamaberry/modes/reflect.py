@@ -422,17 +422,29 @@ class _Reader:
 async def _read(
     ctx: RunContext, index: int, messages: list, reader: _Reader
 ) -> AsyncIterator[object]:
-    """Make chain call `index`, yielding the events of its parts as they complete."""
+    """Make chain call `index`, yielding the events of its parts as they complete.
+
+    Until a part is recognised the reply streams as the chain's own text, so a model that
+    writes no tags (the embedded one) is still seen writing, not silent until its end.
+    """
+    shown = 0  # how much of the reply has streamed as the chain's text
     try:
         async for event in ctx.call(
             CHAIN, index, messages, announce=False, until=lambda: reader.stop is not None
         ):
             if isinstance(event, TextDelta):
-                for found in reader.feed(event.text):
-                    yield found
+                parts = reader.feed(event.text)
+                if not reader.kinds and not reader.tagged and _no_part_begins(reader.text):
+                    yield TextDelta(kind=CHAIN, index=index, text=reader.text[shown:])
+                    shown = len(reader.text)
+                for part in parts:
+                    yield part
             elif isinstance(event, ThinkingDelta):
                 yield reader.think(event.text)
             elif isinstance(event, TextReset):
+                if shown:
+                    yield TextReset(kind=CHAIN, index=index, reason=event.reason)
+                    shown = 0
                 for found in reader.reset(event.reason):
                     yield found
             else:
@@ -442,6 +454,12 @@ async def _read(
         ctx.result.raw.append(reader.text)
     for found in reader.finish():
         yield found
+
+
+def _no_part_begins(text: str) -> bool:
+    """Whether the reply's first line is written and began no part (a `<` or a label there
+    may still begin one): from then on its text can stream as it comes."""
+    return "\n" in text.lstrip() or len(text) > 200
 
 
 def _written(steps: list[ReflectStep]) -> str:

@@ -132,6 +132,22 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
         async for event in _step(ctx, index, conversation, budget):
             yield event
         step = result.steps[-1]
+        earlier = _repeated(step, result.steps[:-1])
+        if earlier is not None:
+            # A loop one step long each time (small models write "continue" steps until the
+            # bound): stopped as the loop guard stops one inside a reply. The repeat is kept
+            # on the record, marked, but never sent back; the answer comes from the steps
+            # before it.
+            step.looped = True
+            yield ctx.note(
+                "step",
+                index,
+                "looped",
+                f"Step {index} repeats step {earlier.index} word for word, so the chain stops "
+                "there and the final answer is asked for from the steps before it.",
+            )
+            conversation.pop()  # the request for this step: roles keep alternating
+            break
         # Only the validated fields go back to the model: never extra keys, never reasoning.
         conversation.append(Message(role="assistant", content=_as_json(step)))
         if index == max_steps:
@@ -166,6 +182,16 @@ async def steps(ctx: RunContext, options: StepsOptions) -> AsyncIterator:
         _fail(ctx, f"the model gave an empty final answer{why}")
     ctx.run.answer = answer
     yield CallFinished(kind="answer", index=1, result=final)
+
+
+def _repeated(step: Step, earlier: list[Step]) -> Step | None:
+    """The earlier step that `step` says again word for word (case and spacing aside)."""
+    said = _said(step.content)
+    return next((e for e in earlier if _said(e.content) == said), None)
+
+
+def _said(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(" .")
 
 
 @dataclass

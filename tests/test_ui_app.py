@@ -151,7 +151,8 @@ def test_refine_streams_each_turn_then_the_synthesis_and_sets_the_answer_apart(s
     answer, chat, summary, error, _ = unwrap(job.result(timeout=30))
 
     assert chat_titles(chat) == ["Turn 1", "Turn 2", "Turn 3", "Synthesis"]
-    assert all(m["metadata"]["status"] == "done" for m in chat)
+    # The turns stay open once done; the synthesis folds.
+    assert [m["metadata"].get("status") for m in chat] == [None, None, None, "done"]
     assert all("tokens" in m["metadata"]["log"] and m["metadata"]["duration"] > 0 for m in chat)
     # The concise answer as headline, the comprehensive answer under it.
     assert answer == (
@@ -164,7 +165,7 @@ def test_refine_streams_each_turn_then_the_synthesis_and_sets_the_answer_apart(s
     partial = [
         o[1][0]
         for o in map(unwrap, job.outputs())
-        if o[1] and o[1][0]["metadata"]["status"] == "pending"
+        if o[1] and o[1][0]["metadata"].get("status") == "pending"
     ]
     assert any(
         FIRST_TURN.startswith(text(m)) and 0 < len(text(m)) < len(FIRST_TURN) for m in partial
@@ -190,7 +191,7 @@ def test_stop_closes_the_run_at_once_and_keeps_the_finished_turn(server, client)
 
     assert chat_titles(chat) == ["Turn 1", "Turn 2 (stopped)"]
     assert text(chat[0]) == FIRST_TURN
-    assert chat[1]["metadata"]["status"] == "done"
+    assert chat[1]["metadata"].get("status") != "pending"
     assert summary.startswith("Stopped")
     assert not answer and not error
     sent = len(server.requests)

@@ -6,6 +6,7 @@ The page is only allowed to reach 127.0.0.1; anything else it asks for is refuse
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -595,3 +596,108 @@ def test_on_a_phone_no_copy_button_sits_on_answer_text(phone):
         assert phone.locator(answer).evaluate(UNDER_COPY) == [], answer
     phone.get_by_role("tab", name=mode_name(registry.DEFAULT_MODE), exact=True).click()
     assert phone.locator("#refine-answer").evaluate(UNDER_COPY) == []
+
+
+# -- what a newcomer sees (#30) ---------------------------------------------------------------
+
+
+def sent_temperatures(server: FakeServer) -> list[object]:
+    """The temperature each chat request carried ("unset" where it carried none)."""
+    return [r.body.get("temperature", "unset") for r in chats(server)]
+
+
+def test_a_run_sends_a_temperature_only_when_the_person_set_one(page, server):
+    # The page used to send its slider's 1.0 every time, bypassing vote's 0.8 and the
+    # provider's default: page runs were not comparable with the CLI's.
+    ask(page, "How many r in strawberry?")
+    page.locator("#refine-answer").get_by_text("There are 3 r", exact=False).wait_for()
+    assert set(sent_temperatures(server)) == {"unset"}
+
+    server.reset()
+    server.reply_with(voting(["42", "42", "42", "42", "42"]))
+    open_tab(page, "Vote")
+    ask(page, "What is six times seven?", tab="vote")
+    page.locator("#vote-details").get_by_text("Agreement", exact=False).wait_for()
+    assert set(sent_temperatures(server)) == {0.8}
+
+    server.reset()
+    server.reply_with(refine_script)
+    page.get_by_text("Settings", exact=True).click()
+    temperature = page.get_by_label("Temperature")
+    temperature.fill("0.3")
+    temperature.press("Tab")  # the box gives its value to the page when it loses focus
+    open_tab(page, "Refine")
+    ask(page, "How many r in strawberry?")
+    deadline = time.monotonic() + 30
+    while len(chats(server)) < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)  # (not time.sleep: the page's events must be handled)
+    assert sent_temperatures(server) == [0.3] * 4
+
+
+def test_no_command_line_flag_is_named_on_the_page(page, server):
+    server.reply_with(None)
+    server.enqueue(Reply("cut off mid", finish_reason="length"), FIRST_TURN, FIRST_TURN, SYNTHESIS)
+    ask(page, "q")
+    page.locator("#refine-summary").get_by_text("Done", exact=False).wait_for()
+    sections = page.locator("#refine-sections").inner_text()
+    assert "cut off by the token budget" in sections
+    assert "--max-tokens" not in sections
+    assert not re.search(r"(?<![\w-])--[a-z]", page.locator("body").inner_text())
+
+
+def test_the_first_screen_puts_examples_by_the_question_and_the_answer_across_the_page(
+    page, server
+):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    examples = page.get_by_text("Examples", exact=True).bounding_box()
+    assert examples["y"] + examples["height"] < 800  # in sight before anything is asked
+    server.reply_with(None)
+    server.enqueue(FIRST_TURN, FIRST_TURN, FIRST_TURN, "merged, with no sections at all")
+    ask(page, "How many r in strawberry?")
+    card = page.locator("#refine-answer")
+    card.get_by_text("the synthesis missed the answer format", exact=False).wait_for()
+    # The note is on the card, under the answer; the card spans the page, the stats under it.
+    box, turns = card.bounding_box(), page.locator("#refine-sections").bounding_box()
+    assert box["width"] > 0.9 * turns["width"]
+    assert page.locator("#refine-summary").bounding_box()["y"] > box["y"] + box["height"] - 1
+    # Nothing between the answer and the reasoning behind it: no examples there.
+    assert page.get_by_text("Examples", exact=True).bounding_box()["y"] < box["y"]
+    # The turns stay open once done: their reasoning is in sight, not folded away.
+    assert (
+        page.locator("#refine-sections")
+        .get_by_text("Spell the word: s-t-r-a-w-b-e-r-r-y.", exact=False)
+        .first.is_visible()
+    )
+
+
+def test_on_a_phone_the_streaming_turn_comes_into_view_when_a_run_starts(phone, server):
+    server.reply_with(None)
+    slow = " ".join(f"slowly{i}" for i in range(200))
+    server.enqueue(Reply(slow, chunk_delay=0.05))
+    ask(phone, "q")
+    streaming = phone.locator("#refine-sections").get_by_text("slowly3", exact=False).first
+    streaming.wait_for()
+    phone.wait_for_timeout(1500)  # the scroll is smooth
+    box = streaming.bounding_box()
+    assert 0 <= box["y"] < PHONE["height"] - 40, box
+    summary = phone.locator("#refine-summary").bounding_box()
+    assert 0 <= summary["y"] < PHONE["height"], summary
+    phone.click("#refine-stop")
+
+
+@pytest.mark.real
+def test_an_answer_of_the_demo_model_says_so_on_its_card(browser, local_model, tmp_path):
+    settings = Settings.load(provider="local", max_tokens=24)
+    with launched(settings, history=False) as address:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.set_default_timeout(240_000)
+            page.goto(address)
+            open_tab(page, mode_name("single"))
+            ask(page, "What is 2 + 2?", tab="single")
+            card = page.locator("#single-answer")
+            card.get_by_text("A 135M demo model answered", exact=False).wait_for()
+            assert "paste a Groq key under Settings" in card.inner_text()
+        finally:
+            context.close()

@@ -66,7 +66,8 @@ def test_a_call_with_no_text_yet_still_shows_a_body():
 def test_a_finished_turn_shows_its_seconds_and_tokens_and_loses_its_spinner():
     view = fold([started(), CallStarted(kind="turn", index=1), turn(1, "text", 812, 2.345)])
     metadata = view.messages()[0]["metadata"]
-    assert metadata["status"] == "done"
+    # No spinner, and open: the turns are the reasoning the page is there to show.
+    assert "status" not in metadata
     assert metadata["duration"] == 2.35
     assert metadata["log"] == "812 tokens"
 
@@ -83,7 +84,7 @@ def test_earlier_turns_stay_whole_while_a_later_one_streams():
         ]
     )
     first, second = view.messages()
-    assert (first["content"], first["metadata"]["status"]) == ("first turn", "done")
+    assert (first["content"], first["metadata"].get("status")) == ("first turn", None)
     assert (second["content"], second["metadata"]["status"]) == ("second", "pending")
     view.planned = 3
     assert view.summary_markdown().startswith("*Turn 2 of 3…* · 0s · 11 tokens so far")
@@ -105,7 +106,11 @@ def test_the_synthesis_answer_is_set_apart_and_the_summary_has_cost():
         ]
     )
     assert view.messages()[0]["metadata"]["title"] == "Synthesis"
-    assert view.answer_markdown() == "Three."
+    # The synthesis here has no concise-answer field: the card says so under the answer.
+    assert view.answer_markdown() == (
+        "Three.\n\n---\n\n<small>**Answer** (the model did not follow the answer format; its "
+        "reply as written)</small>"
+    )
     assert view.summary_markdown().startswith("Done · 3.2s in all · 8 tokens")
     assert view.error_markdown() == ""
 
@@ -141,7 +146,7 @@ def test_a_failed_run_keeps_finished_turns_and_shows_one_error_line():
     first, second = view.messages()
     assert first["content"] == "kept"
     assert second["metadata"]["title"] == "Turn 2 (failed)"
-    assert second["metadata"]["status"] == "done"
+    assert second["metadata"].get("status") != "pending"
     assert view.error_markdown() == (
         "**Error:** Turn 2 failed: Rate limited on requests; it resets in 2m59s."
     )
@@ -161,7 +166,7 @@ def test_stopping_marks_the_running_call_and_keeps_what_finished():
     ).stop()
     first, second = view.messages()
     assert (first["content"], first["metadata"]["title"]) == ("kept", "Turn 1")
-    assert second["metadata"] == {"title": "Turn 2 (stopped)", "status": "done"}
+    assert second["metadata"] == {"title": "Turn 2 (stopped)"}  # open, no spinner
     assert second["content"] == "cut"
     assert view.summary_markdown().startswith("Stopped")
     assert view.error_markdown() == ""
@@ -254,7 +259,8 @@ async def test_a_real_refine_stream_folds_into_three_turns_a_synthesis_and_the_a
                 view.apply(event)
     titles = [m["metadata"]["title"] for m in view.messages()]
     assert titles == ["Turn 1", "Turn 2", "Turn 3", "Synthesis"]
-    assert all(m["metadata"]["status"] == "done" for m in view.messages())
+    # The turns stay open once done; the synthesis folds (its answer is on the card).
+    assert [m["metadata"].get("status") for m in view.messages()] == [None, None, None, "done"]
     assert view.answer == 'There are 3 r\'s in "strawberry".'
     assert view.state == "ok"
     assert view.usage.total_tokens == sum(
@@ -324,8 +330,10 @@ def test_a_synthesis_that_missed_the_format_falls_back_to_the_last_turns_answer_
             finished(answer="I merged the turns and think it is three, roughly.", seconds=1.0),
         ]
     )
-    assert view.answer_markdown() == "3"
-    assert "Answer from Turn 2" in view.summary_markdown()
+    # The label is on the card, under the answer, not beside the stats.
+    answer, _, label = view.answer_markdown().partition("\n\n---\n\n")
+    assert answer == "3" and "Answer from Turn 2" in label
+    assert "Answer from" not in view.summary_markdown()
 
 
 def test_a_partial_answer_is_labelled_partial():
@@ -336,8 +344,8 @@ def test_a_partial_answer_is_labelled_partial():
             finished("failed", error="Rate limited.", answer="3", partial=True),
         ]
     )
-    assert view.answer_markdown() == "3"
-    assert "**Partial answer**" in view.summary_markdown()
+    answer, _, label = view.answer_markdown().partition("\n\n---\n\n")
+    assert answer == "3" and "**Partial answer**" in label
     assert view.error_markdown() == "**Error:** Rate limited."
 
 

@@ -67,9 +67,9 @@ def examples(question: gr.Textbox) -> None:
 
 
 def answer_card(name: str, summary: str | None = None) -> tuple[gr.Markdown, gr.Markdown]:
-    """The answer card: the answer (with a copy button) and, beside it, how it ended and its
-    cost (`summary` until a run says)."""
-    with gr.Row(equal_height=False, elem_classes=["lb-answer-row"]):
+    """The answer card: the answer (with a copy button), the whole width, and under it how it
+    ended and its cost (`summary` until a run says)."""
+    with gr.Column(elem_classes=["lb-answer-row"]):
         answer = gr.Markdown(
             visible=False,
             buttons=["copy"],

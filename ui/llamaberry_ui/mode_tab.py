@@ -49,11 +49,12 @@ def build_mode_tab(page: Page, mode: Mode) -> ModeTab:
     spec = registry.get(mode)
     gr.Markdown(spec.description, elem_classes=["lb-about"], elem_id=f"{mode}-about")
     ask = controls.ask(mode, "Ask anything.")
+    # By the question they fill in, never between an answer and the reasoning behind it.
+    controls.examples(ask.question)
     options = controls.options_fold(mode, spec.options, page.defaults(mode))
     error = gr.Markdown(visible=False, elem_classes=["lb-error"], elem_id=f"{mode}-error")
     answer, summary = controls.answer_card(mode)
     details = controls.details(mode)
-    controls.examples(ask.question)
     placeholder = "Each call appears here as it streams."
     sections = controls.sections(mode, mode_view(mode).sections, placeholder)
     downloads = controls.downloads(mode)

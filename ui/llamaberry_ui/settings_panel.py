@@ -17,6 +17,7 @@ from llamaberry.core.options import bounds, plain_type
 from llamaberry.core.settings import Settings
 from llamaberry.engine import Engine
 
+from .controls import unchecked
 from .runs import run_settings
 
 log = logging.getLogger("llamaberry.ui")
@@ -34,7 +35,7 @@ class SettingsPanel:
     """The panel's controls."""
 
     model: gr.Dropdown
-    temperature: gr.Slider
+    temperature: gr.Number
     effort: gr.Dropdown
     api_key: gr.Textbox
     refresh: gr.Button
@@ -59,11 +60,19 @@ def build_settings_panel(base: Settings) -> SettingsPanel:
             )
             refresh = gr.Button("Reload models", size="sm", scale=1)
         with gr.Row():
-            temperature = gr.Slider(
-                *TEMPERATURES,
-                value=1.0 if base.temperature is None else base.temperature,
-                step=0.05,
-                label="Temperature",
+            # Empty unless the person (or `llamaberry ui --temperature`) sets one: a run then
+            # sends none, so vote's and drafts' 0.8 and the provider's own default apply, as
+            # on the command line. A slider always has a value, so it would always send one.
+            temperature = unchecked(
+                gr.Number(
+                    value=base.temperature,
+                    minimum=TEMPERATURES[0],
+                    maximum=TEMPERATURES[1],
+                    step=0.05,
+                    label="Temperature",
+                    placeholder="default",
+                    info="Leave empty for the default: the model's own (vote and drafts use 0.8).",
+                )
             )
             effort = gr.Dropdown(
                 EFFORTS,

@@ -57,6 +57,8 @@ CSS = """
   .lb-buttons { flex-direction: row !important; }
   .lb-buttons > * { flex: 1 1 0 !important; }
   .lb-sections { height: auto !important; }
+  /* No Enter key to speak of on a touch keyboard: the hint only pushes the answer down. */
+  .lb-hint { display: none !important; }
   /* Every tab in sight: the bar wraps (see build_app), with tighter tabs so it takes fewer
      rows. */
   #tabs .tab-container button { padding-left: 10px !important; padding-right: 10px !important; }
@@ -80,6 +82,14 @@ JS = """
     }
     const run = document.getElementById(holder.id.replace(/-q$/, "-run"));
     if (run && !run.disabled) run.click();
+  }, true);
+  // On a phone the question, its buttons and options fill the screen: once a run starts,
+  // bring its progress and the streaming call into view.
+  document.addEventListener("click", (event) => {
+    const run = event.target && event.target.closest && event.target.closest("button[id$='-run']");
+    if (!run || window.innerWidth > 640) return;
+    const summary = document.getElementById(run.id.replace(/-run$/, "-summary"));
+    if (summary) setTimeout(() => summary.scrollIntoView({ block: "start", behavior: "smooth" }), 400);
   }, true);
 }
 """

@@ -39,6 +39,7 @@ from llamaberry.core.results import (
     call_title,
     cut_off_line,
 )
+from llamaberry.core.settings import on_demo_model
 
 from .sanitize import safe_markdown
 
@@ -122,7 +123,8 @@ class CallView:
         if self.retry and self.state == "running":
             notes.append(f"retrying: {self.retry}")
         if notes:
-            metadata["log"] = " · ".join(notes)
+            # The engine's lines name the terminal's flags; the page has its own controls.
+            metadata["log"] = page_words(" · ".join(notes))
         body = self.text
         if not body:
             body = THINKING if self.state == "running" else WAITING
@@ -175,6 +177,8 @@ class RunView:
     # What the engine did to the run as a whole (a step budget that stopped it, an answer
     # taken from elsewhere), one line each: notes about no call the page shows.
     notes: list[str] = field(default_factory=list)
+    # Why the answer is not the synthesis's own when it wrote our prompt back.
+    echo_note: str = ""
 
     # -- folding events ----------------------------------------------------------------------
 
@@ -340,6 +344,10 @@ class RunView:
         self.run = run
         self.mode, self.model = run.mode, run.model
         self._end()
+        echo = next((line for line in run.notes if "repeated the prompt" in line), None)
+        if echo is not None and self.source == "unformatted" and run.answer:
+            # The synthesis wrote our prompt back: the run's answer is what it had instead.
+            self.answer, self.source, self.echo_note = run.answer, "echo", echo.rstrip(".")
         if run.partial and run.answer:
             self.answer, self.detail, self.source = run.answer, None, "partial"
         elif run.answer and self.source is None and not self.detail:
@@ -350,6 +358,9 @@ class RunView:
             self.fail(run.error or "The run failed.")
         else:
             self.state = run.status
+            for call in self.calls:
+                if call.state == "running":  # a reflect chain's text, never a call of its own
+                    call.state = "done"
 
     # -- what the page shows -----------------------------------------------------------------
 
@@ -415,10 +426,22 @@ class RunView:
         answer = shown(self.answer.strip())
         if not self.detail:
             # A mode whose answer is short by design (vote's winner) heads the card with it.
-            return f"### {answer}" if self.look.headline and _headline(answer) else answer
-        if _headline(answer):
-            return f"### {answer}\n\n{shown(self.detail)}"
-        return f"{answer}\n\n{shown(self.detail)}"
+            body = f"### {answer}" if self.look.headline and _headline(answer) else answer
+        elif _headline(answer):
+            body = f"### {answer}\n\n{shown(self.detail)}"
+        else:
+            body = f"{answer}\n\n{shown(self.detail)}"
+        return body + self._card_footer()
+
+    def _card_footer(self) -> str:
+        """Under the answer, on the card: where the answer came from when it is not the run's
+        own, and that the embedded demo model gave it."""
+        lines = [self.answer_label()] if self.source else []
+        if self.run is not None and on_demo_model(self.run.provider, self.run.model):
+            lines.append(DEMO_LINE)
+        if not lines:
+            return ""
+        return "\n\n---\n\n" + "\n\n".join(f"<small>{line}</small>" for line in lines)
 
     def answer_label(self) -> str:
         """What the answer card holds: 'Answer', or a label saying why it is not the run's own."""
@@ -428,6 +451,8 @@ class RunView:
             )
         if self.source == "unformatted":
             return "**Answer** (the model did not follow the answer format; its reply as written)"
+        if self.source == "echo":
+            return f"**Answer** ({self.echo_note})"
         if self.source:
             return (
                 f"**Answer from {self.source}**: the synthesis missed the answer format, "
@@ -487,8 +512,7 @@ class RunView:
         parts.append(_tokens(self.usage if self.run else Usage(total_tokens=self.tokens_so_far)))
         if self.run is not None:
             parts.append(cost_text(self.run.cost, self.run.provider))
-        line = " · ".join(parts)
-        return f"{line}\n\n{self.answer_label()}" if self.answer and self.source else line
+        return " · ".join(parts)  # where the answer came from is on the card itself
 
     def details_markdown(self) -> str:
         """What the mode shows under the answer card beyond the generic view (vote's tally)."""
@@ -527,6 +551,11 @@ class RunView:
         details = self.details_markdown()
         return "\n\n---\n\n".join([details, *parts] if details else parts)
 
+
+DEMO_LINE = (
+    "A 135M demo model answered; paste a Groq key under Settings (or set GROQ_API_KEY and "
+    "restart) for real answers."
+)
 
 # Errors written for the terminal, as the page says them.
 _PAGE_WORDS = (
@@ -836,7 +865,8 @@ def _reflect_summary(view: RunView) -> list[str]:
 # The only place in ui/ that names modes: how each is drawn beyond the generic view.
 MODE_VIEWS: dict[str, ModeView] = {
     "single": ModeView(label="Single answer", sections="Reply"),
-    "refine": ModeView(counted=("turns", "turn"), sections="Turns"),
+    # The turns are the reasoning the page exists to show: they stay open once done.
+    "refine": ModeView(counted=("turns", "turn"), sections="Turns", open_kinds=frozenset({"turn"})),
     "steps": ModeView(sections="Steps", open_kinds=frozenset({"step"}), summary=_steps_summary),
     "vote": ModeView(
         counted=("samples", "sample"),

@@ -275,16 +275,13 @@ async def test_a_chat_client_of_ones_own_plugs_into_the_engine():
 
 def echoing_model(request: RecordedRequest) -> str:
     """What the embedded SmolLM2 does: turns that answer, then a "synthesis" that is our own
-    tags, labels and instruction written back, with a turn copied in."""
-    system = request.system or ""
-    if "## Concise Answer" in system:
-        return (
-            "<question>\nHow many r in strawberry?\n</question>\n"
-            '<turn number="1">\nTurn 1:\nThere are 3 r letters.\n</turn>\n'
-            "Synthesize the 2 turn(s) above into the final answer."
-        )
-    if "## Critique" in system:
-        return '<turn number="2">Your turn 2</turn>\nThere are 3 r letters, checked again.'
+    instruction written back, with a stray tag and a turn copied in."""
+    asked = request.user or ""
+    if "## Concise Answer" in asked:
+        instruction = " ".join(asked.split("\n\n")[0].split())  # our first paragraph
+        return f"{instruction}\n</turn>\nThere are 3 r letters.\n\nTurn 2:"
+    if "## Critique" in asked:
+        return "Turn 2:\nThere are 3 r letters, checked again."
     return "There are 3 r letters."
 
 
@@ -297,17 +294,17 @@ async def test_a_synthesis_that_echoes_the_prompt_falls_back_to_the_best_turn_an
     # Turn 2's own words, without the tag and label it wrote back.
     assert run.result.turns[1].answer == "There are 3 r letters, checked again."
     assert run.answer == "There are 3 r letters, checked again."
-    assert "<turn" not in run.answer and "Synthesize" not in run.answer
+    assert "</turn>" not in run.answer and "Final review" not in run.answer
     assert any("the answer is turn 2's" in note for note in run.notes)
     # Nothing is lost: the synthesis keeps its reply as written.
-    assert run.result.synthesis.content.startswith("<question>")
+    assert run.result.synthesis.content.startswith("Final review:")
 
 
 async def test_a_synthesis_with_words_of_its_own_keeps_them_without_the_echo(
     server: FakeServer, engine: Engine
 ):
     def model(request: RecordedRequest) -> str:
-        if "## Concise Answer" in (request.system or ""):
+        if "## Concise Answer" in (request.user or ""):
             return "</turn>\nThe word has three r's: s-t-r-a-w-b-e-r-r-y."
         return "There are 3 r letters."
 

@@ -231,7 +231,9 @@ def parse_synthesis(
 
 _OUR_TAG = re.compile(r"</?\s*(?:question|turn|draft|conversation)\b[^>]*>", re.IGNORECASE)
 _OUR_LABEL = re.compile(r"^\s*(?:your\s+)?(?:turn|draft)\s+\d+\s*:?\s*", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n+")
+# Where a sentence of our prompt ends: at . ! ? or : and a space, or at a blank line or a
+# heading (a prompt's lines are wrapped, so a single line end is not one).
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n\s*\n|\n(?=#|\d+\.|- )")
 
 
 @dataclass
@@ -248,25 +250,39 @@ def _plain(text: str) -> str:
 
 
 def _sentences(texts: Sequence[str], least_words: int = 4) -> list[str]:
+    # A heading is a sentence of its own.
+    texts = [re.sub(r"^(#+ .*)$", "\\1\n", text, flags=re.MULTILINE) for text in texts]
     found = {_plain(s) for text in texts for s in _SENTENCE_END.split(text)}
     return sorted((s for s in found if len(s.split()) >= least_words), key=len, reverse=True)
+
+
+def _loose(sentence: str) -> str:
+    """A pattern for `sentence` however its spaces were written."""
+    return r"\s+".join(re.escape(word) for word in sentence.split())
 
 
 def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()) -> Echo:
     """`text` without our tags, our labels and any sentence of `instructions` (the prompt's
     own wording), and whether anything of its own is left beside what it repeats of `copied`
     (the question, earlier turns)."""
-    said = _sentences(instructions)
+    said = [s for s in _sentences(instructions) if not s.startswith("#")]
+    # A short one ("Final review:") only where a line begins with it: too common elsewhere.
+    heads = [
+        s
+        for s in _sentences(instructions, least_words=2)
+        if len(s.split()) < 4 and not s.startswith("#")  # never a section heading we asked for
+    ]
     kept: list[str] = []
     echoed = False
     for line in text.splitlines():
         bare = _OUR_TAG.sub(" ", line)
         bare = _OUR_LABEL.sub("", bare)
-        plain = _plain(bare)
+        for head in heads:
+            if _plain(bare).startswith(head):
+                bare = re.sub(r"^\s*" + _loose(head), "", bare, flags=re.IGNORECASE)
         for sentence in said:
-            if sentence in plain:
-                plain = plain.replace(sentence, " ")
-                bare = re.sub(re.escape(sentence).replace(r"\ ", r"\s+"), " ", bare, flags=re.I)
+            if sentence in _plain(bare):
+                bare = re.sub(_loose(sentence), " ", bare, flags=re.IGNORECASE)
         if _plain(bare) != _plain(line):
             echoed = True
         kept.append(bare.rstrip() if bare.strip() else "")

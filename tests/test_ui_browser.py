@@ -662,12 +662,17 @@ def test_the_first_screen_puts_examples_by_the_question_and_the_answer_across_th
     assert page.locator("#refine-summary").bounding_box()["y"] > box["y"] + box["height"] - 1
     # Nothing between the answer and the reasoning behind it: no examples there.
     assert page.get_by_text("Examples", exact=True).bounding_box()["y"] < box["y"]
-    # The turns stay open once done: their reasoning is in sight, not folded away.
+    # The turns stay open once done: their reasoning is in sight, not folded away, and the
+    # sections grow with them instead of scrolling the first turns out of a box of their own.
     assert (
         page.locator("#refine-sections")
         .get_by_text("Spell the word: s-t-r-a-w-b-e-r-r-y.", exact=False)
         .first.is_visible()
     )
+    inner_scroll = """() => [...document.querySelectorAll('#refine-sections *')]
+        .some(e => e.scrollHeight > e.clientHeight + 2
+                   && ['auto', 'scroll'].includes(getComputedStyle(e).overflowY))"""
+    assert page.evaluate(inner_scroll) is False
 
 
 def test_on_a_phone_the_streaming_turn_comes_into_view_when_a_run_starts(phone, server):

@@ -108,8 +108,8 @@ def test_the_synthesis_answer_is_set_apart_and_the_summary_has_cost():
     assert view.messages()[0]["metadata"]["title"] == "Synthesis"
     # The synthesis here has no concise-answer field: the card says so under the answer.
     assert view.answer_markdown() == (
-        "Three.\n\n---\n\n<small>**Answer** (the model did not follow the answer format; its "
-        "reply as written)</small>"
+        "Three.\n\n---\n\n_**Answer** (the model did not follow the answer format; its "
+        "reply as written)_"
     )
     assert view.summary_markdown().startswith("Done · 3.2s in all · 8 tokens")
     assert view.error_markdown() == ""

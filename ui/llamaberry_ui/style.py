@@ -38,6 +38,11 @@ CSS = """
 .lb-sections .thought-group .title .md { font-size: 1rem !important;
   color: var(--body-text-color) !important; }
 .lb-sections label.float { position: static !important; }
+/* The sections grow with what they hold: open turns read down the page, not in a box of
+   their own that scrolls to its end and hides the first ones. */
+.lb-sections { height: auto !important; min-height: 0 !important; }
+.lb-sections > .wrapper, .lb-sections .bubble-wrap { max-height: none !important;
+  height: auto !important; overflow: visible !important; }
 /* A fold's title that wraps (a mode's long Options title on a phone) reads from the left, and
    its arrow keeps clear of the text. */
 .label-wrap { text-align: left; gap: 8px; }

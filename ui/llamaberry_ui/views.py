@@ -344,7 +344,9 @@ class RunView:
         self.run = run
         self.mode, self.model = run.mode, run.model
         self._end()
-        echo = next((line for line in run.notes if "repeated the prompt" in line), None)
+        echo = next(
+            (n for n in run.notes if n.startswith("The synthesis") and "the prompt" in n), None
+        )
         if echo is not None and self.source == "unformatted" and run.answer:
             # The synthesis wrote our prompt back: the run's answer is what it had instead.
             self.answer, self.source, self.echo_note = run.answer, "echo", echo.rstrip(".")
@@ -441,7 +443,7 @@ class RunView:
             lines.append(DEMO_LINE)
         if not lines:
             return ""
-        return "\n\n---\n\n" + "\n\n".join(f"<small>{line}</small>" for line in lines)
+        return "\n\n---\n\n" + "\n\n".join(f"_{line}_" for line in lines)
 
     def answer_label(self) -> str:
         """What the answer card holds: 'Answer', or a label saying why it is not the run's own."""

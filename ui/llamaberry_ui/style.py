@@ -13,6 +13,9 @@ CSS = """
 .prose.lb-card { border: none; background: none; padding: 0; }
 .lb-card h3 { font-size: 1.35rem; margin: 4px 0 8px; }
 .lb-card .md { font-size: 1.05rem; line-height: 1.6; }
+/* The card's notes (where its answer came from, the demo model) sit close under a thin rule. */
+.lb-card hr { margin: 6px 0 !important; }
+.lb-card hr ~ p { margin: 2px 0 !important; font-size: 0.9rem; }
 .block.lb-error, .prose.lb-error { border: 1px solid var(--error-border-color);
   border-radius: var(--radius-lg); padding: 4px 16px; background: var(--error-background-fill);
   color: var(--error-text-color); }

@@ -110,3 +110,19 @@ def test_a_sequence_or_a_key_split_between_streamed_pieces_is_still_caught():
         pieces = [text[i : i + size] for i in range(0, len(text), size)]
         shown = "".join(stream.feed(piece) for piece in pieces) + stream.flush()
         assert shown == whole, size
+
+
+def test_a_key_is_never_cut_where_another_key_could_begin():
+    # The end of a piece that could begin a known key waits for the next piece; it must not
+    # cut a whole key in two on the way (each half would then be shown unredacted). Here the
+    # second key begins with the first one's last two characters.
+    from llamaberry.core.redact import remember
+    from llamaberry.core.terminal import TerminalStream
+
+    first, second = "gsk-first-key-0a1b2c3dc2", "c2-second-key-9z8y7x6w"
+    remember(first)
+    remember(second)
+    stream = TerminalStream()
+    shown = stream.feed(f"a key: {first}") + stream.feed(" and more") + stream.flush()
+    assert first not in shown and "gsk-first" not in shown
+    assert shown == "a key: [redacted] and more"

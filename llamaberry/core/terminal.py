@@ -55,14 +55,27 @@ class TerminalStream:
     def feed(self, text: str) -> str:
         """What of everything fed so far can be shown now."""
         text = self._pending + text
-        keep = _unfinished(text)
-        self._pending = text[len(text) - keep :] if keep else ""
-        return for_terminal(text[: len(text) - keep])
+        cut = _whole_keys(text, len(text) - _unfinished(text))
+        self._pending = text[cut:]
+        return for_terminal(text[:cut])
 
     def flush(self) -> str:
         """The rest: the text has ended (or something else is about to be written)."""
         text, self._pending = self._pending, ""
         return for_terminal(text)
+
+
+def _whole_keys(text: str, cut: int) -> int:
+    """`cut` moved back to the start of any known key it would split: a key shown in two
+    halves is redacted in neither (the end held back may begin another key that is longer)."""
+    moved = True
+    while moved:
+        moved = False
+        for secret in secrets():
+            start = text.find(secret, max(0, cut - len(secret) + 1))
+            if -1 < start < cut:
+                cut, moved = start, True
+    return cut
 
 
 def _unfinished(text: str) -> int:

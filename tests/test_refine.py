@@ -42,9 +42,9 @@ async def test_first_turn_is_given_the_bare_question(server: FakeServer, engine:
     server.reply_with(refine_script)
     await engine.refine(QUESTION)
     first = server.requests[0]
-    # The question whole, then turn 1's instruction: its two sections.
-    assert first.user.startswith(f"<question>\n{QUESTION}\n</question>")
-    assert "## Reasoning" in first.user and "## Answer" in first.user
+    # Asked as before the prefix layout: turn 1's two sections as the system prompt.
+    assert first.user == QUESTION
+    assert "## Reasoning" in first.system and "## Answer" in first.system
     assert first.system == prompts.REFINE_SYSTEM
 
 
@@ -167,7 +167,7 @@ async def test_the_call_log_keeps_messages_and_replies(server: FakeServer, engin
     server.reply_with(refine_script)
     run = await engine.refine(QUESTION, turns=2)
     assert [(c.kind, c.index) for c in run.calls] == [("turn", 1), ("turn", 2), ("synthesis", 1)]
-    assert run.calls[0].messages[-1].content.startswith(f"<question>\n{QUESTION}\n</question>")
+    assert run.calls[0].messages[-1].content == QUESTION
     assert run.calls[0].reply == FIRST_TURN
     assert run.calls[1].messages[-1].content == server.requests[1].user
 

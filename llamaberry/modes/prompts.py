@@ -15,19 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# A refine run is one conversation: the system prompt below, the question with turn 1's
-# instruction, then each turn's reply and the next call's instruction, up to the synthesis's. So
-# each call's request begins, byte for byte, with the previous call's request and its reply, and
-# a server's prompt cache (Groq's, OpenAI's, vLLM's, llama.cpp's slot) reads all of that back
-# instead of evaluating it again; only the newest reply and instruction are new. Each call's own
-# instruction (the sections to write) comes last, right before its reply.
+# A refine run is one conversation. Turn 1 is asked exactly as a single structured answer: its
+# instruction (the two sections) as the system prompt and the bare question as the user message.
+# Each later call adds the previous reply and its own instruction (the sections to write) to
+# that conversation. So each call's request begins, byte for byte, with the previous call's
+# request and its reply, and a server's prompt cache (Groq's, OpenAI's, vLLM's, llama.cpp's
+# slot) reads all of that back instead of evaluating it again; only the newest reply and
+# instruction are new.
 REFINE_SYSTEM = """\
-You are a careful problem solver. You answer the user's question in turns: a first answer,
-later turns that review the earlier ones and answer again, then a final synthesis of them all.
-Each request says which turn it is and the sections to reply in."""
-
-FIRST_TURN = """\
-Turn 1: work through the question before you commit to an answer.
+You are a careful problem solver. Work through the user's question before you commit to an answer.
 
 Reply in markdown with exactly these two sections, in this order:
 
@@ -41,6 +37,13 @@ The answer itself, stated plainly. If the question asks for a particular format 
 letter, a number, a list, code), give exactly that format here.
 
 Do not add other top-level sections. Be thorough but do not pad."""
+
+# The short system prompt of the compact condensed forms, used only when even the condensed
+# turns under REFINE_SYSTEM do not fit the model's context window.
+COMPACT_SYSTEM = """\
+You are a careful problem solver. You answer the user's question in turns: a first answer,
+later turns that review the earlier ones and answer again, then a final synthesis of them all.
+Each request says which turn it is and the sections to reply in."""
 
 LATER_TURN = """\
 Turn {number}: review the earlier attempts at the question (your turns 1 to {previous} above)
@@ -98,8 +101,8 @@ asked for (a letter, a number, a word)."""
 
 
 def first_turn_messages(question: str) -> list[tuple[str, str]]:
-    """Turn 1: the run's system prompt, then the question with turn 1's instruction."""
-    return [("system", REFINE_SYSTEM), ("user", f"{_question(question)}\n\n{FIRST_TURN}")]
+    """Turn 1: its two sections as the run's system prompt, then the bare question."""
+    return [("system", REFINE_SYSTEM), ("user", question)]
 
 
 def later_turn_messages(question: str, turns: Sequence[str]) -> list[tuple[str, str]]:
@@ -158,24 +161,35 @@ def clip(text: str, chars: int) -> str:
     return cut + " […]"
 
 
-def condensed_later_turn_messages(question: str, digests: Sequence[str]) -> list[tuple[str, str]]:
+def condensed_later_turn_messages(
+    question: str, digests: Sequence[str], *, compact: bool = False
+) -> list[tuple[str, str]]:
     """Turn k >= 2 when the earlier turns in full do not fit: their condensed forms, in one
     message after the question. Shorter than the conversation (the earlier instructions are
-    left out), and it still begins with the run's system prompt and question."""
+    left out), and it still begins with the run's system prompt and question; `compact` swaps
+    in a shorter system prompt (and loses that shared beginning) for the tightest windows."""
     instruction = LATER_TURN.format(number=len(digests) + 1, previous=len(digests))
-    return _condensed(question, digests, instruction)
+    return _condensed(question, digests, instruction, compact)
 
 
-def condensed_synthesis_messages(question: str, digests: Sequence[str]) -> list[tuple[str, str]]:
+def condensed_synthesis_messages(
+    question: str, digests: Sequence[str], *, compact: bool = False
+) -> list[tuple[str, str]]:
     """The synthesis when the turns in full do not fit: their condensed forms."""
-    return _condensed(question, digests, SYNTHESIS.format(count=len(digests)))
+    return _condensed(question, digests, SYNTHESIS.format(count=len(digests)), compact)
 
 
-def _condensed(question: str, digests: Sequence[str], instruction: str) -> list[tuple[str, str]]:
+def _condensed(
+    question: str, digests: Sequence[str], instruction: str, compact: bool
+) -> list[tuple[str, str]]:
     labelled = "\n\n".join(
         f'<turn number="{i}">\n{text.strip()}\n</turn>' for i, text in enumerate(digests, 1)
     )
-    body = f"{_question(question)}\n\n{CONDENSED_NOTE}\n\n{labelled}\n\n{instruction}"
+    if compact:
+        body = f"{_question(question)}\n\n{CONDENSED_NOTE}\n\n{labelled}\n\n{instruction}"
+        return [("system", COMPACT_SYSTEM), ("user", body)]
+    # The bare question first, as turn 1 was asked, so the request begins like turn 1's.
+    body = f"{question}\n\n{CONDENSED_NOTE}\n\n{labelled}\n\n{instruction}"
     return [("system", REFINE_SYSTEM), ("user", body)]
 
 

@@ -10,7 +10,7 @@ by step until the call fits), and the run says so.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -22,7 +22,10 @@ from llamaberry.modes import prompts
 from llamaberry.modes.parsing import Echo, parse_synthesis, parse_turn, read_echo
 from llamaberry.run.runner import CallReply, ModeSpec, RunContext, to_messages
 
-Prompt = Callable[[str, Sequence[str]], list[tuple[str, str]]]
+class Prompt(Protocol):
+    def __call__(
+        self, question: str, digests: Sequence[str], *, compact: bool = False
+    ) -> list[tuple[str, str]]: ...
 
 
 class RefineOptions(Options):
@@ -142,9 +145,11 @@ def _condensed(question: str, turns: Sequence[Turn], prompt: Prompt) -> Iterator
     """The condensed forms of a call over `turns`, from the fullest to the shortest, each
     built only when the call asks for it (when the fuller ones do not fit)."""
     for n in prompts.CONDENSED_CHARS:
-        yield to_messages(
-            prompt(question, [prompts.condense_turn(t.critique, t.answer, n) for t in turns])
-        )
+        digests = [prompts.condense_turn(t.critique, t.answer, n) for t in turns]
+        # Under the run's system prompt first (it begins like turn 1's request), then under
+        # the short one, before anything more of the turns is cut.
+        yield to_messages(prompt(question, digests))
+        yield to_messages(prompt(question, digests, compact=True))
 
 
 def first_turn(run: Run) -> list[tuple[str, Any]]:

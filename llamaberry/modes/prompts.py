@@ -36,7 +36,11 @@ Check arithmetic, units, counts and edge cases explicitly instead of assuming th
 The answer itself, stated plainly. If the question asks for a particular format (a single
 letter, a number, a list, code), give exactly that format here.
 
-Do not add other top-level sections. Be thorough but do not pad."""
+Do not add other top-level sections. Be thorough but do not pad.
+
+Later in this conversation you may be asked to review your earlier answers and answer again,
+or to weigh them all in a final synthesis; each such request names its own sections, and those
+then take the place of the two above."""
 
 # The short system prompt of the compact condensed forms, used only when even the condensed
 # turns under REFINE_SYSTEM do not fit the model's context window.

@@ -9,7 +9,7 @@ by step until the call fits), and the run says so.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from pydantic import Field
@@ -22,7 +22,10 @@ from llamaberry.modes import prompts
 from llamaberry.modes.parsing import Echo, parse_synthesis, parse_turn, read_echo
 from llamaberry.run.runner import CallReply, ModeSpec, RunContext, to_messages
 
+
 class Prompt(Protocol):
+    """A condensed prompt: the question and the condensed turns, `compact` for the short one."""
+
     def __call__(
         self, question: str, digests: Sequence[str], *, compact: bool = False
     ) -> list[tuple[str, str]]: ...

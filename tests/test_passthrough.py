@@ -53,7 +53,7 @@ def _final_or_text(final: Reply, text: str = "1. think\n\nAnswer: 3"):
             return final
         if "Concise Answer" in (request.user or "") or "## Critique" in (request.user or ""):
             return refine_script(request)
-        if "## Reasoning" in (request.user or ""):
+        if "## Reasoning" in (request.system or ""):  # refine's turn 1
             return refine_script(request)
         return text
 

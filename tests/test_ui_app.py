@@ -284,7 +284,8 @@ def waits_for_company(count: int):
     questions: set[str] = set()
 
     async def handler(request: RecordedRequest) -> str:
-        if "## Reasoning" in (request.user or "") and "## Critique" not in (request.user or ""):
+        # Refine's turn 1: its sections in the system prompt, no earlier reply.
+        if "## Reasoning" in (request.system or "") and len(request.messages) == 2:
             questions.add(question_of(request))
             for _ in range(500):
                 if len(questions) >= count:

@@ -75,7 +75,9 @@ async def test_each_step_call_begins_with_the_previous_step_and_its_reply(server
     def step(request: RecordedRequest) -> str:
         number = sum(1 for m in request.messages if m["role"] == "assistant") + 1
         action = "continue" if number < 3 else "final_answer"
-        return json.dumps({"title": f"T{number}", "content": "Count.", "next_action": action})
+        # Each step says something new: a step that repeats an earlier one ends the chain.
+        content = f"Count the letters, pass {number}."
+        return json.dumps({"title": f"T{number}", "content": content, "next_action": action})
 
     server.reply_with(lambda r: step(r) if r.json_mode else "3")
     async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:

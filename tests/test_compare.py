@@ -39,7 +39,7 @@ def mode_script(
             return Reply(json.dumps(step), latency=delays.get("steps"))
         if request.system is None:  # the single mode sends the bare question
             return Reply(single, latency=delays.get("single"))
-        if "## " in (request.user or ""):  # refine's section contracts, in each call's instruction
+        if is_refine(request):
             return Reply(refine_script(request), latency=delays.get("refine"))
         return Reply(final, latency=delays.get("steps"))  # the steps mode's final answer
 
@@ -58,7 +58,13 @@ def mode_of(request: RecordedRequest) -> str:
         return "steps"
     if request.system is None:
         return "single"
-    return "refine" if "## " in (request.user or "") else "steps"
+    return "refine" if is_refine(request) else "steps"
+
+
+def is_refine(request: RecordedRequest) -> bool:
+    """Refine names its section contracts: turn 1's in its system prompt, every later call's
+    in its own instruction (the last user message). The steps mode's prompts name none."""
+    return "## " in (request.system or "") + (request.user or "")
 
 
 async def test_modes_run_concurrently(server: FakeServer, engine: Engine):

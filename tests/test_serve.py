@@ -173,7 +173,8 @@ def steps_model(request: RecordedRequest) -> Reply:
     done = sum(m["role"] == "assistant" for m in request.messages) >= 2
     step = {
         "title": f"Look {len(request.messages)}",
-        "content": "Count the letters.",
+        # Each step says something new: a repeated step ends the chain as a loop.
+        "content": f"Count the letters, pass {len(request.messages)}.",
         "next_action": "final_answer" if done else "continue",
     }
     return Reply(json.dumps(step))

@@ -356,7 +356,13 @@ def write_round(exported: ExportedRound, path: Path | None) -> None:
 async def through_batches(engine: Any, plan: BatchPlan, progress: EvalProgress) -> Any:
     """Put the engine's calls on the provider's Batch API (or, exporting, on a file); one line
     if it has none."""
-    from llamaberry.eval.batch import EXPORTED, BatchClient, Batcher, NoBatchAPIError
+    from llamaberry.eval.batch import (
+        EXPORTED,
+        BatchClient,
+        Batcher,
+        NoBatchAPIError,
+        no_batch_api,
+    )
     from llamaberry.store.batches import BatchLedger
 
     inner = engine.client
@@ -366,10 +372,7 @@ async def through_batches(engine: Any, plan: BatchPlan, progress: EvalProgress) 
         return batcher
     sdk = getattr(inner, "sdk", None)
     if sdk is None or not hasattr(inner, "request"):
-        raise NoBatchAPIError(
-            f"The {inner.provider} provider has no Batch API: --batch needs Groq or an "
-            "OpenAI-compatible endpoint that serves /files and /batches."
-        )
+        raise NoBatchAPIError(no_batch_api(inner))
     endpoint = f"{engine.settings.provider} {engine.settings.base_url or ''}".strip()
     batcher = Batcher(
         ledger=BatchLedger(endpoint),

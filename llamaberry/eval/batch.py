@@ -99,6 +99,14 @@ class NoBatchAPIError(InputError):
     """The endpoint has no Batch API."""
 
 
+def no_batch_api(client: ChatClient) -> str:
+    """The one line for a provider whose client cannot make Batch API requests."""
+    return (
+        f"The {client.provider} provider has no Batch API: --batch needs Groq or an "
+        "OpenAI-compatible endpoint that serves /files and /batches."
+    )
+
+
 @dataclass
 class Batcher:
     """Gathers the calls of concurrent runs into rounds and sends each round as one batch."""
@@ -430,12 +438,8 @@ class BatchClient(ChatClient):
             reasoning_effort=inner.reasoning_effort,
             timeout=inner.timeout,
         )
-        request = getattr(inner, "request", None)
-        if request is None:
-            raise NoBatchAPIError(
-                f"The {inner.provider} provider has no Batch API: --batch needs Groq or an "
-                "OpenAI-compatible endpoint that serves /files and /batches."
-            )
+        if not hasattr(inner, "request"):
+            raise NoBatchAPIError(no_batch_api(inner))
         self.inner = inner
         self.batcher = batcher
         self.provider = inner.provider

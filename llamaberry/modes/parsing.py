@@ -261,10 +261,10 @@ def _loose(sentence: str) -> str:
     return r"\s+".join(re.escape(word) for word in sentence.split())
 
 
-def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()) -> Echo:
-    """`text` without our tags, our labels and any sentence of `instructions` (the prompt's
-    own wording), and whether anything of its own is left beside what it repeats of `copied`
-    (the question, earlier turns)."""
+@functools.lru_cache(maxsize=64)
+def _prompt_sentences(instructions: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The sentences of our prompt that mark an echo, and the short heads that do only at the
+    start of a line. Prompts repeat from run to run, so they are split once."""
     said = [s for s in _sentences(instructions) if not s.startswith("#")]
     # A short one ("Final review:") only where a line begins with it: too common elsewhere.
     heads = [
@@ -272,6 +272,18 @@ def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()
         for s in _sentences(instructions, least_words=2)
         if len(s.split()) < 4 and not s.startswith("#")  # never a section heading we asked for
     ]
+    return said, heads
+
+
+def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()) -> Echo:
+    """`text` without our tags, our labels and any sentence of `instructions` (the prompt's
+    own wording), and whether anything of its own is left beside what it repeats of `copied`
+    (the question, earlier turns)."""
+    said, heads = _prompt_sentences(tuple(instructions))
+    # Only what the reply holds somewhere is looked for line by line.
+    whole = _plain(text)
+    said = [s for s in said if s in whole]
+    heads = [s for s in heads if s in whole]
     kept: list[str] = []
     echoed = False
     for line in text.splitlines():
@@ -283,7 +295,7 @@ def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()
         for sentence in said:
             if sentence in _plain(bare):
                 bare = re.sub(_loose(sentence), " ", bare, flags=re.IGNORECASE)
-        if _plain(bare) != _plain(line):
+        if bare != line and _plain(bare) != _plain(line):
             echoed = True
         kept.append(bare.rstrip() if bare.strip() else "")
     cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()

@@ -12,6 +12,7 @@ class GroqClient(SDKClient):
     """Groq's hosted models through `groq.AsyncGroq`."""
 
     row = GROQ
+    chat_path = "/openai/v1/chat/completions"  # Groq's base URL is the host alone
 
     def _make_sdk(self, connections: int) -> Any:
         import groq

@@ -3,7 +3,7 @@ reply says beside its text: its usage and how long it queued.
 
 The SDKs turn every streamed chunk into a pydantic object, which was most of the client's CPU
 at a hundred concurrent runs. The engine reads the raw server-sent events instead (the SDK's
-`with_streaming_response` hands over the response unparsed; see sdk.py and transport.py) and
+`post` with `cast_to=httpx.Response` hands over the response unread; see sdk.py) and
 keeps only the handful of fields it uses, parsed with orjson.
 """
 

@@ -2,7 +2,7 @@
 (`DefaultAioHttpClient`, the SDKs' `aiohttp` extra), with bounds on what an upstream may send.
 
 Only the SDKs' and httpx's public API is used: the SDK client is built with `http_client=`, a
-call goes out through `chat.completions.with_streaming_response.create` (see sdk.py), and the
+call goes out through the SDK client's public `post` (see sdk.py), and the
 bounds sit in `send`, the public method every request of the HTTP client passes through, so
 they hold for proxies (which httpx picks from the environment), redirects and model lists alike.
 

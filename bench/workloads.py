@@ -96,19 +96,10 @@ class CannedClient(ChatClient):
 
     async def stream(self, messages, *, json_mode=False, max_tokens=None):
         """Yield the scripted reply for these messages in chunks, then its completion."""
-        system = next((m.content for m in messages if m.role == "system"), None)
-        user = next((m.content for m in reversed(messages) if m.role == "user"), None)
-        request = RecordedRequest(
-            "POST",
-            "/",
-            {},
-            {
-                "messages": [
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": user},
-                ]
-            },
-        )
+        # The whole conversation, as the server would see it: the script counts the earlier
+        # turns by the assistant messages in it.
+        body = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
+        request = RecordedRequest("POST", "/", {}, body)
         text = self.script(request).text
         words = text.split(" ")
         for i in range(0, len(words), self.chunk_words):

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from llamaberry.core.redact import REDACTED, redact, redact_data, redact_model, remember
+from llamaberry.core.redact import (
+    REDACTED,
+    RedactStream,
+    redact,
+    redact_data,
+    redact_model,
+    remember,
+    secrets,
+)
 from llamaberry.core.results import Run
 
 
@@ -43,3 +51,26 @@ def test_nested_data_and_models_are_redacted_and_untouched_ones_are_returned_as_
     assert redact_model(clean) is clean
     dirty = Run(mode="single", model="m", provider="groq", question="gsk_nested_canary_000111?")
     assert redact_model(dirty).question == f"{REDACTED}?"
+
+
+def test_a_stream_holds_back_only_what_could_begin_a_key_and_at_most_a_key_less_a_character():
+    key = "zq9_streamed_canary_7788"
+    remember(key)
+    text = f"plain words, then {key}, then zq9_ and z and more plain words."
+    for size in (1, 2, 5, 9, len(key)):
+        stream = RedactStream()
+        out, most = [], 0
+        for at in range(0, len(text), size):
+            out.append(stream.feed(text[at : at + size]))
+            most = max(most, len(stream.held))
+            # Every character that could not begin a known key is out already, redacted.
+            held = stream.held
+            assert all(s != held for s in secrets()), held
+            assert not held or any(s.startswith(held) for s in secrets()), (size, held)
+            assert "".join(out) + stream.held == text[: at + size].replace(key, REDACTED)
+        out.append(stream.flush())
+        assert "".join(out) == redact(text) == text.replace(key, REDACTED), size
+        assert most <= len(key) - 1
+    # Text that could not begin a key goes out the moment it is fed.
+    stream = RedactStream()
+    assert stream.feed("nothing to hold.") == "nothing to hold." and stream.held == ""

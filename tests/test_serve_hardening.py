@@ -469,3 +469,140 @@ async def test_an_upstream_that_echoes_the_key_never_gets_it_to_the_client(serve
         key not in whole.text and "[redacted]" in whole.json()["choices"][0]["message"]["content"]
     )
     assert key not in text and "[redacted]" in text
+
+
+KEY = "upstream-secret-key"  # the key `serving` gives the engine for its upstream
+SPLITS = [1, len(KEY) // 2, len(KEY) - 1]
+
+
+def split_key_upstream(at: int, *, escaped: bool) -> Fault:
+    """An upstream whose streamed reply has the key cut in two at `at`, once in its reasoning
+    and once in its content: the first part ends one event's delta, the rest begins the next.
+    With `escaped`, an event with no text comes between the halves, and the rest is written in
+    JSON `\\u` escapes (so not one byte of it is the key's as written)."""
+
+    def event(delta: dict[str, str] | str, finish: str | None = None) -> bytes:
+        text = json.dumps(delta) if isinstance(delta, dict) else delta
+        return (
+            b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+            b'"choices":[{"index":0,"delta":'
+            + text.encode()
+            + b',"finish_reason":'
+            + json.dumps(finish).encode()
+            + b"}]}\n\n"
+        )
+
+    def rest(field: str) -> bytes:
+        if not escaped:
+            return event({field: KEY[at:] + " stays"})
+        written = "".join(f"\\u{ord(c):04x}" for c in KEY[at:])
+        return event({field: ""}) + event(f'{{"{field}": "{written} stays"}}')
+
+    body = (
+        event({"role": "assistant", "content": ""})
+        + event({"reasoning": "I looked at "})
+        + event({"reasoning": "the key " + KEY[:at]})
+        + rest("reasoning")
+        + event({"reasoning": " put away."})
+        + event({"content": "Three. The key "})
+        + event({"content": "is " + KEY[:at]})
+        + rest("content")
+        + event({"content": " here, then more words."})
+        + event({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+    return Fault.raw(head + body, close=True)
+
+
+THOUGHT = "I looked at the key [redacted] stays put away."
+SAID = "Three. The key is [redacted] stays here, then more words."
+
+
+def shows_no_part_of_the_key(raw: bytes) -> None:
+    """No eight characters of the key together (a whole key is `[redacted]`, no half shows)."""
+    text = raw.decode()
+    seen = [KEY[i : i + 8] for i in range(len(KEY) - 7) if KEY[i : i + 8] in text]
+    assert not seen, (seen, text)
+
+
+def sse_events(raw: bytes) -> list[dict]:
+    datas = [line[len("data: ") :] for line in raw.decode().splitlines()]
+    return [json.loads(d) for d in datas if d.startswith("{")]
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["plain", "escaped"])
+@pytest.mark.parametrize("at", SPLITS)
+@pytest.mark.parametrize("reasoning", ["think", "reasoning_content"])
+async def test_a_key_the_upstream_splits_between_two_chunks_never_reaches_the_client(
+    server: FakeServer, at: int, escaped: bool, reasoning: str
+):
+    async for port in serving(server):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=30) as http:
+            server.enqueue(split_key_upstream(at, escaped=escaped))
+            body = {
+                "model": "single",
+                "messages": MESSAGES,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "reasoning_format": reasoning,
+            }
+            async with http.stream("POST", "/chat/completions", json=body) as streamed:
+                raw = await streamed.aread()
+    shows_no_part_of_the_key(raw)
+    events = sse_events(raw)
+    deltas = [(n, e["choices"][0]["delta"]) for n, e in enumerate(events) if e["choices"]]
+    # Nothing lost, nothing out of order: the whole text, the key as [redacted] (the thinking
+    # inline in the content, or in a field of its own).
+    content = "".join(d.get("content") or "" for _, d in deltas)
+    if reasoning == "think":
+        assert content == f"<think>\n{THOUGHT}\n</think>\n\n{SAID}"
+    else:
+        assert content == SAID
+        assert "".join(d.get("reasoning_content") or "" for _, d in deltas) == THOUGHT
+    # What was held back went out before the finish, and the usage came after it.
+    finish = next(
+        n for n, e in enumerate(events) if e["choices"] and e["choices"][0]["finish_reason"]
+    )
+    said = [n for n, d in deltas if d.get("content") or d.get("reasoning_content")]
+    assert max(said) < finish
+    assert "usage" in events[-1] and events[-1]["usage"] and len(events) - 1 > finish
+    assert raw.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["plain", "escaped"])
+@pytest.mark.parametrize("at", SPLITS)
+async def test_a_key_split_between_two_chunks_never_reaches_a_responses_client(
+    server: FakeServer, at: int, escaped: bool
+):
+    async for port in serving(server):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=30) as http:
+            server.enqueue(split_key_upstream(at, escaped=escaped))
+            body = {"model": "single", "input": QUESTION, "stream": True}
+            async with http.stream("POST", "/responses", json=body) as streamed:
+                raw = await streamed.aread()
+    shows_no_part_of_the_key(raw)
+    events = sse_events(raw)
+    kinds = [e["type"] for e in events]
+
+    def joined(kind: str) -> str:
+        return "".join(e["delta"] for e in events if e["type"] == kind)
+
+    assert joined("response.output_text.delta") == SAID
+    assert joined("response.reasoning_summary_text.delta") == THOUGHT
+    # The held-back end of each text went out before that text was closed.
+    last_said = max(n for n, k in enumerate(kinds) if k == "response.output_text.delta")
+    assert last_said < kinds.index("response.output_text.done") < kinds.index("response.completed")
+    last_thought = max(
+        n for n, k in enumerate(kinds) if k == "response.reasoning_summary_text.delta"
+    )
+    assert last_thought < kinds.index("response.reasoning_summary_text.done")
+    done = events[kinds.index("response.output_text.done")]
+    assert done["text"] == SAID
+    output = events[-1]["response"]["output"]
+    assert [p["text"] for item in output if item["type"] == "message" for p in item["content"]] == [
+        SAID
+    ]
+    assert [
+        p["text"] for item in output if item["type"] == "reasoning" for p in item["summary"]
+    ] == [THOUGHT]

@@ -117,6 +117,73 @@ def _blank_credentials(found: re.Match[str]) -> str:
     return found[0][: found.start(1) - found.start(0)] + REDACTED
 
 
+def secret_cut(text: str, cut: int | None = None) -> int:
+    """Where streamed `text` may be cut, so that what comes before holds no part of a known
+    secret the text after it could complete: `cut` (the end by default) moved back over any
+    tail that could begin a secret, then to the start of any whole secret it would split.
+
+    What lies after the cut is at most one secret's length minus one character (more only
+    where known secrets overlap one another), and nothing at all when the text's end could
+    not begin a secret."""
+    known = secrets()
+    cut = len(text) if cut is None else cut
+    for secret in known:
+        cut = min(cut, len(text) - _could_begin(text, secret))
+    moved = True
+    while moved:  # a key shown in two halves would be redacted in neither
+        moved = False
+        for secret in known:
+            start = text.find(secret, max(0, cut - len(secret) + 1))
+            if -1 < start < cut:
+                cut, moved = start, True
+    return cut
+
+
+def _could_begin(text: str, secret: str) -> int:
+    """The length of the longest end of `text` that is the start of `secret` but not all of
+    it (0 when there is none)."""
+    first = secret[0]
+    at = text.find(first, max(0, len(text) - len(secret) + 1))
+    while at != -1:
+        if secret.startswith(text[at:]):
+            return len(text) - at
+        at = text.find(first, at + 1)
+    return 0
+
+
+class RedactStream:
+    """Streamed text redacted piece by piece, a key split between two pieces included.
+
+    A key whose first half ends one piece and whose rest begins the next is in neither piece
+    whole, so redacting each alone lets both halves through. The end of what was fed that
+    could begin a known key is held back until the next piece (or `flush()`) shows what it
+    was; every other character goes out at once.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, text: str) -> str:
+        """What of everything fed so far can go out now, redacted."""
+        if not text:
+            return ""
+        text = self._pending + text
+        cut = secret_cut(text)
+        self._pending = text[cut:]
+        return redact(text[:cut])
+
+    @property
+    def held(self) -> str:
+        """What is held back now (not redacted yet: never send it as it is)."""
+        return self._pending
+
+    def flush(self) -> str:
+        """The rest, redacted: the text has ended (or something else is about to be written
+        after it)."""
+        text, self._pending = self._pending, ""
+        return redact(text)
+
+
 def redact_data(value: T) -> T:
     """`value` (strings, lists, tuples and dicts of them, nested) with every string redacted."""
     # The secrets are gathered once for the whole value, not once per string in it.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from llamaberry.core.redact import redact, secrets
+from llamaberry.core.redact import redact, secret_cut
 
 # The byte that ends a two-byte escape; those that open CSI and string sequences excepted.
 _ESCAPE_FINAL = r"[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]"
@@ -55,7 +55,8 @@ class TerminalStream:
     def feed(self, text: str) -> str:
         """What of everything fed so far can be shown now."""
         text = self._pending + text
-        cut = _whole_keys(text, len(text) - _unfinished(text))
+        # A key is never cut in two, nor its start shown before the next piece says what it is.
+        cut = secret_cut(text, len(text) - _unfinished(text))
         self._pending = text[cut:]
         return for_terminal(text[:cut])
 
@@ -65,30 +66,12 @@ class TerminalStream:
         return for_terminal(text)
 
 
-def _whole_keys(text: str, cut: int) -> int:
-    """`cut` moved back to the start of any known key it would split: a key shown in two
-    halves is redacted in neither (the end held back may begin another key that is longer)."""
-    moved = True
-    while moved:
-        moved = False
-        for secret in secrets():
-            start = text.find(secret, max(0, cut - len(secret) + 1))
-            if -1 < start < cut:
-                cut, moved = start, True
-    return cut
-
-
 def _unfinished(text: str) -> int:
-    """How many characters at the end of `text` could be the start of a key or a sequence."""
+    """How many characters at the end of `text` could be the start of a sequence."""
     keep = 1 if text.endswith("\r") else 0  # perhaps the half of a \r\n
     start = max(text.rfind(c) for c in _INTRODUCERS)
     if start >= 0 and len(text) - start < _LONGEST and not _COMPLETE.match(text, start):
         keep = len(text) - start
-    for secret in secrets():
-        for length in range(min(len(secret) - 1, len(text)), keep, -1):
-            if text.endswith(secret[:length]):
-                keep = length
-                break
     return keep
 
 

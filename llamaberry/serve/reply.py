@@ -25,6 +25,7 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.holdback import HoldBack
+from llamaberry.core.redact import RedactStream
 from llamaberry.core.results import Call, CallResult, Run, Synthesis, call_title
 from llamaberry.serve.schema import ReasoningField, ServeError, error_for, failed_run_error
 
@@ -238,6 +239,9 @@ class Reply:
         self._holdback = HoldBack()
         # The call whose thinking was the last thing sent: its reply starts after a blank line.
         self._thinking: tuple[str, int] | None = None
+        # Each streamed field's text passes through its own redactor, so a key the upstream
+        # splits between two chunks is caught whole (inline thinking shares the content's).
+        self._said = {"content": RedactStream(), "reasoning": RedactStream()}
 
     def _route(self, event: object) -> tuple[str, str] | None:
         """Which part of the reply an event adds to, and the text it adds."""
@@ -399,22 +403,39 @@ class Reply:
         return self._chunk({}, usage=usage)
 
     def _piece(self, part: str, text: str) -> bytes:
-        """The chunk of one routed piece, inline thinking opened and closed around it."""
+        """The chunk of one routed piece, inline thinking opened and closed around it (empty
+        when all its text is held back, as the start of what may be a key)."""
         if part == "start":
             return self._chunk({"role": "assistant", "content": ""})
         if part == "content":
             if self._think_open:
                 self._think_open = False
                 text = "\n</think>\n\n" + text
-            return self._chunk({"content": text})
+            return self._said_chunk("content", text)
         if self.inline:
             if not self._think_open:
                 self._think_open = True
                 text = "<think>\n" + text
-            return self._chunk({"content": text})
+            return self._said_chunk("content", text)
         if not self.fields:
             return b""
-        return self._chunk({name: text for name in self.fields})
+        return self._said_chunk("reasoning", text)
+
+    def _said_chunk(self, field: str, text: str, *, flush: bool = False) -> bytes:
+        """The chunk of `text` for a field (the content, or the reasoning fields), as much of
+        it as its redactor lets out now (with `flush`, all it held back)."""
+        said = self._said[field]
+        text = said.flush() if flush else said.feed(text)
+        if not text:
+            return b""
+        names = self.fields if field == "reasoning" else ["content"]
+        return self._chunk({name: text for name in names})
+
+    def flushed(self) -> bytes:
+        """The chunks of the text still held back (before anything that ends the stream)."""
+        return self._said_chunk("content", "", flush=True) + self._said_chunk(
+            "reasoning", "", flush=True
+        )
 
     def _ending(self, run: Run) -> list[bytes]:
         """The chunks after the streamed parts: the answer if it did not stream, the tool
@@ -424,6 +445,7 @@ class Reply:
             answer = self.answer(run)
             if answer or self._think_open:
                 out.append(self._piece("content", answer))
+        out.append(self.flushed())
         final = final_call(run)
         if final is not None and final.tool_calls:
             calls = [{"index": i, **call} for i, call in enumerate(final.tool_calls)]
@@ -452,7 +474,8 @@ class Reply:
                     break
                 piece = self._piece(*item)
                 if pending is None:
-                    yield piece
+                    if piece:
+                        yield piece
                     continue
                 pending.append(piece)
                 if self.heard:
@@ -461,13 +484,15 @@ class Reply:
         except LlamaberryError as error:  # the runner settles most failures; this is the rest
             if pending is not None:
                 raise error_for(error) from None
-            yield b"data: " + json.dumps(error_for(error).body()).encode() + b"\n\n"
+            yield (
+                self.flushed() + b"data: " + json.dumps(error_for(error).body()).encode() + b"\n\n"
+            )
             return
         if run is None or run.status != "ok":
             failure = failed_run_error(run) if run is not None else ServeError(500, "no result")
             if pending is not None:
                 raise failure
-            yield b"data: " + json.dumps(failure.body(), ensure_ascii=False).encode() + b"\n\n"
+            yield self.flushed() + error_event(failure)
             return
         self.run = run
         log_usage(run, self.usage(run))

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from llamaberry.core.errors import InputError, LlamaberryError
 from llamaberry.core.events import CallStarted
+from llamaberry.core.redact import RedactStream
 from llamaberry.core.results import Call, Run, call_title
 from llamaberry.run.passthrough import Passthrough
 from llamaberry.serve.gateway import Gateway, check_options
@@ -267,6 +268,11 @@ class ResponseWriter(Reply):
         self.new_part = False
         self.heading_only = False
         self.parts: AsyncIterator[tuple[str, str] | Run] | None = None
+        # The text of the summary part and of the message being written passes through these,
+        # so a key the upstream splits between two chunks is caught whole; what they hold
+        # back goes out before the part or message is closed.
+        self.part_said = RedactStream()
+        self.message_said = RedactStream()
 
     @property
     def response_id(self) -> str:
@@ -315,14 +321,17 @@ class ResponseWriter(Reply):
     def _close_part(self) -> list[bytes]:
         if not self.part_open:
             return []
+        events = self._summary_delta(self.part_said.flush())
         self.part_open = False
         assert self.item is not None
         index = len(self.item["summary"]) - 1
         part = self.item["summary"][index]
         where = self._where() | {"summary_index": index}
-        return self._event(
-            "response.reasoning_summary_text.done", **where, text=part["text"]
-        ) + self._event("response.reasoning_summary_part.done", **where, part=part)
+        return (
+            events
+            + self._event("response.reasoning_summary_text.done", **where, text=part["text"])
+            + self._event("response.reasoning_summary_part.done", **where, part=part)
+        )
 
     def _close(self) -> list[bytes]:
         """Finish the output item being written, if any."""
@@ -331,6 +340,7 @@ class ResponseWriter(Reply):
             return []
         events = self._close_part()
         if item["type"] == "message":
+            events += self._text_delta(self.message_said.flush())
             part = item["content"][0]
             where = self._where() | {"content_index": 0}
             events += self._event(
@@ -360,14 +370,18 @@ class ResponseWriter(Reply):
                 **where,
                 part={"type": "summary_text", "text": ""},
             )
-        part = self.item["summary"][-1]
-        if not part["text"]:
+        if not self.item["summary"][-1]["text"] and not self.part_said.held:
             text = text.lstrip("\n")
-        if text:
-            part["text"] += text
-            where = self._where() | {"summary_index": len(self.item["summary"]) - 1}
-            events += self._event("response.reasoning_summary_text.delta", **where, delta=text)
-        return events
+        return events + self._summary_delta(self.part_said.feed(text))
+
+    def _summary_delta(self, text: str) -> list[bytes]:
+        """`text` added to the open summary part (already redacted)."""
+        if not text:
+            return []
+        assert self.item is not None
+        self.item["summary"][-1]["text"] += text
+        where = self._where() | {"summary_index": len(self.item["summary"]) - 1}
+        return self._event("response.reasoning_summary_text.delta", **where, delta=text)
 
     def _content(self, text: str) -> list[bytes]:
         events: list[bytes] = []
@@ -379,9 +393,15 @@ class ResponseWriter(Reply):
             events += self._event(
                 "response.content_part.added", **self._where(), content_index=0, part=part
             )
+        return events + self._text_delta(self.message_said.feed(text))
+
+    def _text_delta(self, text: str) -> list[bytes]:
+        """`text` added to the message being written (already redacted)."""
+        if not text:
+            return []
         assert self.item is not None
         self.item["content"][0]["text"] += text
-        return events + self._event(
+        return self._event(
             "response.output_text.delta", **self._where(), content_index=0, delta=text, logprobs=[]
         )
 

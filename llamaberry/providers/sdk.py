@@ -580,12 +580,14 @@ class SDKClient(ChatClient):
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel (Ctrl-C) that
             # lands in the same loop turn as the answer, and the run would go on.
-            async with asyncio.timeout(DISCOVERY_TIMEOUT):
+            timeout = min(self.timeout, DISCOVERY_TIMEOUT)
+            async with asyncio.timeout(timeout):
                 window = window_in_model_list(await self.sdk.models.list(), self.model)
             root = self._server_root()
             if window is None and root is not None:
-                async with asyncio.timeout(DISCOVERY_TIMEOUT):
-                    window = await window_from_server(root, self.model, self._server_headers())
+                # Each of its questions is bounded in time and size there.
+                headers = self._server_headers()
+                window = await window_from_server(root, self.model, headers, timeout)
         except Exception as error:  # the window is a nicety: never fail a run for want of it
             log.debug("llamaberry: could not learn the context window: %s", error)
             return None

@@ -107,16 +107,19 @@ def _ssl_context(http: Any) -> Any:
 
 
 @functools.cache
-def bounded_client(base: Any, http: Any) -> Any:
-    """A subclass of the SDK's HTTP client class `base` whose every response is bounded (see
-    the module's docstring). `http` is the httpx module `base` is built on."""
+def bounded_client(base: Any, http: Any, reply_limit: int = MAX_REPLY_BYTES) -> Any:
+    """A subclass of the HTTP client class `base` (the SDK's, or httpx's own) whose every
+    response is bounded (see the module's docstring), a reply body at `reply_limit` bytes.
+    `http` is the httpx module `base` is built on."""
     stream_type = _bounded_stream_type(http)
 
     class BoundedClient(base):  # type: ignore[misc, valid-type]
         async def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
             if request.url.userinfo:
                 _credentials_as_basic_auth(request)
-            follow = kwargs.pop("follow_redirects", self.follow_redirects)
+            follow = kwargs.pop("follow_redirects", None)
+            if not isinstance(follow, bool):  # httpx's request() passes "the client's default"
+                follow = self.follow_redirects
             for _ in range(MAX_REDIRECTS + 1):
                 response = await super().send(
                     request, stream=True, follow_redirects=False, **kwargs
@@ -129,7 +132,7 @@ def bounded_client(base: Any, http: Any) -> Any:
             else:
                 raise http.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects", request=request)
             try:
-                bounded = _bounded(response, request, http, stream_type)
+                bounded = _bounded(response, request, http, stream_type, reply_limit)
                 if not stream:
                     await bounded.aread()
             except BaseException:
@@ -151,15 +154,15 @@ def _credentials_as_basic_auth(request: Any) -> None:
     request.url = url.copy_with(userinfo=b"")
 
 
-def _bounded(response: Any, request: Any, http: Any, stream_type: type) -> Any:
-    """`response` with its body read through our bounds, and decoded here if it came
-    compressed (so the HTTP library does not inflate it without a limit)."""
+def _bounded(response: Any, request: Any, http: Any, stream_type: type, reply_limit: int) -> Any:
+    """`response` with its body read through our bounds (`reply_limit` bytes for a reply), and
+    decoded here if it came compressed (so the HTTP library does not inflate it unbounded)."""
     headers = response.headers.copy()
     encoding = headers.pop("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
         raise UnreadableEncoding(encoding)
     error = response.status_code >= 400
-    limit = MAX_ERROR_BYTES if error else MAX_REPLY_BYTES
+    limit = min(MAX_ERROR_BYTES, reply_limit) if error else reply_limit
     declared = headers.get("content-length", "")
     if encoding != "identity":
         headers.pop("content-length", None)  # the length of what was sent, not of the text

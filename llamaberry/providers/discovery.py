@@ -1,6 +1,10 @@
 """What an endpoint says about itself beyond chat: the model's context window (in its model list,
 llama.cpp's `GET /props` or Ollama's `POST /api/show`) and how many requests the server works
 on at once (`/props`). The one place that knows where a server of one's own keeps these.
+
+Both are niceties, and the server may be anything: its answers are read through the bounds of
+the chat calls (transport.py's bounded client, at `MAX_DISCOVERY_BYTES`) within a timeout, and
+anything over them or not a sane number is the server saying nothing (None), never an error.
 """
 
 from __future__ import annotations

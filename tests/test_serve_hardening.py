@@ -131,6 +131,12 @@ def test_the_limiter_pool_keeps_a_bounded_number_and_the_recently_used_ones():
 
 async def serving(upstream: FakeServer, **app_options: object) -> AsyncIterator[int]:
     """`llamaberry serve`'s app under uvicorn on a free 127.0.0.1 port; yields the port."""
+    async for port, _ in serving_app(upstream, **app_options):
+        yield port
+
+
+async def serving_app(upstream: FakeServer, **app_options: object) -> AsyncIterator[tuple]:
+    """As `serving`, yielding the port and the app."""
     settings = Settings.load(api_key="upstream-secret-key", base_url=upstream.groq_base_url)
     gateway = Gateway(settings)
     app = create_app(settings, gateway=gateway, **app_options)  # type: ignore[arg-type]
@@ -141,7 +147,7 @@ async def serving(upstream: FakeServer, **app_options: object) -> AsyncIterator[
     while not server.started:
         await asyncio.sleep(0.01)
     try:
-        yield sock.getsockname()[1]
+        yield sock.getsockname()[1], app
     finally:
         server.should_exit = True
         await task
@@ -606,3 +612,52 @@ async def test_a_key_split_between_two_chunks_never_reaches_a_responses_client(
     assert [
         p["text"] for item in output if item["type"] == "reasoning" for p in item["summary"]
     ] == [THOUGHT]
+
+
+_SAYS_A_KEY_START_THEN_HANGS = Fault.raw(
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    + b"".join(
+        f"{len(event):x}\r\n".encode() + event + b"\r\n"
+        for event in (
+            b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+            b'"choices":[{"index":0,"delta":{"content":"Three. The key is upstream-sec"},'
+            b'"finish_reason":null}]}\n\n',
+        )
+    ),
+    close=False,
+)
+
+
+@pytest.mark.parametrize("route", ["chat", "responses"])
+async def test_what_was_held_back_goes_out_before_a_shutdown_ends_the_stream(
+    server: FakeServer, route: str
+):
+    # The upstream's text ends with what could begin the key, then it goes silent: that end is
+    # held back, and the server's shutdown sends it before the stream's last (error) event.
+    server.default = _SAYS_A_KEY_START_THEN_HANGS
+    if route == "chat":
+        path, body = "/chat/completions", {"model": "single", "messages": MESSAGES}
+        said = ("choices", 0, "delta", "content")
+    else:
+        path, body = "/responses", {"model": "single", "input": QUESTION}
+        said = ("delta",)
+
+    def text_of(event: dict) -> str:
+        for step in said:
+            try:
+                event = event[step]
+            except (KeyError, IndexError, TypeError):
+                return ""
+        return event if isinstance(event, str) else ""
+
+    async for port, app in serving_app(server):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=30) as http:
+            lines: list[str] = []
+            async with http.stream("POST", path, json=body | {"stream": True}) as streamed:
+                async for line in streamed.aiter_lines():
+                    lines.append(line)
+                    if "Three. The key is" in line:
+                        app.state.stopping.request()
+    events = sse_events("\n".join(lines).encode())
+    assert events[-1]["error"]["code"] == "shutting_down"
+    assert "".join(text_of(e) for e in events[:-1]) == "Three. The key is upstream-sec"

@@ -22,7 +22,7 @@ from llamaberry.core.errors import LlamaberryError
 from llamaberry.run.merge import merge
 from llamaberry.serve.gateway import Gateway, check_options, mode_names
 from llamaberry.serve.guard import MAX_BODY, Guard, is_loopback_name
-from llamaberry.serve.reply import Reply, SSEResponse, Stopping, until_disconnected
+from llamaberry.serve.reply import Reply, SSEResponse, Stopping, error_event, until_disconnected
 from llamaberry.serve.responses import Responses, ResponsesRequest
 from llamaberry.serve.schema import (
     DEFAULT_REASONING_FORMAT,
@@ -195,7 +195,11 @@ class _Routes:
             # Held until the first word from upstream: a first call that fails is answered
             # with its own status (429 and retry-after), not a 200 stream with an error in it.
             first = await until_disconnected(request, _first(body))
-            return SSEResponse(_prepend(first, body))
+            # A shutdown's farewell comes after what each choice still held back.
+            return SSEResponse(
+                _prepend(first, body),
+                lambda error: b"".join(r.flushed() for r in replies) + error_event(error),
+            )
         runs = await until_disconnected(
             request, asyncio.gather(*(r.collect(s) for r, s in zip(replies, streams, strict=True)))
         )

@@ -30,7 +30,13 @@ from llamaberry.core.redact import RedactStream
 from llamaberry.core.results import Call, Run, call_title
 from llamaberry.run.passthrough import Passthrough
 from llamaberry.serve.gateway import Gateway, check_options
-from llamaberry.serve.reply import Reply, SSEResponse, final_text, until_disconnected
+from llamaberry.serve.reply import (
+    Reply,
+    SSEResponse,
+    error_event,
+    final_text,
+    until_disconnected,
+)
 from llamaberry.serve.schema import (
     ChatRequest,
     ServeError,
@@ -374,6 +380,13 @@ class ResponseWriter(Reply):
             text = text.lstrip("\n")
         return events + self._summary_delta(self.part_said.feed(text))
 
+    def flushed(self) -> bytes:
+        """The delta events of the text still held back in the open part or message."""
+        events = self._summary_delta(self.part_said.flush()) if self.part_open else []
+        if self.item is not None and self.item["type"] == "message":
+            events += self._text_delta(self.message_said.flush())
+        return b"".join(events)
+
     def _summary_delta(self, text: str) -> list[bytes]:
         """`text` added to the open summary part (already redacted)."""
         if not text:
@@ -663,7 +676,9 @@ class Responses:
 
         if asked.stream:
             first = await until_disconnected(request, writer.begin(events))
-            return SSEResponse(writer.stream(first, keep))
+            return SSEResponse(
+                writer.stream(first, keep), lambda error: writer.flushed() + error_event(error)
+            )
         return JSONResponse(await until_disconnected(request, writer.collect_body(events, keep)))
 
     async def retrieve(self, request: Request) -> Response:

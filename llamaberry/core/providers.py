@@ -53,8 +53,12 @@ class Provider:
     schema_lengths: bool = False
     # - someone bills its tokens (a run's cost is looked up); False: it costs nothing;
     billed: bool = True
-    # - its default model is a tiny demo (a line under its answers says so).
+    # - its default model is a tiny demo (a line under its answers says so);
     demo_model: bool = False
+    # - it runs in this process: its client starts a server here on first use and stops it
+    #   when the last client lets go, so a surface that builds an engine per run (the web UI)
+    #   holds it up between them (`llamaberry.providers.hold`).
+    in_process: bool = False
 
     def settings_defaults(self) -> dict[str, Any]:
         """The settings a run on this provider gets for those not given."""
@@ -116,12 +120,14 @@ LOCAL = Provider(
     schema_lengths=True,
     billed=False,
     demo_model=True,
+    in_process=True,
 )
 
 ROWS: tuple[Provider, ...] = (GROQ, OPENAI, LOCAL)
 PROVIDERS: Mapping[str, Provider] = MappingProxyType({row.name: row for row in ROWS})
 NAMES: tuple[str, ...] = tuple(PROVIDERS)
-# Chosen when nothing says which provider, unless no key is found for it...
+# Chosen when nothing says which provider, unless no key is found for it (a key typed into the
+# web UI's page that runs the keyless one asks for it too)...
 DEFAULT = GROQ
 # ...and then this one runs, on its default model.
 KEYLESS = LOCAL

@@ -22,7 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from llamaberry.core.errors import InputError
-from llamaberry.core.providers import NAMES
+from llamaberry.core.providers import NAMES, row_of
 
 if TYPE_CHECKING:
     from llamaberry.providers.base import ChatClient
@@ -52,3 +52,12 @@ def client_class(provider: str) -> type[ChatClient]:
 def make_client(provider: str, **kwargs: Any) -> ChatClient:
     """Build the chat client for `provider` (one of `PROVIDERS`)."""
     return client_class(provider)(**kwargs)
+
+
+def hold(provider: str, model: str) -> None:
+    """Keep `provider`'s server for `model` up until the process exits, where it runs in this
+    process (its row's `in_process`; the web UI builds an engine per run, and would otherwise
+    load the model again for each); for any other provider nothing, and nothing is imported."""
+    row = row_of(provider)
+    if row is not None and row.in_process:
+        client_class(provider).hold(model)

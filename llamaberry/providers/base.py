@@ -163,6 +163,11 @@ class ChatClient:
         """How many requests the server works on at once, where it says; else None."""
         return None
 
+    @classmethod
+    def hold(cls, model: str) -> None:
+        """Keep what serves `model` up until the process exits, for a surface that builds a
+        client per run (nothing here: an endpoint elsewhere runs by itself)."""
+
     def prepare(self) -> None:
         """Get ready for the first call now, in this thread (nothing to do here)."""
 

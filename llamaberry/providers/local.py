@@ -264,6 +264,12 @@ class LocalClient(OpenAICompatibleClient):
         self._serve()
         return super()._make_sdk(connections)
 
+    @classmethod
+    def hold(cls, model: str) -> None:
+        """Start the shared server for `model` now and hold it until the process exits (its
+        clients then share it instead of each loading the model again)."""
+        acquire(model)
+
     async def server_slots(self) -> int | None:
         """The requests this server serves at once (we started it, so no need to ask)."""
         return self._serve().slots

@@ -22,8 +22,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr
 
 from llamaberry import modes as registry
+from llamaberry.core.providers import DEFAULT
 from llamaberry.core.results import Mode
 from llamaberry.core.settings import Settings
+from llamaberry.providers import hold
 from llamaberry.store import Store, history_enabled
 
 from .compare_tab import CompareTab, build_compare_tab, wire_compare_tab
@@ -57,12 +59,10 @@ def build_app(
     """
     base = defaults or Settings.load()
     registry.check_defaults(options or {})
-    if base.provider == "local":
-        # Runs build engines of their own; holding the server keeps it up between them
-        # (it stops at exit) instead of loading the model again for every run.
-        from llamaberry.providers.local import acquire
-
-        acquire(base.model)
+    # Runs build engines of their own; a provider that runs in this process (the embedded
+    # model's) is held up between them (it stops at exit) instead of loading the model again
+    # for every run.
+    hold(base.provider, base.model)
     if history is None:
         history = history_enabled()
     store = history if isinstance(history, Store) else Store() if history else None
@@ -76,8 +76,9 @@ def build_app(
         if base.embedded:
             gr.Markdown(
                 f"**Running on the embedded {base.model}**, a tiny local demo model, not a "
-                "reasoner: no GROQ_API_KEY was set. Paste a Groq key under Settings, or set "
-                "GROQ_API_KEY and restart, to use Groq.",
+                f"reasoner: no {DEFAULT.key_variable} was set. Paste a {DEFAULT.title} key "
+                f"under Settings, or set {DEFAULT.key_variable} and restart, to use "
+                f"{DEFAULT.title}.",
                 elem_id="embedded-banner",
             )
         panel = build_settings_panel(base)

@@ -18,6 +18,7 @@ import gradio as gr
 
 from llamaberry import modes as registry
 from llamaberry.core.errors import LlamaberryError
+from llamaberry.core.providers import DEFAULT
 from llamaberry.core.results import Mode
 from llamaberry.core.settings import Settings
 from llamaberry.engine import Engine
@@ -92,9 +93,10 @@ def run_settings(
     if api_key and api_key.strip():
         values["api_key"] = api_key.strip()
         if base.embedded:
-            # A key typed on a page that runs the embedded model asks for Groq: its defaults
-            # apply (the model too, unless one was typed) instead of the tiny model's.
-            values.update(provider="groq", max_tokens=None, timeout=None, base_url=None)
+            # A key typed on a page that runs the embedded model asks for the default provider
+            # (Groq), as a key found in the environment would: its defaults apply (the model
+            # too, unless one was typed) instead of the tiny model's.
+            values.update(provider=DEFAULT.name, max_tokens=None, timeout=None, base_url=None)
             if values["model"] == base.model:
                 values["model"] = None
     return Settings.load(**values)

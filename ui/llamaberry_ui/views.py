@@ -28,6 +28,7 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.prices import cost_text
+from llamaberry.core.providers import DEFAULT
 from llamaberry.core.redact import redact
 from llamaberry.core.results import (
     CallResult,
@@ -555,8 +556,8 @@ class RunView:
 
 
 DEMO_LINE = (
-    "A 135M demo model answered; paste a Groq key under Settings (or set GROQ_API_KEY and "
-    "restart) for real answers."
+    f"A 135M demo model answered; paste a {DEFAULT.title} key under Settings (or set "
+    f"{DEFAULT.key_variable} and restart) for real answers."
 )
 
 # Errors written for the terminal, as the page says them.

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .server import ServerProcess
-from .worker import ALL_VARIANTS, Variant, cpu_seconds, memory_kb, run_worker
+from .worker import ALL_VARIANTS, Variant, cpu_seconds, memory_kb, reset_peak, run_worker
 
 LATENCY = 0.2
 LEVELS = (1, 10, 100, 1000)
@@ -27,6 +27,7 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
     n = spec["concurrency"]
     variant = Variant(spec["variant"], spec["base_url"], n)
     await variant.run()  # warm-up: lazy imports and SDK set-up are not what is measured
+    reset_peak()  # ...nor the peak they reached
     before = memory_kb()
     walls, cpus = [], []
     for _ in range(spec["reps"]):

@@ -397,6 +397,28 @@ def markdown(figures: dict[str, Any], meta: dict[str, Any]) -> str:
 
 NOTES = """## Notes
 
+- Issue #26 (4 December): the engine's own HTTP client (`wire.py`, and `_Wire`, which fed it
+  from the SDKs' private parts) is gone. Calls go through the SDKs' public API only: the SDK
+  client over its aiohttp backend (`DefaultAioHttpClient`), each call its `post` to the
+  chat-completions path with the body as the engine built it and the reply handed back unread
+  (`cast_to=httpx.Response`, `stream=True`), its events read by `streams.py`. The first cut
+  called `chat.completions.with_streaming_response.create`: the SDK runs every message of the
+  body through its typed-dict transform first (143 recursive calls a request for a 4-message
+  conversation), a third of a call's client CPU, to send the same bytes. Measured alternately
+  on the quiet machine (load 0.8 to 1.2), 100 concurrent runs: with `create`, 13.3 ms of CPU per
+  run and 1.81 s (2.18x one run); with `post` and refine's echo check splitting our prompts once
+  per prompt instead of once per reply, 5.9 to 6.7 ms and 1.18 to 1.26 s (1.45x to 1.54x); the
+  table above, a full run at load 0.5 to 2.6, 5.5 ms and 1.42x. The same `--quick` section at
+  load 6 to 9 earlier in the day gave 4.1x to 5.1x: on 2 cores, other work on the machine takes
+  the one core the client's event loop runs on (see the second-pass note below).
+- Memory per run counts from the high-water mark after the warm-up run (VmHWM is reset through
+  `/proc/self/clear_refs`). Before, it counted the warm-up's own peak: the first priced run
+  imports genai-prices, whose 1.6 MB `data.py` this environment compiles from source in every
+  process (PYTHONDONTWRITEBYTECODE=1 is set here), a passing 57 MB; with bytecode, as pip and a
+  first import normally leave it, the table takes about 32 MB resident and peaks at 43 MB.
+  (`compile-bytecode` in uv's settings would do that at install, but uv 0.13 then checks and
+  recompiles on every `uv run`, about 0.5 s each.)
+- History of issue #15 (22 November), before issue #26 replaced that client:
 - Third pass on issue #15 (22 November): calls go over the engine's own HTTP/1.1 client
   (`llamaberry/wire.py`) instead of httpx, httpcore, h11 and anyio under the SDK. The SDK
   still builds the request (URL, key, headers) and its typed errors; its HTTP client gets the

@@ -37,6 +37,13 @@ def memory_kb() -> dict[str, int]:
     return {"rss": figures["VmRSS"], "hwm": figures["VmHWM"]}
 
 
+def reset_peak() -> None:
+    """Start this process's high-water mark (VmHWM) afresh from its present size, so a peak
+    before a measurement (a warm-up's imports, compiling a module) is not counted in it."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
 def cpu_seconds() -> float:
     """User plus system CPU time of this process (sockets cost system time on loopback)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -325,6 +325,9 @@ async def test_abandoning_a_stream_part_way_ends_the_run_as_cancelled(server: Fa
         ("x" * 20001, "20,001 characters"),
         ("bell\x07here", "control character (U+0007) at position 5"),
         ("nul\x00", "control character (U+0000)"),
+        # Not text: no server could read it (a byte that was not UTF-8, or a cut emoji).
+        ("half \ud83d of an emoji", "lone surrogate (U+D83D) at position 6"),
+        ("\udcff", "lone surrogate (U+DCFF) at position 1"),
     ],
 )
 async def test_bad_questions_get_a_clear_error_and_send_nothing(server, engine, question, expected):

@@ -51,6 +51,9 @@ from llamaberry.run.replay import Replay, played
 
 # C0 controls other than tab, newline and carriage return, plus DEL: never typed on purpose.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Half of a UTF-16 pair on its own (a byte that was not UTF-8, read with surrogateescape, or an
+# emoji cut in two): not text, and no server can be sent it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def check_question(question: object, max_chars: int) -> str:
@@ -70,6 +73,12 @@ def check_question(question: object, max_chars: int) -> str:
         raise InputError(
             f"The question contains a control character (U+{ord(bad.group()):04X}) "
             f"at position {bad.start() + 1}; remove it and try again."
+        )
+    lone = _SURROGATE.search(question)
+    if lone:
+        raise InputError(
+            f"The question contains a lone surrogate (U+{ord(lone.group()):04X}) at position "
+            f"{lone.start() + 1}, which is not text; check how it was encoded."
         )
     return question
 

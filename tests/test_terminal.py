@@ -5,6 +5,7 @@ it is in --json and the history, and --json and the history keep the text as it 
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -15,6 +16,8 @@ from llamaberry.core.redact import REDACTED, remember
 from llamaberry.core.terminal import TerminalStream, for_terminal, strip_controls
 from llamaberry.store import Store
 from llamaberry.testing import FakeServer, Reply
+
+from .pty_run import in_terminal
 
 KEY = "gsk-hostile-terminal-4f19a0c2"
 # What a reply can hold to take over a terminal: clear the screen and home the cursor, write
@@ -89,6 +92,20 @@ def test_history_show_shows_no_control_sequence(env, fake_server):
     assert len(visible(out)) == 7 and KEY not in out
     listed = invoke(["history"], env).stdout
     assert CONTROL.findall(listed) == []
+
+
+def test_history_export_as_markdown_on_a_terminal_shows_no_control_sequence(env, fake_server):
+    hostile_reply(fake_server)
+    invoke(["ask", "q", "--mode", "single", "--json"], env)
+    child_env = {**os.environ, **env}
+    screen = in_terminal(["history", "export", "--format", "md"], child_env)
+    assert screen.returncode == 0, screen.text
+    assert CONTROL.findall(screen.raw.replace("\r\n", "\n")) == []
+    assert len(visible(screen.raw)) == 7 and KEY not in screen.raw
+    # Piped, the document keeps the answer as it was saved (less the key): a clipboard write
+    # the terminal never saw is still there.
+    piped = invoke(["history", "export", "--format", "md"], env).stdout
+    assert "\x1b]52;c;cm0gLXJmIH4=\x07clip" in piped and KEY not in piped
 
 
 def test_every_kind_of_sequence_is_taken_out_whole():

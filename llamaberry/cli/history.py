@@ -108,8 +108,11 @@ def history_export(fmt: str, output: str | None, **filters: Any) -> None:
     with Store() as store:
         chunks = writer(store.runs(**filters))
         if output is None:
+            # Markdown read on a terminal is shown, never obeyed, as `history show` is; piped
+            # or written to a file it stays as the model wrote it (JSON escapes its controls).
+            shown = fmt == "md" and sys.stdout.isatty()
             for chunk in chunks:
-                click.echo(chunk, nl=False)
+                click.echo(for_terminal(chunk) if shown else chunk, nl=False)
             return
         try:
             with open(output, "w", encoding="utf-8") as out:

@@ -74,6 +74,26 @@ async def test_refine_runs_three_turns_and_a_synthesis(engine: Engine):
     assert all(c.attempts == 1 for c in run.calls)
 
 
+async def test_each_call_of_a_run_reads_the_run_s_earlier_calls_back_from_llama_cpp_s_cache(
+    engine: Engine,
+):
+    # Each later call of a refine run begins with the run's previous request, and llama.cpp
+    # reads at least that much back from the slot that holds it (`timings.cache_n`) instead of
+    # evaluating it again. The server has two slots: one that handed each call to the slot
+    # used least recently would send every other call to the slot without this run's prefix.
+    # A second run, on another question, then finds its own prefix the same way.
+    for question in ("What is 2 + 2?", "Which is larger, 9.11 or 9.9?"):
+        run = await engine.refine(question, turns=2)
+        assert run.status == "ok", run.error
+        prompts = [c.usage.prompt_tokens for c in run.calls]
+        cached = [c.usage.cached_tokens for c in run.calls]
+        assert all(cached[i] >= prompts[i - 1] for i in range(1, len(prompts))), (
+            prompts,
+            cached,
+        )
+        assert run.usage.cached_tokens == sum(cached)
+
+
 async def test_single_streams_deltas_before_the_call_ends(engine: Engine):
     before_finish: list[str] = []
     finished = None

@@ -44,6 +44,9 @@ SLOT_CONTEXT = 8192
 # started with SLOTS * SLOT_CONTEXT. Two let compare's modes and a cancelled stream's successor
 # start without queueing behind each other; more would only split the same CPU further.
 SLOTS = 2
+# How much of its prompt a request must share with a slot's cached one to be sent there (see
+# `start`); llama.cpp's own default, set here because the prefix layout depends on it.
+SLOT_SIMILARITY = 0.1
 # What a run on it gets unless told otherwise (its row's defaults; see core/providers.py).
 LOCAL_MAX_TOKENS: int = LOCAL.defaults["max_tokens"]
 
@@ -150,6 +153,11 @@ def start(model: str) -> LocalServer:
     params.port = 0  # the OS picks a free port; listening_address says which
     params.hostnames = ["127.0.0.1"]
     params.endpoint_props = True
+    # A run's calls each begin with its previous request (modes/prompts.py): a request goes to
+    # the idle slot whose cached prompt it shares the most with (at least this fraction), so it
+    # finds the run's prefix there instead of evaluating it again. Without it llama.cpp picks
+    # the slot used least recently: every other call of a run, the one without its prefix.
+    params.slot_prompt_similarity = SLOT_SIMILARITY
     params.verbosity = -1  # llama.cpp logs every request to stderr otherwise
     started = time.perf_counter()
     try:

@@ -40,6 +40,9 @@ _BASIC = re.compile(r"\b(?:[Bb]asic|BASIC)\s+([A-Za-z0-9+/]{8,}={0,2})")
 
 _known: set[str] = set()
 _lock = threading.Lock()
+# The last answer of `secrets()` and what it was worked out from (what was remembered, and the
+# variables' values): streamed text asks for every piece.
+_last: tuple[tuple[int, tuple[str | None, ...]], list[str]] | None = None
 
 T = TypeVar("T")
 
@@ -77,13 +80,19 @@ def _variants(secret: str | None) -> list[str]:
 
 def secrets() -> list[str]:
     """Every secret known now, longest first (so a key is blanked before any part of it)."""
+    global _last
+    environ = tuple(os.environ.get(name) for name in (*KEY_VARIABLES, *_URL_VARIABLES))
     with _lock:
+        basis = (len(_known), environ)  # _known only grows
+        if _last is not None and _last[0] == basis:
+            return list(_last[1])
         known = set(_known)
-    for name in KEY_VARIABLES:
-        known.update(_variants(os.environ.get(name)))
-    for name in _URL_VARIABLES:
-        known.update(_variants(os.environ.get(name)))
-    return sorted(known, key=len, reverse=True)
+    for value in environ:
+        known.update(_variants(value))
+    found = sorted(known, key=len, reverse=True)
+    with _lock:
+        _last = (basis, found)
+    return list(found)
 
 
 def redact(text: str) -> str:
@@ -117,19 +126,19 @@ def _blank_credentials(found: re.Match[str]) -> str:
     return found[0][: found.start(1) - found.start(0)] + REDACTED
 
 
-def secret_cut(text: str, cut: int | None = None) -> int:
+def secret_cut(text: str, cut: int | None = None, known: list[str] | None = None) -> int:
     """Where streamed `text` may be cut, so that what comes before holds no part of a known
     secret the text after it could complete: `cut` (the end by default) moved back over any
     tail that could begin a secret, then to the start of any whole secret it would split.
 
     What lies after the cut is at most one secret's length minus one character (more only
     where known secrets overlap one another), and nothing at all when the text's end could
-    not begin a secret."""
-    known = secrets()
+    not begin a secret. `known` is `secrets()` when the caller has it already."""
+    known = secrets() if known is None else known
     cut = len(text) if cut is None else cut
     for secret in known:
         cut = min(cut, len(text) - _could_begin(text, secret))
-    moved = True
+    moved = cut < len(text)  # nothing held back: no key can run past the cut
     while moved:  # a key shown in two halves would be redacted in neither
         moved = False
         for secret in known:
@@ -168,9 +177,10 @@ class RedactStream:
         if not text:
             return ""
         text = self._pending + text
-        cut = secret_cut(text)
+        known = secrets()  # gathered once for the piece
+        cut = secret_cut(text, known=known)
         self._pending = text[cut:]
-        return redact(text[:cut])
+        return _redact(text[:cut], known)
 
     @property
     def held(self) -> str:

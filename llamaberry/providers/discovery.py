@@ -86,8 +86,12 @@ async def window_from_server(
 async def slots_from_server(root: str, headers: Mapping[str, str], timeout: float) -> int | None:
     """How many requests the server at `root` works on at once (llama.cpp's `/props`
     `total_slots`); None when it does not say, or cannot be asked."""
-    async with _client(headers) as http:
-        props = await _ask(http, "GET", f"{root}/props", timeout)
+    try:
+        async with _client(headers) as http:
+            props = await _ask(http, "GET", f"{root}/props", timeout)
+    except Exception as error:  # the client itself (a proxy in the environment...): a nicety
+        log.debug("llamaberry: could not ask the server for its slots: %s", error)
+        return None
     return _number(props, "total_slots", MAX_SLOTS, whole=True)
 
 
@@ -115,7 +119,8 @@ async def _ask(
             return None
         data = orjson.loads(response.content)
     except (TimeoutError, httpx.HTTPError, ReplyTooLarge, UnreadableEncoding, ValueError) as error:
-        log.debug("llamaberry: %s said nothing usable: %s", url, error)
+        # The path alone: the URL may hold credentials.
+        log.debug("llamaberry: %s said nothing usable: %s", httpx.URL(url).path, error)
         return None
     return data if isinstance(data, dict) else None
 

@@ -235,7 +235,10 @@ def test_the_web_ui_on_the_embedded_model_shows_a_banner(local_model: LocalServe
 
     from llamaberry.core.settings import Settings
 
+    users = local_model._users
     app = build_app(Settings.load(), history=False)
+    # The page holds the shared server up between its runs (its row runs in this process).
+    assert local_model._users == users + 1
     banners = [
         block.value
         for block in app.blocks.values()

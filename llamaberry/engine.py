@@ -174,6 +174,7 @@ class Engine:
         own = self.run_settings(settings)
         client = self._client_for(own)
         run = drive(client, own, spec, question, chosen, passthrough, Replay.of(resume))
+        run.run.prompt_version = modes.prompt_version(mode)
         if on_run is not None:
             on_run(run.run)
         return self._consume(run, store, eval_key, client)

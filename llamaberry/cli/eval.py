@@ -420,6 +420,12 @@ def write_report(report: Report, folder: Path) -> None:
     except OSError as error:
         raise InputError(f"Cannot write the report to {folder}: {error.strerror}.") from None
     click.echo(markdown, nl=False)
+    if report.reused:
+        click.echo(
+            f"{report.reused} of {len(report.results)} runs reused from the history (made with "
+            "the same settings and prompts)",
+            err=True,
+        )
     written = "report.md and results.jsonl"
     try:
         evaluation.draw_chart(report, folder / "chart.png")

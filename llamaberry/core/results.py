@@ -541,6 +541,10 @@ class Run(BaseModel):
     provider: str
     question: str
     settings: dict[str, object] = Field(default_factory=dict)
+    # The mode's prompt version (`modes.prompt_version`): a fingerprint of the prompts its
+    # calls were told. None on runs saved before it was recorded. An eval reuses a saved run
+    # only when this matches the mode's version now.
+    prompt_version: str | None = None
     status: Status = "running"
     error: str | None = None
     # The error's kind ("context_too_long", "rate_limit", "auth"...; see `errors`), so code

@@ -6,7 +6,10 @@ options, every setting that changes the answer (model, provider, endpoint, tempe
 budget, effort) and the model the endpoint really serves when that is not the asked id
 (llama.cpp answers any id with its one model); a rerun of the same eval takes those runs from
 the store instead of paying for them again, and re-scores them against the dataset's current
-golds. Failed runs are not reused, so a rerun retries them.
+golds. A saved run is reused only when it was made with the mode's prompts as they are now
+(`Run.prompt_version`, a fingerprint of them); one made with other prompts, or saved before runs
+recorded theirs, is run again, and the report counts those (`Report.other_prompts`). Failed
+runs are not reused, so a rerun retries them.
 
 An item's seconds leave out the time its calls waited in the server's queue (reported apart as
 `queued_seconds`, where the server says, as llama.cpp does), so modes compare on the time they

@@ -180,11 +180,20 @@ class Report(BaseModel):
     stopped: str | None = None
     # How the runs went through the provider's Batch API, when they did (one line).
     batch: str | None = None
+    # Items whose saved run was made with other prompts (an older llamaberry's), so they were
+    # not reused but run again.
+    other_prompts: int = 0
     # Things the reader must know about how it ran: the history was unusable, not saved...
     warnings: list[str] = []
     # What produced it, for someone to run it again: version, provider, model, settings,
     # dataset (path, items, hash), command line, date; in order, as (name, value).
     provenance: list[tuple[str, str]] = []
+
+    @property
+    def reused(self) -> int:
+        """How many runs were taken from the history instead of being run (made before with the
+        same question, mode, settings, options and prompts)."""
+        return sum(r.reused for r in self.results)
 
     @property
     def succeeded(self) -> int:

@@ -42,6 +42,9 @@ def eval_key(
 
     `served` is the model the endpoint really answers with; it joins the key only when it is
     not the asked id, so a single-model server that changed its model is asked afresh.
+    The mode's prompt version is not in the tag but is matched beside it (`History.find`),
+    so that runs made with other prompts are still found under it, to be counted and run
+    again rather than reused.
     """
     settings = engine.settings.model_dump(include=set(_ANSWER_SETTINGS), mode="json")
     if served is not None and served != settings["model"]:
@@ -78,25 +81,39 @@ class History:
         """Open the store now, so a problem is told before any item is paid for."""
         await self.find("eval:check")
 
-    async def find(self, key: str) -> Run | None:
-        """The finished run stored under `key`, if the store has one (and works)."""
+    async def find(self, key: str, prompts: str | None = None) -> Run | None:
+        """The finished run stored under `key`, if the store has one (and works); with
+        `prompts`, only one made with that prompt version."""
         store = self.store
         if store is None:
             return None
         try:
             # In a thread: a locked database waits there, not on the event loop.
-            return await asyncio.to_thread(store.find_eval, key)
+            return await asyncio.to_thread(store.find_eval, key, prompts=prompts)
         except Exception as error:
             self._off(error)
             return None
 
-    async def find_unfinished(self, key: str) -> Run | None:
-        """The run stored under `key` that was stopped part way, if any (and the store works)."""
+    async def other_prompts(self, key: str, prompts: str) -> bool:
+        """Whether the store holds a finished run under `key` made with other prompts than
+        `prompts` (or before runs recorded theirs): one the eval does not reuse."""
+        store = self.store
+        if store is None:
+            return False
+        try:
+            return await asyncio.to_thread(store.other_prompts, key, prompts)
+        except Exception as error:
+            self._off(error)
+            return False
+
+    async def find_unfinished(self, key: str, prompts: str | None = None) -> Run | None:
+        """The run stored under `key` that was stopped part way, if any (and the store works);
+        with `prompts`, only one made with that prompt version."""
         store = self.store
         if store is None:
             return None
         try:
-            return await asyncio.to_thread(store.find_unfinished, key)
+            return await asyncio.to_thread(store.find_unfinished, key, prompts=prompts)
         except Exception as error:
             self._off(error)
             return None

@@ -60,10 +60,7 @@ async def evaluate(
     chosen, own = _modes_and_options(modes, options)
     if concurrency is None:
         concurrency = await default_concurrency(engine)
-    if concurrency < 1:
-        raise InputError(f"--concurrency must be at least 1 (got {concurrency}).")
-    if limit is not None and limit < 1:
-        raise InputError(f"--limit must be at least 1 (got {limit}).")
+    _check_bounds(concurrency, limit)
     items = dataset.items[:limit] if limit else dataset.items
     unfit = None
     if any(item.scorer == "math" for item in items):
@@ -103,7 +100,10 @@ async def evaluate(
             tasks = [group.create_task(runs.one(item, mode)) for item in items for mode in chosen]
     finally:
         claims.close()
+    if runs.other_prompts:
+        warn(other_prompts_line(len(runs.other_prompts)))
     report = build_report(dataset.name, engine.model, chosen, [task.result() for task in tasks])
+    report.other_prompts = len(runs.other_prompts)
     report.stopped = runs.stopped[0] if runs.stopped else None
     if batcher is not None:
         report.batch = batcher.summary()
@@ -111,6 +111,19 @@ async def evaluate(
     price_summaries(report.summaries, engine.settings.provider)
     report.provenance = provenance(engine, dataset, len(items), chosen, own, runs.served)
     return report
+
+
+def _check_bounds(concurrency: int, limit: int | None) -> None:
+    if concurrency < 1:
+        raise InputError(f"--concurrency must be at least 1 (got {concurrency}).")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1 (got {limit}).")
+
+
+def other_prompts_line(count: int) -> str:
+    """What the eval says when saved runs were not reused because their prompts differ."""
+    runs = "1 saved run was" if count == 1 else f"{count} saved runs were"
+    return f"{runs} made with other prompts (another llamaberry version); run again."
 
 
 def provenance(
@@ -186,6 +199,8 @@ class _Runs:
     on_result: Callable[[ItemResult], None] | None
     batcher: Batcher | None = None
     stopped: list[str] = field(default_factory=list)
+    # The keys of items whose saved run was made with other prompts, so they were run again.
+    other_prompts: set[str] = field(default_factory=set)
 
     def key(self, item: Item, mode: Mode) -> str:
         """The run's key in the history: what makes its answer reusable."""
@@ -204,19 +219,22 @@ class _Runs:
         return result
 
     async def _found_or_run(self, item: Item, mode: Mode, key: str) -> ItemResult:
-        while True:
-            stored = await self.history.find(key)
-            if stored is not None:
-                result = _result(item, mode, stored, reused=True)
-                break
-            claimed = await self._claim_and_run(item, mode, key)
+        # A saved run is reused only when it was made with the mode's prompts as they are now.
+        prompts = registry.prompt_version(mode)
+        stored = await self.history.find(key, prompts)
+        if stored is None and await self.history.other_prompts(key, prompts):
+            self.other_prompts.add(key)
+        while stored is None:
+            claimed = await self._claim_and_run(item, mode, key, prompts)
             if claimed is not None:
-                result = claimed
-                break
+                return claimed
             await asyncio.sleep(_CLAIM_POLL)
-        return result
+            stored = await self.history.find(key, prompts)
+        return _result(item, mode, stored, reused=True)
 
-    async def _claim_and_run(self, item: Item, mode: Mode, key: str) -> ItemResult | None:
+    async def _claim_and_run(
+        self, item: Item, mode: Mode, key: str, prompts: str
+    ) -> ItemResult | None:
         """Run the item once a place at the gate is free and it is ours to run; None when
         another eval of the same set is running it (come back for its run later)."""
         run: Run | None = None
@@ -230,11 +248,11 @@ class _Runs:
                 return None
             try:
                 # Looked up again: the other eval may have finished it just now.
-                stored = await self.history.find(key)
+                stored = await self.history.find(key, prompts)
                 if stored is not None:
                     result = _result(item, mode, stored, reused=True)
                 else:
-                    earlier = await self.history.find_unfinished(key)
+                    earlier = await self.history.find_unfinished(key, prompts)
                     tagged = self.batcher.run(key) if self.batcher else contextlib.nullcontext()
                     with tagged:
                         result, run = await self._run_item(item, mode, key, earlier)

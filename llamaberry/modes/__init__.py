@@ -7,6 +7,8 @@ read it.
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +16,8 @@ from pydantic.fields import FieldInfo
 
 from llamaberry.core.errors import InputError
 from llamaberry.core.options import Options, resolve
-from llamaberry.modes import drafts, refine, reflect, single, steps, vote
+from llamaberry.modes import drafts, prompts, refine, reflect, single, steps, vote
+from llamaberry.modes.fingerprint import module_fingerprint
 from llamaberry.run.runner import ModeSpec
 
 # Order matters: it is the order of compare's columns, eval's rows and every list of choices.
@@ -51,6 +54,15 @@ def get(name: str) -> ModeSpec:
     if spec is None:
         raise InputError(f"Unknown mode '{name}'; choose from: {', '.join(MODES)}.")
     return spec
+
+
+@functools.cache
+def prompt_version(name: str) -> str:
+    """Mode `name`'s prompt version: a fingerprint of the prompt texts and options it sends
+    (see `fingerprint`), worked out on first use. Each run records it, and an eval reuses a
+    saved run only when it was made with the same one."""
+    spec = get(name)
+    return module_fingerprint(prompts, sys.modules[spec.run.__module__])
 
 
 def check(modes: Any) -> list[str]:

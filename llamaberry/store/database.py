@@ -246,33 +246,37 @@ class Store:
             raise StoreError(found)
         return found
 
-    def find_eval(self, eval_key: str) -> Run | None:
-        """The newest successful run tagged with `eval_key`, if any."""
-        rows = self._execute(
-            "SELECT id, data FROM runs WHERE eval_key = ? AND status = 'ok' "
-            "ORDER BY started_at DESC",
-            (eval_key,),
-        )
-        for row in rows:
-            found = _read(*row)
-            if isinstance(found, Run):
-                return found
-        return None
+    def find_eval(self, eval_key: str, *, prompts: str | None = None) -> Run | None:
+        """The newest successful run tagged with `eval_key`, if any; with `prompts`, only one
+        made with that prompt version (`Run.prompt_version`)."""
+        return next(self._tagged(eval_key, "'ok'", prompts), None)
 
-    def find_unfinished(self, eval_key: str) -> Run | None:
+    def find_unfinished(self, eval_key: str, *, prompts: str | None = None) -> Run | None:
         """The newest run tagged with `eval_key` that was stopped before it finished (cancelled,
-        or interrupted), if any: its finished calls need not be paid for again."""
+        or interrupted), if any: its finished calls need not be paid for again. With
+        `prompts`, only one made with that prompt version."""
         self._sweep()
+        return next(self._tagged(eval_key, "'cancelled', 'interrupted'", prompts, 5), None)
+
+    def other_prompts(self, eval_key: str, prompts: str) -> bool:
+        """Whether a successful run tagged with `eval_key` was made with a prompt version other
+        than `prompts`, or before runs recorded one (an eval runs such an item again)."""
+        return any(run.prompt_version != prompts for run in self._tagged(eval_key, "'ok'"))
+
+    def _tagged(
+        self, eval_key: str, statuses: str, prompts: str | None = None, limit: int = _MAX_LIMIT
+    ) -> Iterator[Run]:
+        """The readable runs tagged with `eval_key` whose status is one of `statuses` (an SQL
+        list of our own literals), newest first; with `prompts`, made with that version."""
         rows = self._execute(
-            "SELECT id, data FROM runs WHERE eval_key = ? "
-            "AND status IN ('cancelled', 'interrupted') ORDER BY started_at DESC LIMIT 5",
-            (eval_key,),
+            f"SELECT id, data FROM runs WHERE eval_key = ? AND status IN ({statuses}) "
+            "ORDER BY started_at DESC LIMIT ?",
+            (eval_key, limit),
         )
         for row in rows:
             found = _read(*row)
-            if isinstance(found, Run):
-                return found
-        return None
+            if isinstance(found, Run) and prompts in (None, found.prompt_version):
+                yield found
 
     def list_runs(
         self,

@@ -29,6 +29,8 @@ def run_markdown(run: Run) -> str:
         f"{run.usage.completion_tokens:,} out), {cost_text(run.cost, run.provider)}",
     ]
     settings = {k: v for k, v in run.settings.items() if v is not None and k != "model"}
+    if run.prompt_version:  # runs saved before it was recorded have none
+        settings["prompts"] = run.prompt_version
     if settings:
         lines.append("- **Settings:** " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     lines += ["", "## Question", "", run.question, ""]

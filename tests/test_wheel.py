@@ -138,6 +138,17 @@ def test_a_plain_install_runs_the_command_line(plain_venv: Path):
     assert "Usage: llamaberry ask" in result.stdout
 
 
+def test_an_installed_wheel_gives_the_checkouts_prompt_versions(plain_venv: Path):
+    # Read from the installed sources: a user's install and this tree agree, so an eval's
+    # resume reuses runs across the two exactly when their prompts are the same.
+    from llamaberry import modes
+
+    code = "from llamaberry import modes; print(*map(modes.prompt_version, modes.names()))"
+    result = run(plain_venv / "python", "-c", code, env=plain_environment(), cwd=plain_venv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [modes.prompt_version(name) for name in modes.names()]
+
+
 @pytest.mark.parametrize("command", [["llamaberry", "ui"], ["python", "-m", "llamaberry_ui"]])
 def test_the_web_ui_without_the_extra_says_in_one_line_how_to_get_it(
     plain_venv: Path, command: list[str]

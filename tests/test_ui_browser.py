@@ -675,6 +675,17 @@ def test_the_first_screen_puts_examples_by_the_question_and_the_answer_across_th
     assert page.evaluate(inner_scroll) is False
 
 
+def box_of(locator, tries: int = 50) -> dict:
+    """The element's box. Each streamed piece re-renders a turn's markdown, and an element
+    caught in that moment has no box (None): ask again until it has one."""
+    for _ in range(tries):
+        box = locator.bounding_box()
+        if box is not None:
+            return box
+        locator.page.wait_for_timeout(20)
+    raise AssertionError(f"{locator} never had a box")
+
+
 def test_on_a_phone_the_streaming_turn_comes_into_view_when_a_run_starts(phone, server):
     server.reply_with(None)
     slow = " ".join(f"slowly{i}" for i in range(200))
@@ -683,7 +694,7 @@ def test_on_a_phone_the_streaming_turn_comes_into_view_when_a_run_starts(phone, 
     streaming = phone.locator("#refine-sections").get_by_text("slowly3", exact=False).first
     streaming.wait_for()
     phone.wait_for_timeout(1500)  # the scroll is smooth
-    box = streaming.bounding_box()
+    box = box_of(streaming)
     assert 0 <= box["y"] < PHONE["height"] - 40, box
     summary = phone.locator("#refine-summary").bounding_box()
     assert 0 <= summary["y"] < PHONE["height"], summary

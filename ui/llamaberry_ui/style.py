@@ -92,12 +92,28 @@ JS = """
     if (run && !run.disabled) run.click();
   }, true);
   // On a phone the question, its buttons and options fill the screen: once a run starts,
-  // bring its progress and the streaming call into view.
+  // bring its progress and the streaming call into view. Until the text streams in, the page
+  // may be too short to scroll that far; so it is brought again as the call's text grows,
+  // until the progress line is at the top, or the reader scrolls by themselves.
   document.addEventListener("click", (event) => {
     const run = event.target && event.target.closest && event.target.closest("button[id$='-run']");
     if (!run || window.innerWidth > 640) return;
     const summary = document.getElementById(run.id.replace(/-run$/, "-summary"));
-    if (summary) setTimeout(() => summary.scrollIntoView({ block: "start", behavior: "smooth" }), 400);
+    const sections = document.getElementById(run.id.replace(/-run$/, "-sections"));
+    if (!summary) return;
+    const bring = () => summary.scrollIntoView({ block: "start", behavior: "smooth" });
+    setTimeout(bring, 400);
+    if (!sections) return;
+    const watch = new MutationObserver(() => {
+      if (summary.getBoundingClientRect().top <= 8) watch.disconnect();
+      else bring();
+    });
+    const done = () => watch.disconnect();
+    for (const kind of ["wheel", "touchstart", "keydown"]) {
+      window.addEventListener(kind, done, { once: true, passive: true });
+    }
+    setTimeout(() => watch.observe(sections, { childList: true, subtree: true, characterData: true }), 400);
+    setTimeout(done, 20000);
   }, true);
 }
 """

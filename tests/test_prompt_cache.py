@@ -17,7 +17,7 @@ from llamaberry.cli import cli
 from llamaberry.providers.streams import usage_of
 from llamaberry.testing import FakeServer, RecordedRequest, Reply
 
-from .conftest import refine_script
+from .conftest import refine_script, said
 from .test_serve import start_endpoint
 
 QUESTION = "How many r's are in strawberry?"
@@ -56,6 +56,55 @@ async def test_refine_run_reads_most_of_its_input_from_groq_s_cache(server: Fake
     assert run.usage.cached_tokens / run.usage.prompt_tokens >= 0.6
 
 
+async def test_refine_s_later_instructions_keep_every_demand(server: FakeServer):
+    # Worded short so each call adds few tokens to the conversation, but each says all it did.
+    server.reply_with(refine_script)
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        await engine.refine(QUESTION, turns=3)
+    first, second, third, synthesis = (" ".join((r.user or "").split()) for r in server.requests)
+    assert first == QUESTION
+    later = server.requests[0].system or ""
+    assert "review your answers and answer again" in later and "final synthesis" in later
+    for demand in (
+        "Turn 2: review your turns 1 to 1 above",
+        "confident ones too",
+        "agreement between them proves nothing",
+        "re-derive what matters",
+        "## Critique",
+        "every error, gap, unjustified leap or missed alternative",
+        "say what you checked",
+        "## New Reasoning",
+        "each followed by a line that begins with **Explanation:**",
+        "a different method can confirm or refute",
+        "## Updated Answer",
+        "Change the earlier answer only if your reasoning shows it wrong",
+    ):
+        assert demand in second, demand
+    # Turn 3 points back to turn 2's instruction, which its conversation holds word for word.
+    assert second in " ".join(said(server.requests[2]).split())
+    for demand in (
+        "Turn 3: as in turn 2, review your turns 1 to 2 above",
+        "they may hold confident mistakes",
+        "agreement proves nothing",
+        "re-derive what matters",
+        "## Critique, ## New Reasoning, ## Updated Answer",
+    ):
+        assert demand in third, demand
+    for demand in (
+        "weigh your 3 reasoning turn(s) above by the strength of their reasoning",
+        "not by how many agree",
+        "## Analysis of Turns",
+        "## Comparison",
+        "## Final Reasoning",
+        "**Explanation:**",
+        "Verify the decisive steps yourself",
+        "## Comprehensive Final Answer",
+        "## Concise Answer",
+        "(a letter, a number, a word)",
+    ):
+        assert demand in synthesis, demand
+
+
 async def test_drafts_and_their_synthesis_share_the_system_prompt_and_the_question(
     server: FakeServer,
 ):
@@ -86,6 +135,31 @@ async def test_each_step_call_begins_with_the_previous_step_and_its_reply(server
     assert len(steps) == 3
     for before, after, call in zip(steps, steps[1:], run.calls, strict=False):
         assert _begins_with(after, before.messages, call.reply)
+
+
+async def test_the_steps_final_call_keeps_the_steps_under_a_system_prompt_of_its_own(
+    server: FakeServer,
+):
+    def step(request: RecordedRequest) -> str:
+        number = sum(1 for m in request.messages if m["role"] == "assistant") + 1
+        action = "continue" if number < 3 else "final_answer"
+        content = f"Count the letters, pass {number}."
+        return json.dumps({"title": f"T{number}", "content": content, "next_action": action})
+
+    server.reply_with(lambda r: step(r) if r.json_mode else "3")
+    async with Engine(api_key="k", base_url=server.groq_base_url, history=False) as engine:
+        run = await engine.steps(QUESTION, min_steps=3, max_steps=5)
+    *steps, final = server.requests
+    # The one call that does not extend its predecessor: it swaps the JSON-only system prompt
+    # for one that ends the step phase (a final answer in JSON is the failure it avoids; see
+    # test_steps' test_the_final_call_asks_for_plain_text_in_the_question_s_format). After
+    # that system prompt it is the last step's request and its reply, then its instruction.
+    assert final.system != steps[-1].system
+    reply = {"role": "assistant", "content": run.calls[2].reply}
+    assert final.messages[1:-1] == [*steps[-1].messages[1:], reply]
+    assert final.messages[-1]["role"] == "user"
+    # So a cache that matches from the start reads none of it back.
+    assert run.calls[-1].usage.cached_tokens < 5
 
 
 async def test_vote_samples_send_the_same_request(server: FakeServer):

@@ -401,14 +401,15 @@ def test_the_fake_plays_llama_cpp_the_way_the_real_server_does(local_model: Loca
 
 # Our own wording and tags: never part of an answer.
 ECHO = re.compile(
-    r"</?(?:question|turn)\b|reasoning turn\(s\) on the question are above"
-    r"|review the earlier attempts at the question|^\s*Final review:",
+    r"</?(?:question|turn)\b|reasoning turn\(s\) (?:on the question are )?above"
+    r"|review (?:the earlier attempts at the question|your turns 1 to \d+ above)"
+    r"|^\s*Final review:",
     re.IGNORECASE | re.MULTILINE,
 )
 
 
 async def test_no_answer_of_the_small_model_is_our_prompt_written_back(local_model: LocalServer):
-    # SmolLM2 writes back the instructions it was given ("Final review: your 3 reasoning
+    # SmolLM2 writes back the instructions it was given ("Final review: weigh your 3 reasoning
     # turn(s)...", and tags in earlier prompts): the run's answer is its own words, or the
     # best turn's.
     async with Engine(provider="local", temperature=0, history=False) as engine:

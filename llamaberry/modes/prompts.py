@@ -38,9 +38,8 @@ letter, a number, a list, code), give exactly that format here.
 
 Do not add other top-level sections. Be thorough but do not pad.
 
-Later in this conversation you may be asked to review your earlier answers and answer again,
-or to weigh them all in a final synthesis; each such request names its own sections, and those
-then take the place of the two above."""
+Later requests may ask you to review your answers and answer again, or to weigh them all in a
+final synthesis; each names its own sections, which then replace the two above."""
 
 # The short system prompt of the compact condensed forms, used only when even the condensed
 # turns under REFINE_SYSTEM do not fit the model's context window.
@@ -50,58 +49,54 @@ later turns that review the earlier ones and answer again, then a final synthesi
 Each request says which turn it is and the sections to reply in."""
 
 LATER_TURN = """\
-Turn {number}: review the earlier attempts at the question (your turns 1 to {previous} above)
-and then answer it again, better. They may contain mistakes, including confident ones; do not
-trust them because they agree with each other. Re-derive anything that matters.
+Turn {number}: review your turns 1 to {previous} above, then answer again, better. They may
+hold mistakes, confident ones too, and agreement between them proves nothing: re-derive what
+matters.
 
 Reply in markdown with exactly these three sections, in this order:
 
 ## Critique
-What the earlier attempts got right, and every error, gap, unjustified leap or missed
-alternative you can find. Say specifically where each problem is. If you find nothing wrong
-after genuinely checking, say what you checked.
+What the earlier turns got right, and every error, gap, unjustified leap or missed alternative,
+each pinned to where it is. If real checking finds nothing wrong, say what you checked.
 
 ## New Reasoning
 Numbered steps (1., 2., 3., ...), each followed by a line that begins with **Explanation:**.
-Fix what the critique found; try a different method where that can confirm or refute the
-earlier result.
+Fix what the critique found; where a different method can confirm or refute the earlier
+result, use it.
 
 ## Updated Answer
 Your answer now, stated plainly, in any format the question asked for. Change the earlier
-answer only when your reasoning shows it was wrong."""
+answer only if your reasoning shows it wrong."""
 
 # Turn 3 onwards in the full conversation: turn 2's instruction, with the whole format, is in
 # the conversation already, so each later one names its sections and points back to it.
 LATER_TURN_AGAIN = """\
-Turn {number}: review the earlier attempts at the question (your turns 1 to {previous} above)
-and then answer it again, better, as in turn 2. They may contain mistakes, including confident
-ones; do not trust them because they agree with each other. Re-derive anything that matters.
-
-Reply in markdown with exactly the three sections turn 2's instruction above describes, in this
-order: ## Critique, ## New Reasoning, ## Updated Answer."""
+Turn {number}: as in turn 2, review your turns 1 to {previous} above (they may hold confident
+mistakes, and agreement proves nothing: re-derive what matters), then answer again, better, in
+exactly turn 2's three sections, in order: ## Critique, ## New Reasoning, ## Updated Answer."""
 
 SYNTHESIS = """\
-Final review: your {count} reasoning turn(s) on the question are above. Weigh them on the
-strength of their reasoning, not on how many of them agree, and produce the single best answer.
+Final review: weigh your {count} reasoning turn(s) above by the strength of their reasoning,
+not by how many agree, and give the single best answer.
 
 Reply in markdown with exactly these five sections, in this order:
 
 ## Analysis of Turns
-For each turn, a short assessment of its approach, its strengths and its errors.
+Each turn's approach, strengths and errors, briefly.
 
 ## Comparison
-Where the turns agree and where they differ, and which reasoning holds up when checked.
+Where the turns agree and differ, and which reasoning holds up when checked.
 
 ## Final Reasoning
 Numbered steps (1., 2., 3., ...), each followed by a line that begins with **Explanation:**,
-that lead to the final answer. Verify the decisive steps yourself.
+leading to the final answer. Verify the decisive steps yourself.
 
 ## Comprehensive Final Answer
-The complete answer, with whatever detail the question calls for.
+The complete answer, with the detail the question calls for.
 
 ## Concise Answer
-Two or three sentences at most that state the answer directly, in any format the question
-asked for (a letter, a number, a word)."""
+Two or three sentences at most, stating the answer directly in any format the question asked
+for (a letter, a number, a word)."""
 
 
 def first_turn_messages(question: str) -> list[tuple[str, str]]:

@@ -3,13 +3,17 @@ layout before it (each call its own system prompt, earlier turns pasted into one
 whose prompt functions are read from git at `--before`.
 
 1. The fake server playing Groq's cache: the share of the run's input tokens it reports cached,
-   with the bench's scripted replies, both layouts sending the same replies back.
+   with the bench's scripted replies (about 140 tokens a turn) and longer ones (`--turn-tokens`),
+   every layout sending the same replies back; and what the run costs on Groq's gpt-oss-120b,
+   priced by `core/prices.py` (genai-prices, cached input at its own price), the completions
+   being the scripted replies and synthesis. `--also REV` adds the layout at another revision.
 2. The embedded model (SmolLM2-135M, llama.cpp in this process): a fresh server for each run,
    the layouts alternated; per run, the prompt tokens sent, those llama.cpp evaluated
    (`timings.prompt_n`) and read from its cache (`timings.cache_n`), and the synthesis call's
    time to its first token.
 
-`uv run python -m bench.prefix_cache [--runs N] [--max-tokens N] [--before REV]`
+`uv run python -m bench.prefix_cache [--runs N] [--max-tokens N] [--before REV] [--also REV]
+[--turn-tokens N ...] [--groq-only]`
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from typing import Any
 import httpx
 import orjson
 
+from llamaberry.core.prices import price_calls
+from llamaberry.core.results import Usage
 from llamaberry.modes import prompts
 from llamaberry.providers import local
-from llamaberry.testing import FakeServer
+from llamaberry.testing import FakeServer, estimate_prompt_tokens
 
-from .replies import QUESTION, first_turn, later_turn
+from .replies import QUESTION, first_turn, later_turn, synthesis
 
 TURNS = 3
 Layout = types.ModuleType
@@ -61,19 +67,71 @@ def requests_of(layout: Layout, replies: list[str]) -> list[list[dict[str, str]]
     return [[{"role": r, "content": c} for r, c in make()] for make in build]
 
 
-async def groq_cache_share(layout: Layout) -> tuple[int, int]:
-    """(cached, sent) prompt tokens of one run on the fake server playing Groq's cache."""
-    replies = [first_turn(3), later_turn(2, 3), later_turn(3, 3)]
-    cached = sent = 0
+GROQ_MODEL = "openai/gpt-oss-120b"
+
+
+def steps_for(tokens: int | None) -> int:
+    """Steps per scripted turn: the bench's own 3, or as many as bring a turn nearest `tokens`
+    (as the fake server counts them)."""
+    if tokens is None:
+        return 3
+    return min(range(1, 200), key=lambda n: abs(_tokens(later_turn(2, n)) - tokens))
+
+
+def _tokens(text: str) -> int:
+    return estimate_prompt_tokens([{"content": text}]) - 4  # a message's own 4 left out
+
+
+async def groq_run(layout: Layout, steps: int) -> list[Usage]:
+    """Each call's usage in a run on the fake server playing Groq's cache, the turns scripted
+    with `steps` steps each: prompt and cached tokens as the server reports them, and the
+    scripted reply's tokens (counted alike) as the completion."""
+    replies = [first_turn(steps), later_turn(2, steps), later_turn(3, steps)]
+    outputs = [*replies, synthesis(steps)]
+    usages = []
     async with FakeServer(default="ok") as server, httpx.AsyncClient() as http:
-        for messages in requests_of(layout, replies):
-            body = {"model": "openai/gpt-oss-120b", "messages": messages}
+        for messages, reply in zip(requests_of(layout, replies), outputs, strict=True):
+            body = {"model": GROQ_MODEL, "messages": messages}
             usage = (
                 await http.post(f"{server.groq_base_url}/openai/v1/chat/completions", json=body)
             ).json()["usage"]
-            sent += usage["prompt_tokens"]
-            cached += usage["prompt_tokens_details"]["cached_tokens"]
-    return cached, sent
+            usages.append(
+                Usage(
+                    prompt_tokens=usage["prompt_tokens"],
+                    cached_tokens=usage["prompt_tokens_details"]["cached_tokens"],
+                    completion_tokens=_tokens(reply),
+                )
+            )
+    return usages
+
+
+def groq_table(layouts: dict[str, Layout], lengths: list[int | None]) -> None:
+    """Per layout and turn length: the cached share of the run's input on the fake Groq, and
+    what the run costs on Groq's gpt-oss-120b (genai-prices; cached input at its price), in
+    all and its input alone (the completions are the same in every layout)."""
+    print(f"fake Groq cache, {GROQ_MODEL} on groq priced by genai-prices, per 1,000 runs:")
+    print(
+        "| turn | layout | input sent | cached | share | cost | vs first | input cost | vs first |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for tokens in lengths:
+        steps = steps_for(tokens)
+        length = _tokens(later_turn(2, steps))
+        first: tuple[float, float] | None = None
+        for name, layout in layouts.items():
+            usages = asyncio.run(groq_run(layout, steps))
+            total = Usage.total(usages)
+            cost = price_calls(usages, "groq", GROQ_MODEL)
+            inputs = [u.model_copy(update={"completion_tokens": 0}) for u in usages]
+            input_cost = price_calls(inputs, "groq", GROQ_MODEL)
+            assert cost and input_cost, "genai-prices no longer prices Groq's gpt-oss-120b"
+            first = first or (cost, input_cost)
+            print(
+                f"| {length} tokens | {name} | {total.prompt_tokens:,} | {total.cached_tokens:,} "
+                f"| {total.cached_tokens / total.prompt_tokens:.1%} | ${cost * 1000:.3f} "
+                f"| {cost / first[0]:.2f}x | ${input_cost * 1000:.3f} "
+                f"| {input_cost / first[1]:.2f}x |"
+            )
 
 
 async def _call(
@@ -140,12 +198,32 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each layout, alternated")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--before", default="7334803", help="git revision of the old layout")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="another git revision whose layout joins the fake-Groq table (repeatable)",
+    )
+    parser.add_argument(
+        "--turn-tokens",
+        type=int,
+        nargs="*",
+        default=[400, 800],
+        help="longer scripted turns (tokens) for the fake-Groq table, beside the bench's own",
+    )
+    parser.add_argument("--groq-only", action="store_true", help="skip the embedded model")
     args = parser.parse_args()
     layouts = {"before": old_layout(args.before), "now": prompts}
+    compared = {
+        f"before ({args.before})": layouts["before"],
+        **{f"at {rev}": old_layout(rev) for rev in args.also},
+        "now": prompts,
+    }
     print(f"load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    for name, layout in layouts.items():
-        cached, sent = asyncio.run(groq_cache_share(layout))
-        print(f"fake Groq cache, {name}: {cached}/{sent} cached = {cached / sent:.0%}")
+    groq_table(compared, [None, *args.turn_tokens])
+    if args.groq_only:
+        return
     results: dict[str, list[dict[str, float]]] = {name: [] for name in layouts}
     for _ in range(args.runs):
         for name, layout in layouts.items():

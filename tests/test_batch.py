@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,15 @@ from click.testing import CliRunner
 
 from llamaberry import Engine
 from llamaberry.cli import cli
+from llamaberry.core import providers as table
 from llamaberry.eval import evaluate, load_dataset
-from llamaberry.eval.batch import BatchClient, Batcher, NoBatchAPIError, import_outputs
+from llamaberry.eval.batch import (
+    BatchClient,
+    Batcher,
+    NoBatchAPIError,
+    import_outputs,
+    no_batch_api,
+)
 from llamaberry.store import Store
 from llamaberry.store.batches import BatchLedger
 from llamaberry.testing import FakeServer, RecordedRequest
@@ -258,6 +268,55 @@ def test_cli_eval_batch_on_the_embedded_model_is_one_line(tmp_path: Path):
     assert result.exit_code != 0
     assert "no Batch API" in result.output
     assert "Traceback" not in result.output
+
+
+def test_eval_batch_on_a_row_without_a_batch_api_stops_before_anything_starts(tmp_path: Path):
+    # The local row says it has no Batch API (`batch_api`): one line, exit 2, before the data
+    # is read or a model loads. It used to start llama.cpp, load the model and ask it
+    # GET /v1/batches, and on the 404 point at `batch export` for vLLM.
+    assert [row.name for row in table.ROWS if not row.batch_api] == ["local"]
+    data, out = sums(tmp_path / "sums.jsonl", 2), tmp_path / "out"
+    code = (
+        "import json, sys\n"
+        "from click.testing import CliRunner\n"
+        "from llamaberry.cli import cli\n"
+        "for args in (['--provider', 'local'], []):  # named, and the keyless default\n"
+        f"    r = CliRunner().invoke(cli, ['eval', {str(data)!r}, '--batch', '-o', {str(out)!r},"
+        " *args])\n"
+        "    print(json.dumps([r.exit_code, r.output, type(r.exception).__name__]))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('xllamacpp', 'openai',"
+        " 'llamaberry.providers.local')))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GROQ_", "OPENAI_"))}
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    *runs, loaded = [json.loads(line) for line in ran.stdout.splitlines()]
+    for exit_code, output, exception in runs:
+        assert (exit_code, exception) == (2, "SystemExit")
+        assert output == f"error: {no_batch_api('local')}\n"
+        assert "Traceback" not in output
+    assert loaded == []  # no model, no SDK
+    assert not out.exists()
+
+
+async def test_a_batch_client_sends_only_where_the_row_has_a_batch_api(tmp_path: Path):
+    ledger = BatchLedger("t", tmp_path / "h.db")
+    async with FakeServer() as server:
+        async with engine_on(server) as hosted:
+            backend = hosted.client.sdk
+            async with Engine(provider="local", history=False) as engine:
+                with pytest.raises(NoBatchAPIError) as refused:
+                    BatchClient(engine.client, Batcher(ledger=ledger, backend=backend))
+                assert str(refused.value) == no_batch_api("local")
+                # Writing a round to a file sends nothing anywhere: any row may.
+                BatchClient(engine.client, Batcher(ledger=ledger, backend=None))
+                assert engine.client.server is None  # llama.cpp was never started
+        for row in (r for r in table.ROWS if r.batch_api):  # groq, openai
+            async with engine_on(server, row.name) as engine:
+                BatchClient(engine.client, Batcher(ledger=ledger, backend=backend))
+        assert server.requests == []
 
 
 async def test_outputs_of_an_exported_round_come_back_by_import(tmp_path: Path):

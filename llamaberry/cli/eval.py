@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from llamaberry.cli.options import LazyCommand, mode_options, parse_modes, take_options
+from llamaberry.cli.options import (
+    LazyCommand,
+    endpoint_settings,
+    mode_options,
+    parse_modes,
+    take_options,
+)
 from llamaberry.cli.running import fail, handle_errors, make_engine, run_async
 from llamaberry.core.errors import InputError
 
@@ -102,12 +108,7 @@ def eval_command(
     # request is paid for.
     if (dataset is None) == (builtin is None):
         raise InputError("Give a DATASET.jsonl file or --builtin NAME (one of them).")
-    if (batch or batch_export) and concurrency is not None:
-        raise InputError("--batch sends every run at once; leave out --concurrency.")
-    if batch and batch_export:
-        raise InputError("Give --batch (send to the provider) or --batch-export FILE, not both.")
-    if batch_poll <= 0:
-        raise InputError(f"--batch-poll must be above 0 (got {batch_poll}).")
+    check_batch_flags(params, batch, batch_export, batch_poll, concurrency)
     for flag, value in (("concurrency", concurrency), ("limit", limit), ("sample", sample)):
         if value is not None and value < 1:
             raise InputError(f"--{flag} must be at least 1 (got {value}).")
@@ -146,6 +147,28 @@ def eval_command(
         failed = next((r for r in report.results if r.error), None)
         why = f" (first error: {failed.error})" if failed else ""
         fail(f"no run succeeded{why}.", 1)
+
+
+def check_batch_flags(
+    params: dict[str, Any],
+    batch: bool,
+    export: str | None,
+    poll: float,
+    concurrency: int | None,
+) -> None:
+    """Refuse --batch and --batch-export where they cannot go, before the data is read or a
+    model starts: with each other or --concurrency, or on a provider whose row in the provider
+    table has no Batch API."""
+    if (batch or export) and concurrency is not None:
+        raise InputError("--batch sends every run at once; leave out --concurrency.")
+    if batch and export:
+        raise InputError("Give --batch (send to the provider) or --batch-export FILE, not both.")
+    if poll <= 0:
+        raise InputError(f"--batch-poll must be above 0 (got {poll}).")
+    if batch:
+        from llamaberry.eval.batch import check_batch_api
+
+        check_batch_api(endpoint_settings(params).provider)
 
 
 def load_data(
@@ -356,27 +379,19 @@ def write_round(exported: ExportedRound, path: Path | None) -> None:
 async def through_batches(engine: Any, plan: BatchPlan, progress: EvalProgress) -> Any:
     """Put the engine's calls on the provider's Batch API (or, exporting, on a file); one line
     if it has none."""
-    from llamaberry.eval.batch import (
-        EXPORTED,
-        BatchClient,
-        Batcher,
-        NoBatchAPIError,
-        no_batch_api,
-    )
+    from llamaberry.eval.batch import EXPORTED, BatchClient, Batcher, check_batch_api
     from llamaberry.store.batches import BatchLedger
 
     inner = engine.client
-    if plan.export is not None and hasattr(inner, "request"):
+    if plan.export is not None:
         batcher = Batcher(ledger=BatchLedger(EXPORTED), backend=None)
         engine.client = BatchClient(inner, batcher)
         return batcher
-    sdk = getattr(inner, "sdk", None)
-    if sdk is None or not hasattr(inner, "request"):
-        raise NoBatchAPIError(no_batch_api(inner))
+    check_batch_api(engine.settings.provider)  # the row's word (also asked before the engine)
     endpoint = f"{engine.settings.provider} {engine.settings.base_url or ''}".strip()
     batcher = Batcher(
         ledger=BatchLedger(endpoint),
-        backend=sdk,
+        backend=inner.sdk,
         poll=plan.poll or 10.0,
         on_progress=progress.on_batch,
     )

@@ -59,6 +59,10 @@ class Provider:
     #   when the last client lets go, so a surface that builds an engine per run (the web UI)
     #   holds it up between them (`llamaberry.providers.hold`).
     in_process: bool = False
+    # - it serves a Batch API (/files and /batches, OpenAI's shape): `eval --batch` sends its
+    #   calls there; on a row without one it is refused in one line before anything starts.
+    #   (A base URL may still name a server without one: `Batcher.check` asks it first.)
+    batch_api: bool = False
 
     def settings_defaults(self) -> dict[str, Any]:
         """The settings a run on this provider gets for those not given."""
@@ -76,6 +80,7 @@ GROQ = Provider(
         "--provider openai --base-url URL for a local OpenAI-compatible server."
     ),
     base_url_variable="GROQ_BASE_URL",
+    batch_api=True,
 )
 
 OPENAI = Provider(
@@ -96,6 +101,8 @@ OPENAI = Provider(
         "give --base-url http://HOST:PORT/v1 or set OPENAI_BASE_URL."
     ),
     describes_itself=True,
+    # OpenAI's own API has one; a server of one's own (vLLM, llama.cpp) may not.
+    batch_api=True,
 )
 
 # llama.cpp in this process (providers/local.py), on a GGUF file or the embedded demo model.
@@ -121,6 +128,7 @@ LOCAL = Provider(
     billed=False,
     demo_model=True,
     in_process=True,
+    # llama.cpp's server has no /files or /batches (batch_api stays False).
 )
 
 ROWS: tuple[Provider, ...] = (GROQ, OPENAI, LOCAL)

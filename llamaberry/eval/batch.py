@@ -28,7 +28,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -38,11 +38,15 @@ from llamaberry.core.errors import (
     ProviderError,
     format_duration,
 )
+from llamaberry.core.providers import row_of
 from llamaberry.core.results import Message
 from llamaberry.providers.base import ChatClient, Completion, Delta, StreamItem, Thinking
 from llamaberry.providers.streams import chunk_of, split_thinking, usage_of
 from llamaberry.providers.tokens import estimate_prompt
 from llamaberry.store.batches import BatchLedger
+
+if TYPE_CHECKING:
+    from llamaberry.providers.sdk import SDKClient
 
 # Times one request is put in a batch before its run fails.
 MAX_TRIES = 3
@@ -99,12 +103,20 @@ class NoBatchAPIError(InputError):
     """The endpoint has no Batch API."""
 
 
-def no_batch_api(client: ChatClient) -> str:
-    """The one line for a provider whose client cannot make Batch API requests."""
+def no_batch_api(provider: str) -> str:
+    """The one line for a provider whose row says it has no Batch API."""
     return (
-        f"The {client.provider} provider has no Batch API: --batch needs Groq or an "
+        f"The {provider} provider has no Batch API: --batch needs Groq or an "
         "OpenAI-compatible endpoint that serves /files and /batches."
     )
+
+
+def check_batch_api(provider: str) -> None:
+    """Refuse `provider` in one line, before anything starts or is sent, unless its row in the
+    provider table says it serves a Batch API (`Provider.batch_api`)."""
+    row = row_of(provider)
+    if row is None or not row.batch_api:
+        raise NoBatchAPIError(no_batch_api(provider))
 
 
 @dataclass
@@ -426,11 +438,13 @@ def _rejected(state: Any) -> str:
 
 
 class BatchClient(ChatClient):
-    """A chat client whose calls go into the batcher's rounds instead of out at once."""
+    """A chat client whose calls go into the batcher's rounds instead of out at once: each is
+    the request body `inner` would send (`SDKClient.request`), un-streamed. Sending to the
+    provider needs its row to say it has a Batch API; exporting to a file sends nothing."""
 
     provider = "batch"
 
-    def __init__(self, inner: ChatClient, batcher: Batcher) -> None:
+    def __init__(self, inner: SDKClient, batcher: Batcher) -> None:
         super().__init__(
             model=inner.model,
             temperature=inner.temperature,
@@ -438,8 +452,8 @@ class BatchClient(ChatClient):
             reasoning_effort=inner.reasoning_effort,
             timeout=inner.timeout,
         )
-        if not hasattr(inner, "request"):
-            raise NoBatchAPIError(no_batch_api(inner))
+        if batcher.backend is not None:
+            check_batch_api(inner.provider)
         self.inner = inner
         self.batcher = batcher
         self.provider = inner.provider
@@ -454,7 +468,7 @@ class BatchClient(ChatClient):
         temperature: float | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamItem]:
-        body = self.inner.request(  # type: ignore[attr-defined]
+        body = self.inner.request(
             messages,
             json_mode=json_mode,
             max_tokens=max_tokens,

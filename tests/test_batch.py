@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from llamaberry import Engine
 from llamaberry.cli import cli
 from llamaberry.core import providers as table
-from llamaberry.eval import evaluate, load_dataset
+from llamaberry.eval import Report, evaluate, load_dataset, report_markdown, write_results
 from llamaberry.eval.batch import (
     BatchClient,
     Batcher,
@@ -25,6 +25,7 @@ from llamaberry.eval.batch import (
     import_outputs,
     no_batch_api,
 )
+from llamaberry.providers import make_client
 from llamaberry.store import Store
 from llamaberry.store.batches import BatchLedger
 from llamaberry.testing import FakeServer, RecordedRequest
@@ -317,6 +318,59 @@ async def test_a_batch_client_sends_only_where_the_row_has_a_batch_api(tmp_path:
             async with engine_on(server, row.name) as engine:
                 BatchClient(engine.client, Batcher(ledger=ledger, backend=backend))
         assert server.requests == []
+
+
+def priced_on(server: FakeServer, model: str) -> Engine:
+    """An engine on Groq by name (priced by genai-prices' Groq table, as a run on Groq's own
+    API is) whose client's SDK is pointed at the fake server."""
+    client = make_client("groq", model=model, api_key="test-key", base_url=server.groq_base_url)
+    return Engine(provider="groq", api_key="test-key", model=model, history=False, client=client)
+
+
+async def priced_eval(tmp_path: Path, model: str, batch: bool) -> Report:
+    tmp_path.mkdir()
+    data = load_dataset(str(sums(tmp_path / "sums.jsonl", 3)))
+    async with FakeServer() as server:
+        server.reply_with(sums_script)
+        async with priced_on(server, model) as engine:
+            ledger = BatchLedger("t", tmp_path / f"{batch}.db")
+            batcher = batched(engine, ledger) if batch else None
+            store = Store(tmp_path / f"{batch}.db")
+            return await evaluate(engine, data, ["single"], store=store, batcher=batcher)
+
+
+async def test_a_batch_eval_without_batch_rates_says_its_cost_is_at_list_price(tmp_path: Path):
+    # genai-prices has no Batch API rate for this Groq model: the batch eval's cost is the list
+    # price, said so in its cost, its note and results.jsonl, never a discount of our own.
+    model = "llama-3.1-8b-instant"
+    plain = await priced_eval(tmp_path / "a", model, batch=False)
+    batch = await priced_eval(tmp_path / "b", model, batch=True)
+    assert [r.cost for r in batch.results] == [r.cost for r in plain.results]
+    assert all(r.cost and r.list_price for r in batch.results)
+    assert not any(r.list_price for r in plain.results)
+    assert batch.summaries[0].cost == f"{plain.summaries[0].cost} at list price"
+    markdown = report_markdown(batch)
+    assert f"| {plain.summaries[0].cost} at list price |" in markdown
+    assert (
+        "Costs of the Batch API runs are at list price: genai-prices has no Batch API rate for "
+        "llama-3.1-8b-instant, and the Batch API bills less." in markdown
+    )
+    assert "at list price" not in report_markdown(plain)
+    written = tmp_path / "results.jsonl"
+    write_results(batch, written)
+    assert all(json.loads(line)["list_price"] for line in written.read_text().splitlines())
+
+
+async def test_a_batch_eval_with_batch_rates_is_priced_at_them(tmp_path: Path):
+    # Groq's gpt-oss-120b has Batch API rates in the table (half the list price): used, and
+    # nothing says list price.
+    model = "openai/gpt-oss-120b"
+    plain = await priced_eval(tmp_path / "a", model, batch=False)
+    batch = await priced_eval(tmp_path / "b", model, batch=True)
+    for listed, batched in zip(plain.results, batch.results, strict=True):
+        assert listed.cost and batched.cost and batched.cost < listed.cost
+        assert not batched.list_price
+    assert "list price" not in report_markdown(batch)
 
 
 async def test_outputs_of_an_exported_round_come_back_by_import(tmp_path: Path):

@@ -6,7 +6,14 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from llamaberry.core.prices import cost_text, dollars, price, price_calls, run_cost
+from llamaberry.core.prices import (
+    at_list_price,
+    cost_text,
+    dollars,
+    price,
+    price_calls,
+    run_cost,
+)
 from llamaberry.core.results import Call, Message, Run, Usage
 from llamaberry.eval import build_report
 from llamaberry.eval.results import ItemResult
@@ -81,6 +88,44 @@ def test_a_run_is_priced_call_by_call_and_unknown_if_any_call_is():
     assert run_cost(run) is None
 
 
+# After genai-prices' Batch API rates for Groq's gpt-oss models start (2026-10-14).
+BATCH_WHEN = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _batch_run(model: str, **settings: object) -> Run:
+    run = Run(mode="single", model=model, provider="groq", question="q")
+    run.started_at = BATCH_WHEN
+    run.settings = {"batch": True, **settings}
+    run.calls = [
+        Call(kind="answer", index=1, messages=[Message(role="user", content="q")], usage=u)
+        for u in (usage(3000), usage(1000))
+    ]
+    return run
+
+
+def test_a_batch_run_is_priced_at_the_tables_batch_rates_or_said_to_be_at_list_price():
+    # genai-prices holds Groq's Batch API rates for gpt-oss-120b (half price): they are used.
+    with_rates = _batch_run("openai/gpt-oss-120b")
+    calls = [usage(3000), usage(1000)]
+    listed = price_calls(calls, "groq", "openai/gpt-oss-120b", when=BATCH_WHEN)
+    cost = run_cost(with_rates)
+    assert cost is not None and listed is not None and 0 < cost < listed
+    assert not at_list_price(with_rates)
+    # Before the table has them, at list price, and said so.
+    with_rates.started_at = WHEN
+    assert at_list_price(with_rates)
+    assert run_cost(with_rates) == price_calls(calls, "groq", "openai/gpt-oss-120b", when=WHEN)
+    # None for llama-3.1-8b-instant: list price, and the run says so.
+    without = _batch_run("llama-3.1-8b-instant")
+    listed = price_calls(calls, "groq", "llama-3.1-8b-instant", when=BATCH_WHEN)
+    assert run_cost(without) == listed and listed is not None
+    assert at_list_price(without)
+    # Not through a Batch API, or not priced at all: nothing to say.
+    without.settings["batch"] = False
+    assert not at_list_price(without)
+    assert not at_list_price(_batch_run("llama-3.1-8b-instant", base_url="http://127.0.0.1:9/v1"))
+
+
 def test_dollars_show_two_significant_digits_below_a_cent():
     assert dollars(0.0012) == "$0.0012"
     assert dollars(0.000058) == "$0.000058"
@@ -95,7 +140,7 @@ def test_importing_the_package_and_the_price_module_does_not_load_the_price_tabl
     assert out.stdout.strip() == "False"
 
 
-def _item(mode: str, item: int, cost: float | None) -> ItemResult:
+def _item(mode: str, item: int, cost: float | None, list_price: bool = False) -> ItemResult:
     return ItemResult(
         item=item,
         mode=mode,
@@ -109,6 +154,7 @@ def _item(mode: str, item: int, cost: float | None) -> ItemResult:
         error=None,
         tokens=100,
         cost=cost,
+        list_price=list_price,
         seconds=1.0,
         run_id=None,
         reused=False,
@@ -128,3 +174,15 @@ def test_each_eval_mode_s_cost_per_item_is_given_beside_single_s():
     assert cost["steps"] == "unknown price"
     price_summaries(report.summaries, "local")
     assert {s.cost for s in report.summaries} >= {"free (local model)"}
+
+
+def test_a_mode_whose_batch_runs_are_at_list_price_says_so_in_its_cost():
+    results = [_item("single", i, 0.0005, list_price=True) for i in (1, 2)]
+    results += [_item("refine", i, 0.0031, list_price=True) for i in (1, 2)]
+    report = build_report("d", "m", ["single", "refine"], results)
+    price_summaries(report.summaries, "groq")
+    cost = {s.mode: s.cost for s in report.summaries}
+    assert cost == {
+        "single": "$0.00050 at list price",
+        "refine": "$0.0031 at list price, 6.2x single",
+    }

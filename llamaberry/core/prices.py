@@ -12,6 +12,12 @@ is nobody's in the table (a vLLM or a test server on this machine). Without one,
 name. The `local` provider (llama.cpp in this process) is never priced: nobody bills its tokens, and
 the terminal and the web UI say "free (local model)".
 
+A call made through a provider's Batch API (a run of `eval --batch`, `"batch": true` in its
+settings) is priced at the table's Batch API rates where it has them for the model (genai-prices'
+`processing: batch` price variant; Groq's gpt-oss models and many of OpenAI's, for one). Where it
+has none, the run is priced at list price and says so (`at_list_price`): the provider bills less
+than that, and we put no discount of our own making in its place.
+
 genai-prices is imported on the first run that needs a price (it and its table take about a
 second to load on a busy machine), so a run on the local model, and `import llamaberry`, never pay
 for it.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from llamaberry.core.providers import PROVIDERS, ROWS
@@ -35,6 +42,15 @@ if TYPE_CHECKING:
 PRICED_PROVIDERS = frozenset(row.name for row in ROWS if row.billed)
 UNKNOWN = "unknown price"
 FREE = "free (local model)"
+# genai-prices' price context for a call through a Batch API (its price variants' `when`).
+BATCH_CONTEXT = MappingProxyType({"processing": "batch"})
+# Said after a cost where a Batch API run was priced at list price.
+AT_LIST_PRICE = "at list price"
+# Said once, where such costs are shown.
+BILLS_LESS = (
+    "Costs of the Batch API runs are at list price: genai-prices has no Batch API rate for "
+    "{model}, and the Batch API bills less."
+)
 
 
 def price(
@@ -44,8 +60,10 @@ def price(
     *,
     base_url: str | None = None,
     when: datetime | None = None,
+    batch: bool = False,
 ) -> float | None:
-    """The dollars `usage` cost on `provider`'s `model` (at `when`), or None when unknown."""
+    """The dollars `usage` cost on `provider`'s `model` (at `when`), or None when unknown;
+    with `batch`, at the table's Batch API rate where it has one, else at list price."""
     if provider not in PRICED_PROVIDERS or not model:
         return None
     from genai_prices import Usage as PriceUsage
@@ -57,13 +75,24 @@ def price(
         cache_read_tokens=min(max(usage.cached_tokens, 0), prompt),
         output_tokens=max(usage.completion_tokens, 0),
     )
+    context = BATCH_CONTEXT if batch else None
     try:
         if base_url:
             calc = calc_price(
-                counts, model, provider_api_url=base_url, genai_request_timestamp=when
+                counts,
+                model,
+                provider_api_url=base_url,
+                genai_request_timestamp=when,
+                price_context=context,
             )
         else:
-            calc = calc_price(counts, model, provider_id=provider, genai_request_timestamp=when)
+            calc = calc_price(
+                counts,
+                model,
+                provider_id=provider,
+                genai_request_timestamp=when,
+                price_context=context,
+            )
     except (LookupError, ValueError):
         return None
     return float(calc.total_price)
@@ -76,6 +105,7 @@ def price_calls(
     *,
     base_url: str | None = None,
     when: datetime | None = None,
+    batch: bool = False,
 ) -> float | None:
     """The summed price of several calls, each priced alone; None when any is unknown.
 
@@ -83,7 +113,7 @@ def price_calls(
     """
     total = 0.0
     for usage in usages:
-        one = price(usage, provider, model, base_url=base_url, when=when)
+        one = price(usage, provider, model, base_url=base_url, when=when, batch=batch)
         if one is None:
             return None
         total += one
@@ -91,16 +121,35 @@ def price_calls(
 
 
 def run_cost(run: Run) -> float | None:
-    """What `run` cost in dollars, or None when its price is unknown (or it ran locally)."""
-    base_url = run.settings.get("base_url")
+    """What `run` cost in dollars, or None when its price is unknown (or it ran locally); a
+    run through a Batch API at its rates where the table has them (else see `at_list_price`)."""
     usages = [call.usage for call in run.calls] or [run.usage]
     return price_calls(
         usages,
         run.provider,
         run.model,
-        base_url=base_url if isinstance(base_url, str) else None,
+        base_url=_base_url(run),
         when=run.started_at,
+        batch=bool(run.settings.get("batch")),
     )
+
+
+def at_list_price(run: Run) -> bool:
+    """Whether `run` went through a Batch API and is priced at list price, since the table has
+    no Batch API rate for its model: the provider bills less than its cost says. (A million
+    tokens in and out priced the same through it as at list price; False when unpriced.)"""
+    if not run.settings.get("batch") or run.provider not in PRICED_PROVIDERS:
+        return False
+    sample = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    base_url, when = _base_url(run), run.started_at
+    listed = price(sample, run.provider, run.model, base_url=base_url, when=when)
+    batched = price(sample, run.provider, run.model, base_url=base_url, when=when, batch=True)
+    return listed is not None and batched == listed
+
+
+def _base_url(run: Run) -> str | None:
+    base_url = run.settings.get("base_url")
+    return base_url if isinstance(base_url, str) else None
 
 
 def dollars(cost: float) -> str:

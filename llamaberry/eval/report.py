@@ -95,6 +95,7 @@ def _summary(mode: Mode, results: list[ItemResult]) -> ModeSummary:
         reused=sum(r.reused for r in mine),
         unreadable=sum(r.unreadable for r in scored),
         mean_cost=_mean([c for c in costs if c is not None]) if known else None,
+        list_price=any(r.list_price for r in scored),
     )
 
 

@@ -45,6 +45,9 @@ class ItemResult(BaseModel):
     reused: bool
     # True when the run's calls went through the provider's Batch API.
     batch: bool = False
+    # True when such a run's `cost` is at list price (genai-prices has no Batch API rate for
+    # the model; the provider bills less); a run with one is priced at it.
+    list_price: bool = False
     stages: list[StageScore] = []
     # Every answer the run drew side by side (vote's samples, drafts' drafts), scored; the share
     # of them that was right; and the mode's own confidence in its answer (vote's agreement).
@@ -134,6 +137,8 @@ class ModeSummary(BaseModel):
     # Mean dollars per item, and how to show it ('$0.0012', 'unknown price', 'free (local...)').
     mean_cost: float | None = None
     cost: str = "unknown price"
+    # Some of its costs are Batch API runs' at list price (then `cost` says so).
+    list_price: bool = False
     # Accuracy points gained over the baseline per 1,000 extra tokens per item, on the items
     # both finished, with the interval of the paired difference scaled the same way.
     gain_per_1k_tokens: float | None = None

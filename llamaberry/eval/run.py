@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from llamaberry import modes as registry
 from llamaberry.core.errors import InputError, RunFailedError, format_duration
-from llamaberry.core.prices import PRICED_PROVIDERS, cost_text, run_cost
+from llamaberry.core.prices import (
+    AT_LIST_PRICE,
+    BILLS_LESS,
+    PRICED_PROVIDERS,
+    at_list_price,
+    cost_text,
+    run_cost,
+)
 from llamaberry.core.redact import redact
 from llamaberry.core.results import Mode, Run, Usage
 from llamaberry.core.scoring import parse_gold, prepare_math, score
@@ -106,7 +113,7 @@ async def evaluate(
     report.other_prompts = len(runs.other_prompts)
     report.stopped = runs.stopped[0] if runs.stopped else None
     if batcher is not None:
-        report.batch = batcher.summary()
+        report.batch = batch_line(report, batcher.summary())
     report.warnings = warnings
     price_summaries(report.summaries, engine.settings.provider)
     report.provenance = provenance(engine, dataset, len(items), chosen, own, runs.served)
@@ -256,9 +263,6 @@ class _Runs:
                     tagged = self.batcher.run(key) if self.batcher else contextlib.nullcontext()
                     with tagged:
                         result, run = await self._run_item(item, mode, key, earlier)
-                    if run is not None and self.batcher is not None:
-                        run.settings["batch"] = True  # it came through the Batch API
-                        result = result.model_copy(update={"batch": True})
             except BaseException:
                 self.claims.release(key)
                 raise
@@ -277,10 +281,16 @@ class _Runs:
         made). The finished calls of an `earlier` run of it that was stopped are not paid for
         again; a run stopped now (Ctrl-C) is saved at once with the calls it finished."""
         started: list[Run] = []
+
+        def began(run: Run) -> None:
+            if self.batcher is not None:
+                # Marked from its start, so its cost is the Batch API's wherever it is priced
+                # (the run's own, its result's, the history's), and a stopped one is saved so.
+                run.settings["batch"] = True
+            started.append(run)
+
         try:
-            result, run = await _run_item(
-                self.engine, item, mode, self.own[mode], earlier, started.append
-            )
+            result, run = await _run_item(self.engine, item, mode, self.own[mode], earlier, began)
         except (asyncio.CancelledError, KeyboardInterrupt):
             if started and started[0].calls:
                 self.history.save_now(_stopped(started[0]), key, self.secret)
@@ -376,11 +386,21 @@ def _refused(item: Item, mode: Mode, error: str, *, status: str = "failed") -> I
     )
 
 
+def batch_line(report: Report, summary: str) -> str:
+    """The report's line on the Batch API: how the calls went, and when a run's cost is at
+    list price (the table has no Batch API rate for the model), that the provider bills less."""
+    if any(r.list_price for r in report.results):
+        return f"{summary} {BILLS_LESS.format(model=report.model)}"
+    return summary
+
+
 def price_summaries(summaries: list[ModeSummary], provider: str) -> None:
     """Each mode's cost per item in words: '$0.0031, 6.1x single', 'unknown price'."""
     single = next((s.mean_cost for s in summaries if s.mode == "single"), None)
     for summary in summaries:
         summary.cost = cost_text(summary.mean_cost, provider)
+        if summary.mean_cost is not None and summary.list_price:
+            summary.cost += f" {AT_LIST_PRICE}"  # Batch API runs; the report's note says more
         if summary.mean_cost is not None and single and summary.mode != "single":
             summary.cost += f", {summary.mean_cost / single:.1f}x single"
 
@@ -418,6 +438,7 @@ def _result(item: Item, mode: Mode, run: Run, *, reused: bool) -> ItemResult:
         tokens=run.usage.total_tokens,
         cached_tokens=run.usage.cached_tokens,
         cost=run_cost(run),
+        list_price=at_list_price(run),
         # The time the mode took, not the time it waited for a free slot at the server.
         seconds=round(max(0.0, run.seconds - run.queued_seconds), 3),
         queued_seconds=round(run.queued_seconds, 3),

@@ -373,6 +373,13 @@ async def test_a_batch_eval_with_batch_rates_is_priced_at_them(tmp_path: Path):
     assert "list price" not in report_markdown(batch)
 
 
+async def test_exporting_a_round_does_not_start_a_provider_that_runs_here(tmp_path: Path):
+    async with Engine(provider="local", history=False) as engine:
+        client = BatchClient(engine.client, Batcher(BatchLedger("t", tmp_path / "h.db"), None))
+        await client.ready()  # a run's lifecycle awaits it before its first call
+        assert engine.client.server is None
+
+
 async def test_outputs_of_an_exported_round_come_back_by_import(tmp_path: Path):
     ledger = BatchLedger("vllm", tmp_path / "h.db")
     ledger.sent("exported", [("abc-1", "h1")])

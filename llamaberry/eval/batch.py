@@ -513,7 +513,10 @@ class BatchClient(ChatClient):
         self.inner.warm()
 
     async def ready(self) -> None:
-        await self.inner.ready()
+        # Exporting calls the endpoint nothing: a provider that runs in this process (the
+        # local one) is not started for it.
+        if self.batcher.backend is not None:
+            await self.inner.ready()
 
     async def aclose(self) -> None:
         await self.batcher.aclose()

@@ -380,6 +380,23 @@ async def test_exporting_a_round_does_not_start_a_provider_that_runs_here(tmp_pa
         assert engine.client.server is None
 
 
+def test_exporting_again_before_the_answers_are_imported_writes_the_round_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # It ended in a traceback: the second pass waited on the first's "batch" with no backend.
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    data = sums(tmp_path / "sums.jsonl", 3)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    export = ["batch", "export", str(data), "--modes", "single", "--provider", "openai",
+              "--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "rep"), "-o"]  # fmt: skip
+    for path in (first, second):
+        result = CliRunner().invoke(cli, [*export, str(path)])
+        assert result.exit_code == 0, result.output
+        assert "wrote 3 requests" in result.output
+        assert "Traceback" not in result.output
+    assert second.read_text() == first.read_text()
+
+
 async def test_outputs_of_an_exported_round_come_back_by_import(tmp_path: Path):
     ledger = BatchLedger("vllm", tmp_path / "h.db")
     ledger.sent("exported", [("abc-1", "h1")])

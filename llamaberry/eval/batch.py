@@ -274,10 +274,14 @@ class Batcher:
                 waiting.setdefault(known.batch_id, []).append(item)
             else:
                 fresh.append(item)
+        if self.backend is None:
+            # Exporting: every request not answered yet is written, again where an earlier
+            # export wrote it and no answer was imported since (that file may be lost).
+            unanswered = fresh + [item for items in waiting.values() for item in items]
+            if unanswered:
+                self._export(unanswered)
+            return
         if fresh:
-            if self.backend is None:
-                self._export(fresh)
-                return
             batch_id = await self._send(fresh)
             waiting.setdefault(batch_id, []).extend(fresh)
         if waiting:

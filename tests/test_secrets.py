@@ -220,3 +220,59 @@ async def test_an_explicit_key_with_a_newline_fails_before_any_request(server: F
     with pytest.raises(InputError, match="the API key ends with a newline"):
         Engine(api_key=KEY + "\n", base_url=server.groq_base_url)
     assert server.requests == []
+
+
+# -- most of the key: less a character, cut short, one character changed -----------------------
+
+FRAGMENT_KEY = "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"
+
+
+def runs_of_the_key(text: str) -> list[str]:
+    """Every ten characters of FRAGMENT_KEY together (MIN_FRAGMENT) that `text` shows."""
+    runs = (FRAGMENT_KEY[i : i + 10] for i in range(len(FRAGMENT_KEY) - 9))
+    return [run for run in runs if run in text]
+
+
+def echoing_most_of_the_key(request: RecordedRequest) -> Fault | str:
+    """A server that quotes what is left of the key it was sent, in its error or its reply."""
+    sent = request.headers.get("authorization", "").removeprefix("Bearer ")
+    changed = sent[:28] + "#" + sent[29:]
+    if "fail" in (request.user or ""):
+        message = f"Invalid API Key provided: {sent[:-1]} (or {sent[1:]}; {changed})"
+        return Fault.status(400, body={"error": {"message": message, "type": "invalid_request"}})
+    return f"Your key starts {sent[:40]} and ends {sent[20:]}, nearly {changed}."
+
+
+def test_most_of_the_key_echoed_by_the_server_never_leaves(fake_server: FakeServer, tmp_path):
+    home = tmp_path / "home"
+    env = {
+        "GROQ_API_KEY": FRAGMENT_KEY,
+        "GROQ_BASE_URL": fake_server.groq_base_url,
+        "LLAMABERRY_HOME": str(home),
+        "LLAMABERRY_MAX_RETRIES": "0",
+    }
+    fake_server.reply_with(echoing_most_of_the_key)
+    runner = CliRunner()
+    results = [
+        runner.invoke(cli, ["ask", "please fail", "--mode", "single"], env=env),
+        runner.invoke(cli, ["ask", "please fail", "--mode", "single", "--json"], env=env),
+        runner.invoke(cli, ["ask", "say it", "--mode", "single"], env=env),
+        runner.invoke(cli, ["ask", "say it", "--mode", "single", "--json"], env=env),
+        runner.invoke(cli, ["history", "--json"], env=env),
+        runner.invoke(cli, ["history", "export"], env=env),
+        runner.invoke(cli, ["history", "export", "--format", "md"], env=env),
+    ]
+    # The server really did echo most of the key, so the checks below are not vacuous.
+    assert [r.exit_code for r in results] == [1, 1, 0, 0, 0, 0, 0]
+    assert FRAGMENT_KEY in fake_server.requests[0].headers["authorization"]
+    assert results[0].stderr.startswith("error:") and "Invalid API Key provided: [redacted]" in (
+        results[0].stderr
+    )
+    assert "Your key starts [redacted] and ends [redacted], nearly [redacted]#[redacted]." in (
+        results[2].stdout
+    )
+    assert json.loads(results[3].stdout)["answer"].startswith("Your key starts [redacted]")
+    for result in results:
+        assert runs_of_the_key(result.stdout + result.stderr) == [], result.output
+    for run in runs_of_the_key(FRAGMENT_KEY):
+        assert files_containing(home, run.encode()) == [], run

@@ -614,27 +614,79 @@ async def test_a_key_split_between_two_chunks_never_reaches_a_responses_client(
     ] == [THOUGHT]
 
 
-_SAYS_A_KEY_START_THEN_HANGS = Fault.raw(
-    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    + b"".join(
-        f"{len(event):x}\r\n".encode() + event + b"\r\n"
-        for event in (
-            b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
-            b'"choices":[{"index":0,"delta":{"content":"Three. The key is upstream-sec"},'
-            b'"finish_reason":null}]}\n\n',
-        )
-    ),
-    close=False,
+NEARLY_THE_KEY = (
+    f"Less one: {KEY[:-1]}. Less the first: {KEY[1:]}. A middle run: {KEY[3:16]}. Fine words."
 )
 
 
+def most_of_the_key_upstream(size: int) -> Fault:
+    """An upstream whose streamed reply shows most of the key three ways, `size` characters
+    to an event."""
+    pieces = [NEARLY_THE_KEY[i : i + size] for i in range(0, len(NEARLY_THE_KEY), size)]
+    events = [{"role": "assistant", "content": ""}, *({"content": p} for p in pieces)]
+    body = b"".join(
+        b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+        b'"choices":[{"index":0,"delta":'
+        + json.dumps(delta).encode()
+        + b',"finish_reason":null}]}\n\n'
+        for delta in events
+    )
+    body += (
+        b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+        b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+    return Fault.raw(head + body, close=True)
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+async def test_most_of_the_key_split_between_chunks_never_reaches_the_client(
+    server: FakeServer, size: int
+):
+    async for port in serving(server):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=30) as http:
+            server.enqueue(most_of_the_key_upstream(size))
+            body = {"model": "single", "messages": MESSAGES, "stream": True}
+            async with http.stream("POST", "/chat/completions", json=body) as streamed:
+                raw = await streamed.aread()
+    shows_no_part_of_the_key(raw)
+    content = "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in sse_events(raw) if e["choices"]
+    )
+    assert content == (
+        "Less one: [redacted]. Less the first: [redacted]. A middle run: [redacted]. Fine words."
+    )
+
+
+def _says_a_key_start_then_hangs(start: str) -> Fault:
+    return Fault.raw(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(
+            f"{len(event):x}\r\n".encode() + event + b"\r\n"
+            for event in (
+                b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+                b'"choices":[{"index":0,"delta":{"content":"Three. The key is '
+                + start.encode()
+                + b'"},"finish_reason":null}]}\n\n',
+            )
+        ),
+        close=False,
+    )
+
+
+# What the upstream's text ends with, and how it goes out: a start of the key shorter than a
+# run of it (MIN_FRAGMENT) as it was written; a longer one is a run of the key, so blanked.
+HELD_STARTS = [("upstream-", "upstream-"), ("upstream-sec", "[redacted]")]
+
+
+@pytest.mark.parametrize(("start", "sent"), HELD_STARTS, ids=["short", "a-run"])
 @pytest.mark.parametrize("route", ["chat", "responses"])
 async def test_what_was_held_back_goes_out_before_a_shutdown_ends_the_stream(
-    server: FakeServer, route: str
+    server: FakeServer, route: str, start: str, sent: str
 ):
     # The upstream's text ends with what could begin the key, then it goes silent: that end is
     # held back, and the server's shutdown sends it before the stream's last (error) event.
-    server.default = _SAYS_A_KEY_START_THEN_HANGS
+    server.default = _says_a_key_start_then_hangs(start)
     if route == "chat":
         path, body = "/chat/completions", {"model": "single", "messages": MESSAGES}
         said = ("choices", 0, "delta", "content")
@@ -660,4 +712,4 @@ async def test_what_was_held_back_goes_out_before_a_shutdown_ends_the_stream(
                         app.state.stopping.request()
     events = sse_events("\n".join(lines).encode())
     assert events[-1]["error"]["code"] == "shutting_down"
-    assert "".join(text_of(e) for e in events[:-1]) == "Three. The key is upstream-sec"
+    assert "".join(text_of(e) for e in events[:-1]) == "Three. The key is " + sent

@@ -129,6 +129,18 @@ def test_a_sequence_or_a_key_split_between_streamed_pieces_is_still_caught():
         assert shown == whole, size
 
 
+def test_most_of_a_key_split_between_streamed_pieces_is_redacted_on_screen():
+    remember(KEY)
+    text = f"{HOSTILE}less one {KEY[:-1]}, less three {KEY[3:]}, and \x1b[2J{KEY[5:20]} end"
+    whole = for_terminal(text)
+    assert whole.count(REDACTED) == 3 and KEY[5:15] not in whole
+    for size in (1, 2, 3, 5, 7, 11):
+        stream = TerminalStream()
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
+        shown = "".join(stream.feed(piece) for piece in pieces) + stream.flush()
+        assert shown == whole, size
+
+
 def test_a_key_is_never_cut_where_another_key_could_begin():
     # The end of a piece that could begin a known key waits for the next piece; it must not
     # cut a whole key in two on the way (each half would then be shown unredacted). Here the

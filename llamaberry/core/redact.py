@@ -6,6 +6,10 @@ ones a chat client was really built with (explicit or from the environment), the
 SDKs' own environment variables, any credentials written into a URL (`user:key@host`), and
 credentials in a basic-auth header (`Basic <base64>`). Text is redacted before it is cut to a
 length, so a key that straddles the cut cannot leak its first part.
+
+A key shown less a character, or cut short, or with one character changed is nearly the key: so
+for every known secret of at least MIN_FRAGMENT_SOURCE characters, each run of at least
+MIN_FRAGMENT characters of it found in the text is blanked too, taken as far as it goes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ from llamaberry.core.providers import ROWS
 REDACTED = "[redacted]"
 # Shorter strings are not keys worth hiding (and blanking "no-key" or "k" would mangle text).
 MIN_SECRET = 8
+# A run of this many characters of a known secret is blanked wherever it appears. Ten is long
+# enough that ordinary text never holds one by chance (a random key's ten characters are about
+# 60 bits; what keys share, "gsk_" or "sk-proj-", is shorter), and short enough that what is
+# left beside a blank, nine characters at most, leaves a key's 40 or more to guess.
+MIN_FRAGMENT = 10
+# Only secrets this long are blanked in part: a shorter one (a base-URL password of a few
+# characters) is blanked whole only, since its pieces are ordinary words.
+MIN_FRAGMENT_SOURCE = 16
 # The SDKs read these (each provider's row names its own); a key set here is in use even when
 # nobody passed it to us.
 KEY_VARIABLES = tuple(row.key_variable for row in ROWS if row.key_variable)
@@ -39,27 +51,38 @@ _USERINFO = re.compile(r"://[^/@\s\"'<>]+@")
 _BASIC = re.compile(r"\b(?:[Bb]asic|BASIC)\s+([A-Za-z0-9+/]{8,}={0,2})")
 
 _known: set[str] = set()
+# The remembered secrets that are blanked in part too (keys and passwords, not user names).
+_sources: set[str] = set()
 _lock = threading.Lock()
-# The last answer of `secrets()` and what it was worked out from (what was remembered, and the
+# The last answer of `known()` and what it was worked out from (what was remembered, and the
 # variables' values): streamed text asks for every piece.
-_last: tuple[tuple[int, tuple[str | None, ...]], list[str]] | None = None
+_last: tuple[tuple[int, int, tuple[str | None, ...]], Known] | None = None
 
 T = TypeVar("T")
+
+# A run of MIN_FRAGMENT characters of a secret holds one of its NEEDLE-character pieces that
+# start STRIDE apart (NEEDLE + STRIDE - 1 == MIN_FRAGMENT), so the text is searched for those
+# few pieces (`str.find`, at C speed) and each one found is grown into the run around it.
+_NEEDLE = MIN_FRAGMENT // 2
+_STRIDE = MIN_FRAGMENT - _NEEDLE + 1
 
 
 def remember(secret: str | None) -> None:
     """Add `secret` (a key, or a URL carrying credentials) to what `redact()` blanks out."""
     guard_logs()
     with _lock:
-        for value in _variants(secret):
+        for value, in_part in _variants(secret):
             _known.add(value)
+            if in_part:
+                _sources.add(value)
 
 
-def _variants(secret: str | None) -> list[str]:
+def _variants(secret: str | None) -> list[tuple[str, bool]]:
+    """The forms of `secret` to blank, each with whether its runs are blanked too."""
     if not secret:
         return []
     if "://" not in secret:
-        found = [secret, secret.strip()]
+        found = [(secret, True), (secret.strip(), True)]
     else:  # a URL: only its credentials are secret, the rest names where a failure happened
         found = []
         try:
@@ -68,44 +91,139 @@ def _variants(secret: str | None) -> list[str]:
             parts = None
         if parts is not None and "@" in parts.netloc:
             userinfo = parts.netloc.rsplit("@", 1)[0]
-            found += [userinfo, unquote(userinfo)]
+            found += [(userinfo, False), (unquote(userinfo), False)]
             # As a basic-auth header carries them (httpx sends URL credentials that way).
-            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-            found.append(base64.b64encode(pair.encode()).decode("ascii"))
-            for piece in (parts.username, parts.password):
+            name = f"{unquote(parts.username or '')}:".encode()
+            pair = base64.b64encode(name + unquote(parts.password or "").encode()).decode()
+            # Its runs are blanked only past what encodes the user name alone, which any
+            # other password of the same user shares.
+            found += [(pair, False), (pair[len(name) // 3 * 4 :], True)]
+            # A user name is blanked whole: its runs may be ordinary words.
+            for piece, in_part in ((parts.username, False), (parts.password, True)):
                 if piece:
-                    found += [piece, unquote(piece)]
-    return [value for value in found if len(value.strip()) >= MIN_SECRET]
+                    found += [(piece, in_part), (unquote(piece), in_part)]
+    return [(value, in_part) for value, in_part in found if len(value.strip()) >= MIN_SECRET]
+
+
+class Fragments:
+    """Runs of at least MIN_FRAGMENT characters of the long secrets, found in text."""
+
+    def __init__(self, sources: list[str]) -> None:
+        sources = [s for s in sources if len(s) >= MIN_FRAGMENT_SOURCE]
+        self.needles: dict[str, list[tuple[str, int]]] = {}
+        for secret in sources:
+            for at in range(0, len(secret) - _NEEDLE + 1, _STRIDE):
+                self.needles.setdefault(secret[at : at + _NEEDLE], []).append((secret, at))
+        # Every start of a run that is not one yet: what a streamed text's end could still become.
+        self.openings = frozenset(
+            secret[at : at + size]
+            for secret in sources
+            for at in range(len(secret) - MIN_FRAGMENT + 1)
+            for size in range(1, MIN_FRAGMENT)
+        )
+
+    def runs(self, text: str) -> list[tuple[int, int]]:
+        """Where `text` holds runs of a secret (start, end), overlapping ones joined, in order."""
+        found: dict[tuple[str, int], list[tuple[int, int]]] = {}  # by secret and alignment
+        for needle, places in self.needles.items():
+            at = text.find(needle)
+            while at != -1:
+                for secret, offset in places:
+                    seen = found.setdefault((secret, at - offset), [])
+                    if not any(start <= at < end for start, end in seen):
+                        seen.append(_grown(text, at, secret, offset))
+                at = text.find(needle, at + 1)
+        return _joined([r for runs in found.values() for r in runs if r[1] - r[0] >= MIN_FRAGMENT])
+
+    def opening(self, text: str) -> int:
+        """The length of the longest end of `text` that could still become a run (less than
+        MIN_FRAGMENT characters, 0 when none)."""
+        for size in range(min(MIN_FRAGMENT - 1, len(text)), 0, -1):
+            if text[-size:] in self.openings:
+                return size
+        return 0
+
+
+def _joined(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`spans` (start, end) in order, those that overlap made one."""
+    joined: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if joined and start < joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(end, joined[-1][1]))
+        else:
+            joined.append((start, end))
+    return joined
+
+
+def _grown(text: str, at: int, secret: str, offset: int) -> tuple[int, int]:
+    """The run of `secret` in `text` around `text[at]` == `secret[offset]`, as far as it goes."""
+    start, first = at, offset
+    while start and first and text[start - 1] == secret[first - 1]:
+        start, first = start - 1, first - 1
+    end, last = at + _NEEDLE, offset + _NEEDLE
+    while end < len(text) and last < len(secret) and text[end] == secret[last]:
+        end, last = end + 1, last + 1
+    return start, end
+
+
+class Known:
+    """What redaction knows at one moment: every secret, longest first (so a key is blanked
+    before any part of it), and the runs of the long ones."""
+
+    def __init__(self, whole: list[str], sources: list[str]) -> None:
+        self.whole = whole
+        self.fragments = Fragments(sources)
+        self.longest = max(map(len, whole), default=0)
+
+
+def known() -> Known:
+    """The secrets known now (the same object while nothing changed)."""
+    global _last
+    environ = tuple(os.environ.get(name) for name in (*KEY_VARIABLES, *_URL_VARIABLES))
+    with _lock:
+        basis = (len(_known), len(_sources), environ)  # both only grow
+        if _last is not None and _last[0] == basis:
+            return _last[1]
+        whole, sources = set(_known), set(_sources)
+    for value in environ:
+        for variant, in_part in _variants(value):
+            whole.add(variant)
+            if in_part:
+                sources.add(variant)
+    found = Known(sorted(whole, key=len, reverse=True), sorted(sources))
+    with _lock:
+        _last = (basis, found)
+    return found
 
 
 def secrets() -> list[str]:
     """Every secret known now, longest first (so a key is blanked before any part of it)."""
-    global _last
-    environ = tuple(os.environ.get(name) for name in (*KEY_VARIABLES, *_URL_VARIABLES))
-    with _lock:
-        basis = (len(_known), environ)  # _known only grows
-        if _last is not None and _last[0] == basis:
-            return list(_last[1])
-        known = set(_known)
-    for value in environ:
-        known.update(_variants(value))
-    found = sorted(known, key=len, reverse=True)
-    with _lock:
-        _last = (basis, found)
-    return list(found)
+    return list(known().whole)
 
 
 def redact(text: str) -> str:
-    """`text` with every known key and every URL's credentials replaced by [redacted]."""
-    return _redact(text, secrets()) if text else text
+    """`text` with every known key, every run of one (see MIN_FRAGMENT) and every URL's
+    credentials replaced by [redacted]."""
+    return _redact(text, known()) if text else text
 
 
-def _redact(text: str, known: list[str]) -> str:
+def _redact(text: str, state: Known) -> str:
     if not text:
         return text
-    for secret in known:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+    # Whole secrets and runs are found in the text as it came, and blanked together: a short
+    # secret blanked first could split a run of a long one into pieces too short to be seen.
+    spans = state.fragments.runs(text)
+    for secret in state.whole:
+        at = text.find(secret)
+        while at != -1:
+            spans.append((at, at + len(secret)))
+            at = text.find(secret, at + 1)
+    if spans:
+        kept, last = [], 0
+        for start, end in _joined(spans):
+            kept.append(text[last:start])
+            last = end
+        text = REDACTED.join(kept) + REDACTED + text[last:]
     if "asic" in text or "ASIC" in text:
         text = _BASIC.sub(_blank_credentials, text)
     if (
@@ -126,26 +244,38 @@ def _blank_credentials(found: re.Match[str]) -> str:
     return found[0][: found.start(1) - found.start(0)] + REDACTED
 
 
-def secret_cut(text: str, cut: int | None = None, known: list[str] | None = None) -> int:
+def secret_cut(text: str, cut: int | None = None, state: Known | None = None) -> int:
     """Where streamed `text` may be cut, so that what comes before holds no part of a known
     secret the text after it could complete: `cut` (the end by default) moved back over any
-    tail that could begin a secret, then to the start of any whole secret it would split.
+    end that could begin a secret or still become a run of one (MIN_FRAGMENT), then to the
+    start of any whole secret or run it would split.
 
-    What lies after the cut is at most one secret's length minus one character (more only
-    where known secrets overlap one another), and nothing at all when the text's end could
-    not begin a secret. `known` is `secrets()` when the caller has it already."""
-    known = secrets() if known is None else known
-    cut = len(text) if cut is None else cut
-    for secret in known:
-        cut = min(cut, len(text) - _could_begin(text, secret))
-    moved = cut < len(text)  # nothing held back: no key can run past the cut
-    while moved:  # a key shown in two halves would be redacted in neither
+    What lies after the cut is never more than the longest secret: a key less one character,
+    or a run of a secret still open at the end; and nothing at all when the text's end could
+    not begin a secret or a run. (Only where secrets, or a secret's repeats, overlap one
+    another would the cut go further back; it stops there, and a part shorter than a run may
+    show beside a blank.) `state` is `known()` when the caller has it already."""
+    state = known() if state is None else state
+    end = len(text)
+    cut = end if cut is None else cut
+    floor = min(cut, end - state.longest)
+    for secret in state.whole:
+        cut = min(cut, end - _could_begin(text, secret))
+    cut = min(cut, end - state.fragments.opening(text))
+    if cut == end:  # nothing held back: no key or run can go on past the cut
+        return cut
+    runs = state.fragments.runs(text)
+    moved = True
+    while moved and cut > floor:  # a key or a run shown in two halves is redacted in neither
         moved = False
-        for secret in known:
+        for secret in state.whole:
             start = text.find(secret, max(0, cut - len(secret) + 1))
             if -1 < start < cut:
                 cut, moved = start, True
-    return cut
+        for start, stop in runs:
+            if start < cut < stop:
+                cut, moved = start, True
+    return max(cut, floor)
 
 
 def _could_begin(text: str, secret: str) -> int:
@@ -165,8 +295,8 @@ class RedactStream:
 
     A key whose first half ends one piece and whose rest begins the next is in neither piece
     whole, so redacting each alone lets both halves through. The end of what was fed that
-    could begin a known key is held back until the next piece (or `flush()`) shows what it
-    was; every other character goes out at once.
+    could begin a known key, or still become a run of one, is held back until the next piece
+    (or `flush()`) shows what it was; every other character goes out at once.
     """
 
     def __init__(self) -> None:
@@ -177,10 +307,10 @@ class RedactStream:
         if not text:
             return ""
         text = self._pending + text
-        known = secrets()  # gathered once for the piece
-        cut = secret_cut(text, known=known)
+        state = known()  # gathered once for the piece
+        cut = secret_cut(text, state=state)
         self._pending = text[cut:]
-        return _redact(text[:cut], known)
+        return _redact(text[:cut], state)
 
     @property
     def held(self) -> str:
@@ -197,16 +327,16 @@ class RedactStream:
 def redact_data(value: T) -> T:
     """`value` (strings, lists, tuples and dicts of them, nested) with every string redacted."""
     # The secrets are gathered once for the whole value, not once per string in it.
-    return _redact_data(value, secrets())
+    return _redact_data(value, known())
 
 
-def _redact_data(value: T, known: list[str]) -> T:
+def _redact_data(value: T, state: Known) -> T:
     if isinstance(value, str):
-        return _redact(value, known)  # type: ignore[return-value]
+        return _redact(value, state)  # type: ignore[return-value]
     if isinstance(value, dict):
-        return {_redact_data(k, known): _redact_data(v, known) for k, v in value.items()}  # type: ignore[return-value]
+        return {_redact_data(k, state): _redact_data(v, state) for k, v in value.items()}  # type: ignore[return-value]
     if isinstance(value, list | tuple):
-        return type(value)(_redact_data(v, known) for v in value)  # type: ignore[return-value]
+        return type(value)(_redact_data(v, state) for v in value)  # type: ignore[return-value]
     return value
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from llamaberry.core.redact import redact, secret_cut
+from llamaberry.core.redact import RedactStream, redact
 
 # The byte that ends a two-byte escape; those that open CSI and string sequences excepted.
 _ESCAPE_FINAL = r"[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]"
@@ -45,25 +45,28 @@ def for_terminal(text: str) -> str:
 class TerminalStream:
     """Streamed model text, cleaned for a terminal piece by piece.
 
-    A key or an escape sequence can be split between two pieces: the end of what was fed that
-    could still become one is held back until the next piece (or `flush()`) shows what it was.
+    An escape sequence can be split between two pieces: the end of what was fed that could
+    still become one is held back until the next piece (or `flush()`) shows what it was. What
+    is left once the sequences are out goes through a `RedactStream`, which holds back in turn
+    an end that could still become a key or a run of one (a key with a sequence inside it is
+    caught too: it is whole once the sequence is out).
     """
 
     def __init__(self) -> None:
         self._pending = ""
+        self._said = RedactStream()
 
     def feed(self, text: str) -> str:
         """What of everything fed so far can be shown now."""
         text = self._pending + text
-        # A key is never cut in two, nor its start shown before the next piece says what it is.
-        cut = secret_cut(text, len(text) - _unfinished(text))
+        cut = len(text) - _unfinished(text)
         self._pending = text[cut:]
-        return for_terminal(text[:cut])
+        return self._said.feed(strip_controls(text[:cut]))
 
     def flush(self) -> str:
         """The rest: the text has ended (or something else is about to be written)."""
         text, self._pending = self._pending, ""
-        return for_terminal(text)
+        return self._said.feed(strip_controls(text)) + self._said.flush()
 
 
 def _unfinished(text: str) -> int:

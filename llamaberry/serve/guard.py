@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llamaberry.core.redact import redact, secrets
+from llamaberry.core.redact import redact
 
 # The largest request body taken (a long conversation is well under it).
 MAX_BODY = 4 * 1024 * 1024
@@ -237,7 +237,9 @@ def _redacting(send: Send) -> Send:
 
 
 def _redacted(body: bytes) -> bytes:
-    """`body` with any known key blanked (the same bytes when there is none)."""
-    if not body or not any(s.encode() in body for s in secrets()):
+    """`body` with any known key or run of one blanked (the same bytes when there is none)."""
+    if not body:
         return body
-    return redact(body.decode("utf-8", "replace")).encode()
+    text = body.decode("utf-8", "replace")
+    clean = redact(text)
+    return body if clean == text else clean.encode()

@@ -124,6 +124,8 @@ class Fragments:
 
     def runs(self, text: str) -> list[tuple[int, int]]:
         """Where `text` holds runs of a secret (start, end), overlapping ones joined, in order."""
+        if len(text) < MIN_FRAGMENT:  # most streamed pieces
+            return []
         found: dict[tuple[str, int], list[tuple[int, int]]] = {}  # by secret and alignment
         for needle, places in self.needles.items():
             at = text.find(needle)

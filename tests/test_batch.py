@@ -4,6 +4,7 @@ SDKs' own `files` and `batches` calls into the fake server's Batch API."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -13,10 +14,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from llamaberry import Engine
 from llamaberry.cli import cli
+from llamaberry.cli.render import TerminalView
 from llamaberry.core import providers as table
+from llamaberry.core.events import RunFinished
+from llamaberry.core.prices import dollars
 from llamaberry.eval import Report, evaluate, load_dataset, report_markdown, write_results
 from llamaberry.eval.batch import (
     BatchClient,
@@ -327,7 +332,9 @@ def priced_on(server: FakeServer, model: str) -> Engine:
     return Engine(provider="groq", api_key="test-key", model=model, history=False, client=client)
 
 
-async def priced_eval(tmp_path: Path, model: str, batch: bool) -> Report:
+async def priced_eval(
+    tmp_path: Path, model: str, batch: bool, store: Store | None = None
+) -> Report:
     tmp_path.mkdir()
     data = load_dataset(str(sums(tmp_path / "sums.jsonl", 3)))
     async with FakeServer() as server:
@@ -335,7 +342,7 @@ async def priced_eval(tmp_path: Path, model: str, batch: bool) -> Report:
         async with priced_on(server, model) as engine:
             ledger = BatchLedger("t", tmp_path / f"{batch}.db")
             batcher = batched(engine, ledger) if batch else None
-            store = Store(tmp_path / f"{batch}.db")
+            store = store or Store(tmp_path / f"{batch}.db")
             return await evaluate(engine, data, ["single"], store=store, batcher=batcher)
 
 
@@ -371,6 +378,85 @@ async def test_a_batch_eval_with_batch_rates_is_priced_at_them(tmp_path: Path):
         assert listed.cost and batched.cost and batched.cost < listed.cost
         assert not batched.list_price
     assert "list price" not in report_markdown(batch)
+
+
+def shown_everywhere(run_id: str) -> dict[str, str]:
+    """How the saved run `run_id` reads on each surface that shows its cost."""
+    from llamaberry_ui.history import open_run, show_run
+
+    def invoke(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["history", *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    with Store() as store:
+        run = store.get(run_id)
+        view, why = open_run(store, run_id)
+        assert view is not None, why
+        page = show_run(store, run_id)
+    terminal = Console(file=io.StringIO(), width=400, highlight=False)
+    TerminalView(console=terminal).show(RunFinished(run=run))
+    markdown = invoke("export", "--format", "md").split("\n---\n")
+    return {
+        "history show": invoke("show", run_id),
+        "export md": next(part for part in markdown if run_id in part),
+        "web UI summary": view.summary_markdown(),
+        "web UI page": page,
+        "terminal": terminal.file.getvalue(),  # type: ignore[attr-defined]
+    }
+
+
+def fields(run_id: str) -> list[dict]:
+    """The saved run's JSON as `history show --json` and the jsonl export write it."""
+    shown = CliRunner().invoke(cli, ["history", "show", run_id, "--json"]).stdout
+    exported = CliRunner().invoke(cli, ["history", "export"]).stdout.splitlines()
+    return [json.loads(shown), *(json.loads(x) for x in exported if run_id in x)]
+
+
+async def saved_eval(
+    tmp_path: Path, model: str, batch: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, float]:
+    """A one-mode eval of three items, with `batch` or without, on Groq-priced `model` against
+    the fake server, saved in the history (a home of its own: an eval of the same items would
+    reuse the other's runs): its first run's id and cost."""
+    monkeypatch.setenv("LLAMABERRY_HOME", str(tmp_path / f"home-{batch}"))
+    report = await priced_eval(tmp_path / str(batch), model, batch=batch, store=Store())
+    run_id = report.results[0].run_id
+    assert run_id
+    with Store() as store:
+        cost = store.get(run_id).cost
+    assert cost
+    return run_id, cost
+
+
+@pytest.mark.parametrize(
+    ("model", "label", "list_price"),
+    [
+        ("llama-3.1-8b-instant", "at list price (the Batch API bills less)", True),
+        ("openai/gpt-oss-120b", "(Batch API)", False),
+    ],
+)
+async def test_a_saved_batch_run_says_how_its_cost_was_priced_wherever_it_is_shown(
+    tmp_path: Path, model: str, label: str, list_price: bool, monkeypatch: pytest.MonkeyPatch
+):
+    # A batch eval's run saved in the history: every surface shows its cost with how it was
+    # priced, and the JSON says it in fields; a plain eval's run of the same item as before.
+    batch_id, batch_cost = await saved_eval(tmp_path, model, True, monkeypatch)
+    shown = f"{dollars(batch_cost)} {label}"
+    for surface, text in shown_everywhere(batch_id).items():
+        assert shown in text, surface
+    for data in fields(batch_id):
+        assert data["cost"] == batch_cost and data["settings"]["batch"] is True
+        assert data["list_price"] is list_price
+    plain_id, plain_cost = await saved_eval(tmp_path, model, False, monkeypatch)
+    assert plain_cost > batch_cost if not list_price else plain_cost == batch_cost
+    bare = dollars(plain_cost)
+    for surface, text in shown_everywhere(plain_id).items():
+        assert bare in text and "Batch API" not in text and "list price" not in text, surface
+    assert f"out), {bare}\n" in shown_everywhere(plain_id)["history show"]
+    for data in fields(plain_id):
+        assert data["cost"] == plain_cost and "batch" not in data["settings"]
+        assert data["list_price"] is None
 
 
 async def test_exporting_a_round_does_not_start_a_provider_that_runs_here(tmp_path: Path):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from llamaberry.core.prices import (
     at_list_price,
@@ -12,12 +14,15 @@ from llamaberry.core.prices import (
     dollars,
     price,
     price_calls,
+    price_run,
     run_cost,
+    run_cost_text,
 )
 from llamaberry.core.results import Call, Message, Run, Usage
 from llamaberry.eval import build_report
 from llamaberry.eval.results import ItemResult
 from llamaberry.eval.run import price_summaries
+from llamaberry.store import Store, export_jsonl
 
 WHEN = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -124,6 +129,48 @@ def test_a_batch_run_is_priced_at_the_tables_batch_rates_or_said_to_be_at_list_p
     without.settings["batch"] = False
     assert not at_list_price(without)
     assert not at_list_price(_batch_run("llama-3.1-8b-instant", base_url="http://127.0.0.1:9/v1"))
+
+
+def test_a_batch_run_records_whether_its_cost_is_at_list_price_and_says_so():
+    with_rates, without = _batch_run("openai/gpt-oss-120b"), _batch_run("llama-3.1-8b-instant")
+    plain = _batch_run("llama-3.1-8b-instant")
+    plain.settings = {}
+    unpriced = _batch_run("llama-3.1-8b-instant", base_url="http://127.0.0.1:9/v1")
+    for run in (with_rates, without, plain, unpriced):
+        price_run(run)
+    assert (with_rates.list_price, without.list_price) == (False, True)
+    assert plain.list_price is None and unpriced.list_price is None
+    assert with_rates.cost and without.cost and plain.cost
+    assert run_cost_text(with_rates) == f"{dollars(with_rates.cost)} (Batch API)"
+    assert run_cost_text(without) == (
+        f"{dollars(without.cost)} at list price (the Batch API bills less)"
+    )
+    assert run_cost_text(plain) == dollars(plain.cost) == cost_text(plain.cost, "groq")
+    assert run_cost_text(unpriced) == "unknown price"
+    # What it recorded holds, whatever the table says today.
+    with_rates.list_price = True
+    assert run_cost_text(with_rates).endswith(" at list price (the Batch API bills less)")
+
+
+def test_a_batch_run_saved_before_list_price_was_recorded_is_told_by_its_cost(tmp_path: Path):
+    # Batch runs priced before batch rates were used are all at list price; those priced at
+    # them since (before the run recorded which) are not. Their saved cost tells which.
+    at_list, at_rates = _batch_run("openai/gpt-oss-120b"), _batch_run("openai/gpt-oss-120b")
+    at_list.cost, at_rates.cost = run_cost(at_list, batch=False), run_cost(at_rates)
+    assert at_list.cost and at_rates.cost and at_rates.cost < at_list.cost
+    store = Store(tmp_path / "h.db")
+    store.save(at_list)
+    store.save(at_rates)
+    saved = {run.id: run for run in store.runs()}
+    assert saved[at_list.id].list_price is None and saved[at_rates.id].list_price is None
+    assert run_cost_text(saved[at_list.id]) == (
+        f"{dollars(at_list.cost)} at list price (the Batch API bills less)"
+    )
+    assert run_cost_text(saved[at_rates.id]) == f"{dollars(at_rates.cost)} (Batch API)"
+    exported = {d["id"]: d for d in map(json.loads, export_jsonl(store.runs()))}
+    assert exported[at_list.id]["list_price"] is True
+    assert exported[at_rates.id]["list_price"] is False
+    store.close()
 
 
 def test_dollars_show_two_significant_digits_below_a_cent():

@@ -75,13 +75,14 @@ def history(ctx: click.Context, as_json: bool, limit: int, **filters: Any) -> No
 @handle_errors
 def history_show(run_id: str, as_json: bool) -> None:
     """Show the run RUN_ID (a unique prefix of it is enough)."""
+    from llamaberry.core.prices import with_list_price
     from llamaberry.core.redact import redact_model
     from llamaberry.store import Store, run_markdown
 
     with Store() as store:
         run = redact_model(store.get(run_id))
     if as_json:
-        echo_json(run.model_dump(mode="json"))
+        echo_json(with_list_price(run).model_dump(mode="json"))
         return
     # What the model wrote is shown, never obeyed: no escape sequence reaches the terminal.
     text = for_terminal(run_markdown(run))

@@ -20,7 +20,7 @@ from llamaberry.core.events import (
     ThinkingDelta,
 )
 from llamaberry.core.holdback import HoldBack
-from llamaberry.core.prices import cost_text
+from llamaberry.core.prices import run_cost_text
 from llamaberry.core.results import Run, Usage, VoteResult, call_title, cut_off_line
 from llamaberry.core.settings import on_demo_model
 from llamaberry.core.terminal import TerminalStream, for_terminal
@@ -286,6 +286,6 @@ class TerminalView:
         self.console.print(
             f"[dim]{run.mode} · {escape(for_terminal(model_line(run)))} · "
             f"{plural(len(run.calls), 'call')} · "
-            f"{cost_line(run.usage, run.seconds)} · {cost_text(run.cost, run.provider)}[/dim]"
+            f"{cost_line(run.usage, run.seconds)} · {escape(run_cost_text(run))}[/dim]"
             f"{status}"
         )

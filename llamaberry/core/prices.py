@@ -16,7 +16,10 @@ A call made through a provider's Batch API (a run of `eval --batch`, `"batch": t
 settings) is priced at the table's Batch API rates where it has them for the model (genai-prices'
 `processing: batch` price variant; Groq's gpt-oss models and many of OpenAI's, for one). Where it
 has none, the run is priced at list price and says so (`at_list_price`): the provider bills less
-than that, and we put no discount of our own making in its place.
+than that, and we put no discount of our own making in its place. The run records which
+(`Run.list_price`), and wherever a saved run's cost is shown (the terminal, `history show`,
+`history export`, the web UI) it is shown by `run_cost_text`: "$0.0012 (Batch API)" at its
+rates, "$0.0024 at list price (the Batch API bills less)" without them.
 
 genai-prices is imported on the first run that needs a price (it and its table take about a
 second to load on a busy machine), so a run on the local model, and `import llamaberry`, never pay
@@ -46,6 +49,9 @@ FREE = "free (local model)"
 BATCH_CONTEXT = MappingProxyType({"processing": "batch"})
 # Said after a cost where a Batch API run was priced at list price.
 AT_LIST_PRICE = "at list price"
+# After a saved Batch API run's cost (`run_cost_text`): at its rates, or at list price.
+BATCH_RATES = "(Batch API)"
+LIST_PRICE_NOTE = f"{AT_LIST_PRICE} (the Batch API bills less)"
 # Said once, where such costs are shown.
 BILLS_LESS = (
     "Costs of the Batch API runs are at list price: genai-prices has no Batch API rate for "
@@ -120,31 +126,78 @@ def price_calls(
     return total
 
 
-def run_cost(run: Run) -> float | None:
+def run_cost(run: Run, *, batch: bool | None = None) -> float | None:
     """What `run` cost in dollars, or None when its price is unknown (or it ran locally); a
-    run through a Batch API at its rates where the table has them (else see `at_list_price`)."""
-    usages = [call.usage for call in run.calls] or [run.usage]
+    run through a Batch API at its rates where the table has them (else see `at_list_price`).
+    `batch=False` prices it at list price whatever it went through."""
     return price_calls(
-        usages,
+        _usages(run),
         run.provider,
         run.model,
         base_url=_base_url(run),
         when=run.started_at,
-        batch=bool(run.settings.get("batch")),
+        batch=is_batch(run) if batch is None else batch,
     )
+
+
+def price_run(run: Run) -> None:
+    """Set `run.cost` as it ends, and for a run through a Batch API whether that cost is at
+    list price (`Run.list_price`), so what it is shown as later does not hang on the table
+    of the day."""
+    run.cost = run_cost(run)
+    run.list_price = at_list_price(run) if is_batch(run) and run.cost is not None else None
+
+
+def is_batch(run: Run) -> bool:
+    """Whether `run` went through a Batch API (a run of `eval --batch`)."""
+    return bool(run.settings.get("batch"))
+
+
+def priced_at_list(run: Run) -> bool:
+    """Whether a saved run's known cost is a Batch API run's at list price: what it recorded
+    when it was priced; for one saved before that was recorded, whether its cost is what list
+    price comes to (those priced before batch rates were used all are)."""
+    if not is_batch(run) or run.cost is None:
+        return False
+    if run.list_price is not None:
+        return run.list_price
+    listed = run_cost(run, batch=False)
+    return listed is not None and math.isclose(listed, run.cost, rel_tol=1e-9)
+
+
+def with_list_price(run: Run) -> Run:
+    """`run` as its JSON is written (`history show --json`, `history export`, the web UI's
+    download): a Batch API run saved before `list_price` was recorded gets it said."""
+    if run.list_price is not None or not is_batch(run) or run.cost is None:
+        return run
+    return run.model_copy(update={"list_price": priced_at_list(run)})
+
+
+def run_cost_text(run: Run) -> str:
+    """A saved run's cost as every surface shows it: '$0.0012', 'unknown price', 'free
+    (local model)'; a Batch API run's '$0.0012 (Batch API)' at its rates, '$0.0024 at list
+    price (the Batch API bills less)' where the table has none for its model."""
+    text = cost_text(run.cost, run.provider)
+    if run.cost is None or not is_batch(run):
+        return text
+    return f"{text} {LIST_PRICE_NOTE if priced_at_list(run) else BATCH_RATES}"
 
 
 def at_list_price(run: Run) -> bool:
     """Whether `run` went through a Batch API and is priced at list price, since the table has
     no Batch API rate for its model: the provider bills less than its cost says. (A million
     tokens in and out priced the same through it as at list price; False when unpriced.)"""
-    if not run.settings.get("batch") or run.provider not in PRICED_PROVIDERS:
+    if not is_batch(run) or run.provider not in PRICED_PROVIDERS:
         return False
     sample = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
     base_url, when = _base_url(run), run.started_at
     listed = price(sample, run.provider, run.model, base_url=base_url, when=when)
     batched = price(sample, run.provider, run.model, base_url=base_url, when=when, batch=True)
     return listed is not None and batched == listed
+
+
+def _usages(run: Run) -> list[Usage]:
+    return [call.usage for call in run.calls] or [run.usage]
 
 
 def _base_url(run: Run) -> str | None:

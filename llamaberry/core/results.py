@@ -564,6 +564,11 @@ class Run(BaseModel):
     # What the run cost in dollars, from a maintained price table (`core.prices`), priced when
     # it ended; None when its price is unknown, and always for the local provider.
     cost: float | None = None
+    # For a run through a Batch API (`"batch": true` in its settings) whose cost is known:
+    # True when that cost is at list price, since the table had no Batch API rate for its
+    # model (the provider billed less), False when at the Batch API's rates. None for other
+    # runs, and for batch runs saved before it was recorded (`core.prices` works it out).
+    list_price: bool | None = None
     seconds: float = 0.0
     # Of `seconds`, the time its calls waited in the server's queue for a free slot (summed;
     # known where the server reports its own timings, as llama.cpp does).

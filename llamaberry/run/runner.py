@@ -28,7 +28,7 @@ from llamaberry.core.events import (
 )
 from llamaberry.core.json_reply import JSONSchema, ResponseFormat
 from llamaberry.core.options import Options
-from llamaberry.core.prices import run_cost
+from llamaberry.core.prices import price_run
 from llamaberry.core.results import (
     Call,
     CallKind,
@@ -572,7 +572,7 @@ async def _lifecycle(
         run.error_kind = kind
         run.seconds = time.perf_counter() - started
         run.usage = Usage.total([c.usage for c in run.calls])
-        run.cost = run_cost(run)
+        price_run(run)  # its cost, and for a Batch API run whether it is at list price
         run.queued_seconds = sum(c.queued_seconds or 0.0 for c in run.calls)
 
     yield RunStarted(run_id=run.id, mode=run.mode, model=run.model, question=run.question)

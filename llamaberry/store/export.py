@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 from llamaberry.core.errors import format_duration
-from llamaberry.core.prices import cost_text
+from llamaberry.core.prices import run_cost_text, with_list_price
 from llamaberry.core.redact import redact, redact_data
 from llamaberry.core.results import Run
 
@@ -26,7 +26,7 @@ def run_markdown(run: Run) -> str:
         f"- **Status:** {run.status}" + (f": {_error(run)}" if run.error else ""),
         f"- **Cost:** {format_duration(run.seconds)}, {run.usage.total_tokens:,} tokens "
         f"({run.usage.prompt_tokens:,} in, {run.usage.cached_tokens:,} cached, "
-        f"{run.usage.completion_tokens:,} out), {cost_text(run.cost, run.provider)}",
+        f"{run.usage.completion_tokens:,} out), {run_cost_text(run)}",
     ]
     settings = {k: v for k, v in run.settings.items() if v is not None and k != "model"}
     if run.prompt_version:  # runs saved before it was recorded have none
@@ -60,9 +60,11 @@ def _demote(text: str) -> str:
 
 
 def export_jsonl(runs: Iterator[Run]) -> Iterator[str]:
-    """One line of JSON per run, the call log included."""
+    """One line of JSON per run, the call log included (and `list_price` said for a Batch API
+    run saved before it was recorded)."""
     for run in runs:
-        yield json.dumps(redact_data(run.model_dump(mode="json")), ensure_ascii=False) + "\n"
+        data = with_list_price(run).model_dump(mode="json")
+        yield json.dumps(redact_data(data), ensure_ascii=False) + "\n"
 
 
 def export_markdown(runs: Iterator[Run]) -> Iterator[str]:

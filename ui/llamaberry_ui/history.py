@@ -15,6 +15,7 @@ from typing import Any, get_args
 
 from llamaberry import modes as registry
 from llamaberry.core.errors import LlamaberryError
+from llamaberry.core.prices import with_list_price
 from llamaberry.core.redact import redact, redact_data
 from llamaberry.core.results import Run, Status
 from llamaberry.store import Store, run_markdown
@@ -240,6 +241,6 @@ def export_run(run: Run) -> tuple[Path, Path]:
     markdown = folder / f"llamaberry-{run.mode}-{run.id}.md"
     markdown.write_text(redact(run_markdown(run)), encoding="utf-8")
     json_file = folder / f"llamaberry-{run.mode}-{run.id}.json"
-    data = redact_data(run.model_dump(mode="json"))
+    data = redact_data(with_list_price(run).model_dump(mode="json"))
     json_file.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     return markdown, json_file

@@ -27,7 +27,7 @@ from llamaberry.core.events import (
     TextReset,
     ThinkingDelta,
 )
-from llamaberry.core.prices import cost_text
+from llamaberry.core.prices import run_cost_text
 from llamaberry.core.providers import DEFAULT
 from llamaberry.core.redact import redact
 from llamaberry.core.results import (
@@ -514,7 +514,7 @@ class RunView:
             parts.append(f"{format_duration(seconds)} in all")
         parts.append(_tokens(self.usage if self.run else Usage(total_tokens=self.tokens_so_far)))
         if self.run is not None:
-            parts.append(cost_text(self.run.cost, self.run.provider))
+            parts.append(run_cost_text(self.run))
         return " · ".join(parts)  # where the answer came from is on the card itself
 
     def details_markdown(self) -> str:

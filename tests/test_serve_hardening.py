@@ -15,8 +15,10 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import openai
 import pytest
 import uvicorn
 
@@ -399,6 +401,34 @@ _STARTS_THEN_HANGS = Fault.raw(
 )
 
 
+def start_serve(upstream: FakeServer, home: object) -> tuple[subprocess.Popen[str], int]:
+    """`llamaberry serve` in a process of its own over `upstream`, its history in `home`;
+    returned once it answers, with its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GROQ_", "LLAMABERRY_"))}
+    env |= {
+        "GROQ_API_KEY": "upstream-secret-key",
+        "GROQ_BASE_URL": upstream.groq_base_url,
+        "LLAMABERRY_HOME": str(home),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llamaberry", "serve", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        time.sleep(0.1)
+    return process, port
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_streams_in_flight_at_once_and_saves_their_runs_cancelled(
     tmp_path, sig: signal.Signals
@@ -407,29 +437,8 @@ def test_a_signal_ends_the_streams_in_flight_at_once_and_saves_their_runs_cancel
     # client has begun (serve holds it back until a first word, so that a first call refused
     # outright is answered with its own status; see test_serve_clients.py).
     with FakeServer(default=_STARTS_THEN_HANGS) as upstream:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GROQ_", "LLAMABERRY_"))}
-        env |= {
-            "GROQ_API_KEY": "upstream-secret-key",
-            "GROQ_BASE_URL": upstream.groq_base_url,
-            "LLAMABERRY_HOME": str(tmp_path),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llamaberry", "serve", "--port", str(port)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process, port = start_serve(upstream, tmp_path)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.TransportError):
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                time.sleep(0.1)
             body = {"model": "refine", "messages": MESSAGES, "stream": True}
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             with httpx.stream("POST", url, json=body, timeout=30) as reply:
@@ -451,6 +460,84 @@ def test_a_signal_ends_the_streams_in_flight_at_once_and_saves_their_runs_cancel
             stderr = process.stderr.read() if process.stderr else ""
         assert "Traceback" not in stderr, stderr
     run = Store(tmp_path / "history.db").get(first["id"].removeprefix("chatcmpl-"))
+    assert run.status == "cancelled"
+
+
+# Sixty words, a fifth of a second apart: a run still answering when the signal comes.
+_SLOW_WORDS = " ".join(f"word{n}" for n in range(60))
+
+
+async def _events_until_shutdown(
+    client: openai.AsyncOpenAI, how: str, process: subprocess.Popen[str], upstream: FakeServer
+) -> tuple[list[Any], float, openai.APIStatusError]:
+    """A streamed response read through the SDK (`create(stream=True)` or the `stream`
+    helper), the server signalled after its third word while a response not streamed is in
+    flight too: every event, the seconds from the signal to the stream's end, and what the
+    response not streamed got."""
+    asked = {"model": "single", "input": QUESTION}
+    events: list[Any] = []
+    waiting: asyncio.Task[Any] | None = None
+    sent = 0.0
+    async with contextlib.AsyncExitStack() as stack:
+        if how == "create":
+            streamed = await client.responses.create(**asked, stream=True)
+            stream: Any = await stack.enter_async_context(streamed)
+        else:
+            stream = await stack.enter_async_context(client.responses.stream(**asked))
+        async for event in stream:
+            events.append(event)
+            deltas = [e for e in events if e.type == "response.output_text.delta"]
+            if len(deltas) == 3 and waiting is None:
+                waiting = asyncio.create_task(client.responses.create(**asked))
+                while len(upstream.requests) < 2:  # both runs are asking upstream
+                    await asyncio.sleep(0.05)
+                process.send_signal(signal.SIGTERM)
+                sent = time.monotonic()
+    ended = time.monotonic() - sent
+    assert waiting is not None
+    with pytest.raises(openai.APIStatusError) as refused:
+        await waiting
+    return events, ended, refused.value
+
+
+@pytest.mark.parametrize("how", ["create", "stream"])
+async def test_a_shutdown_ends_a_responses_stream_with_response_failed(tmp_path, how: str):
+    # A Responses client reads typed events: the stream a shutdown cuts short ends with
+    # response.failed (after what was said, the open message closed), not with a chat
+    # completion's bare error, and the SDK reads it without raising.
+    with FakeServer(default=Reply(text=_SLOW_WORDS, chunk_delay=0.2)) as upstream:
+        process, port = start_serve(upstream, tmp_path)
+        try:
+            client = openai.AsyncOpenAI(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
+            )
+            events, ended, refused = await _events_until_shutdown(client, how, process, upstream)
+            assert await asyncio.to_thread(process.wait, 10) is not None
+        finally:
+            if process.poll() is None:
+                process.kill()
+            stderr = process.stderr.read() if process.stderr else ""
+        assert "Traceback" not in stderr, stderr
+    assert ended < 1.5, ended
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.failed" and "response.completed" not in kinds, kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.id == events[0].response.id
+    assert failed.error is not None and failed.error.code == "server_error"
+    assert failed.error.message.startswith("The server is shutting down"), failed.error.message
+    # Every word sent is in the failed response, which stops short of the whole reply; the
+    # message was closed (its text done) before the response failed.
+    said = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert said.count("word") >= 3 and _SLOW_WORDS.startswith(said) and said != _SLOW_WORDS
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert done.text == said
+    message = next(item for item in failed.output if item.type == "message")
+    assert message.content[0].text == said and message.status == "incomplete"
+    assert kinds.index("response.output_item.done") < len(kinds) - 1
+    # The response not streamed gets the 503 it got before.
+    assert refused.status_code == 503 and refused.code == "shutting_down"
+    run = Store(tmp_path / "history.db").get(failed.id.removeprefix("resp_"))
     assert run.status == "cancelled"
 
 
@@ -685,7 +772,8 @@ async def test_what_was_held_back_goes_out_before_a_shutdown_ends_the_stream(
     server: FakeServer, route: str, start: str, sent: str
 ):
     # The upstream's text ends with what could begin the key, then it goes silent: that end is
-    # held back, and the server's shutdown sends it before the stream's last (error) event.
+    # held back, and the server's shutdown sends it before the stream's last event (an error
+    # event, or response.failed).
     server.default = _says_a_key_start_then_hangs(start)
     if route == "chat":
         path, body = "/chat/completions", {"model": "single", "messages": MESSAGES}
@@ -711,5 +799,9 @@ async def test_what_was_held_back_goes_out_before_a_shutdown_ends_the_stream(
                     if "Three. The key is" in line:
                         app.state.stopping.request()
     events = sse_events("\n".join(lines).encode())
-    assert events[-1]["error"]["code"] == "shutting_down"
+    if route == "chat":
+        assert events[-1]["error"]["code"] == "shutting_down"
+    else:  # a Responses stream ends as a failed response (see the test above)
+        assert events[-1]["type"] == "response.failed"
+        assert "shutting down" in events[-1]["response"]["error"]["message"]
     assert "".join(text_of(e) for e in events[:-1]) == "Three. The key is " + sent

@@ -33,7 +33,6 @@ from llamaberry.serve.gateway import Gateway, check_options
 from llamaberry.serve.reply import (
     Reply,
     SSEResponse,
-    error_event,
     final_text,
     until_disconnected,
 )
@@ -339,8 +338,9 @@ class ResponseWriter(Reply):
             + self._event("response.reasoning_summary_part.done", **where, part=part)
         )
 
-    def _close(self) -> list[bytes]:
-        """Finish the output item being written, if any."""
+    def _close(self, status: str = "completed") -> list[bytes]:
+        """Finish the output item being written, if any, with `status` (`incomplete` for one a
+        failure cut short)."""
         item = self.item
         if item is None:
             return []
@@ -353,7 +353,7 @@ class ResponseWriter(Reply):
                 "response.output_text.done", **where, text=part["text"], logprobs=[]
             )
             events += self._event("response.content_part.done", **where, part=part)
-        item["status"] = "completed"
+        item["status"] = status
         events += self._event(
             "response.output_item.done", output_index=len(self.output) - 1, item=item
         )
@@ -379,13 +379,6 @@ class ResponseWriter(Reply):
         if not self.item["summary"][-1]["text"] and not self.part_said.held:
             text = text.lstrip("\n")
         return events + self._summary_delta(self.part_said.feed(text))
-
-    def flushed(self) -> bytes:
-        """The delta events of the text still held back in the open part or message."""
-        events = self._summary_delta(self.part_said.flush()) if self.part_open else []
-        if self.item is not None and self.item["type"] == "message":
-            events += self._text_delta(self.message_said.flush())
-        return b"".join(events)
 
     def _summary_delta(self, text: str) -> list[bytes]:
         """`text` added to the open summary part (already redacted)."""
@@ -579,8 +572,15 @@ class ResponseWriter(Reply):
         return events + self._event(f"response.{body['status']}", response=body)
 
     def _failed(self, error: ServeError) -> list[bytes]:
-        events = self._close()
+        """The end of a response that failed: what was held back, the item being written
+        closed as incomplete, then `response.failed` with the error."""
+        events = self._close("incomplete")
         return events + self._event("response.failed", response=self.body("failed", error=error))
+
+    def farewell(self, error: ServeError) -> bytes:
+        """How a server shutdown ends this stream once its run is cancelled: as a failure, in
+        the Responses API's events (a chat completion's bare error is not one of them)."""
+        return b"".join(self._failed(error))
 
     async def collect_body(
         self, events: AsyncIterator[Any], keep: Callable[[dict[str, Any]], Awaitable[None]]
@@ -676,9 +676,7 @@ class Responses:
 
         if asked.stream:
             first = await until_disconnected(request, writer.begin(events))
-            return SSEResponse(
-                writer.stream(first, keep), lambda error: writer.flushed() + error_event(error)
-            )
+            return SSEResponse(writer.stream(first, keep), writer.farewell)
         return JSONResponse(await until_disconnected(request, writer.collect_body(events, keep)))
 
     async def retrieve(self, request: Request) -> Response:

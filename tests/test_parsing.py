@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+
+from llamaberry.modes import prompts
 from llamaberry.modes.parsing import (
     TURN_SECTIONS,
     normalise,
     parse_steps,
     parse_synthesis,
     parse_turn,
+    read_echo,
     split_sections,
 )
+
+from .conftest import FIRST_TURN, LATER_TURN, SYNTHESIS
 
 
 def test_well_formed_first_turn_parses_steps_and_answer():
@@ -159,3 +165,143 @@ def test_random_messy_replies_never_raise_and_never_lose_the_reply():
         assert synthesis.content == text
         if text.strip():
             assert synthesis.answer.strip()
+
+
+# -- our prompt written back, spliced --------------------------------------------------------
+# What refine hands read_echo for its synthesis: what it wrote itself in the request (the
+# messages less the question and the turns), and the question and turns as what may be copied.
+QUESTION = 'How many times does the letter "r" appear in the word "strawberry"?'
+TURNS = [FIRST_TURN, LATER_TURN.format(previous=1, index=2), LATER_TURN.format(previous=2, index=3)]
+OURS = [
+    text
+    for role, text in prompts.synthesis_messages(QUESTION, TURNS)
+    if role != "assistant" and text != QUESTION
+]
+
+
+def sentence_of(prompt: str, starts: str) -> str:
+    """The sentence of one of our prompts that begins with `starts`, on one line."""
+    flat = " ".join(prompt.split())
+    begin = flat.index(starts)
+    end = flat.find(". ", begin)
+    return flat[begin : end + 1] if end != -1 else flat[begin:]
+
+
+def first_half(sentence: str) -> str:
+    words = sentence.split()
+    return " ".join(words[: len(words) // 2])
+
+
+def second_half(sentence: str) -> str:
+    words = sentence.split()
+    return " ".join(words[len(words) // 2 :])
+
+
+CHANGE = sentence_of(prompts.LATER_TURN, "Change the earlier answer")
+AGREEMENT = sentence_of(prompts.LATER_TURN, "They may hold mistakes")
+CONCISE = sentence_of(prompts.SYNTHESIS, "Two or three sentences")
+COMPLETE = sentence_of(prompts.SYNTHESIS, "The complete answer")
+WEIGH = sentence_of(prompts.SYNTHESIS.format(count=3), "Final review")
+COMPARE = sentence_of(prompts.SYNTHESIS, "Where the turns agree")
+SYSTEM_ANSWER = sentence_of(prompts.REFINE_SYSTEM, "The answer itself")
+
+SPLICED = {
+    # The first half of one sentence of ours, the second half of another.
+    "halves of two sentences": f"{first_half(CHANGE)} {second_half(AGREEMENT)}",
+    "halves across two prompts": f"{first_half(CONCISE)} {second_half(SYSTEM_ANSWER)}",
+    "halves the other way round": f"{first_half(WEIGH)} {second_half(CONCISE)}",
+    # What the embedded SmolLM2 wrote as its synthesis (issue 29's sanity eval).
+    "the 135M model's synthesis": "Change the earlier answer only if your reasoning proves nothing.",
+    "the 135M model's other one": "Change the earlier answer only if you have a single answer.",
+    "a word swapped": "The final answer, with the detail the question calls for.",
+    # Two words changed in one sentence of ours.
+    "two words changed": COMPARE.replace("differ", "disagree").replace("holds", "stands"),
+    "two words dropped": CONCISE.replace("directly ", "").replace("at most, ", "at most "),
+    # A run of fragments of our instructions, cut and joined.
+    "a run of fragments": " ".join(
+        [
+            first_half(CHANGE) + ".",
+            second_half(COMPLETE),
+            first_half(COMPARE) + ",",
+            "Numbered steps, each followed by a line.",
+            second_half(WEIGH),
+        ]
+    ),
+    "fragments on lines of their own": "\n".join(
+        [first_half(CONCISE), second_half(CHANGE), first_half(SYSTEM_ANSWER), second_half(COMPARE)]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SPLICED)
+def test_a_spliced_echo_of_our_prompt_is_an_echo_with_nothing_of_its_own(name: str):
+    spliced = SPLICED[name]
+    # Not a whole sentence of ours: the sentence-by-sentence reading alone let it through.
+    assert not any(" ".join(sentence.split()) == spliced for sentence in (CHANGE, CONCISE))
+    echo = read_echo(spliced, OURS, [QUESTION, *TURNS])
+    assert echo.echoed, spliced
+    assert not echo.own, (spliced, echo.text)
+
+
+def test_a_spliced_echo_with_an_answer_of_its_own_keeps_the_answer():
+    echo = read_echo(f"{CONCISE} The letter r appears 3 times.", OURS, [QUESTION, *TURNS])
+    assert echo.echoed and echo.own
+    assert echo.text == "The letter r appears 3 times."
+    spliced = f"{first_half(CONCISE)} {second_half(SYSTEM_ANSWER)}: 42"
+    echo = read_echo(spliced, OURS, [QUESTION, *TURNS])
+    assert (echo.echoed, echo.own, echo.text) == (True, True, "42")
+
+
+def test_a_spliced_echo_that_copies_a_turn_has_nothing_of_its_own():
+    echo = read_echo(f"{first_half(CHANGE)} {second_half(AGREEMENT)}\n3 (turn 2)", OURS, TURNS)
+    assert echo.echoed and not echo.own
+
+
+STAY = {
+    "quotes a few words of an instruction": "The answer, stated plainly, is 42.",
+    "quotes the question": 'The letter "r" appears in the word "strawberry" three times.',
+    "quotes an instruction in a longer answer": (
+        "The answer itself, stated plainly: there are 3 r's in strawberry, at positions 3, 8 "
+        "and 9, and a letter-by-letter recount confirms it."
+    ),
+    "a long answer with one spliced sentence of ours": (
+        "Spelling the word out gives s-t-r-a-w-b-e-r-r-y. The r's sit at positions 3, 8 and 9, "
+        "so the letter appears three times; the double r near the end is where most counts go "
+        "wrong, since it is easy to read it as one letter. "
+        f"{first_half(CHANGE)} {second_half(AGREEMENT)} "
+        "Counting again from the end of the word gives the same three, so the answer is 3."
+    ),
+    "a first turn in its sections": FIRST_TURN,
+    # (A line that begins "Turn 1 ..." loses those words as a label of ours: not this test's.)
+    "a later turn in its sections": LATER_TURN.format(previous=1, index=2).replace(
+        "Turn 1 counted", "The first turn counted"
+    ),
+    "a synthesis in its sections": SYNTHESIS,
+    "a terse synthesis in its sections": (
+        "## Analysis of Turns\nAll three said 3.\n\n## Comparison\nThey agree.\n\n"
+        "## Final Reasoning\n1. Count: 3.\n**Explanation:** Checked.\n\n"
+        "## Comprehensive Final Answer\n3\n\n## Concise Answer\n3"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", STAY)
+def test_an_answer_that_borrows_a_few_of_our_words_stays_an_answer(name: str):
+    text = STAY[name]
+    echo = read_echo(text, OURS, [QUESTION])
+    assert (echo.echoed, echo.own, echo.text) == (False, True, text.strip())
+
+
+def test_a_long_answer_with_a_whole_sentence_of_ours_keeps_the_rest():
+    answer = (
+        "Spelling the word out gives s-t-r-a-w-b-e-r-r-y. The r's sit at positions 3, 8 and 9, "
+        "so the letter appears three times."
+    )
+    echo = read_echo(f"{answer} {COMPARE}", OURS, [QUESTION])
+    assert (echo.echoed, echo.own, echo.text) == (True, True, answer)
+
+
+@pytest.mark.parametrize("answer", ["42", "B", "Yes.", "3 (turn 2)", "9.9", "Answer: 47"])
+def test_a_short_answer_is_never_an_echo(answer: str):
+    echo = read_echo(answer, OURS, [QUESTION])
+    assert (echo.echoed, echo.own, echo.text) == (False, True, answer)

@@ -314,6 +314,35 @@ async def test_a_synthesis_with_words_of_its_own_keeps_them_without_the_echo(
     assert any("left out of the answer" in note for note in run.notes)
 
 
+def splicing_model(request: RecordedRequest) -> str:
+    """What the embedded SmolLM2 did after issue 29's prompts: answers in its turns, then a
+    synthesis (and a last turn) that splice halves of our instructions together, no sentence of
+    ours whole."""
+    asked = request.user or ""
+    if "## Concise Answer" in asked:
+        return "## Concise Answer\nChange the earlier answer only if your reasoning proves nothing."
+    if "Turn 3:" in asked:
+        return (
+            "## Updated Answer\nYour answer now, stated plainly, in any format the question asked."
+        )
+    if "## Critique" in asked:
+        return "## Updated Answer\nThere are 3 r letters, checked again."
+    return "## Answer\nThere are 3 r letters."
+
+
+async def test_a_synthesis_that_splices_our_instructions_falls_back_to_the_best_turn(
+    server: FakeServer, engine: Engine
+):
+    server.reply_with(splicing_model)
+    run = await engine.refine("How many r in strawberry?", turns=3)
+    assert run.status == "ok"
+    # Turn 3 only wrote back our instruction, reworded: it has no answer of its own.
+    assert run.result.turns[2].answer == ""
+    assert run.answer == "There are 3 r letters, checked again."
+    assert any("the answer is turn 2's" in note for note in run.notes)
+    assert run.result.synthesis.content.endswith("your reasoning proves nothing.")
+
+
 async def test_a_well_formed_synthesis_is_untouched(server: FakeServer, engine: Engine):
     server.reply_with(refine_script)
     run = await engine.refine("How many r in strawberry?", turns=2)

@@ -275,10 +275,92 @@ def _prompt_sentences(instructions: tuple[str, ...]) -> tuple[list[str], list[st
     return said, heads
 
 
+# A small model does not always write back whole sentences of ours: it splices half of one
+# instruction onto half of another, drops words, changes a few ("Change the earlier answer only
+# if your reasoning proves nothing."). What it writes is still our words in our order. So a
+# reply's words are also read in runs: a word that sits in a run of _RUN words (casefolded,
+# punctuation dropped) that our prompt holds too is our wording. A reply of at least
+# _LEAST_WORDS words of which at least _ECHO_SHARE are our wording is our prompt written back.
+# Runs of three, not four: a changed word breaks every run it is in, and with runs of four a
+# sentence with two words changed is no longer half ours. The figures: the embedded 135M
+# model's spliced echoes were 55% to 100% our wording; no reply in the tests' corpora of real
+# answers (tests/scorer_corpus.py, tests/heldout) is over 13%. Under _LEAST_WORDS a few words
+# of ours ("the answer, stated plainly, is 42") are too few to judge a reply by.
+_WORD = re.compile(r"\w+")
+_LINE_START = re.compile(r"^[\s,;:.!?)\]]+")  # what a removed run leaves at a line's start
+_AFTER_WORD = re.compile(r"[^\w\n]*")  # the punctuation and spaces after a word, on its line
+_RUN = 3
+_ECHO_SHARE = 0.5
+_LEAST_WORDS = 8
+_ALL_OURS = [True] * _RUN
+# Our section headings are asked for: a reply that writes them is not echoing.
+_HEADING_LINE = re.compile(r"^\s{0,3}#.*$", re.MULTILINE)
+# How much of a word marks it as one of our prompt's words, however it is inflected
+# ("sentence" for "sentences", "detailed" for "detail").
+_STEM = 5
+# What is left of a mostly-ours reply once our runs are out is its own answer only with a
+# number of its own or this many words that are not our prompt's: a word or two changed in
+# our sentence is not an answer.
+_OWN_WORDS = 3
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_words(
+    instructions: tuple[str, ...],
+) -> tuple[frozenset[tuple[str, ...]], frozenset[str]]:
+    """The runs of _RUN words our prompt holds, and the stems of its words: built once per
+    prompt, as its sentences are."""
+    runs: set[tuple[str, ...]] = set()
+    stems: set[str] = set()
+    for text in instructions:
+        for part in _HEADING_LINE.split(text):
+            words = _WORD.findall(part.casefold())
+            runs.update(tuple(words[i : i + _RUN]) for i in range(len(words) - _RUN + 1))
+        stems.update(word[:_STEM] for word in _WORD.findall(text.casefold()))
+    return frozenset(runs), frozenset(stems)
+
+
+def _without_our_runs(text: str, runs: frozenset[tuple[str, ...]]) -> str | None:
+    """`text` less the runs of our wording in it when they are most of it, else None."""
+    ours = _our_words(_WORD.findall(text.casefold()), runs)
+    if len(ours) < _LEAST_WORDS or sum(ours) < _ECHO_SHARE * len(ours):
+        return None
+    words = list(_WORD.finditer(text))  # where each word is, read only for a reply that echoes
+    if len(words) != len(ours):  # casefolding split a word (rare): read it again as written
+        ours = _our_words([word.group().casefold() for word in words], runs)
+    kept, start = [], 0
+    for word, is_ours in zip(words, ours, strict=True):
+        if is_ours:
+            kept.append(text[start : word.start()])
+            # The run's word goes, with the punctuation and spaces after it on its line.
+            start = _AFTER_WORD.match(text, word.end()).end()  # type: ignore[union-attr]
+    kept.append(text[start:])
+    lines = (_LINE_START.sub("", line).rstrip() for line in "".join(kept).splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _our_words(keys: list[str], runs: frozenset[tuple[str, ...]]) -> list[bool]:
+    """For each word, whether it sits in a run of _RUN words that our prompt holds too."""
+    ours = [False] * len(keys)
+    for i, run in enumerate(zip(*(keys[k:] for k in range(_RUN)), strict=False)):
+        if run in runs:
+            ours[i : i + _RUN] = _ALL_OURS
+    return ours
+
+
+def _has_its_own(left: str, stems: frozenset[str]) -> bool:
+    """Whether what is left of a reply that was mostly our wording says something of its own:
+    a number, or _OWN_WORDS words, that are not our prompt's."""
+    new = [word for word in _WORD.findall(left) if word[:_STEM] not in stems]
+    return len(new) >= _OWN_WORDS or any(ch.isdigit() for word in new for ch in word)
+
+
 def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()) -> Echo:
     """`text` without our tags, our labels and any sentence of `instructions` (the prompt's
     own wording), and whether anything of its own is left beside what it repeats of `copied`
-    (the question, earlier turns)."""
+    (the question, earlier turns). A reply made mostly of runs of our wording (a spliced or
+    reworded instruction) is an echo too, and has something of its own only when what is left
+    of it once those runs are out has words or a number that are not ours."""
     said, heads = _prompt_sentences(tuple(instructions))
     # Only what the reply holds somewhere is looked for line by line.
     whole = _plain(text)
@@ -299,8 +381,14 @@ def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()
             echoed = True
         kept.append(bare.rstrip() if bare.strip() else "")
     cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+    runs, stems = _prompt_words(tuple(instructions))
+    spliced = _without_our_runs(cleaned, runs)
+    if spliced is not None:
+        cleaned, echoed = spliced, True
     left = _plain(cleaned)
     for sentence in _sentences(copied, least_words=1):
         left = left.replace(sentence, " ")
+    if spliced is not None:
+        return Echo(text=cleaned, echoed=True, own=_has_its_own(left, stems))
     own = any(ch.isalnum() for ch in left)
     return Echo(text=cleaned, echoed=echoed, own=own)

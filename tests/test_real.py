@@ -403,7 +403,11 @@ def test_the_fake_plays_llama_cpp_the_way_the_real_server_does(local_model: Loca
 ECHO = re.compile(
     r"</?(?:question|turn)\b|reasoning turn\(s\) (?:on the question are )?above"
     r"|review (?:the earlier attempts at the question|your turns 1 to \d+ above)"
-    r"|^\s*Final review:",
+    r"|^\s*Final review:"
+    # Halves of our later instructions it splices together ("Change the earlier answer only if
+    # your reasoning proves nothing.", "The final answer, with the detail the question calls for.")
+    r"|change the earlier answer only|the detail the question calls for|sentences at most"
+    r"|stated plainly, in any format",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -411,7 +415,8 @@ ECHO = re.compile(
 async def test_no_answer_of_the_small_model_is_our_prompt_written_back(local_model: LocalServer):
     # SmolLM2 writes back the instructions it was given ("Final review: weigh your 3 reasoning
     # turn(s)...", and tags in earlier prompts): the run's answer is its own words, or the
-    # best turn's.
+    # best turn's. It also splices halves of our instructions into an "answer" of no sentence
+    # of ours whole: that is read as our wording too.
     async with Engine(provider="local", temperature=0, history=False) as engine:
         for question in ("How many r are in strawberry?", "Which is larger, 9.11 or 9.9?"):
             run = await engine.refine(question)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llamaberry.core.results import ReasoningStep, Synthesis, Turn, Usage
 
@@ -231,6 +231,8 @@ def parse_synthesis(
 
 _OUR_TAG = re.compile(r"</?\s*(?:question|turn|draft|conversation)\b[^>]*>", re.IGNORECASE)
 _OUR_LABEL = re.compile(r"^\s*(?:your\s+)?(?:turn|draft)\s+\d+\s*:?\s*", re.IGNORECASE)
+# The same at the start of any line: whether a reply holds one at all.
+_OUR_LABEL_ANYWHERE = re.compile(_OUR_LABEL.pattern, re.IGNORECASE | re.MULTILINE)
 # Where a sentence of our prompt ends: at . ! ? or : and a space, or at a blank line or a
 # heading (a prompt's lines are wrapped, so a single line end is not one).
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n\s*\n|\n(?=#|\d+\.|- )")
@@ -242,7 +244,22 @@ class Echo:
 
     text: str
     echoed: bool  # it held some of our tags, labels or instructions
-    own: bool  # something of its own is left once what it copied is set aside too
+    # What it may have copied (the question, earlier turns), and our prompt's word stems when
+    # it was mostly runs of our wording: what `own` is read against.
+    copied: Sequence[str] = field(default=(), repr=False)
+    stems: frozenset[str] | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def own(self) -> bool:
+        """Something of its own is left once what it copied is set aside too. Worked out only
+        when asked (a reply that echoed nothing is rarely asked): splitting every earlier turn
+        into sentences is most of the cost of reading a reply."""
+        left = _plain(self.text)
+        for sentence in _sentences(self.copied, least_words=1):
+            left = left.replace(sentence, " ")
+        if self.stems is not None:
+            return _has_its_own(left, self.stems)
+        return any(ch.isalnum() for ch in left)
 
 
 def _plain(text: str) -> str:
@@ -368,7 +385,11 @@ def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()
     heads = [s for s in heads if s in whole]
     kept: list[str] = []
     echoed = False
-    for line in text.splitlines():
+    marked = _OUR_TAG.search(text) or _OUR_LABEL_ANYWHERE.search(text)
+    lines = text.splitlines() if said or heads or marked else ()
+    if not lines:  # nothing of ours to take out: each line as it is, less its trailing spaces
+        kept = [line.rstrip() for line in text.splitlines()]
+    for line in lines:
         bare = _OUR_TAG.sub(" ", line)
         bare = _OUR_LABEL.sub("", bare)
         for head in heads:
@@ -384,11 +405,5 @@ def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()
     runs, stems = _prompt_words(tuple(instructions))
     spliced = _without_our_runs(cleaned, runs)
     if spliced is not None:
-        cleaned, echoed = spliced, True
-    left = _plain(cleaned)
-    for sentence in _sentences(copied, least_words=1):
-        left = left.replace(sentence, " ")
-    if spliced is not None:
-        return Echo(text=cleaned, echoed=True, own=_has_its_own(left, stems))
-    own = any(ch.isalnum() for ch in left)
-    return Echo(text=cleaned, echoed=echoed, own=own)
+        return Echo(text=spliced, echoed=True, copied=copied, stems=stems)
+    return Echo(text=cleaned, echoed=echoed, copied=copied)

@@ -276,6 +276,10 @@ STAY = {
     "a later turn in its sections": LATER_TURN.format(previous=1, index=2).replace(
         "Turn 1 counted", "The first turn counted"
     ),
+    "a later turn that begins by naming the turn before": LATER_TURN.format(previous=1, index=2),
+    "an answer that begins by naming the drafts": (
+        "Draft 1 and draft 2 count 3 r's, and draft 3 agrees once it recounts the double r."
+    ),
     "a synthesis in its sections": SYNTHESIS,
     "a terse synthesis in its sections": (
         "## Analysis of Turns\nAll three said 3.\n\n## Comparison\nThey agree.\n\n"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from llamaberry.core.results import ReasoningStep, Synthesis, Turn, Usage
+from llamaberry.core.results import CallResult, Message, ReasoningStep, Synthesis, Turn, Usage
 
 # canonical section -> the names a model might give it (normalised: lower case, words only)
 TURN_SECTIONS = {
@@ -230,7 +230,9 @@ def parse_synthesis(
 # answer. What they copy of the question or of earlier turns is not an answer of its own either.
 
 _OUR_TAG = re.compile(r"</?\s*(?:question|turn|draft|conversation)\b[^>]*>", re.IGNORECASE)
-_OUR_LABEL = re.compile(r"^\s*(?:your\s+)?(?:turn|draft)\s+\d+\s*:?\s*", re.IGNORECASE)
+# A label ('Turn 2:', 'Draft 1' on a line of its own), not a sentence that names a turn or draft
+# ('Draft 1 and draft 2 count 3').
+_OUR_LABEL = re.compile(r"^\s*(?:your\s+)?(?:turn|draft)\s+\d+\s*(?::\s*|$)", re.IGNORECASE)
 # The same at the start of any line: whether a reply holds one at all.
 _OUR_LABEL_ANYWHERE = re.compile(_OUR_LABEL.pattern, re.IGNORECASE | re.MULTILINE)
 # Where a sentence of our prompt ends: at . ! ? or : and a space, or at a blank line or a
@@ -407,3 +409,59 @@ def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()
     if spliced is not None:
         return Echo(text=spliced, echoed=True, copied=copied, stems=stems)
     return Echo(text=cleaned, echoed=echoed, copied=copied)
+
+
+def ours(messages: Sequence[Message], copied: Sequence[str]) -> list[str]:
+    """What we wrote in `messages` ourselves: their text less what they carry of `copied` (the
+    question, earlier turns or drafts)."""
+    written = []
+    for message in messages:
+        text = message.content
+        for given in copied:
+            text = text.replace(given.strip(), " ")
+        written.append(text)
+    return written
+
+
+def own_answer(text: str, instructions: Sequence[str], copied: Sequence[str]) -> str:
+    """`text` as an answer: as it is, or what is left of it once what it wrote back of our
+    prompt is out, or '' when it wrote nothing of its own (see read_echo)."""
+    echo = read_echo(text, instructions, copied)
+    if not echo.echoed:
+        return text
+    return echo.text if echo.own else ""
+
+
+def best_answer(answers: Iterable[tuple[CallResult, str]]) -> tuple[CallResult, str] | None:
+    """The first of `answers` (a call's result and its answer, in the order a run prefers them)
+    whose call finished whole, not cut off or stopped in a loop, with an answer; else the first
+    with any answer."""
+    usable = [(result, answer) for result, answer in answers if answer.strip()]
+    whole = [
+        (result, answer) for result, answer in usable if not (result.truncated or result.looped)
+    ]
+    chosen = whole or usable
+    return chosen[0] if chosen else None
+
+
+def instead_of_echo(
+    echo: Echo, answers: Iterable[tuple[CallResult, str]], kind: str
+) -> tuple[str, str]:
+    """The run's answer when its synthesis wrote back our prompt, and the line that says so:
+    what the synthesis wrote of its own, else the best of the earlier calls' `answers` (see
+    best_answer), which are of `kind` ('turn', 'draft')."""
+    if echo.own:
+        return echo.text, (
+            "The synthesis repeated parts of the prompt (its tags or wording); they are left "
+            "out of the answer."
+        )
+    best = best_answer(answers)
+    if best is not None:
+        result, answer = best
+        return answer, (
+            f"The synthesis only repeated the prompt and the {kind}s, so the answer is "
+            f"{result.heading().lower()}'s."
+        )
+    return echo.text or "(no answer)", (
+        f"The synthesis only repeated the prompt, and no {kind} gave an answer of its own."
+    )

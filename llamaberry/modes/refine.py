@@ -19,7 +19,15 @@ from llamaberry.core.events import CallFinished
 from llamaberry.core.options import Options
 from llamaberry.core.results import Message, RefineResult, Run, Synthesis, Turn
 from llamaberry.modes import prompts
-from llamaberry.modes.parsing import Echo, parse_synthesis, parse_turn, read_echo
+from llamaberry.modes.parsing import (
+    best_answer,
+    instead_of_echo,
+    ours,
+    own_answer,
+    parse_synthesis,
+    parse_turn,
+    read_echo,
+)
 from llamaberry.run.runner import CallReply, ModeSpec, RunContext, to_messages
 
 
@@ -70,9 +78,9 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
             assert reply is not None
             # The thinking is kept on the turn, never in `texts` sent onwards.
             turn = parse_turn(index, reply.text).model_copy(update=reply.result_fields())
-            echo = read_echo(turn.answer, _ours(messages, question, texts), [question, *texts])
-            if echo.echoed:  # our tags or wording are never an answer
-                turn.answer = echo.text if echo.own else ""
+            # Our tags or wording are never an answer.
+            copied = [question, *texts]
+            turn.answer = own_answer(turn.answer, ours(messages, copied), copied)
             result.turns.append(turn)
             texts.append(reply.text)
             yield CallFinished(kind="turn", index=index, result=turn)
@@ -86,9 +94,10 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
         synthesis = synthesis_from(reply)
         result.synthesis = synthesis
         ctx.run.answer = synthesis.answer
-        echo = read_echo(synthesis.answer, _ours(messages, question, texts), [question, *texts])
+        echo = read_echo(synthesis.answer, ours(messages, [question, *texts]), [question, *texts])
         if echo.echoed:
-            ctx.run.answer, line = _instead_of_echo(echo, result.turns)
+            answers = ((turn, turn.answer) for turn in reversed(result.turns))
+            ctx.run.answer, line = instead_of_echo(echo, answers, "turn")
             yield ctx.note("synthesis", 1, "fallback", line)
         yield CallFinished(kind="synthesis", index=1, result=synthesis)
     except LlamaberryError:
@@ -102,41 +111,8 @@ async def refine(ctx: RunContext, options: RefineOptions) -> AsyncIterator:
 def best_turn_answer(turns: list[Turn]) -> str | None:
     """The answer of the last turn that finished whole, not cut off or stopped in a loop (else
     of the last with any answer)."""
-    usable = [turn for turn in turns if turn.answer.strip()]
-    whole = [turn for turn in usable if not turn.truncated and not turn.looped]
-    chosen = whole or usable
-    return chosen[-1].answer if chosen else None
-
-
-def _ours(messages: list[Message], question: str, texts: list[str]) -> list[str]:
-    """What we wrote in `messages` ourselves: their text less the question and the turns."""
-    ours = []
-    for message in messages:
-        text = message.content
-        for given in (question, *texts):
-            text = text.replace(given.strip(), " ")
-        ours.append(text)
-    return ours
-
-
-def _instead_of_echo(echo: Echo, turns: list[Turn]) -> tuple[str, str]:
-    """The answer when the synthesis wrote back our prompt, and the line that says so: what it
-    wrote of its own, else the best turn's answer."""
-    if echo.own:
-        return echo.text, (
-            "The synthesis repeated parts of the prompt (its tags or wording); they are left "
-            "out of the answer."
-        )
-    best = best_turn_answer(turns)
-    if best is not None:
-        index = next(t.index for t in reversed(turns) if t.answer == best)
-        return best, (
-            "The synthesis only repeated the prompt and the turns, so the answer is "
-            f"turn {index}'s."
-        )
-    return echo.text or "(no answer)", (
-        "The synthesis only repeated the prompt, and no turn gave an answer of its own."
-    )
+    best = best_answer((turn, turn.answer) for turn in reversed(turns))
+    return best[1] if best else None
 
 
 def synthesis_from(reply: CallReply) -> Synthesis:

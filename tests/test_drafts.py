@@ -172,6 +172,20 @@ async def test_a_synthesis_that_splices_our_instructions_falls_back_to_the_first
     falls_back_to_draft_1(run, "## Concise Answer\nJudge each draft")
 
 
+async def test_the_embedded_model_s_own_splice_falls_back_to_the_first_draft(
+    server: FakeServer, engine: Engine
+):
+    # The 135M model's synthesis for a question of the tricky set: our words, and between them
+    # 'is', 'it', 'single', none of them an answer.
+    spliced = (
+        "The final answer is a single sentence, and it is concise, with the detail the "
+        "question asked for."
+    )
+    server.reply_with(editing_model(lambda asked: spliced))
+    run = await engine.run("drafts", "How many sisters does one of Alice's brothers have?")
+    falls_back_to_draft_1(run, "The final answer is a single sentence")
+
+
 async def test_a_synthesis_that_only_copies_a_draft_in_our_tags_falls_back_to_the_first_draft(
     server: FakeServer, engine: Engine
 ):

@@ -318,8 +318,8 @@ _HEADING_LINE = re.compile(r"^\s{0,3}#.*$", re.MULTILINE)
 # ("sentence" for "sentences", "detailed" for "detail").
 _STEM = 5
 # What is left of a mostly-ours reply once our runs are out is its own answer only with a
-# number of its own or this many words that are not our prompt's: a word or two changed in
-# our sentence is not an answer.
+# number of its own or this many different words (of three letters or more) that are not our
+# prompt's: a word or two changed in our sentence is not an answer.
 _OWN_WORDS = 3
 
 
@@ -369,9 +369,11 @@ def _our_words(keys: list[str], runs: frozenset[tuple[str, ...]]) -> list[bool]:
 
 def _has_its_own(left: str, stems: frozenset[str]) -> bool:
     """Whether what is left of a reply that was mostly our wording says something of its own:
-    a number, or _OWN_WORDS words, that are not our prompt's."""
-    new = [word for word in _WORD.findall(left) if word[:_STEM] not in stems]
-    return len(new) >= _OWN_WORDS or any(ch.isdigit() for word in new for ch in word)
+    a number, or _OWN_WORDS different words of three letters or more, that are not our
+    prompt's ('is' and 'it' between our words are not an answer)."""
+    new = {word for word in _WORD.findall(left) if word[:_STEM] not in stems}
+    words = {word for word in new if len(word) > 2}
+    return len(words) >= _OWN_WORDS or any(ch.isdigit() for word in new for ch in word)
 
 
 def read_echo(text: str, instructions: Sequence[str], copied: Sequence[str] = ()) -> Echo:

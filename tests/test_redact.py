@@ -83,8 +83,8 @@ def test_a_stream_holds_back_only_what_could_begin_a_key_and_at_most_a_key_less_
 
 # -- what is left of a key ---------------------------------------------------------------------
 
-# 56 characters, as Groq's keys are; no run of ten of them is an English word.
-LONG_KEY = "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"
+# 56 characters, as Groq's keys are, made up (no service issued it); no ten of them repeat.
+LONG_KEY = "gsk_FakeTestKeyNotReal_a1B2c3D4e5F6g7H8i9J0kLmNoPqRsTuVw"
 # Each way an upstream, a proxy or a model may show most of the key.
 NEARLY = {
     "less its last character": LONG_KEY[:-1],

@@ -224,7 +224,7 @@ async def test_an_explicit_key_with_a_newline_fails_before_any_request(server: F
 
 # -- most of the key: less a character, cut short, one character changed -----------------------
 
-FRAGMENT_KEY = "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"
+FRAGMENT_KEY = "gsk_FakeFragmentKeyForTests_Zy9Xw8Vu7Ts6Rq5Po4Nm3Lk2Ji1H"  # made up
 
 
 def runs_of_the_key(text: str) -> list[str]:

@@ -26,7 +26,7 @@ from llamaberry.providers.discovery import (
     window_from_server,
 )
 
-from .test_hostile_upstream import chunk, deflated, repeat
+from .test_hostile_upstream import chunk, deflated, repeat, write_forever
 
 # What the child may peak at: with the engine and the SDKs imported it peaks at about 145 MB
 # here; reading any of these answers whole would take at least 200 MB more.
@@ -109,23 +109,6 @@ async def models(writer: asyncio.StreamWriter, request: bytes) -> None:
     writer.write(whole("200 OK", MODELS, "Content-Type: application/json"))
 
 
-async def send(
-    writer: asyncio.StreamWriter,
-    first: bytes,
-    pieces: AsyncIterator[bytes],
-    most: int = HOSTILE_BYTES,
-) -> None:
-    """`first`, then `pieces` as chunks, until the client goes or `most` bytes are sent."""
-    writer.write(first)
-    sent = 0
-    async for piece in pieces:
-        writer.write(chunk(piece))
-        await writer.drain()
-        sent += len(piece)
-        if sent > most:
-            return
-
-
 class Upstream:
     """A chat server on 127.0.0.1 whose `/props` and `/api/show` answer with the writers given
     (404 unless given); it notes each request's first line and headers."""
@@ -195,10 +178,11 @@ def assert_says_nothing(out: dict) -> None:
 async def test_a_props_of_200_mb_is_read_only_up_to_the_bound():
     async def props(writer, request):
         start = b'{"total_slots": 4, "default_generation_settings": {"n_ctx": 4096}, "x": "'
-        await send(
+        await write_forever(
             writer,
             chunked("200 OK", "Content-Type: application/json"),
             repeat_first(start, b"a" * 65536),
+            HOSTILE_BYTES,
         )
 
     upstream = Upstream(props=props)
@@ -227,7 +211,9 @@ async def test_a_gzip_bomb_on_props_is_inflated_only_up_to_the_bound():
     async def props(writer, request):
         headers = chunked("200 OK", "Content-Type: application/json", "Content-Encoding: gzip")
         # 256 KB sent inflate to about 256 MB.
-        await send(writer, headers, deflated(b'{"n_ctx": 4096, "total_slots": 4} ', 31), 256 << 10)
+        await write_forever(
+            writer, headers, deflated(b'{"n_ctx": 4096, "total_slots": 4} ', 31), 256 << 10
+        )
 
     upstream = Upstream(props=props)
     async with upstream as url:
@@ -255,10 +241,11 @@ async def test_a_props_that_never_ends_is_given_up_at_the_timeout():
 async def test_an_oversized_api_show_is_read_only_up_to_the_bound():
     async def show(writer, request):
         start = b'{"parameters": "num_ctx 4096\\n' + b"stop x\\n" * 16
-        await send(
+        await write_forever(
             writer,
             chunked("200 OK", "Content-Type: application/json"),
             repeat_first(start, b"y" * 65536),
+            HOSTILE_BYTES,
         )
 
     upstream = Upstream(show=show)

@@ -108,15 +108,20 @@ def chunk(data: bytes) -> bytes:
     return b"%X\r\n%s\r\n" % (len(data), data)
 
 
-async def write_forever(writer: asyncio.StreamWriter, first: bytes, pieces: AsyncIterator[bytes]):
-    """Send `first`, then `pieces` as chunks until the client goes (or the safety cap)."""
+async def write_forever(
+    writer: asyncio.StreamWriter,
+    first: bytes,
+    pieces: AsyncIterator[bytes],
+    most: int = SAFETY_CAP,
+) -> None:
+    """Send `first`, then `pieces` as chunks until the client goes (or `most` bytes are sent)."""
     writer.write(first)
     sent = 0
     async for piece in pieces:
         writer.write(chunk(piece))
         await writer.drain()
         sent += len(piece)
-        if sent > SAFETY_CAP:
+        if sent > most:
             return
 
 
